@@ -1,0 +1,91 @@
+# Developer and CI entry points for vmkit (Rust core + Python package).
+#
+#   make build        build the extension into .venv (maturin develop --release)
+#   make test         test-rust, lint-rust, test-python, lint-python, in that order
+#   make demo         run the demo against the built package
+#   make bench        criterion benches, then the Python-level benchmark
+#   make fmt          format Rust and Python sources
+#   make clean        remove target/ and .venv/
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+# cargo parallelises the heavy work itself; make runs one recipe at a time.
+.NOTPARALLEL:
+.DEFAULT_GOAL := build
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_ABS := $(abspath $(VENV))
+
+DEPS_STAMP := $(VENV)/.deps-stamp
+BUILD_STAMP := $(VENV)/.build-stamp
+
+# Build pyo3 against the venv's interpreter in every cargo invocation, so that
+# cargo test/clippy and maturin agree on the Python configuration.
+export PYO3_PYTHON := $(abspath $(PY))
+
+# Test and bench binaries of the pyo3 crate link libpython; its directory is
+# not on the loader's default path for pyenv/hostedtoolcache interpreters.
+PY_LIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")' 2>/dev/null)
+WITH_LIBPYTHON = LD_LIBRARY_PATH="$(PY_LIBDIR)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}"
+
+RUST_SRC := $(shell find crates -name '*.rs' -o -name Cargo.toml)
+# Python paths that exist (git does not track empty directories).
+PY_PATHS := $(wildcard python tests benches/py)
+
+.PHONY: build demo test test-rust lint-rust test-python lint-python bench fmt clean
+
+# Venv with the build backend and the test extras, both read from pyproject.toml.
+$(DEPS_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
+	print("\n".join(d["build-system"]["requires"] + d["project"]["optional-dependencies"]["test"]))' \
+	  > $(VENV)/requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -r $(VENV)/requirements-dev.txt
+	touch $@
+
+# Editable install: Python edits under python/ need no rebuild; Rust edits do.
+$(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SRC) Cargo.toml $(wildcard Cargo.lock) pyproject.toml
+	VIRTUAL_ENV=$(VENV_ABS) PATH="$(VENV_ABS)/bin:$$PATH" $(VENV)/bin/maturin develop --release
+	touch $@
+
+build: $(BUILD_STAMP)
+
+demo: build
+	$(PY) -m vmkit.demo
+
+test: build
+	@$(MAKE) --no-print-directory test-rust
+	@$(MAKE) --no-print-directory lint-rust
+	@$(MAKE) --no-print-directory test-python
+	@$(MAKE) --no-print-directory lint-python
+
+test-rust: $(DEPS_STAMP)
+	$(WITH_LIBPYTHON) cargo test --workspace
+
+lint-rust: $(DEPS_STAMP)
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-python: build
+	$(PY) -m pytest
+
+lint-python: build
+	$(VENV)/bin/mypy --strict python/
+	$(VENV)/bin/ruff check $(PY_PATHS)
+	$(VENV)/bin/ruff format --check $(PY_PATHS)
+	$(PY) -m mypy.stubtest vmkit._core --allowlist .mypy-stubtest-allowlist
+
+bench: build
+	$(WITH_LIBPYTHON) cargo bench -p vmkit-benches
+	$(PY) benches/py/bench_qom.py
+
+fmt: $(DEPS_STAMP)
+	cargo fmt --all
+	$(VENV)/bin/ruff format $(PY_PATHS)
+
+clean:
+	rm -rf target $(VENV)

@@ -1,0 +1,167 @@
+//! Placing objects the way QEMU's management commands do: the machine at
+//! `/machine`, `device_add`/`device_del` under `/machine/peripheral[-anon]`,
+//! `object-add`/`object-del` under `/objects`.
+
+use crate::error::{Error, PathError, Result};
+use crate::object::Object;
+use crate::tree::{resolve_path, root};
+use crate::type_info::{TYPE_DEVICE, TYPE_MACHINE, TYPE_USER_CREATABLE, lookup_type};
+use crate::value::Value;
+
+/// Checks an id as QEMU's `id_wellformed` does: a letter, then letters, digits, `-`, `.`, `_`.
+pub fn check_id(id: &str) -> Result<()> {
+    let mut chars = id.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Path(PathError::Invalid {
+            path: id.to_string(),
+            reason: "an id must start with a letter and contain only letters, digits, '-', '.' and '_'".into(),
+        }))
+    }
+}
+
+/// The machine at `/machine`, if one was created.
+pub fn machine() -> Option<Object> {
+    root().child("machine")
+}
+
+/// Creates the machine of type `type_name` at `/machine`, with its
+/// `peripheral`, `peripheral-anon` and `unattached` containers.
+pub fn create_machine(type_name: &str) -> Result<Object> {
+    let ty = lookup_type(type_name)?;
+    if !ty.is_a(TYPE_MACHINE) {
+        return Err(Error::WrongType {
+            type_name: type_name.to_string(),
+            expected: TYPE_MACHINE.to_string(),
+        });
+    }
+    if let Some(m) = machine() {
+        return Err(Error::Lifecycle {
+            object: m.describe(),
+            reason: "a machine already exists".into(),
+        });
+    }
+    let m = Object::new_of(&ty)?;
+    root().add_child("machine", &m)?;
+    Ok(m.handle())
+}
+
+/// Removes the machine from `/machine` (and so finalizes it and everything it owns).
+pub fn destroy_machine() -> Result<()> {
+    match machine() {
+        Some(m) => m.unparent(),
+        None => Ok(()),
+    }
+}
+
+fn container(path: &str) -> Result<Object> {
+    resolve_path(path, None).map_err(|_| Error::Lifecycle {
+        object: path.to_string(),
+        reason: "no machine has been created".into(),
+    })
+}
+
+fn set_all(obj: &Object, props: &[(String, Value)]) -> Result<()> {
+    for (name, value) in props {
+        obj.set(name, value.clone())?;
+    }
+    Ok(())
+}
+
+/// Creates, places and realizes a device, as QMP `device_add` does.
+///
+/// With an `id` the device goes to `/machine/peripheral/<id>`, without one to
+/// `/machine/peripheral-anon/device[N]`. On any failure nothing is left behind.
+pub fn device_add(type_name: &str, id: Option<&str>, props: &[(String, Value)]) -> Result<Object> {
+    let ty = lookup_type(type_name)?;
+    if !ty.is_a(TYPE_DEVICE) {
+        return Err(Error::WrongType {
+            type_name: type_name.to_string(),
+            expected: TYPE_DEVICE.to_string(),
+        });
+    }
+    if let Some(id) = id {
+        check_id(id)?;
+    }
+    let (parent, name) = match id {
+        Some(id) => (container("/machine/peripheral")?, id.to_string()),
+        None => (container("/machine/peripheral-anon")?, "device[*]".to_string()),
+    };
+    if id.is_some() && parent.child(&name).is_some() {
+        return Err(Error::Lifecycle {
+            object: format!("/machine/peripheral/{name}"),
+            reason: format!("duplicate device id '{name}'"),
+        });
+    }
+    let dev = Object::new_of(&ty)?;
+    set_all(&dev, props)?;
+    parent.add_child(&name, &dev)?;
+    if let Err(e) = dev.realize() {
+        let _ = dev.unparent();
+        return Err(e);
+    }
+    Ok(dev.handle())
+}
+
+/// Unplugs a device by id or path, as QMP `device_del` does: it is
+/// unrealized and removed from the tree, and finalized once unreferenced.
+pub fn device_del(id_or_path: &str) -> Result<()> {
+    let dev = if id_or_path.starts_with('/') {
+        resolve_path(id_or_path, None)?
+    } else {
+        container("/machine/peripheral")?
+            .child(id_or_path)
+            .ok_or_else(|| Error::Path(PathError::NotFound(id_or_path.to_string())))?
+    };
+    if !dev.is_a(TYPE_DEVICE) {
+        return Err(Error::WrongType {
+            type_name: dev.type_name().to_string(),
+            expected: TYPE_DEVICE.to_string(),
+        });
+    }
+    dev.unparent()
+}
+
+/// Creates, places and completes a user-creatable object at `/objects/<id>`, as QMP `object-add` does.
+pub fn object_add(type_name: &str, id: &str, props: &[(String, Value)]) -> Result<Object> {
+    let ty = lookup_type(type_name)?;
+    if !ty.is_a(TYPE_USER_CREATABLE) {
+        return Err(Error::WrongType {
+            type_name: type_name.to_string(),
+            expected: TYPE_USER_CREATABLE.to_string(),
+        });
+    }
+    check_id(id)?;
+    let objects = container("/objects")?;
+    if objects.child(id).is_some() {
+        return Err(Error::Lifecycle {
+            object: format!("/objects/{id}"),
+            reason: format!("duplicate object id '{id}'"),
+        });
+    }
+    let obj = Object::new_of(&ty)?;
+    set_all(&obj, props)?;
+    objects.add_child(id, &obj)?;
+    if let Err(e) = obj.complete() {
+        let _ = obj.unparent();
+        return Err(e);
+    }
+    Ok(obj.handle())
+}
+
+/// Deletes `/objects/<id>`, as QMP `object-del` does; refused while the object is in use.
+pub fn object_del(id: &str) -> Result<()> {
+    let obj = container("/objects")?
+        .child(id)
+        .ok_or_else(|| Error::Path(PathError::NotFound(format!("/objects/{id}"))))?;
+    if !obj.can_be_deleted() {
+        return Err(Error::Lifecycle {
+            object: obj.describe(),
+            reason: format!("object '{id}' is in use, can not be deleted"),
+        });
+    }
+    obj.unparent()
+}
