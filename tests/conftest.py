@@ -19,3 +19,52 @@ def _default_profile() -> str:
 
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default_profile()))
+
+
+# --- object-model fixtures -------------------------------------------------
+
+import gc  # noqa: E402
+import itertools  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from vmkit import qom  # noqa: E402
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def uniq(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Unique type names: the registry is process-wide and types cannot be unregistered."""
+    test = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:40]
+
+    def make(base: str) -> str:
+        return f"t{next(_counter)}-{test}-{base}"
+
+    return make
+
+
+@pytest.fixture
+def machine() -> Iterator[qom.Object]:
+    """A fresh ``none-machine`` at /machine, removed afterwards."""
+    if qom.machine() is not None:
+        qom.destroy_machine()
+    m = qom.create_machine("none-machine")
+    yield m
+    qom.destroy_machine()
+    for oid in [c.name for _, c in qom.resolve("/objects").children()]:
+        if oid is not None:
+            qom.object_del(oid)
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Asserts that the test leaves no live object or storage behind."""
+    gc.collect()
+    before = qom.stats()
+    yield
+    gc.collect()
+    after = qom.stats()
+    assert after.live_objects == before.live_objects, (before, after)
+    assert after.live_storages == before.live_storages, (before, after)

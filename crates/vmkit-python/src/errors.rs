@@ -1,0 +1,175 @@
+//! The exception hierarchy of `vmkit.errors`, and the mapping from core errors.
+//!
+//! ```text
+//! VmkitError
+//! └── QomError
+//!     ├── TypeNotFoundError, TypeRegistrationError, AbstractTypeError, WrongTypeError
+//!     ├── PropertyError
+//!     │   ├── PropertyNotFoundError, DuplicatePropertyError
+//!     │   ├── PropertyTypeError, PropertyValueError, PropertyAccessError
+//!     ├── PathError
+//!     ├── ObjectFinalizedError
+//!     ├── SingletonError
+//!     ├── LifecycleError
+//!     └── HookError
+//! ```
+//! A Python exception raised inside a hook is re-raised as it is.
+
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use vmkit_qom::{Error, ErrorKind};
+
+pyo3::create_exception!(
+    vmkit.errors,
+    VmkitError,
+    PyException,
+    "Base class of every vmkit error."
+);
+pyo3::create_exception!(vmkit.errors, QomError, VmkitError, "An object-model error.");
+pyo3::create_exception!(
+    vmkit.errors,
+    TypeNotFoundError,
+    QomError,
+    "No type of that name is registered."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    TypeRegistrationError,
+    QomError,
+    "A type registration was refused."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    AbstractTypeError,
+    QomError,
+    "An abstract type was instantiated."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    WrongTypeError,
+    QomError,
+    "A type is not of the kind the operation needs."
+);
+pyo3::create_exception!(vmkit.errors, PropertyError, QomError, "A property access failed.");
+pyo3::create_exception!(
+    vmkit.errors,
+    PropertyNotFoundError,
+    PropertyError,
+    "No property of that name."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    DuplicatePropertyError,
+    PropertyError,
+    "A property or child of that name exists."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    PropertyTypeError,
+    PropertyError,
+    "The value has the wrong type for the property."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    PropertyValueError,
+    PropertyError,
+    "The value is out of range or not accepted."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    PropertyAccessError,
+    PropertyError,
+    "The property cannot be read or written now."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    PathError,
+    QomError,
+    "A path is malformed, names nothing, or is ambiguous."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    ObjectFinalizedError,
+    QomError,
+    "The object is finalizing or finalized."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    SingletonError,
+    QomError,
+    "A second instance of a singleton type was refused."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    LifecycleError,
+    QomError,
+    "A lifecycle transition is not allowed now."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    HookError,
+    QomError,
+    "A hook failed without a Python exception."
+);
+
+/// Converts a core error to the matching Python exception.
+pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    if let Error::Hook {
+        source: Some(source), ..
+    } = &err
+    {
+        if let Some(original) = source.downcast_ref::<PyErr>() {
+            return original.clone_ref(py);
+        }
+    }
+    let msg = err.to_string();
+    match err.kind() {
+        ErrorKind::TypeNotFound => TypeNotFoundError::new_err(msg),
+        ErrorKind::TypeRegistration => TypeRegistrationError::new_err(msg),
+        ErrorKind::AbstractType => AbstractTypeError::new_err(msg),
+        ErrorKind::WrongType => WrongTypeError::new_err(msg),
+        ErrorKind::PropertyNotFound => PropertyNotFoundError::new_err(msg),
+        ErrorKind::DuplicateProperty => DuplicatePropertyError::new_err(msg),
+        ErrorKind::PropertyType => PropertyTypeError::new_err(msg),
+        ErrorKind::PropertyValue => PropertyValueError::new_err(msg),
+        ErrorKind::PropertyAccess => PropertyAccessError::new_err(msg),
+        ErrorKind::Path => PathError::new_err(msg),
+        ErrorKind::ObjectFinalized => ObjectFinalizedError::new_err(msg),
+        ErrorKind::Singleton => SingletonError::new_err(msg),
+        ErrorKind::Lifecycle => LifecycleError::new_err(msg),
+        ErrorKind::Hook => HookError::new_err(msg),
+    }
+}
+
+/// `Result<T, vmkit_qom::Error>` → `PyResult<T>`.
+pub(crate) trait IntoPyResult<T> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, Error> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_py(py, e))
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("VmkitError", py.get_type::<VmkitError>())?;
+    m.add("QomError", py.get_type::<QomError>())?;
+    m.add("TypeNotFoundError", py.get_type::<TypeNotFoundError>())?;
+    m.add("TypeRegistrationError", py.get_type::<TypeRegistrationError>())?;
+    m.add("AbstractTypeError", py.get_type::<AbstractTypeError>())?;
+    m.add("WrongTypeError", py.get_type::<WrongTypeError>())?;
+    m.add("PropertyError", py.get_type::<PropertyError>())?;
+    m.add("PropertyNotFoundError", py.get_type::<PropertyNotFoundError>())?;
+    m.add("DuplicatePropertyError", py.get_type::<DuplicatePropertyError>())?;
+    m.add("PropertyTypeError", py.get_type::<PropertyTypeError>())?;
+    m.add("PropertyValueError", py.get_type::<PropertyValueError>())?;
+    m.add("PropertyAccessError", py.get_type::<PropertyAccessError>())?;
+    m.add("PathError", py.get_type::<PathError>())?;
+    m.add("ObjectFinalizedError", py.get_type::<ObjectFinalizedError>())?;
+    m.add("SingletonError", py.get_type::<SingletonError>())?;
+    m.add("LifecycleError", py.get_type::<LifecycleError>())?;
+    m.add("HookError", py.get_type::<HookError>())?;
+    Ok(())
+}

@@ -1,0 +1,291 @@
+"""The object model (QOM): types, objects, properties and the composition tree.
+
+Objects are created from registered types, configured through typed
+properties, placed in a tree with canonical paths (``/machine/peripheral/d0``)
+and reference counted with checked lifetimes::
+
+    from vmkit import qom
+
+    qom.register_type(
+        "my-uart",
+        parent="device",
+        class_properties=[qom.Property("baud", "uint32", default=115200, before_realize=True)],
+        realize=lambda obj: print("realized", obj.path),
+    )
+    qom.create_machine("none-machine")
+    uart = qom.device_add("my-uart", id="uart0", baud=9600)
+    assert qom.resolve("uart0") == uart
+    print(qom.tree("/machine"))
+    qom.device_del("uart0")
+
+A handle returned by :func:`new` owns one reference; ``obj.ref()`` and
+``obj.unref()`` take and give back more. Handles from lookups own none.
+Using an object after it was finalized raises
+:class:`vmkit.errors.ObjectFinalizedError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from vmkit import _core
+from vmkit._core import ClassInit, Object, Property, PropertyInfo, StorageGuard, TypeSummary
+
+__all__ = [
+    "ClassInit",
+    "Object",
+    "Property",
+    "PropertyInfo",
+    "PropertyValue",
+    "Stats",
+    "StorageGuard",
+    "TypeSummary",
+    "create_machine",
+    "destroy_machine",
+    "device_add",
+    "device_del",
+    "device_list_properties",
+    "format_size",
+    "list_properties",
+    "list_types",
+    "machine",
+    "new",
+    "object_add",
+    "object_del",
+    "parse_size",
+    "register_type",
+    "resolve",
+    "root",
+    "singleton_instance",
+    "stats",
+    "tree",
+    "type_interfaces",
+    "type_is_a",
+    "walk",
+]
+
+#: What a property holds, seen from Python.
+PropertyValue = bool | int | str | None
+Hook = Callable[[Object], object]
+
+parse_size = _core.parse_size
+format_size = _core.format_size
+
+
+def _prop_name(obj: Object, key: str) -> str:
+    """Maps a Python keyword to a property name: ``mem_path`` finds ``mem-path``."""
+    if key in obj or "_" not in key:
+        return key
+    dashed = key.replace("_", "-")
+    return dashed if dashed in obj else key
+
+
+def _prop_names_for(type_name: str, props: Mapping[str, PropertyValue]) -> dict[str, PropertyValue]:
+    """Maps keywords to the property names of ``type_name`` (``_`` for ``-``)."""
+    if not any("_" in k for k in props):
+        return dict(props)
+    try:
+        known = {p.name for p in _core.type_properties(type_name)}
+    except _core.QomError:
+        known = set()  # the command itself will report the bad type
+    out: dict[str, PropertyValue] = {}
+    for key, value in props.items():
+        dashed = key.replace("_", "-")
+        out[dashed if key not in known and dashed in known else key] = value
+    return out
+
+
+def _apply(obj: Object, props: Mapping[str, PropertyValue | Object]) -> None:
+    for key, value in props.items():
+        obj.set(_prop_name(obj, key), value)
+
+
+def new(type_name: str, /, **props: PropertyValue | Object) -> Object:
+    """Creates an object of ``type_name`` and sets ``props`` on it.
+
+    The returned handle owns the object's one reference. Keyword names may
+    use ``_`` for ``-`` (``mem_path=`` sets ``mem-path``). If a property
+    cannot be set, the object is finalized and the error raised.
+
+    :raises TypeNotFoundError: no such type.
+    :raises AbstractTypeError: the type is abstract.
+    :raises PropertyError: a property is unknown or its value is refused.
+    """
+    obj = _core.new_object(type_name)
+    try:
+        _apply(obj, props)
+    except BaseException:
+        obj.release()
+        raise
+    return obj
+
+
+def register_type(
+    name: str,
+    parent: str = "object",
+    *,
+    abstract: bool = False,
+    interfaces: Iterable[str] = (),
+    description: str | None = None,
+    class_properties: Iterable[Property] = (),
+    properties: Iterable[Property] = (),
+    class_init: Callable[[ClassInit], object] | None = None,
+    instance_init: Hook | None = None,
+    instance_post_init: Hook | None = None,
+    instance_finalize: Hook | None = None,
+    realize: Hook | None = None,
+    unrealize: Hook | None = None,
+    complete: Hook | None = None,
+    can_be_deleted: Callable[[Object], bool] | None = None,
+) -> None:
+    """Registers a type implemented in Python, alongside the Rust-defined ones.
+
+    ``class_properties`` exist on every instance of the type and its
+    subtypes; ``properties`` are added to each instance just before this
+    type's ``instance_init`` runs. Hooks run in QEMU's order: ``class_init``,
+    ``instance_init``, ``realize`` and ``complete`` base type first;
+    ``instance_post_init``, ``unrealize`` and ``instance_finalize``
+    most-derived first. An exception raised by a hook propagates to whoever
+    triggered it (one from ``instance_finalize`` goes to
+    ``sys.unraisablehook``, as for ``__del__``).
+
+    :raises TypeRegistrationError: duplicate name, unknown parent or interface.
+    """
+    _core.register_type(
+        name,
+        parent,
+        abstract=abstract,
+        interfaces=list(interfaces),
+        description=description,
+        class_properties=list(class_properties),
+        properties=list(properties),
+        class_init=class_init,
+        instance_init=instance_init,
+        instance_post_init=instance_post_init,
+        instance_finalize=instance_finalize,
+        realize=realize,
+        unrealize=unrealize,
+        complete=complete,
+        can_be_deleted=can_be_deleted,
+    )
+
+
+def list_types(
+    implements: str | None = None, *, include_abstract: bool = False
+) -> list[TypeSummary]:
+    """Registered types sorted by name (QMP ``qom-list-types``)."""
+    return _core.list_types(implements, include_abstract)
+
+
+def type_is_a(type_name: str, other: str) -> bool:
+    """Whether ``type_name`` is, derives from, or implements ``other``."""
+    return _core.type_is_a(type_name, other)
+
+
+def type_interfaces(type_name: str) -> list[str]:
+    """The interfaces ``type_name`` implements, inherited ones included."""
+    return _core.type_interfaces(type_name)
+
+
+def list_properties(type_name: str) -> list[PropertyInfo]:
+    """Every property of a type (QMP ``qom-list-properties``).
+
+    A concrete type is instantiated temporarily, so instance properties are
+    listed too; creating and dropping it has no other effect.
+    """
+    return _core.type_properties(type_name)
+
+
+def device_list_properties(type_name: str) -> list[PropertyInfo]:
+    """The user-settable properties of a device type (QMP ``device-list-properties``)."""
+    return _core.device_type_properties(type_name)
+
+
+def root() -> Object:
+    """The root of the composition tree, ``/``."""
+    return _core.root()
+
+
+def resolve(path: str, type_name: str | None = None) -> Object:
+    """Resolves an absolute path or an unambiguous partial one.
+
+    :raises PathError: malformed, not found, or ambiguous.
+    :raises WrongTypeError: the object is not of ``type_name``.
+    """
+    return _core.resolve_path(path, type_name)
+
+
+def tree(path: str = "/") -> str:
+    """The subtree at ``path`` as QEMU's ``info qom-tree`` prints it."""
+    return _core.qom_tree(path)
+
+
+def walk(start: Object | None = None) -> Iterator[Object]:
+    """Every object below ``start`` (default: the root), depth first, parents before children."""
+    stack = [start if start is not None else root()]
+    while stack:
+        obj = stack.pop()
+        yield obj
+        stack.extend(child for _, child in reversed(obj.children()))
+
+
+def create_machine(type_name: str = "none-machine") -> Object:
+    """Creates the machine at ``/machine`` with its standard containers."""
+    return _core.create_machine(type_name)
+
+
+def destroy_machine() -> None:
+    """Removes ``/machine`` and finalizes everything it owns."""
+    _core.destroy_machine()
+
+
+def machine() -> Object | None:
+    """The machine, if one was created."""
+    return _core.machine()
+
+
+def device_add(type_name: str, /, id: str | None = None, **props: PropertyValue) -> Object:
+    """Creates, places and realizes a device, as QMP ``device_add`` does.
+
+    With ``id`` it goes to ``/machine/peripheral/<id>``, else to
+    ``/machine/peripheral-anon/device[N]``. On failure nothing is left behind.
+    """
+    return _core.device_add(type_name, id, _prop_names_for(type_name, props))
+
+
+def device_del(id_or_path: str) -> None:
+    """Unrealizes a device and removes it from the tree (QMP ``device_del``)."""
+    _core.device_del(id_or_path)
+
+
+def object_add(type_name: str, /, id: str, **props: PropertyValue) -> Object:
+    """Creates and completes a user-creatable object at ``/objects/<id>`` (QMP ``object-add``)."""
+    return _core.object_add(type_name, id, _prop_names_for(type_name, props))
+
+
+def object_del(id: str) -> None:
+    """Deletes ``/objects/<id>`` unless it is in use (QMP ``object-del``)."""
+    _core.object_del(id)
+
+
+def singleton_instance(type_name: str) -> Object | None:
+    """The realized or completed instance of a singleton type, if any."""
+    return _core.singleton_instance(type_name)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Object-model counters (see :func:`stats`)."""
+
+    live_objects: int
+    live_storages: int
+    objects_created: int
+    objects_finalized: int
+    storages_released: int
+    resurrections_refused: int
+
+
+def stats() -> Stats:
+    """Counters of live objects and storages, so tests can prove nothing leaks."""
+    return Stats(**_core.stats())
