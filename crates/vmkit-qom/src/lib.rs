@@ -31,10 +31,14 @@
 //! # Ok::<(), vmkit_qom::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 mod builtin;
 mod error;
 mod lifecycle;
 mod object;
+#[allow(unsafe_code)]
+mod owned_ref;
 mod placement;
 mod property;
 mod size;
@@ -46,7 +50,8 @@ mod value;
 
 pub use error::{Error, ErrorKind, HookSource, PathError, Result};
 pub use lifecycle::singleton_instance;
-pub use object::{Object, ObjectRef, Phase};
+pub use object::{Object, Phase};
+pub use owned_ref::ObjectRef;
 pub use placement::{
     check_id, create_machine, destroy_machine, device_add, device_del, machine, object_add, object_del,
 };

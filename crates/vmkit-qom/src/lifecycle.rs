@@ -10,7 +10,8 @@ use std::sync::{LazyLock, Weak};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::object::{InstanceProp, Object, ObjectInner, ObjectRef, Phase, Slot};
+use crate::object::{InstanceProp, Object, ObjectInner, Phase, Slot};
+use crate::owned_ref::ObjectRef;
 use crate::stats;
 
 /// Active instance of each singleton type, keyed by the type declaring the interface.
@@ -181,6 +182,7 @@ impl Object {
                 reason: "only devices can be realized".into(),
             });
         }
+        let _transition = Transition::begin(self, "realize")?;
         if self.is_realized() {
             return Ok(());
         }
@@ -219,6 +221,7 @@ impl Object {
                 reason: "only devices can be unrealized".into(),
             });
         }
+        let _transition = Transition::begin(self, "unrealize")?;
         unrealize_inner(self)
     }
 
@@ -231,6 +234,7 @@ impl Object {
                 reason: "only user-creatable objects can be completed".into(),
             });
         }
+        let _transition = Transition::begin(self, "complete")?;
         if self.is_completed() {
             return Err(Error::Lifecycle {
                 object: self.describe(),
@@ -256,6 +260,30 @@ impl Object {
     /// Whether a user-creatable object may be deleted now (its `can_be_deleted` hook).
     pub fn can_be_deleted(&self) -> bool {
         self.class().can_be_deleted.as_ref().is_none_or(|h| h(self))
+    }
+}
+
+/// Marks a realize, unrealize or complete as running, so that a second one
+/// (from another thread, or from the hooks of the first) is refused instead of
+/// running the hooks twice.
+struct Transition<'a>(&'a Object);
+
+impl<'a> Transition<'a> {
+    fn begin(obj: &'a Object, what: &str) -> Result<Self> {
+        let busy = std::mem::replace(&mut obj.0.data.lock().in_transition, true);
+        if busy {
+            return Err(Error::Lifecycle {
+                object: obj.describe(),
+                reason: format!("cannot {what}: a realize, unrealize or complete is already in progress"),
+            });
+        }
+        Ok(Transition(obj))
+    }
+}
+
+impl Drop for Transition<'_> {
+    fn drop(&mut self) {
+        self.0.0.data.lock().in_transition = false;
     }
 }
 

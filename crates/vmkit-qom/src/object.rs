@@ -8,13 +8,13 @@
 
 use std::any::Any;
 use std::fmt;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::owned_ref::ObjectRef;
 use crate::property::{Accessor, PropCtx, PropertyDef, PropertyInfo, PropertyKind};
 use crate::stats;
 use crate::storage::{Storage, StorageGuard};
@@ -57,7 +57,7 @@ impl Phase {
 pub(crate) struct ObjectInner {
     id: u64,
     pub(crate) class: Arc<Class>,
-    refs: AtomicU32,
+    pub(crate) refs: AtomicU32,
     phase: AtomicU8,
     pub(crate) storage: Arc<Storage>,
     /// The object whose storage this embedded child lives in.
@@ -75,6 +75,8 @@ pub(crate) struct ObjectData {
     pub(crate) instance_props: Vec<InstanceProp>,
     pub(crate) realized: bool,
     pub(crate) completed: bool,
+    /// A realize, unrealize or complete is running (its hooks are being called).
+    pub(crate) in_transition: bool,
     /// Number of type levels whose `instance_init` ran (finalize runs only those).
     pub(crate) inited_levels: usize,
     pub(crate) user_data: Option<Arc<dyn Any + Send + Sync>>,
@@ -108,47 +110,6 @@ pub(crate) struct InstanceProp {
 #[derive(Clone)]
 pub struct Object(pub(crate) Arc<ObjectInner>);
 
-/// An owned QOM reference to an object; dropping it is `unref`.
-///
-/// Cloning takes another reference: that cannot fail, because holding one
-/// proves the object is live.
-pub struct ObjectRef(Object);
-
-impl Deref for ObjectRef {
-    type Target = Object;
-    fn deref(&self) -> &Object {
-        &self.0
-    }
-}
-
-impl Clone for ObjectRef {
-    fn clone(&self) -> Self {
-        let prev = self.0.0.refs.fetch_add(1, Ordering::Relaxed);
-        // Far below u32 overflow; like Arc, an impossible count aborts rather than wraps.
-        if prev > u32::MAX / 2 {
-            std::process::abort();
-        }
-        ObjectRef(self.0.clone())
-    }
-}
-
-impl Drop for ObjectRef {
-    fn drop(&mut self) {
-        let inner = &self.0.0;
-        if inner.refs.fetch_sub(1, Ordering::Release) == 1 {
-            std::sync::atomic::fence(Ordering::Acquire);
-            crate::lifecycle::finalize(&self.0);
-        }
-    }
-}
-
-impl ObjectRef {
-    /// The handle (without the reference).
-    pub fn handle(&self) -> Object {
-        self.0.clone()
-    }
-}
-
 impl fmt::Debug for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -158,11 +119,6 @@ impl fmt::Debug for Object {
             self.type_name(),
             self.phase().as_str()
         )
-    }
-}
-impl fmt::Debug for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectRef({:?})", self.0)
     }
 }
 
@@ -210,6 +166,8 @@ impl ObjectInner {
 
 impl Object {
     /// Creates an object of the named type. The caller owns the one reference.
+    // `Object` is the handle type; creation hands out the owning `ObjectRef`.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(type_name: &str) -> Result<ObjectRef> {
         Self::new_of(&lookup_type(type_name)?)
     }
@@ -230,6 +188,13 @@ impl Object {
     /// object (the returned handle holds no reference).
     pub fn embed_child(&self, name: &str, type_name: &str) -> Result<Object> {
         self.check_live("embedding a child")?;
+        crate::tree::check_child_name(name)?;
+        if !name.ends_with("[*]") && self.has_property(name) {
+            return Err(Error::DuplicateProperty {
+                object: self.describe(),
+                name: name.to_string(),
+            });
+        }
         let ty = lookup_type(type_name)?;
         if ty.is_abstract() {
             return Err(Error::AbstractType(ty.name().to_string()));
@@ -266,7 +231,7 @@ impl Object {
         });
         storage.add_member(inner.clone());
         stats::object_created();
-        ObjectRef(Object(inner))
+        ObjectRef::adopt(Object(inner))
     }
 
     // ----- identity and lifetime -------------------------------------------------
@@ -310,28 +275,17 @@ impl Object {
         self.0.refs.load(Ordering::Acquire)
     }
 
-    /// Takes a reference (QOM's `object_ref`).
-    ///
-    /// Refused with [`Error::ObjectFinalized`] when the object is finalizing or
-    /// finalized: the count is checked and incremented in one atomic step, so
-    /// an object whose count reached zero can never be brought back.
-    pub fn try_ref(&self) -> Result<ObjectRef> {
-        let refs = &self.0.refs;
-        let mut cur = refs.load(Ordering::Acquire);
-        loop {
-            if cur == 0 {
-                stats::resurrection_refused();
-                return Err(self.finalized_error("taking a reference"));
-            }
-            if cur >= u32::MAX / 2 {
-                return Err(Error::Lifecycle {
-                    object: self.describe(),
-                    reason: "reference count overflow".into(),
-                });
-            }
-            match refs.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return Ok(ObjectRef(self.clone())),
-                Err(seen) => cur = seen,
+    /// The error of a refused `try_ref`, kept out of its inlined fast path.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn try_ref_refused(&self, count: u32) -> Error {
+        if count == 0 {
+            stats::resurrection_refused();
+            self.finalized_error("taking a reference")
+        } else {
+            Error::Lifecycle {
+                object: self.describe(),
+                reason: "reference count overflow".into(),
             }
         }
     }
@@ -341,7 +295,12 @@ impl Object {
         if self.phase() == Phase::Finalized {
             return Err(self.finalized_error("pinning its storage"));
         }
-        self.0.storage.acquire()?;
+        // The object may finish finalizing (and its storage be released)
+        // between the check above and this one: report that the same way.
+        self.0
+            .storage
+            .acquire()
+            .map_err(|_| self.finalized_error("pinning its storage"))?;
         Ok(StorageGuard {
             storage: self.0.storage.clone(),
         })
@@ -614,10 +573,12 @@ impl Object {
     }
 
     fn store(&self, loc: &PropLoc, value: Slot) -> Result<()> {
-        let old = {
+        // The refused value goes back out too: it may hold a strong link,
+        // which must not be dropped under the lock either.
+        let outcome = {
             let mut data = self.0.data.lock();
             if data.state_released {
-                None
+                Err((value, true))
             } else {
                 let slot = match loc {
                     PropLoc::Class(_, Some(i)) => data.slots.get_mut(*i),
@@ -628,16 +589,28 @@ impl Object {
                         .find(|p| Arc::ptr_eq(&p.def, d))
                         .map(|p| &mut p.slot),
                 };
-                slot.map(|s| std::mem::replace(s, value))
+                match slot {
+                    Some(s) => Ok(std::mem::replace(s, value)),
+                    None => Err((value, false)),
+                }
             }
         };
-        match old {
+        match outcome {
             // Dropped outside the lock: an old strong link may finalize its target.
-            Some(old) => {
+            Ok(old) => {
                 drop(old);
                 Ok(())
             }
-            None => Err(self.finalized_error("setting a property")),
+            Err((value, released)) => {
+                drop(value);
+                if released {
+                    Err(self.finalized_error("setting a property"))
+                } else {
+                    // A property without a stored value (a computed one, or an
+                    // instance property removed meanwhile): not a finalization.
+                    Err(self.access_error(&loc.def().name, "it has no stored value"))
+                }
+            }
         }
     }
 

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
 use crate::error::{Error, PathError, Result};
-use crate::object::{InstanceProp, Object, ObjectRef, ParentEdge, Slot};
+use crate::object::{InstanceProp, Object, ParentEdge, Slot};
+use crate::owned_ref::ObjectRef;
 use crate::property::{PropertyDef, PropertyKind};
 use crate::type_info::TYPE_CONTAINER;
 
@@ -36,7 +37,7 @@ pub fn root() -> Object {
 }
 
 /// Checks a child or id name: non-empty, no `/`, and (for auto-numbering) `[*]` only at the end.
-fn check_child_name(name: &str) -> Result<()> {
+pub(crate) fn check_child_name(name: &str) -> Result<()> {
     let bad = |reason: &str| {
         Error::Path(PathError::Invalid {
             path: name.to_string(),
@@ -104,6 +105,10 @@ impl Object {
         );
         let result = {
             let mut d = self.0.data.lock();
+            // Checked again under the lock: finalization takes the children
+            // under it after publishing `Finalizing`, so a child added after
+            // that would never be dropped.
+            let live = self.phase() == crate::object::Phase::Live;
             let taken = |n: &str| {
                 self.0.class.property_index.contains_key(n) || d.instance_props.iter().any(|p| &*p.def.name == n)
             };
@@ -112,6 +117,7 @@ impl Object {
                 None => (!taken(name)).then(|| name.to_string()),
             };
             match final_name {
+                _ if !live => Err((owned, false)),
                 Some(n) => {
                     let mut def = def;
                     def.name = Arc::from(n.as_str());
@@ -121,7 +127,7 @@ impl Object {
                     });
                     Ok(n)
                 }
-                None => Err(owned),
+                None => Err((owned, true)),
             }
         };
         match result {
@@ -131,9 +137,12 @@ impl Object {
                 }
                 Ok(n)
             }
-            Err(owned) => {
+            Err((owned, live)) => {
                 child.0.data.lock().parent = None;
                 drop(owned);
+                if !live {
+                    return Err(self.finalized_error("adding a child"));
+                }
                 Err(Error::DuplicateProperty {
                     object: self.describe(),
                     name: name.to_string(),

@@ -576,8 +576,12 @@ impl Registry {
         if info.is_interface
             && (!info.instance_properties.is_empty()
                 || info.instance_init.is_some()
+                || info.instance_post_init.is_some()
                 || info.instance_finalize.is_some()
                 || info.realize.is_some()
+                || info.unrealize.is_some()
+                || info.complete.is_some()
+                || info.can_be_deleted.is_some()
                 || !info.interfaces.is_empty())
         {
             return Err(fail(
