@@ -81,6 +81,7 @@ lint-python: build
 
 bench: build
 	$(WITH_LIBPYTHON) cargo bench -p vmkit-benches
+	$(PY) benches/py/criterion_medians.py
 	$(PY) benches/py/bench_qom.py
 
 fmt: $(DEPS_STAMP)
