@@ -11,23 +11,8 @@ use vmkit_qom::{
     Value, root,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// The error of a result that must have failed.
-fn err_of<T>(r: vmkit_qom::Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("expected an error, got a success"),
-        Err(e) => e,
-    }
-}
-
-fn bump(c: &Arc<AtomicUsize>) -> impl Fn(&Object) -> vmkit_qom::Result<()> + Send + Sync + use<> {
-    let c = c.clone();
-    move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn embedded_children_share_their_container_storage() -> TestResult {

@@ -3,7 +3,7 @@
 //! never creates `/machine`, so realized devices stay out of the tree).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 use vmkit_qom::{
@@ -11,31 +11,8 @@ use vmkit_qom::{
     TypeInfo, Value, singleton_instance,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// The error of a result that must have failed.
-fn err_of<T>(r: vmkit_qom::Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("expected an error, got a success"),
-        Err(e) => e,
-    }
-}
-
-fn counter() -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(0))
-}
-
-fn bump(c: &Arc<AtomicUsize>) -> impl Fn(&Object) -> vmkit_qom::Result<()> + Send + Sync + use<> {
-    let c = c.clone();
-    move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-fn get(c: &Arc<AtomicUsize>) -> usize {
-    c.load(Ordering::SeqCst)
-}
+mod common;
+use common::*;
 
 #[test]
 fn finalize_runs_once_when_the_last_reference_goes() -> TestResult {

@@ -6,7 +6,7 @@
 //! machine, and destroys it when done (also when it fails).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use vmkit_qom::{
@@ -15,7 +15,8 @@ use vmkit_qom::{
     object_del, qom_tree, resolve_path, singleton_instance,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
+use common::*;
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -41,32 +42,8 @@ impl Drop for MachineGuard {
     }
 }
 
-/// The error of a result that must have failed.
-fn err_of<T>(r: vmkit_qom::Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("expected an error, got a success"),
-        Err(e) => e,
-    }
-}
-
 fn props(list: &[(&str, Value)]) -> Vec<(String, Value)> {
     list.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn counter() -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(0))
-}
-
-fn bump(c: &Arc<AtomicUsize>) -> impl Fn(&Object) -> vmkit_qom::Result<()> + Send + Sync + use<> {
-    let c = c.clone();
-    move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-fn get(c: &Arc<AtomicUsize>) -> usize {
-    c.load(Ordering::SeqCst)
 }
 
 #[test]

@@ -7,42 +7,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use vmkit_qom::{
-    Error, ErrorKind, Object, ObjectRef, PathError, Phase, PropertyDef, PropertyKind, TYPE_CONTAINER, TYPE_DEVICE,
-    TypeInfo, Value, root,
-};
+use vmkit_qom::{Error, ErrorKind, Object, PathError, Phase, PropertyDef, PropertyKind, TYPE_DEVICE, TypeInfo, Value};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// The error of a result that must have failed.
-fn err_of<T>(r: vmkit_qom::Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("expected an error, got a success"),
-        Err(e) => e,
-    }
-}
+mod common;
+use common::*;
 
 fn on_off_auto() -> PropertyKind {
     PropertyKind::Enum {
         name: "OnOffAuto".into(),
         values: vec!["on".into(), "off".into(), "auto".into()].into(),
-    }
-}
-
-/// A container at `/<name>`, removed from the tree when dropped.
-struct Scratch(ObjectRef);
-
-impl Scratch {
-    fn new(name: &str) -> vmkit_qom::Result<Scratch> {
-        let c = Object::new(TYPE_CONTAINER)?;
-        root().add_child(name, &c)?;
-        Ok(Scratch(c))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.0.unparent();
     }
 }
 

@@ -5,7 +5,8 @@
 
 use vmkit_qom::{Object, Stats, TYPE_CONTAINER, TYPE_DEVICE, TypeInfo, stats};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
+use common::*;
 
 fn delta(before: &Stats) -> (i64, i64, u64, u64, u64, u64) {
     let now = stats();

@@ -9,32 +9,8 @@ use vmkit_qom::{
     resolve_path, root,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// The error of a result that must have failed.
-fn err_of<T>(r: vmkit_qom::Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("expected an error, got a success"),
-        Err(e) => e,
-    }
-}
-
-/// A container at `/<name>`, removed from the tree when dropped.
-struct Scratch(ObjectRef);
-
-impl Scratch {
-    fn new(name: &str) -> vmkit_qom::Result<Scratch> {
-        let c = Object::new(TYPE_CONTAINER)?;
-        root().add_child(name, &c)?;
-        Ok(Scratch(c))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.0.unparent();
-    }
-}
+mod common;
+use common::*;
 
 fn container() -> vmkit_qom::Result<ObjectRef> {
     Object::new(TYPE_CONTAINER)

@@ -13,15 +13,8 @@ use vmkit_qom::{
     type_properties,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// The error of a result that must have failed.
-fn err_of<T>(r: vmkit_qom::Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("expected an error, got a success"),
-        Err(e) => e,
-    }
-}
+mod common;
+use common::*;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
