@@ -485,10 +485,7 @@ impl Object {
         if let PropertyKind::Link { .. } = def.kind {
             let target = match value.as_str() {
                 None | Some("") => None,
-                Some(path) => Some(crate::tree::resolve_path(path, None).map_err(|e| match e {
-                    Error::Path(p) => Error::Path(p),
-                    other => other,
-                })?),
+                Some(path) => Some(crate::tree::resolve_path(path, None)?),
             };
             return self.store_link(&loc, target.as_ref());
         }
