@@ -5,6 +5,7 @@
 //! object (and others) freely.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, Weak};
 
 use parking_lot::Mutex;
@@ -48,11 +49,8 @@ pub(crate) fn initialize(obj: ObjectRef) -> Result<ObjectRef> {
 /// a count that reached zero can never be raised again (see `Object::try_ref`).
 pub(crate) fn finalize(obj: &Object) {
     obj.set_phase(Phase::Finalizing);
-    let (realized, inited) = {
-        let d = obj.0.data.lock();
-        (d.realized, d.inited_levels)
-    };
-    if realized {
+    let inited = obj.0.data.lock().inited_levels;
+    if obj.is_realized() {
         // Unrealize cannot be vetoed; an error here has nobody to report to.
         let _ = unrealize_inner(obj);
     }
@@ -98,12 +96,8 @@ pub(crate) fn finalize(obj: &Object) {
 
 /// Clears a child's parent edge and unrealizes it (QEMU's `unparent` class hook).
 pub(crate) fn detach_child(child: &Object) {
-    let realized = {
-        let mut d = child.0.data.lock();
-        d.parent = None;
-        d.realized
-    };
-    if realized {
+    child.0.data.lock().parent = None;
+    if child.is_realized() {
         let _ = unrealize_inner(child);
     }
 }
@@ -158,7 +152,7 @@ pub fn singleton_instance(type_name: &str) -> Result<Option<Object>> {
 impl Object {
     /// Whether the device is realized.
     pub fn is_realized(&self) -> bool {
-        self.0.data.lock().realized
+        self.0.realized.load(Ordering::Acquire)
     }
 
     /// Whether the user-creatable object is completed.
@@ -206,7 +200,7 @@ impl Object {
                 return Err(e);
             }
         }
-        self.0.data.lock().realized = true;
+        self.0.realized.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -288,13 +282,10 @@ impl Drop for Transition<'_> {
 }
 
 fn unrealize_inner(obj: &Object) -> Result<()> {
-    {
-        let mut d = obj.0.data.lock();
-        if !d.realized {
-            return Ok(());
-        }
-        // Published first, as QEMU does: hooks see an unrealized device.
-        d.realized = false;
+    // Published first, as QEMU does: hooks see an unrealized device. The swap
+    // makes exactly one caller run the hooks.
+    if !obj.0.realized.swap(false, Ordering::AcqRel) {
+        return Ok(());
     }
     let class = obj.class().clone();
     let mut first_err = None;

@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -58,6 +58,9 @@ pub(crate) struct ObjectInner {
     id: u64,
     pub(crate) class: Arc<Class>,
     pub(crate) refs: AtomicU32,
+    /// Whether the device is realized; an atomic so that MMIO dispatch can
+    /// check it on every access without taking the data lock.
+    pub(crate) realized: AtomicBool,
     phase: AtomicU8,
     pub(crate) storage: Arc<Storage>,
     /// The object whose storage this embedded child lives in.
@@ -73,7 +76,6 @@ pub(crate) struct ObjectData {
     pub(crate) slots: Vec<Slot>,
     /// Properties added to this instance (including `child<>` edges), in insertion order.
     pub(crate) instance_props: Vec<InstanceProp>,
-    pub(crate) realized: bool,
     pub(crate) completed: bool,
     /// A realize, unrealize or complete is running (its hooks are being called).
     pub(crate) in_transition: bool,
@@ -221,6 +223,7 @@ impl Object {
             id: NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
             class,
             refs: AtomicU32::new(1),
+            realized: AtomicBool::new(false),
             phase: AtomicU8::new(0),
             storage: storage.clone(),
             embedded_in,
@@ -621,10 +624,8 @@ impl Object {
             return Err(self.access_error(&def.name, why));
         }
         if def.before_realize_only {
-            let (realized, completed) = {
-                let d = self.0.data.lock();
-                (d.realized, d.completed)
-            };
+            let realized = self.is_realized();
+            let completed = self.0.data.lock().completed;
             if realized || completed {
                 let what = if realized { "realized" } else { "completed" };
                 return Err(self.access_error(&def.name, &format!("it cannot be set after the object was {what}")));
