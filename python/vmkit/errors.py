@@ -14,15 +14,27 @@ Every vmkit error derives from :class:`VmkitError`; object-model errors from
         ├── SingletonError
         ├── LifecycleError
         └── HookError
+    GuestMemoryError
+        ├── AddressError       (out of bounds, overflow, unassigned in strict mode)
+        ├── AccessError        (refused by a region's constraints or an IOMMU)
+        ├── RegionLayoutError  (zero sizes, aliases beyond targets, overlaps, cycles)
+        ├── DeviceGoneError    (the region's owner is unrealized or finalized)
+        └── HostMemoryError    (mmap, memfd, file backing)
 
-An exception raised by a Python hook (``realize``, ``instance_init``...)
-propagates unchanged to the caller that triggered the hook.
+An exception raised by a Python hook (``realize``, ``instance_init``...) or
+callback (MMIO ``read``/``write``, IOMMU ``translate``) propagates unchanged
+to the caller that triggered it.
 """
 
 from vmkit._core import (
     AbstractTypeError,
+    AccessError,
+    AddressError,
+    DeviceGoneError,
     DuplicatePropertyError,
+    GuestMemoryError,
     HookError,
+    HostMemoryError,
     LifecycleError,
     ObjectFinalizedError,
     PathError,
@@ -32,6 +44,7 @@ from vmkit._core import (
     PropertyTypeError,
     PropertyValueError,
     QomError,
+    RegionLayoutError,
     SingletonError,
     TypeNotFoundError,
     TypeRegistrationError,
@@ -41,8 +54,13 @@ from vmkit._core import (
 
 __all__ = [
     "AbstractTypeError",
+    "AccessError",
+    "AddressError",
+    "DeviceGoneError",
     "DuplicatePropertyError",
+    "GuestMemoryError",
     "HookError",
+    "HostMemoryError",
     "LifecycleError",
     "ObjectFinalizedError",
     "PathError",
@@ -52,6 +70,7 @@ __all__ = [
     "PropertyTypeError",
     "PropertyValueError",
     "QomError",
+    "RegionLayoutError",
     "SingletonError",
     "TypeNotFoundError",
     "TypeRegistrationError",

@@ -12,6 +12,12 @@
 //!     ├── SingletonError
 //!     ├── LifecycleError
 //!     └── HookError
+//! └── GuestMemoryError
+//!     ├── AddressError        (out of bounds, overflow, unassigned in strict mode)
+//!     ├── AccessError         (refused by a region's constraints, an IOMMU, a read-only target)
+//!     ├── RegionLayoutError   (zero/unaligned sizes, aliases beyond targets, overlaps, cycles)
+//!     ├── DeviceGoneError     (the region's owner is unrealized or finalized)
+//!     └── HostMemoryError     (mmap, memfd, file backing)
 //! ```
 //! A Python exception raised inside a hook is re-raised as it is.
 
@@ -111,6 +117,37 @@ pyo3::create_exception!(
     QomError,
     "A hook failed without a Python exception."
 );
+pyo3::create_exception!(vmkit.errors, GuestMemoryError, VmkitError, "A guest-memory error.");
+pyo3::create_exception!(
+    vmkit.errors,
+    AddressError,
+    GuestMemoryError,
+    "An address or range outside what exists."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    AccessError,
+    GuestMemoryError,
+    "An access refused by a region or an IOMMU."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    RegionLayoutError,
+    GuestMemoryError,
+    "A region or layout that cannot be built."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    DeviceGoneError,
+    GuestMemoryError,
+    "The region's owner is unrealized or finalized."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    HostMemoryError,
+    GuestMemoryError,
+    "The host could not provide the memory."
+);
 
 /// Converts a core error to the matching Python exception.
 pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
@@ -138,6 +175,28 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         ErrorKind::Singleton => SingletonError::new_err(msg),
         ErrorKind::Lifecycle => LifecycleError::new_err(msg),
         ErrorKind::Hook => HookError::new_err(msg),
+    }
+}
+
+/// Converts a guest-memory error to the matching Python exception; a Python
+/// exception raised by a callback is re-raised as it is.
+pub(crate) fn mem_err(py: Python<'_>, err: vmkit_memory::Error) -> PyErr {
+    use vmkit_memory::Error as E;
+    let msg = err.to_string();
+    match err {
+        E::Callback { source, .. } => match source.downcast_ref::<PyErr>() {
+            Some(original) => original.clone_ref(py),
+            None => AccessError::new_err(msg),
+        },
+        E::Qom(e) => to_py(py, e),
+        E::OutOfBounds { .. } | E::Overflow { .. } | E::Unassigned { .. } | E::PageOutOfRange { .. } => {
+            AddressError::new_err(msg)
+        }
+        E::InvalidAccess { .. } | E::Refused(_) | E::Translation { .. } => AccessError::new_err(msg),
+        E::ZeroSize | E::Unaligned { .. } | E::Layout(_) | E::InvalidPageSize { .. } => RegionLayoutError::new_err(msg),
+        E::OwnerGone { .. } => DeviceGoneError::new_err(msg),
+        E::Io { .. } => HostMemoryError::new_err(msg),
+        _ => GuestMemoryError::new_err(msg),
     }
 }
 
@@ -171,5 +230,11 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SingletonError", py.get_type::<SingletonError>())?;
     m.add("LifecycleError", py.get_type::<LifecycleError>())?;
     m.add("HookError", py.get_type::<HookError>())?;
+    m.add("GuestMemoryError", py.get_type::<GuestMemoryError>())?;
+    m.add("AddressError", py.get_type::<AddressError>())?;
+    m.add("AccessError", py.get_type::<AccessError>())?;
+    m.add("RegionLayoutError", py.get_type::<RegionLayoutError>())?;
+    m.add("DeviceGoneError", py.get_type::<DeviceGoneError>())?;
+    m.add("HostMemoryError", py.get_type::<HostMemoryError>())?;
     Ok(())
 }

@@ -1,11 +1,17 @@
 //! `vmkit._core`: the PyO3 bindings of vmkit. Bindings only — every piece of
 //! logic lives in the core crates; this crate converts values and errors.
 
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod buffer;
 mod convert;
 mod errors;
+mod memory;
 mod object;
 mod property;
 mod qom;
+mod ram;
 
 use pyo3::prelude::*;
 
@@ -41,5 +47,18 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(qom::stats, m)?)?;
     m.add_function(wrap_pyfunction!(qom::parse_size, m)?)?;
     m.add_function(wrap_pyfunction!(qom::format_size, m)?)?;
+
+    vmkit_memory::register_types();
+    m.add_class::<memory::PyMemoryRegion>()?;
+    m.add_class::<memory::PyAddressSpace>()?;
+    m.add_class::<memory::PyFlatRange>()?;
+    m.add_class::<ram::PyRamBlock>()?;
+    m.add_class::<ram::PyDirtyPages>()?;
+    m.add_class::<ram::PyWorkload>()?;
+    m.add_function(wrap_pyfunction!(memory::mtree, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::mtree_flat, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::memory_begin, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::memory_commit, m)?)?;
+    m.add_function(wrap_pyfunction!(ram::measure_dirty_rate, m)?)?;
     Ok(())
 }

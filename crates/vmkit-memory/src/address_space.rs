@@ -1,0 +1,398 @@
+//! Address spaces: a root region, its current flat view, and accesses
+//! dispatched through it — sized accesses (a CPU load/store, an MMIO register
+//! access) and byte-range transfers (device DMA).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::addr::GuestAddr;
+use crate::dispatch::{IommuTlbEntry, invalid, read_adjusted, write_adjusted};
+use crate::error::{Error, Result};
+use crate::flatview::{FlatRange, FlatView};
+use crate::region::{MemoryRegion, RegionKind};
+
+/// Told when ranges appear in or disappear from an address space's flat view.
+pub trait MemoryListener: Send + Sync {
+    /// A range was added (also called for every existing range when the listener is registered).
+    fn region_add(&self, _space: &AddressSpace, _range: &FlatRange) {}
+    /// A range was removed.
+    fn region_del(&self, _space: &AddressSpace, _range: &FlatRange) {}
+    /// A batch of changes is complete.
+    fn commit(&self, _space: &AddressSpace) {}
+}
+
+/// Counters of an address space.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessStats {
+    /// Reads of addresses no region covers.
+    pub unassigned_reads: u64,
+    /// Writes to addresses no region covers.
+    pub unassigned_writes: u64,
+    /// Guest writes dropped because the memory is read-only.
+    pub readonly_writes: u64,
+    /// Accesses refused by a region's constraints.
+    pub invalid_accesses: u64,
+}
+
+/// Nested IOMMU translations allowed before an access is refused.
+const MAX_IOMMU_DEPTH: u32 = 8;
+
+/// An address space.
+pub struct AddressSpace {
+    name: String,
+    root: MemoryRegion,
+    view: ArcSwap<FlatView>,
+    listeners: Mutex<Vec<Arc<dyn MemoryListener>>>,
+    strict: AtomicBool,
+    unassigned_reads: AtomicU64,
+    unassigned_writes: AtomicU64,
+    readonly_writes: AtomicU64,
+    invalid_accesses: AtomicU64,
+}
+
+impl std::fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AddressSpace('{}', root '{}')", self.name, self.root.name())
+    }
+}
+
+/// The value read from an address nothing answers (QEMU's unassigned access: all ones).
+const UNASSIGNED_BYTE: u8 = 0xff;
+
+impl AddressSpace {
+    /// An address space named `name` over `root`, rendered now and re-rendered on every change.
+    pub fn new(name: &str, root: &MemoryRegion) -> Arc<AddressSpace> {
+        let space = Arc::new(AddressSpace {
+            name: name.to_string(),
+            root: root.clone(),
+            view: ArcSwap::from_pointee(FlatView::render(root)),
+            listeners: Mutex::new(Vec::new()),
+            strict: AtomicBool::new(false),
+            unassigned_reads: AtomicU64::new(0),
+            unassigned_writes: AtomicU64::new(0),
+            readonly_writes: AtomicU64::new(0),
+            invalid_accesses: AtomicU64::new(0),
+        });
+        crate::topology::register(&space);
+        space
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The root region.
+    pub fn root(&self) -> &MemoryRegion {
+        &self.root
+    }
+
+    /// The current flat view.
+    pub fn flat_view(&self) -> Arc<FlatView> {
+        self.view.load_full()
+    }
+
+    /// In strict mode, an access no region covers is an error instead of
+    /// reading all ones / dropping the write.
+    pub fn set_strict(&self, strict: bool) {
+        self.strict.store(strict, Ordering::Relaxed);
+    }
+
+    /// Whether strict mode is on.
+    pub fn is_strict(&self) -> bool {
+        self.strict.load(Ordering::Relaxed)
+    }
+
+    /// The access counters.
+    pub fn stats(&self) -> AccessStats {
+        AccessStats {
+            unassigned_reads: self.unassigned_reads.load(Ordering::Relaxed),
+            unassigned_writes: self.unassigned_writes.load(Ordering::Relaxed),
+            readonly_writes: self.readonly_writes.load(Ordering::Relaxed),
+            invalid_accesses: self.invalid_accesses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Registers a listener; it is told of every range that exists now.
+    pub fn add_listener(&self, listener: Arc<dyn MemoryListener>) {
+        let view = self.flat_view();
+        for r in view.ranges() {
+            listener.region_add(self, r);
+        }
+        listener.commit(self);
+        self.listeners.lock().push(listener);
+    }
+
+    /// Removes a listener.
+    pub fn remove_listener(&self, listener: &Arc<dyn MemoryListener>) {
+        self.listeners.lock().retain(|l| !Arc::ptr_eq(l, listener));
+    }
+
+    pub(crate) fn rerender(&self) {
+        let new = Arc::new(FlatView::render(&self.root));
+        let old = self.view.swap(new.clone());
+        let listeners = self.listeners.lock().clone();
+        if listeners.is_empty() {
+            return;
+        }
+        // Removals in reverse listener order, additions in order, as QEMU does.
+        for l in listeners.iter().rev() {
+            for r in old.ranges_not_in(&new) {
+                l.region_del(self, r);
+            }
+        }
+        for l in &listeners {
+            for r in new.ranges_not_in(&old) {
+                l.region_add(self, r);
+            }
+            l.commit(self);
+        }
+    }
+
+    fn unassigned(&self, addr: GuestAddr, len: u64, write: bool) -> Result<()> {
+        if write {
+            &self.unassigned_writes
+        } else {
+            &self.unassigned_reads
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if self.strict.load(Ordering::Relaxed) {
+            return Err(Error::Unassigned {
+                space: self.name.clone(),
+                addr,
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_usable(range: &FlatRange) -> Result<()> {
+        range.region.usable().map_err(|reason| Error::OwnerGone {
+            region: range.region.name().to_string(),
+            reason,
+        })
+    }
+
+    // ----- sized accesses ---------------------------------------------------------
+
+    /// A `size`-byte (1, 2, 4 or 8) load at `addr`, as a CPU or device register
+    /// access: MMIO constraints are checked and the access split or widened as
+    /// the region implements it. The value is little-endian for RAM.
+    #[inline]
+    pub fn read_sized(&self, addr: GuestAddr, size: u32) -> Result<u64> {
+        let view = self.view.load();
+        if let Some(range) = view.lookup(addr) {
+            if let RegionKind::Mmio { ops, constraints } = range.region.kind() {
+                if u128::from(addr.0) + u128::from(size) <= range.range.end() {
+                    Self::check_usable(range)?;
+                    let off = range.region_offset(addr);
+                    if let Err(reason) = constraints.validate(off, size) {
+                        self.invalid_accesses.fetch_add(1, Ordering::Relaxed);
+                        return Err(invalid(range.region.name(), off, size, reason));
+                    }
+                    return read_adjusted(ops.as_ref(), constraints, off, size);
+                }
+            }
+        }
+        drop(view);
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return Err(invalid(
+                &self.name,
+                addr.0,
+                size,
+                format!("access size {size} is not 1, 2, 4 or 8"),
+            ));
+        }
+        let mut buf = [0u8; 8];
+        self.read(addr, &mut buf[..size as usize])?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    /// A `size`-byte store at `addr` (see [`AddressSpace::read_sized`]).
+    #[inline]
+    pub fn write_sized(&self, addr: GuestAddr, size: u32, value: u64) -> Result<()> {
+        let view = self.view.load();
+        if let Some(range) = view.lookup(addr) {
+            if let RegionKind::Mmio { ops, constraints } = range.region.kind() {
+                if u128::from(addr.0) + u128::from(size) <= range.range.end() {
+                    Self::check_usable(range)?;
+                    let off = range.region_offset(addr);
+                    if let Err(reason) = constraints.validate(off, size) {
+                        self.invalid_accesses.fetch_add(1, Ordering::Relaxed);
+                        return Err(invalid(range.region.name(), off, size, reason));
+                    }
+                    return write_adjusted(ops.as_ref(), constraints, off, size, value);
+                }
+            }
+        }
+        drop(view);
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return Err(invalid(
+                &self.name,
+                addr.0,
+                size,
+                format!("access size {size} is not 1, 2, 4 or 8"),
+            ));
+        }
+        self.write(addr, &value.to_le_bytes()[..size as usize])
+    }
+
+    // ----- byte-range transfers (DMA) -------------------------------------------
+
+    /// Reads `buf.len()` bytes from `addr`, across region boundaries and through IOMMUs.
+    pub fn read(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
+        self.transfer(addr, Transfer::Read(buf), 0)
+    }
+
+    /// Writes `buf` at `addr`, across region boundaries and through IOMMUs.
+    /// Writes to RAM mark its pages dirty; writes to ROM are dropped.
+    pub fn write(&self, addr: GuestAddr, buf: &[u8]) -> Result<()> {
+        self.transfer(addr, Transfer::Write(buf), 0)
+    }
+
+    fn transfer(&self, addr: GuestAddr, mut data: Transfer<'_>, depth: u32) -> Result<()> {
+        let total = data.len() as u64;
+        if total == 0 {
+            return Ok(());
+        }
+        if u128::from(addr.0) + u128::from(total) > 1u128 << 64 {
+            return Err(Error::Overflow {
+                addr,
+                size: u128::from(total),
+            });
+        }
+        let view = self.view.load_full();
+        let mut done = 0u64;
+        while done < total {
+            let cur = GuestAddr(addr.0 + done);
+            let remaining = total - done;
+            let Some(range) = view.lookup(cur) else {
+                // A hole: up to the next range or the end of the transfer.
+                let hole = view
+                    .next_after(cur)
+                    .map_or(remaining, |r| (r.range.start().0 - cur.0).min(remaining));
+                self.unassigned(cur, hole, data.is_write())?;
+                data.fill_hole(done as usize, hole as usize);
+                done += hole;
+                continue;
+            };
+            let in_range =
+                u64::try_from((range.range.end() - u128::from(cur.0)).min(u128::from(remaining))).unwrap_or(remaining);
+            let chunk = done as usize..(done + in_range) as usize;
+            Self::check_usable(range)?;
+            let off = range.region_offset(cur);
+            match range.region.kind() {
+                RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset } => match &mut data {
+                    Transfer::Read(buf) => block.read(offset + off, &mut buf[chunk])?,
+                    Transfer::Write(buf) => {
+                        if range.readonly {
+                            self.readonly_writes.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            block.write(offset + off, &buf[chunk])?;
+                        }
+                    }
+                },
+                RegionKind::Mmio { ops, constraints } => {
+                    let mut pos = 0u64;
+                    while pos < in_range {
+                        let o = off + pos;
+                        let size = constraints.transfer_size(o, in_range - pos);
+                        if let Err(reason) = constraints.validate(o, size) {
+                            self.invalid_accesses.fetch_add(1, Ordering::Relaxed);
+                            return Err(invalid(range.region.name(), o, size, reason));
+                        }
+                        let at = chunk.start + pos as usize..chunk.start + (pos + u64::from(size)) as usize;
+                        match &mut data {
+                            Transfer::Read(buf) => {
+                                let v = read_adjusted(ops.as_ref(), constraints, o, size)?;
+                                buf[at].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+                            }
+                            Transfer::Write(buf) => {
+                                let mut b = [0u8; 8];
+                                b[..size as usize].copy_from_slice(&buf[at]);
+                                write_adjusted(ops.as_ref(), constraints, o, size, u64::from_le_bytes(b))?;
+                            }
+                        }
+                        pos += u64::from(size);
+                    }
+                }
+                RegionKind::Iommu(ops) => {
+                    if depth >= MAX_IOMMU_DEPTH {
+                        return Err(Error::Translation {
+                            region: range.region.name().to_string(),
+                            access: data.verb(),
+                            iova: GuestAddr(off),
+                            reason: "too many nested IOMMU translations".into(),
+                        });
+                    }
+                    let IommuTlbEntry {
+                        target,
+                        translated_addr,
+                        addr_mask,
+                        perm,
+                    } = ops.translate(GuestAddr(off), data.is_write())?;
+                    let allowed = if data.is_write() { perm.write } else { perm.read };
+                    if !allowed {
+                        return Err(Error::Translation {
+                            region: range.region.name().to_string(),
+                            access: data.verb(),
+                            iova: GuestAddr(off),
+                            reason: "permission denied".into(),
+                        });
+                    }
+                    let page_left = addr_mask.wrapping_sub(off & addr_mask).wrapping_add(1);
+                    let len = if page_left == 0 {
+                        in_range
+                    } else {
+                        in_range.min(page_left)
+                    };
+                    let to = GuestAddr((translated_addr.0 & !addr_mask) | (off & addr_mask));
+                    let sub = chunk.start..chunk.start + len as usize;
+                    match &mut data {
+                        Transfer::Read(buf) => target.transfer(to, Transfer::Read(&mut buf[sub]), depth + 1)?,
+                        Transfer::Write(buf) => target.transfer(to, Transfer::Write(&buf[sub]), depth + 1)?,
+                    }
+                    done += len;
+                    continue;
+                }
+                RegionKind::Container | RegionKind::Alias { .. } => {
+                    // A flat view holds terminating regions only.
+                    return Err(Error::Layout(format!(
+                        "'{}' is not a terminating region",
+                        range.region.name()
+                    )));
+                }
+            }
+            done += in_range;
+        }
+        Ok(())
+    }
+}
+
+enum Transfer<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+impl Transfer<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Transfer::Read(b) => b.len(),
+            Transfer::Write(b) => b.len(),
+        }
+    }
+    fn is_write(&self) -> bool {
+        matches!(self, Transfer::Write(_))
+    }
+    fn verb(&self) -> &'static str {
+        if self.is_write() { "write" } else { "read" }
+    }
+    fn fill_hole(&mut self, at: usize, len: usize) {
+        if let Transfer::Read(b) = self {
+            b[at..at + len].fill(UNASSIGNED_BYTE);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+"""Guest memory: RAM blocks, memory regions, address spaces, dirty logging
+and the workload engine.
+
+Build a machine's memory map from regions, then read and write it as a
+device's DMA would::
+
+    from vmkit import memory
+
+    ram = memory.RamBlock.anonymous("pc.ram", 64 << 20)
+    system = memory.MemoryRegion.container("system", 2**64)
+    system.add_subregion(0, memory.MemoryRegion.ram("pc.ram", ram))
+
+    regs = {0: 0}
+    uart = memory.MemoryRegion.mmio(
+        "uart", 8,
+        read=lambda off, size: regs.get(off, 0),
+        write=lambda off, size, value: regs.__setitem__(off, value),
+        impl_max=1,
+    )
+    system.add_subregion(0x1000_0000, uart)
+
+    space = memory.AddressSpace("memory", system)
+    space.write(0x1000, b"hello")                 # DMA into RAM: pages become dirty
+    assert space.read(0x1000, 5) == b"hello"
+    space.write_sized(0x1000_0000, 1, 0x41)        # an MMIO register write
+    print(memory.mtree())                          # like `info mtree`
+
+    ram.log_start("migration")
+    with memory.Workload([ram], rate=64 << 20, pattern="hot-set", seed=1):
+        ...
+    dirty = ram.sync("migration")                  # take-and-clear
+
+Errors are :class:`vmkit.errors.GuestMemoryError` subclasses; an exception
+raised by a Python MMIO or IOMMU callback propagates unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from vmkit import _core
+from vmkit._core import (
+    AddressSpace,
+    DirtyPages,
+    FlatRange,
+    MemoryRegion,
+    RamBlock,
+    Workload,
+)
+
+__all__ = [
+    "FULL_SPACE",
+    "AddressSpace",
+    "DirtyPages",
+    "FlatRange",
+    "MemoryRegion",
+    "RamBlock",
+    "Workload",
+    "csum64",
+    "measure_dirty_rate",
+    "mtree",
+    "mtree_flat",
+    "transaction",
+]
+
+#: The size of a region covering the whole 64-bit space (an address-space root).
+FULL_SPACE = 1 << 64
+
+_M = (1 << 64) - 1
+_P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M
+
+
+def csum64(data: bytes) -> int:
+    """The vmkit-csum64 checksum, computed in Python.
+
+    It equals ``RamBlock.checksum`` over the same bytes, so a test can verify
+    guest RAM with a reader that shares no code with the Rust core. Slow:
+    meant for kilobytes, not gigabytes.
+    """
+    n = len(data)
+    data = data + bytes(-n % 8)
+    a = [(_P1 + _P2) & _M, _P2, 0, (-_P1) & _M]
+    for i in range(len(data) // 8):
+        w = int.from_bytes(data[8 * i : 8 * i + 8], "little")
+        a[i % 4] = _rotl((a[i % 4] + w * _P2) & _M, 31) * _P1 & _M
+    h = (_rotl(a[0], 1) + _rotl(a[1], 7) + _rotl(a[2], 12) + _rotl(a[3], 18)) & _M
+    h ^= n
+    h = (h ^ (h >> 33)) * _P2 & _M
+    h = (h ^ (h >> 29)) * _P3 & _M
+    return h ^ (h >> 32)
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """Batches region changes: flat views are re-rendered once, at the end."""
+    _core.memory_begin()
+    try:
+        yield
+    finally:
+        _core.memory_commit()
+
+
+def mtree() -> str:
+    """The region trees of every live address space, as QEMU's ``info mtree``."""
+    return _core.mtree()
+
+
+def mtree_flat() -> str:
+    """The flat views of every live address space, as QEMU's ``info mtree -f``."""
+    return _core.mtree_flat()
+
+
+def measure_dirty_rate(blocks: list[RamBlock], seconds: float) -> dict[str, object]:
+    """Measures how fast ``blocks`` are dirtied over ``seconds`` (QMP ``calc-dirty-rate``).
+
+    Returns ``window``, ``dirty_pages``, ``dirty_bytes``, ``pages_per_sec``,
+    ``bytes_per_sec``, ``dirty_rate`` (whole MiB/s, as QEMU reports it) and a
+    per-block breakdown under ``blocks``. Uses its own dirty-log client, so
+    it never disturbs migration or a user log.
+    """
+    return _core.measure_dirty_rate(blocks, seconds)
