@@ -467,3 +467,20 @@ def test_backend_construction_has_no_side_effects() -> None:
         pytest.raises(errors.GuestMemoryError, match="not completed"),
     ):
         RamBlock.of_backend(be)
+
+
+def test_machine_ram_from_a_backend(machine: qom.Object) -> None:
+    be = qom.object_add("memory-backend-memfd", "pc.ram", size="64M")
+    ram = RamBlock.of_backend(be)
+    system, space = memory.pc_memory(ram, owner=machine)
+    space.write(0x10_0000, b"kernel")
+    assert ram.read(0x10_0000, 6) == b"kernel"
+    text = memory.mtree()
+    assert "alias ram-below-4g @pc.ram 0000000000000000-0000000003ffffff" in text
+    assert "memory-region: pc.ram\n" in text
+    assert system.subregions()[0][0].name == "ram-below-4g"
+    del system, space, ram
+    import gc
+
+    gc.collect()
+    qom.object_del("pc.ram")

@@ -9,13 +9,13 @@ embedded child that outlives its hot-unplugged container.
 
 from __future__ import annotations
 
-from vmkit import errors, qom
+from vmkit import errors, memory, qom
 from vmkit.qom import Property
 
 
 def register_demo_types() -> None:
     """Device models shaped like QEMU's: an IOMMU (singleton), an xHCI
-    controller embedded in its PCI wrapper, a serial port and a RAM backend."""
+    controller embedded in its PCI wrapper and a serial port."""
     qom.register_type(
         "demo-x86-iommu",
         "device",
@@ -77,14 +77,6 @@ def register_demo_types() -> None:
             Property("iobase", "uint32", default=0x3F8, before_realize=True),
         ],
     )
-    qom.register_type(
-        "demo-memory-backend-ram",
-        interfaces=["user-creatable"],
-        class_properties=[
-            Property("size", "size", before_realize=True),
-            Property("share", "bool", before_realize=True),
-        ],
-    )
 
 
 def _realize_child(obj: qom.Object, name: str) -> None:
@@ -101,7 +93,7 @@ def main() -> None:
     """Runs the demo."""
     register_demo_types()
     qom.create_machine("none-machine")
-    qom.object_add("demo-memory-backend-ram", "pc.ram", size="1G")
+    qom.object_add("memory-backend-memfd", "pc.ram", size="256M")
     qom.device_add("demo-intel-iommu", id="iommu0", intremap="on")
     qom.device_add("demo-qemu-xhci", id="usb0")
     qom.device_add("demo-isa-serial")
@@ -163,7 +155,47 @@ def main() -> None:
 
     _section("tree after unplug")
     print(qom.tree("/machine/peripheral"), end="")
+
+    show_memory()
     qom.destroy_machine()
+
+
+def show_memory() -> None:
+    """Guest RAM from the pc.ram backend, a device register window, a workload."""
+    machine = qom.machine()
+    ram = memory.RamBlock.of_backend(qom.resolve("/objects/pc.ram"))
+    system, space = memory.pc_memory(ram, owner=machine)
+    regs: dict[int, int] = {}
+    system.add_subregion(
+        0xFEB0_0000,
+        memory.MemoryRegion.mmio(
+            "demo-uart",
+            8,
+            read=lambda off, size: regs.get(off, 0),
+            write=lambda off, size, value: regs.__setitem__(off, value),
+            impl_max=1,
+        ),
+    )
+    _section("info mtree -f")
+    print(memory.mtree_flat(), end="")
+
+    _section("a workload dirtying guest RAM")
+    ram.log_start("migration")
+    with memory.Workload([ram], rate=256 << 20, pattern="hot-set", seed=1) as load:
+        rate = memory.measure_dirty_rate([ram], 0.5)
+        stats = load.stats()
+    dirty = ram.sync("migration")
+    print(f"  workload wrote {stats['bytes'] / (1 << 20):.0f} MiB in {stats['elapsed']:.2f} s")
+    print(f"  calc-dirty-rate: {rate['dirty_rate']} MiB/s ({rate['dirty_pages']} pages in 0.5 s)")
+    print(
+        f"  migration log: {dirty.count} of {ram.page_count} pages dirty,"
+        f" in {len(dirty.ranges())} runs"
+    )
+    space.write(0x1000, b"hello, guest")
+    space.write_sized(0xFEB0_0000, 1, 0x41)
+    print(f"  DMA read back: {space.read(0x1000, 12)!r}; uart register 0 = {regs[0]:#x}")
+    print(f"  RAM checksum (vmkit-csum64): {ram.checksum():#018x}")
+    ram.log_stop("migration")
 
 
 if __name__ == "__main__":

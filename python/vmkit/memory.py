@@ -61,6 +61,7 @@ __all__ = [
     "measure_dirty_rate",
     "mtree",
     "mtree_flat",
+    "pc_memory",
     "transaction",
 ]
 
@@ -124,3 +125,14 @@ def measure_dirty_rate(blocks: list[RamBlock], seconds: float) -> dict[str, obje
     it never disturbs migration or a user log.
     """
     return _core.measure_dirty_rate(blocks, seconds)
+
+
+def pc_memory(
+    ram: RamBlock, owner: _core.Object | None = None
+) -> tuple[MemoryRegion, AddressSpace]:
+    """A PC board's memory map over ``ram``, split around the PCI hole as
+    q35 does (``ram-below-4g`` at 0, ``ram-above-4g`` at 4 GiB when needed).
+
+    Returns the ``system`` root region and the ``memory`` address space.
+    """
+    return _core.pc_memory(ram, owner)

@@ -27,6 +27,7 @@
 pub mod addr;
 mod address_space;
 mod backend;
+mod board;
 pub mod checksum;
 pub mod dirty;
 pub mod dirty_rate;
@@ -44,6 +45,7 @@ pub mod workload;
 
 pub use addr::{AddrRange, GuestAddr};
 pub use address_space::{AccessStats, AddressSpace, MemoryListener};
+pub use board::{FOUR_GIB, PcMemory, q35_lowmem_limit};
 pub use backend::{
     TYPE_MEMORY_BACKEND, TYPE_MEMORY_BACKEND_FILE, TYPE_MEMORY_BACKEND_MEMFD, TYPE_MEMORY_BACKEND_RAM,
     backend_ram_block, register_types,

@@ -56,6 +56,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ram::PyDirtyPages>()?;
     m.add_class::<ram::PyWorkload>()?;
     m.add_function(wrap_pyfunction!(memory::mtree, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::pc_memory, m)?)?;
     m.add_function(wrap_pyfunction!(memory::mtree_flat, m)?)?;
     m.add_function(wrap_pyfunction!(memory::memory_begin, m)?)?;
     m.add_function(wrap_pyfunction!(memory::memory_commit, m)?)?;
