@@ -30,6 +30,11 @@ device's DMA would::
         ...
     dirty = ram.sync("migration")                  # take-and-clear
 
+``memoryview(ram)`` exposes a block's memory without copying. Writes
+through it are raw stores, like a guest's with dirty logging off: they do
+not mark pages dirty (use ``RamBlock.write`` or ``AddressSpace.write`` for
+that).
+
 Errors are :class:`vmkit.errors.GuestMemoryError` subclasses; an exception
 raised by a Python MMIO or IOMMU callback propagates unchanged.
 """

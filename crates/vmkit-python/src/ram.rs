@@ -24,7 +24,8 @@ fn client(name: &str) -> PyResult<DirtyClient> {
     })
 }
 
-/// A block of guest RAM.
+/// A block of guest RAM. `memoryview(block)` exposes it without copying;
+/// writes through the view do not mark pages dirty.
 #[pyclass(name = "RamBlock", module = "vmkit._core", frozen)]
 pub(crate) struct PyRamBlock {
     pub(crate) block: Arc<RamBlock>,
