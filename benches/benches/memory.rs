@@ -1,5 +1,5 @@
 //! Criterion benchmarks of guest memory: dirty-tracked page writes, dirty
-//! bitmap syncs, zero-page scanning and the workload engine.
+//! bitmap syncs, zero-page scanning, the workload engine and MMIO dispatch.
 //!
 //! Run with `cargo bench -p vmkit-benches --bench memory`.
 //!
@@ -9,11 +9,13 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use vmkit_memory::{
-    AccessPattern, DirtyBitmap, DirtyClient, MapOptions, RamBacking, RamBlock, RamOptions, Workload, WorkloadConfig,
+    AccessPattern, AddressSpace, DirtyBitmap, DirtyClient, FULL_SPACE, GuestAddr, MapOptions, MemoryRegion, MmioOps,
+    RamBacking, RamBlock, RamOptions, Workload, WorkloadConfig,
 };
 
 const KIB: u64 = 1 << 10;
@@ -115,5 +117,92 @@ fn workload(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ram, dirty, workload);
+/// A trivial device: sixteen 32-bit registers.
+#[derive(Default)]
+struct Regs([AtomicU32; 16]);
+
+impl MmioOps for Regs {
+    fn read(&self, offset: u64, _size: u32) -> vmkit_memory::Result<u64> {
+        Ok(u64::from(self.0[(offset as usize >> 2) & 15].load(Ordering::Relaxed)))
+    }
+    fn write(&self, offset: u64, _size: u32, value: u64) -> vmkit_memory::Result<()> {
+        self.0[(offset as usize >> 2) & 15].store(value as u32, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+const MMIO_REGIONS: u64 = 64;
+const MMIO_BASE: u64 = 0xfe00_0000;
+/// 4 KiB regions every 64 KiB, so the flat view also has holes between them.
+const MMIO_STRIDE: u64 = 0x1_0000;
+const MMIO_SIZE: u64 = 4 * KIB;
+
+/// An address space whose root container holds 64 MMIO regions.
+fn mmio_space() -> Arc<AddressSpace> {
+    let root = ok(MemoryRegion::container("system", None, FULL_SPACE));
+    for i in 0..MMIO_REGIONS {
+        let r = ok(MemoryRegion::mmio(
+            &format!("dev{i}"),
+            None,
+            MMIO_SIZE,
+            Arc::new(Regs::default()),
+        ));
+        ok(root.add_subregion(GuestAddr(MMIO_BASE + i * MMIO_STRIDE), &r));
+    }
+    let space = AddressSpace::new("mmio-bench", &root);
+    assert_eq!(space.flat_view().ranges().len(), MMIO_REGIONS as usize);
+    space
+}
+
+/// 4096 aligned register addresses spread over all regions (xorshift), so
+/// the lookup's branches are not trained on one address.
+fn spread_addrs() -> Vec<GuestAddr> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let region = x % MMIO_REGIONS;
+            let reg = (x >> 32) % (MMIO_SIZE / 4);
+            GuestAddr(MMIO_BASE + region * MMIO_STRIDE + reg * 4)
+        })
+        .collect()
+}
+
+fn mmio(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mmio");
+    let space = mmio_space();
+    let middle = GuestAddr(MMIO_BASE + (MMIO_REGIONS / 2) * MMIO_STRIDE + 0x10);
+    let spread = spread_addrs();
+
+    // One 4-byte register access through the flat view to a Rust device.
+    // At one address the lookup is answered by the view's most-recently-used
+    // range (QEMU's `mru_section`, as a driver polling one device sees);
+    // `_spread` addresses go to a random region each time, so every access
+    // pays the full search of the 64 ranges.
+    g.bench_function("read4_64_regions_rust", |b| {
+        b.iter(|| ok(space.read_sized(black_box(middle), black_box(4))));
+    });
+    let mut i = 0usize;
+    g.bench_function("read4_64_regions_rust_spread", |b| {
+        b.iter(|| {
+            i = (i + 1) & (spread.len() - 1);
+            ok(space.read_sized(black_box(spread[i]), black_box(4)))
+        });
+    });
+    g.bench_function("write4_64_regions_rust", |b| {
+        b.iter(|| ok(space.write_sized(black_box(middle), black_box(4), black_box(0x1234_5678))));
+    });
+    let mut i = 0usize;
+    g.bench_function("write4_64_regions_rust_spread", |b| {
+        b.iter(|| {
+            i = (i + 1) & (spread.len() - 1);
+            ok(space.write_sized(black_box(spread[i]), black_box(4), black_box(i as u64)))
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ram, dirty, workload, mmio);
 criterion_main!(benches);

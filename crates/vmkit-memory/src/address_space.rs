@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::addr::GuestAddr;
-use crate::dispatch::{IommuTlbEntry, invalid, read_adjusted, write_adjusted};
+use crate::dispatch::{AccessConstraints, Endianness, IommuTlbEntry, invalid, read_adjusted, write_adjusted};
 use crate::error::{Error, Result};
 use crate::flatview::{FlatRange, FlatView};
 use crate::region::{MemoryRegion, RegionKind};
@@ -138,16 +138,22 @@ impl AddressSpace {
         if listeners.is_empty() {
             return;
         }
-        // Removals in reverse listener order, additions in order, as QEMU does.
-        for l in listeners.iter().rev() {
-            for r in old.ranges_not_in(&new) {
+        // As QEMU's address_space_update_topology_pass and transaction commit:
+        // pass 1 tells each removed range to every listener in reverse order,
+        // pass 2 each added range in forward order, and only then does every
+        // listener get `commit` (no listener commits before all have seen the
+        // additions).
+        for r in old.ranges_not_in(&new) {
+            for l in listeners.iter().rev() {
                 l.region_del(self, r);
             }
         }
-        for l in &listeners {
-            for r in new.ranges_not_in(&old) {
+        for r in new.ranges_not_in(&old) {
+            for l in &listeners {
                 l.region_add(self, r);
             }
+        }
+        for l in &listeners {
             l.commit(self);
         }
     }
@@ -178,33 +184,65 @@ impl AddressSpace {
 
     // ----- sized accesses ---------------------------------------------------------
 
+    /// Why an MMIO access the fast path's checks stopped may not proceed:
+    /// the owner is gone (checked first) or the constraints refuse it
+    /// (counted). `None` if it may after all (the owner was realized meanwhile).
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, range: &FlatRange, constraints: &AccessConstraints, off: u64, size: u32) -> Option<Error> {
+        if let Err(e) = Self::check_usable(range) {
+            return Some(e);
+        }
+        match constraints.validate(off, size) {
+            Ok(()) => None,
+            Err(reason) => {
+                self.invalid_accesses.fetch_add(1, Ordering::Relaxed);
+                Some(invalid(range.region.name(), off, size, reason))
+            }
+        }
+    }
+
+    fn bad_size(&self, addr: GuestAddr, size: u32) -> Error {
+        invalid(
+            &self.name,
+            addr.0,
+            size,
+            format!("access size {size} is not 1, 2, 4 or 8"),
+        )
+    }
+
     /// A `size`-byte (1, 2, 4 or 8) load at `addr`, as a CPU or device register
     /// access: MMIO constraints are checked and the access split or widened as
     /// the region implements it. The value is little-endian for RAM.
     #[inline]
     pub fn read_sized(&self, addr: GuestAddr, size: u32) -> Result<u64> {
-        let view = self.view.load();
-        if let Some(range) = view.lookup(addr) {
-            if let RegionKind::Mmio { ops, constraints } = range.region.kind() {
-                if u128::from(addr.0) + u128::from(size) <= range.range.end() {
-                    Self::check_usable(range)?;
-                    let off = range.region_offset(addr);
-                    if let Err(reason) = constraints.validate(off, size) {
-                        self.invalid_accesses.fetch_add(1, Ordering::Relaxed);
-                        return Err(invalid(range.region.name(), off, size, reason));
+        // The fast path: one view load, one lookup, the owner and constraint
+        // checks inline and allocation-free (reasons only on refusal), the
+        // constraints read from the region kind.
+        {
+            let view = self.view.load();
+            if let Some(range) = view.lookup(addr) {
+                if let RegionKind::Mmio { ops, constraints } = range.region.kind() {
+                    if u128::from(addr.0) + u128::from(size) <= range.range.end() {
+                        let off = range.region_offset(addr);
+                        if !(range.region.is_usable() && constraints.is_valid(off, size)) {
+                            if let Some(e) = self.refusal(range, constraints, off, size) {
+                                return Err(e);
+                            }
+                        }
+                        return read_adjusted(ops.as_ref(), constraints, off, size);
                     }
-                    return read_adjusted(ops.as_ref(), constraints, off, size);
                 }
             }
         }
-        drop(view);
+        self.read_sized_slow(addr, size)
+    }
+
+    /// RAM, ROM, holes, IOMMUs and accesses straddling a range's end: through the byte path.
+    #[inline(never)]
+    fn read_sized_slow(&self, addr: GuestAddr, size: u32) -> Result<u64> {
         if !matches!(size, 1 | 2 | 4 | 8) {
-            return Err(invalid(
-                &self.name,
-                addr.0,
-                size,
-                format!("access size {size} is not 1, 2, 4 or 8"),
-            ));
+            return Err(self.bad_size(addr, size));
         }
         let mut buf = [0u8; 8];
         self.read(addr, &mut buf[..size as usize])?;
@@ -214,28 +252,29 @@ impl AddressSpace {
     /// A `size`-byte store at `addr` (see [`AddressSpace::read_sized`]).
     #[inline]
     pub fn write_sized(&self, addr: GuestAddr, size: u32, value: u64) -> Result<()> {
-        let view = self.view.load();
-        if let Some(range) = view.lookup(addr) {
-            if let RegionKind::Mmio { ops, constraints } = range.region.kind() {
-                if u128::from(addr.0) + u128::from(size) <= range.range.end() {
-                    Self::check_usable(range)?;
-                    let off = range.region_offset(addr);
-                    if let Err(reason) = constraints.validate(off, size) {
-                        self.invalid_accesses.fetch_add(1, Ordering::Relaxed);
-                        return Err(invalid(range.region.name(), off, size, reason));
+        {
+            let view = self.view.load();
+            if let Some(range) = view.lookup(addr) {
+                if let RegionKind::Mmio { ops, constraints } = range.region.kind() {
+                    if u128::from(addr.0) + u128::from(size) <= range.range.end() {
+                        let off = range.region_offset(addr);
+                        if !(range.region.is_usable() && constraints.is_valid(off, size)) {
+                            if let Some(e) = self.refusal(range, constraints, off, size) {
+                                return Err(e);
+                            }
+                        }
+                        return write_adjusted(ops.as_ref(), constraints, off, size, value);
                     }
-                    return write_adjusted(ops.as_ref(), constraints, off, size, value);
                 }
             }
         }
-        drop(view);
+        self.write_sized_slow(addr, size, value)
+    }
+
+    #[inline(never)]
+    fn write_sized_slow(&self, addr: GuestAddr, size: u32, value: u64) -> Result<()> {
         if !matches!(size, 1 | 2 | 4 | 8) {
-            return Err(invalid(
-                &self.name,
-                addr.0,
-                size,
-                format!("access size {size} is not 1, 2, 4 or 8"),
-            ));
+            return Err(self.bad_size(addr, size));
         }
         self.write(addr, &value.to_le_bytes()[..size as usize])
     }
@@ -305,15 +344,31 @@ impl AddressSpace {
                             return Err(invalid(range.region.name(), o, size, reason));
                         }
                         let at = chunk.start + pos as usize..chunk.start + (pos + u64::from(size)) as usize;
+                        // The bytes of a register value are laid out in the
+                        // device's byte order: QEMU dispatches DMA pieces as
+                        // host-endian (little-endian here) accesses, and
+                        // `adjust_endianness` byte-swaps them for a big-endian device.
+                        let big = constraints.endianness == Endianness::Big;
+                        let n = size as usize;
                         match &mut data {
                             Transfer::Read(buf) => {
                                 let v = read_adjusted(ops.as_ref(), constraints, o, size)?;
-                                buf[at].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+                                if big {
+                                    buf[at].copy_from_slice(&v.to_be_bytes()[8 - n..]);
+                                } else {
+                                    buf[at].copy_from_slice(&v.to_le_bytes()[..n]);
+                                }
                             }
                             Transfer::Write(buf) => {
                                 let mut b = [0u8; 8];
-                                b[..size as usize].copy_from_slice(&buf[at]);
-                                write_adjusted(ops.as_ref(), constraints, o, size, u64::from_le_bytes(b))?;
+                                let v = if big {
+                                    b[8 - n..].copy_from_slice(&buf[at]);
+                                    u64::from_be_bytes(b)
+                                } else {
+                                    b[..n].copy_from_slice(&buf[at]);
+                                    u64::from_le_bytes(b)
+                                };
+                                write_adjusted(ops.as_ref(), constraints, o, size, v)?;
                             }
                         }
                         pos += u64::from(size);

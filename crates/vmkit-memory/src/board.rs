@@ -17,7 +17,11 @@ pub const FOUR_GIB: u64 = 1 << 32;
 /// q35's low-memory limit: 2 GiB when RAM is at least 2.75 GiB, else 2.75 GiB
 /// (the rest of the low 4 GiB is the PCI/MMIO hole).
 pub fn q35_lowmem_limit(ram_size: u64) -> u64 {
-    if ram_size >= 0xb000_0000 { 0x8000_0000 } else { 0xb000_0000 }
+    if ram_size >= 0xb000_0000 {
+        0x8000_0000
+    } else {
+        0xb000_0000
+    }
 }
 
 /// The memory map of a PC board.
@@ -43,7 +47,11 @@ impl PcMemory {
         let system = MemoryRegion::container("system", owner, FULL_SPACE)?;
         let ram = MemoryRegion::ram_block(owner, block)?;
         let below_4g = MemoryRegion::alias("ram-below-4g", owner, &ram, 0, low)?;
-        let above_4g = if size > low { Some(MemoryRegion::alias("ram-above-4g", owner, &ram, low, size - low)?) } else { None };
+        let above_4g = if size > low {
+            Some(MemoryRegion::alias("ram-above-4g", owner, &ram, low, size - low)?)
+        } else {
+            None
+        };
         crate::topology::transaction(|| -> Result<()> {
             system.add_subregion(GuestAddr(0), &below_4g)?;
             if let Some(above) = &above_4g {
@@ -52,7 +60,13 @@ impl PcMemory {
             Ok(())
         })?;
         let space = AddressSpace::new("memory", &system);
-        Ok(PcMemory { system, ram, below_4g, above_4g, space })
+        Ok(PcMemory {
+            system,
+            ram,
+            below_4g,
+            above_4g,
+            space,
+        })
     }
 }
 
@@ -77,8 +91,11 @@ mod tests {
             block.read(0x8000_0000 + 8, &mut buf)?;
         }
         assert_eq!(&buf, b"high");
-        let text = crate::mtree::mtree(&[big.space.clone()]);
-        assert!(text.contains("(prio 0, i/o): alias ram-above-4g @pc.ram 0000000080000000-00000000bfffffff"), "{text}");
+        let text = crate::mtree::mtree(std::slice::from_ref(&big.space));
+        assert!(
+            text.contains("(prio 0, i/o): alias ram-above-4g @pc.ram 0000000080000000-00000000bfffffff"),
+            "{text}"
+        );
         assert!(text.contains("memory-region: pc.ram\n"), "{text}");
         Ok(())
     }

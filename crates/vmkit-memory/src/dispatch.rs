@@ -77,12 +77,24 @@ impl AccessConstraints {
         Ok(())
     }
 
+    #[inline]
     fn impl_min_eff(&self) -> u32 {
         self.impl_min.max(1)
     }
 
+    #[inline]
     fn impl_max_eff(&self) -> u32 {
         if self.impl_max == 0 { 4 } else { self.impl_max }
+    }
+
+    /// Whether an access of `size` bytes at `offset` is valid: the
+    /// allocation-free check of the dispatch fast path; [`AccessConstraints::validate`]
+    /// says why not.
+    #[inline]
+    pub(crate) fn is_valid(&self, offset: u64, size: u32) -> bool {
+        matches!(size, 1 | 2 | 4 | 8)
+            && (self.valid_unaligned || offset & (u64::from(size) - 1) == 0)
+            && (self.valid_max == 0 || (size <= self.valid_max && size >= self.valid_min.max(1)))
     }
 
     /// Whether an access of `size` bytes at `offset` is valid; else why not.
@@ -111,7 +123,11 @@ impl AccessConstraints {
     pub fn transfer_size(&self, addr: u64, remaining: u64) -> u32 {
         let max = if self.valid_max == 0 { 4 } else { self.valid_max };
         let mut l = remaining.min(u64::from(max));
-        if !self.valid_unaligned && addr != 0 {
+        // QEMU bounds the access by the address's alignment unless
+        // `impl.unaligned` is set — not `valid.unaligned`: a device that
+        // accepts unaligned accesses still gets aligned pieces from DMA. We do
+        // not model `impl.unaligned` (QEMU's default, false), so always bound.
+        if addr != 0 {
             l = l.min(1u64 << addr.trailing_zeros().min(63));
         }
         // Round down to a power of two.
@@ -160,6 +176,7 @@ pub trait IommuOps: Send + Sync {
     fn translate(&self, iova: GuestAddr, is_write: bool) -> Result<IommuTlbEntry>;
 }
 
+#[inline]
 fn mask(bytes: u32) -> u64 {
     if bytes >= 8 {
         u64::MAX
@@ -171,38 +188,77 @@ fn mask(bytes: u32) -> u64 {
 /// Performs a validated `size`-byte read through `ops`, splitting it into or
 /// widening it to the implemented sizes, assembling pieces in the device's
 /// byte order.
+#[inline]
 pub fn read_adjusted(ops: &dyn MmioOps, c: &AccessConstraints, offset: u64, size: u32) -> Result<u64> {
     let access = size.min(c.impl_max_eff()).max(c.impl_min_eff());
+    if access == size {
+        // The common case: one piece, at shift 0 in either byte order.
+        return Ok(ops.read(offset, size)? & mask(size));
+    }
+    read_pieces(ops, c, offset, size, access)
+}
+
+fn read_pieces(ops: &dyn MmioOps, c: &AccessConstraints, offset: u64, size: u32, access: u32) -> Result<u64> {
     let m = mask(access);
     let mut value = 0u64;
     let mut i = 0u32;
     while i < size {
-        let shift = match c.endianness {
-            Endianness::Little => i * 8,
-            Endianness::Big => (size.saturating_sub(access + i)) * 8,
-        };
         let piece = ops.read(offset + u64::from(i), access)? & m;
-        if shift < 64 {
-            value |= piece << shift;
-        }
+        value |= shift_piece(piece, piece_shift(c.endianness, size, access, i));
         i += access;
     }
     Ok(value & mask(size))
 }
 
+/// Where the piece at `i` of an `access`-byte implementation sits in a
+/// `size`-byte value, in bits (QEMU's signed `shift`). Negative only for a
+/// big-endian access widened to `access > size`: the bytes asked for are the
+/// most significant ones of the piece, so the piece is shifted right (a read)
+/// or the value left (a write) — QEMU's `memory_region_shift_{read,write}_access`.
+fn piece_shift(endianness: Endianness, size: u32, access: u32, i: u32) -> i64 {
+    let (size, access, i) = (i64::from(size), i64::from(access), i64::from(i));
+    match endianness {
+        Endianness::Little => i * 8,
+        Endianness::Big => (size - access - i) * 8,
+    }
+}
+
+/// `v << shift` for a positive shift, `v >> -shift` for a negative one; bits
+/// shifted 64 or more places out are gone.
+fn shift_piece(v: u64, shift: i64) -> u64 {
+    let by = u32::try_from(shift.unsigned_abs()).unwrap_or(u32::MAX);
+    if shift >= 0 {
+        v.checked_shl(by).unwrap_or(0)
+    } else {
+        v.checked_shr(by).unwrap_or(0)
+    }
+}
+
 /// Performs a validated `size`-byte write through `ops` (see [`read_adjusted`]).
-/// A write narrower than the implemented minimum is widened with zeros, as QEMU does.
+/// A write narrower than the implemented minimum is widened with zeros, as QEMU does
+/// (for a big-endian device, the value fills the piece's most significant bytes).
+#[inline]
 pub fn write_adjusted(ops: &dyn MmioOps, c: &AccessConstraints, offset: u64, size: u32, value: u64) -> Result<()> {
     let access = size.min(c.impl_max_eff()).max(c.impl_min_eff());
-    let m = mask(access);
     let value = value & mask(size);
+    if access == size {
+        return ops.write(offset, size, value);
+    }
+    write_pieces(ops, c, offset, size, access, value)
+}
+
+fn write_pieces(
+    ops: &dyn MmioOps,
+    c: &AccessConstraints,
+    offset: u64,
+    size: u32,
+    access: u32,
+    value: u64,
+) -> Result<()> {
+    let m = mask(access);
     let mut i = 0u32;
     while i < size {
-        let shift = match c.endianness {
-            Endianness::Little => i * 8,
-            Endianness::Big => (size.saturating_sub(access + i)) * 8,
-        };
-        let piece = if shift < 64 { (value >> shift) & m } else { 0 };
+        let piece = shift_piece(value, -piece_shift(c.endianness, size, access, i)) & m;
         ops.write(offset + u64::from(i), access, piece)?;
         i += access;
     }
@@ -296,6 +352,28 @@ mod tests {
     }
 
     #[test]
+    fn big_endian_widening_uses_the_most_significant_bytes() -> Result<()> {
+        // QEMU's shift is signed: (size - access - i) * 8 = -24 for a 1-byte
+        // access widened to 4, so the piece is shifted right (read) or the
+        // value left (write).
+        let r = Recorder::default();
+        let c = AccessConstraints {
+            impl_min: 4,
+            endianness: Endianness::Big,
+            ..Default::default()
+        };
+        // The 4-byte read at 0x20 returns 0x23222120; its top byte is 0x23.
+        assert_eq!(read_adjusted(&r, &c, 0x20, 1)?, 0x23);
+        assert_eq!(read_adjusted(&r, &c, 0x20, 2)?, 0x2322);
+        write_adjusted(&r, &c, 0x20, 1, 0xab)?;
+        write_adjusted(&r, &c, 0x20, 2, 0xabcd)?;
+        let log = r.log.lock();
+        assert_eq!(log[2], ('w', 0x20, 4, 0xab00_0000));
+        assert_eq!(log[3], ('w', 0x20, 4, 0xabcd_0000));
+        Ok(())
+    }
+
+    #[test]
     fn validity() {
         let c = AccessConstraints {
             valid_min: 2,
@@ -332,12 +410,46 @@ mod tests {
     }
 
     #[test]
+    fn fast_validity_check_agrees_with_validate() {
+        let sizes = [0, 1, 2, 4, 8];
+        for valid_min in sizes {
+            for valid_max in sizes {
+                for valid_unaligned in [false, true] {
+                    let c = AccessConstraints {
+                        valid_min,
+                        valid_max,
+                        valid_unaligned,
+                        ..Default::default()
+                    };
+                    for size in 0..=9 {
+                        for offset in 0..16 {
+                            assert_eq!(
+                                c.is_valid(offset, size),
+                                c.validate(offset, size).is_ok(),
+                                "{c:?} {offset} {size}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn transfer_sizes() {
         let c = AccessConstraints::default();
         assert_eq!(c.transfer_size(0x1000, 100), 4);
         assert_eq!(c.transfer_size(0x1002, 100), 2);
         assert_eq!(c.transfer_size(0x1001, 100), 1);
         assert_eq!(c.transfer_size(0x1000, 3), 2);
+        // Alignment bounds DMA pieces even when unaligned accesses are valid
+        // (QEMU checks impl.unaligned, which we leave false).
+        let unaligned = AccessConstraints {
+            valid_unaligned: true,
+            ..Default::default()
+        };
+        assert_eq!(unaligned.transfer_size(0x1001, 100), 1);
+        assert_eq!(unaligned.transfer_size(0x1002, 100), 2);
         let wide = AccessConstraints {
             valid_max: 8,
             ..Default::default()

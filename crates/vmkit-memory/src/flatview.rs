@@ -2,6 +2,8 @@
 //! each resolved to the one terminating region (RAM, ROM, MMIO, IOMMU) that
 //! answers there — QEMU's `generate_memory_topology`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use vmkit_qom::ObjectRef;
 
 use crate::addr::{AddrRange, GuestAddr};
@@ -38,9 +40,34 @@ impl FlatRange {
 }
 
 /// A rendered address space.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct FlatView {
     ranges: Vec<FlatRange>,
+    /// The index of the range the last successful lookup found (QEMU's
+    /// `AddressSpaceDispatch::mru_section`): a driver hammering one device's
+    /// registers skips the search. A hint only — any thread may overwrite it.
+    mru: Mru,
+    /// `ranges[i].range.start()`, packed: the binary search of a lookup
+    /// walks 8-byte keys (a few cache lines, the index arithmetic folded into
+    /// the load) instead of the 56-byte ranges. The search is the longest
+    /// dependency chain of an MMIO access.
+    starts: Vec<u64>,
+}
+
+/// The most-recently-used hint, on a cache line of its own: threads that
+/// overwrite it do not evict the view's other fields from each other's caches.
+#[derive(Default)]
+#[repr(align(64))]
+struct Mru(AtomicUsize);
+
+impl Clone for FlatView {
+    fn clone(&self) -> Self {
+        FlatView {
+            ranges: self.ranges.clone(),
+            mru: Mru(AtomicUsize::new(self.mru.0.load(Ordering::Relaxed))),
+            starts: self.starts.clone(),
+        }
+    }
 }
 
 impl FlatView {
@@ -49,6 +76,7 @@ impl FlatView {
         let mut view = FlatView::default();
         render(&mut view.ranges, root, 0, AddrRange::everything(), false, 0);
         view.simplify();
+        view.starts = view.ranges.iter().map(|r| r.range.start().0).collect();
         view
     }
 
@@ -57,18 +85,32 @@ impl FlatView {
         &self.ranges
     }
 
+    /// How many ranges start at or below `addr`.
+    #[inline]
+    fn starting_at_or_below(&self, addr: GuestAddr) -> usize {
+        self.starts.partition_point(|&s| s <= addr.0)
+    }
+
     /// The range containing `addr`, if any region covers it.
     #[inline]
     pub fn lookup(&self, addr: GuestAddr) -> Option<&FlatRange> {
-        let i = self.ranges.partition_point(|r| r.range.start() <= addr);
-        let r = self.ranges.get(i.checked_sub(1)?)?;
-        r.range.contains(addr).then_some(r)
+        if let Some(r) = self.ranges.get(self.mru.0.load(Ordering::Relaxed)) {
+            if r.range.contains(addr) {
+                return Some(r);
+            }
+        }
+        let i = self.starting_at_or_below(addr).checked_sub(1)?;
+        let r = self.ranges.get(i)?;
+        if !r.range.contains(addr) {
+            return None;
+        }
+        self.mru.0.store(i, Ordering::Relaxed);
+        Some(r)
     }
 
     /// The first range starting after `addr` (to size a hole).
     pub fn next_after(&self, addr: GuestAddr) -> Option<&FlatRange> {
-        let i = self.ranges.partition_point(|r| r.range.start() <= addr);
-        self.ranges.get(i)
+        self.ranges.get(self.starting_at_or_below(addr))
     }
 
     /// Ranges of `self` absent from `other` (same place, region, offset and flags).

@@ -45,11 +45,11 @@ pub mod workload;
 
 pub use addr::{AddrRange, GuestAddr};
 pub use address_space::{AccessStats, AddressSpace, MemoryListener};
-pub use board::{FOUR_GIB, PcMemory, q35_lowmem_limit};
 pub use backend::{
     TYPE_MEMORY_BACKEND, TYPE_MEMORY_BACKEND_FILE, TYPE_MEMORY_BACKEND_MEMFD, TYPE_MEMORY_BACKEND_RAM,
     backend_ram_block, register_types,
 };
+pub use board::{FOUR_GIB, PcMemory, q35_lowmem_limit};
 pub use dirty::{DirtyBitmap, DirtyClient, DirtyLog, DirtyPages};
 pub use dirty_rate::{BlockDirtyRate, DirtyRateMeasurement, DirtyRateReport, measure_dirty_rate};
 pub use dispatch::{

@@ -323,6 +323,16 @@ impl MemoryRegion {
             .collect()
     }
 
+    /// [`MemoryRegion::usable`] without the reason: two atomic loads (the
+    /// owner's phase and realized flag) for an owned region, none otherwise.
+    #[inline]
+    pub(crate) fn is_usable(&self) -> bool {
+        match &self.0.owner {
+            None => true,
+            Some(o) => o.phase() == Phase::Live && (!o.class().is_device() || o.is_realized()),
+        }
+    }
+
     /// Whether accesses to the region may proceed: its owner (if any) is live
     /// and, for a device, realized. Otherwise the reason.
     pub fn usable(&self) -> std::result::Result<(), String> {
@@ -391,7 +401,8 @@ impl MemoryRegion {
             let mut st = self.0.state.write();
             let end = u128::from(addr.0) + child.size();
             let clash = st.subregions.iter().find(|s| {
-                !may_overlap && !s.may_overlap
+                !may_overlap
+                    && !s.may_overlap
                     && u128::from(s.addr.0) < end
                     && u128::from(addr.0) < u128::from(s.addr.0) + s.region.size()
             });

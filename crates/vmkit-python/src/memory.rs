@@ -490,7 +490,15 @@ pub(crate) fn memory_commit() {
 /// returns the `system` root and the `memory` address space.
 #[pyfunction]
 #[pyo3(signature = (block, owner=None))]
-pub(crate) fn pc_memory(py: Python<'_>, block: &Bound<'_, PyRamBlock>, owner: Option<&Bound<'_, PyObj>>) -> PyResult<(PyMemoryRegion, PyAddressSpace)> {
-    let map = vmkit_memory::PcMemory::new(block.get().block.clone(), owner_of(owner).as_ref()).map_err(|e| mem_err(py, e))?;
-    Ok((PyMemoryRegion { region: map.system }, PyAddressSpace { space: map.space }))
+pub(crate) fn pc_memory(
+    py: Python<'_>,
+    block: &Bound<'_, PyRamBlock>,
+    owner: Option<&Bound<'_, PyObj>>,
+) -> PyResult<(PyMemoryRegion, PyAddressSpace)> {
+    let map =
+        vmkit_memory::PcMemory::new(block.get().block.clone(), owner_of(owner).as_ref()).map_err(|e| mem_err(py, e))?;
+    Ok((
+        PyMemoryRegion { region: map.system },
+        PyAddressSpace { space: map.space },
+    ))
 }
