@@ -1,0 +1,19 @@
+//! The crate's error type: one variant per layer.
+
+/// The result type of the migration crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Migration errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A stream-format error (with its byte offset).
+    #[error(transparent)]
+    Wire(#[from] crate::wire::WireError),
+    /// A VMState encoding or decoding error (with section, field and offset).
+    #[error(transparent)]
+    VmState(#[from] crate::vmstate::VmStateError),
+    /// A guest-memory error while saving or restoring RAM.
+    #[error(transparent)]
+    Memory(#[from] vmkit_memory::Error),
+}
