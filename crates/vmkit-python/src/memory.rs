@@ -88,6 +88,26 @@ fn owner_of(owner: Option<&Bound<'_, PyObj>>) -> Option<vmkit_qom::Object> {
     owner.map(|o| o.get().handle.clone())
 }
 
+type BlockRegionFn =
+    fn(&str, Option<&vmkit_qom::Object>, Arc<vmkit_memory::RamBlock>, u64, u64) -> vmkit_memory::Result<MemoryRegion>;
+
+/// A RAM or ROM window of `block` (`size` defaults to the rest of the block).
+fn block_window(
+    py: Python<'_>,
+    make: BlockRegionFn,
+    name: &str,
+    block: &Bound<'_, PyRamBlock>,
+    offset: u64,
+    size: Option<u64>,
+    owner: Option<&Bound<'_, PyObj>>,
+) -> PyResult<PyMemoryRegion> {
+    let b = block.get().block.clone();
+    let size = size.unwrap_or_else(|| b.used_length().saturating_sub(offset));
+    make(name, owner_of(owner).as_ref(), b, offset, size)
+        .map_err(|e| mem_err(py, e))
+        .map(|region| PyMemoryRegion { region })
+}
+
 /// A memory region (RAM, ROM, MMIO, alias, container or IOMMU).
 #[pyclass(name = "MemoryRegion", module = "vmkit._core", frozen)]
 pub(crate) struct PyMemoryRegion {
@@ -107,11 +127,7 @@ impl PyMemoryRegion {
         size: Option<u64>,
         owner: Option<&Bound<'_, PyObj>>,
     ) -> PyResult<Self> {
-        let b = block.get().block.clone();
-        let size = size.unwrap_or_else(|| b.used_length().saturating_sub(offset));
-        MemoryRegion::ram(name, owner_of(owner).as_ref(), b, offset, size)
-            .map_err(|e| mem_err(py, e))
-            .map(|region| PyMemoryRegion { region })
+        block_window(py, MemoryRegion::ram, name, block, offset, size, owner)
     }
 
     /// A ROM region: reads from `block`, guest writes dropped.
@@ -125,11 +141,7 @@ impl PyMemoryRegion {
         size: Option<u64>,
         owner: Option<&Bound<'_, PyObj>>,
     ) -> PyResult<Self> {
-        let b = block.get().block.clone();
-        let size = size.unwrap_or_else(|| b.used_length().saturating_sub(offset));
-        MemoryRegion::rom(name, owner_of(owner).as_ref(), b, offset, size)
-            .map_err(|e| mem_err(py, e))
-            .map(|region| PyMemoryRegion { region })
+        block_window(py, MemoryRegion::rom, name, block, offset, size, owner)
     }
 
     /// An MMIO region calling `read(offset, size) -> int` and `write(offset, size, value)`.
