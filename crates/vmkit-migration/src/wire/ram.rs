@@ -1,0 +1,572 @@
+//! The RAM live section (idstr `"ram"`, instance 0, version 4).
+//!
+//! Payload records start with a be64 whose low 12 bits are flags and whose
+//! high bits are a page offset inside a block (or the total RAM size for
+//! MEM_SIZE). Pages are cut into 4096-byte target pages whatever the
+//! block's own dirty-tracking page size.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use vmkit_memory::{DirtyPages, RamBlock};
+
+use super::format::{
+    RAM_FLAGS_LIMIT, RAM_IDSTR, RAM_VERSION, RamFlag, SectionKind, TARGET_PAGE_FLAG_MASK, TARGET_PAGE_SIZE,
+};
+use super::section::{SectionHeader, write_footer};
+use super::stream::SectionBodyHandler;
+use super::{StreamReader, StreamWriter, WireError, WireResult};
+
+const PAGE: usize = TARGET_PAGE_SIZE as usize;
+/// Size of the encoder's staging buffer.
+const STAGE: usize = 1 << 20;
+
+/// Cap on the number of blocks a MEM_SIZE list may announce (summary mode).
+pub const MAX_RAM_BLOCKS: usize = 4096;
+
+fn is_zero(buf: &[u8]) -> bool {
+    // Word-wise OR over fixed chunks: the compiler vectorises this.
+    buf.chunks_exact(64).all(|c| {
+        c.chunks_exact(8).fold(0u64, |acc, w| {
+            acc | u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+        }) == 0
+    }) && buf.chunks_exact(64).remainder().iter().all(|&b| b == 0)
+}
+
+fn mem_err(offset: u64, block: &RamBlock) -> impl FnOnce(vmkit_memory::Error) -> WireError + '_ {
+    move |source| WireError::Memory {
+        offset,
+        block: block.name().to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Pages written by a [`RamSectionWriter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RamWriteStats {
+    /// Zero pages (9 + name bytes each at most).
+    pub zero_pages: u64,
+    /// Raw pages.
+    pub normal_pages: u64,
+}
+
+/// Encodes RAM sections from a set of source blocks.
+///
+/// Use [`save_setup`](Self::save_setup) for the START section, then for
+/// each PART/END: [`begin_section`](Self::begin_section), any of the
+/// `write_*pages` methods, [`end_section`](Self::end_section). Wrap the sink
+/// with [`StreamWriter::buffered`] (other records are small); page records
+/// are staged and written 1 MiB at a time, and every public method leaves
+/// nothing staged, so it can be mixed freely with other writes.
+#[derive(Debug)]
+pub struct RamSectionWriter {
+    blocks: Vec<Arc<RamBlock>>,
+    last_block: Option<usize>,
+    /// Page records waiting for the sink: `stage[..used]`.
+    stage: Vec<u8>,
+    used: usize,
+    stats: RamWriteStats,
+}
+
+impl RamSectionWriter {
+    /// A writer over `blocks` (sent in this order). Each block's length must
+    /// be a multiple of the 4096-byte target page and its name at most 255
+    /// bytes.
+    pub fn new(blocks: Vec<Arc<RamBlock>>) -> WireResult<RamSectionWriter> {
+        for b in &blocks {
+            if b.used_length() % TARGET_PAGE_SIZE != 0 || b.name().len() > 255 {
+                return Err(WireError::Unsupported {
+                    offset: 0,
+                    what: format!(
+                        "RAM block '{}' of {:#x} bytes (length must be a multiple of {TARGET_PAGE_SIZE}, name at most 255 bytes)",
+                        b.name(),
+                        b.used_length()
+                    ),
+                });
+            }
+        }
+        Ok(RamSectionWriter {
+            blocks,
+            last_block: None,
+            stage: vec![0u8; STAGE],
+            used: 0,
+            stats: RamWriteStats::default(),
+        })
+    }
+
+    /// The source blocks.
+    pub fn blocks(&self) -> &[Arc<RamBlock>] {
+        &self.blocks
+    }
+
+    /// Pages written so far.
+    pub fn stats(&self) -> RamWriteStats {
+        self.stats
+    }
+
+    /// The summed block lengths (MEM_SIZE's total).
+    pub fn total_bytes(&self) -> u64 {
+        self.blocks.iter().map(|b| b.used_length()).sum()
+    }
+
+    /// Writes a section header (START: idstr `ram`, instance 0, version 4).
+    /// Each section restarts the CONTINUE chain, so every section can be
+    /// decoded on its own.
+    pub fn begin_section<W: Write>(
+        &mut self,
+        w: &mut StreamWriter<W>,
+        kind: SectionKind,
+        section_id: u32,
+    ) -> WireResult<()> {
+        self.last_block = None;
+        SectionHeader {
+            kind,
+            section_id,
+            idstr: RAM_IDSTR.into(),
+            instance_id: 0,
+            version_id: RAM_VERSION,
+        }
+        .write(w)
+    }
+
+    /// Writes EOS and (if `footer`) the section footer.
+    pub fn end_section<W: Write>(&mut self, w: &mut StreamWriter<W>, section_id: u32, footer: bool) -> WireResult<()> {
+        w.put_be64(RamFlag::Eos.bit())?;
+        if footer {
+            write_footer(w, section_id)?;
+        }
+        Ok(())
+    }
+
+    /// The MEM_SIZE record: total | MEM_SIZE, then per block u8 len, name,
+    /// be64 used length.
+    pub fn write_mem_size<W: Write>(&mut self, w: &mut StreamWriter<W>) -> WireResult<()> {
+        w.put_be64(self.total_bytes() | RamFlag::MemSize.bit())?;
+        for b in &self.blocks {
+            w.put_name(b.name(), "RAM block name")?;
+            w.put_be64(b.used_length())?;
+        }
+        Ok(())
+    }
+
+    /// The whole START section: header, MEM_SIZE, EOS, footer.
+    pub fn save_setup<W: Write>(&mut self, w: &mut StreamWriter<W>, section_id: u32, footer: bool) -> WireResult<()> {
+        self.begin_section(w, SectionKind::Start, section_id)?;
+        self.write_mem_size(w)?;
+        self.end_section(w, section_id, footer)
+    }
+
+    /// Writes one 4096-byte target page at `addr` of block `index`: a zero
+    /// record if the page reads as zero, else a raw page. The page is read
+    /// once, so the zero test and the bytes sent see the same snapshot.
+    pub fn write_target_page<W: Write>(&mut self, w: &mut StreamWriter<W>, index: usize, addr: u64) -> WireResult<()> {
+        let staged = self.stage_page(w, index, addr);
+        let flushed = self.flush_stage(w);
+        staged.and(flushed)
+    }
+
+    /// Sends the staged records.
+    fn flush_stage<W: Write>(&mut self, w: &mut StreamWriter<W>) -> WireResult<()> {
+        if self.used > 0 {
+            let used = std::mem::take(&mut self.used);
+            w.put_bytes(&self.stage[..used])?;
+        }
+        Ok(())
+    }
+
+    /// Builds one page record in the staging buffer: the page is copied
+    /// from guest memory straight into its place after the record header,
+    /// tested for zero there, and the header written in front of it (a
+    /// zero page then shrinks to its header and a `0` byte). The staging
+    /// buffer goes to the sink in 1 MiB writes, which bypass a `BufWriter`
+    /// of the same size: one copy from guest memory, one to the sink.
+    fn stage_page<W: Write>(&mut self, w: &mut StreamWriter<W>, index: usize, addr: u64) -> WireResult<()> {
+        let Some(block) = self.blocks.get(index) else {
+            return Err(WireError::Unsupported {
+                offset: w.offset() + self.used as u64,
+                what: format!("RAM block index {index}"),
+            });
+        };
+        if addr % TARGET_PAGE_SIZE != 0 {
+            return Err(WireError::PageOutOfRange {
+                offset: w.offset() + self.used as u64,
+                block: block.name().to_owned(),
+                addr,
+                len: TARGET_PAGE_SIZE,
+            });
+        }
+        let cont = self.last_block == Some(index);
+        let name = block.name().as_bytes();
+        let hdr = if cont { 8 } else { 9 + name.len() };
+        if self.used + hdr + PAGE > self.stage.len() {
+            let used = std::mem::take(&mut self.used);
+            w.put_bytes(&self.stage[..used])?;
+        }
+        let at = self.used;
+        let data = at + hdr;
+        // Zero test on guest memory first (no copy for zero pages), then
+        // the copy, tested again so the record matches the bytes copied. A
+        // page the guest changes meanwhile is dirty again and resent later.
+        let err_at = w.offset() + at as u64;
+        let mut zero = block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, block))?;
+        if !zero {
+            let page = &mut self.stage[data..data + PAGE];
+            block.read(addr, page).map_err(mem_err(err_at, block))?;
+            zero = is_zero(page);
+        }
+        let mut v = addr | if zero { RamFlag::Zero.bit() } else { RamFlag::Page.bit() };
+        if cont {
+            v |= RamFlag::Continue.bit();
+        } else {
+            // `new` checked the name fits a u8 length.
+            self.stage[at + 8] = name.len() as u8;
+            self.stage[at + 9..data].copy_from_slice(name);
+            self.last_block = Some(index);
+        }
+        self.stage[at..at + 8].copy_from_slice(&v.to_be_bytes());
+        if zero {
+            self.stage[data] = 0;
+            self.used = data + 1;
+            self.stats.zero_pages += 1;
+        } else {
+            self.used = data + PAGE;
+            self.stats.normal_pages += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the given pages of block `index`, numbered in the *block's*
+    /// page size (as [`DirtyPages`] are), ascending.
+    pub fn write_block_pages<W: Write, I: IntoIterator<Item = u64>>(
+        &mut self,
+        w: &mut StreamWriter<W>,
+        index: usize,
+        pages: I,
+    ) -> WireResult<()> {
+        let Some(block) = self.blocks.get(index).cloned() else {
+            return Err(WireError::Unsupported {
+                offset: w.offset(),
+                what: format!("RAM block index {index}"),
+            });
+        };
+        let shift = block.page_shift();
+        let page_size = block.page_size();
+        let mut last_target: Option<u64> = None;
+        for page in pages {
+            let start = page
+                .checked_shl(shift)
+                .filter(|_| page < block.page_count())
+                .ok_or_else(|| WireError::PageOutOfRange {
+                    offset: w.offset(),
+                    block: block.name().to_owned(),
+                    addr: page.saturating_mul(page_size),
+                    len: page_size,
+                })?;
+            if page_size >= TARGET_PAGE_SIZE {
+                let mut a = start;
+                while a < start + page_size {
+                    self.stage_page(w, index, a)?;
+                    a += TARGET_PAGE_SIZE;
+                }
+            } else {
+                let t = start & !TARGET_PAGE_FLAG_MASK;
+                if last_target != Some(t) {
+                    self.stage_page(w, index, t)?;
+                    last_target = Some(t);
+                }
+            }
+        }
+        self.flush_stage(w)
+    }
+
+    /// Writes every page of every block (a first pass).
+    pub fn write_all_pages<W: Write>(&mut self, w: &mut StreamWriter<W>) -> WireResult<()> {
+        for index in 0..self.blocks.len() {
+            let len = self.blocks[index].used_length();
+            let mut a = 0;
+            while a < len {
+                self.stage_page(w, index, a)?;
+                a += TARGET_PAGE_SIZE;
+            }
+        }
+        self.flush_stage(w)
+    }
+
+    /// Writes the dirty pages of block `index`.
+    pub fn write_dirty<W: Write>(
+        &mut self,
+        w: &mut StreamWriter<W>,
+        index: usize,
+        dirty: &DirtyPages,
+    ) -> WireResult<()> {
+        self.write_block_pages(w, index, dirty.iter())
+    }
+}
+
+/// What a decoder saw of one block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RamBlockSummary {
+    /// The block name.
+    pub name: String,
+    /// Its length (from MEM_SIZE, or the destination's).
+    pub length: u64,
+    /// Zero-page records.
+    pub zero_pages: u64,
+    /// Raw-page records.
+    pub normal_pages: u64,
+    /// Payload bytes of its page records (headers excluded).
+    pub bytes: u64,
+}
+
+/// What a decoder saw of the RAM sections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RamSummary {
+    /// The MEM_SIZE total (0 if none was seen).
+    pub total_bytes: u64,
+    /// Per block, in MEM_SIZE order (or the destination's order).
+    pub blocks: Vec<RamBlockSummary>,
+    /// RAM section payloads decoded.
+    pub sections: u64,
+    /// MULTIFD_FLUSH markers seen.
+    pub multifd_flushes: u64,
+}
+
+/// Decodes RAM section payloads, either applying them to destination blocks
+/// ([`RamSectionReader::apply_to`]) or only counting
+/// ([`RamSectionReader::summarise`]).
+#[derive(Debug)]
+pub struct RamSectionReader {
+    dest: Option<Vec<Arc<RamBlock>>>,
+    by_name: HashMap<String, usize>,
+    summary: RamSummary,
+    last_block: Option<usize>,
+    buf: Vec<u8>,
+}
+
+impl RamSectionReader {
+    /// A decoder writing into `blocks`, found by name.
+    pub fn apply_to(blocks: Vec<Arc<RamBlock>>) -> RamSectionReader {
+        let mut by_name = HashMap::new();
+        let mut summary = RamSummary::default();
+        for (i, b) in blocks.iter().enumerate() {
+            by_name.insert(b.name().to_owned(), i);
+            summary.blocks.push(RamBlockSummary {
+                name: b.name().to_owned(),
+                length: b.used_length(),
+                ..RamBlockSummary::default()
+            });
+        }
+        RamSectionReader {
+            dest: Some(blocks),
+            by_name,
+            summary,
+            last_block: None,
+            buf: vec![0u8; PAGE],
+        }
+    }
+
+    /// A decoder that writes nowhere and only counts; blocks come from the
+    /// stream's MEM_SIZE list.
+    pub fn summarise() -> RamSectionReader {
+        RamSectionReader {
+            dest: None,
+            by_name: HashMap::new(),
+            summary: RamSummary::default(),
+            last_block: None,
+            buf: vec![0u8; PAGE],
+        }
+    }
+
+    /// What was decoded so far.
+    pub fn summary(&self) -> &RamSummary {
+        &self.summary
+    }
+
+    /// Consumes the decoder, returning its summary.
+    pub fn into_summary(self) -> RamSummary {
+        self.summary
+    }
+
+    /// Checks a RAM section header: idstr `ram`, instance 0, and (for
+    /// START/FULL) version 4.
+    pub fn check_header(header: &SectionHeader, offset: u64) -> WireResult<()> {
+        if header.idstr != RAM_IDSTR || header.instance_id != 0 || header.kind == SectionKind::Full {
+            return Err(WireError::UnknownSection {
+                offset,
+                section_id: header.section_id,
+                idstr: header.idstr.clone(),
+                instance_id: header.instance_id,
+            });
+        }
+        if header.kind == SectionKind::Start && header.version_id != RAM_VERSION {
+            return Err(WireError::BadSectionVersion {
+                offset,
+                idstr: header.idstr.clone(),
+                version_id: header.version_id,
+                expected: RAM_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn block_for<R: Read>(&mut self, r: &mut StreamReader<R>, cont: bool, at: u64) -> WireResult<usize> {
+        if cont {
+            return self.last_block.ok_or(WireError::ContinueWithoutBlock { offset: at });
+        }
+        let name_at = r.offset();
+        let name = r.read_name("RAM block name")?;
+        let index = *self
+            .by_name
+            .get(&name)
+            .ok_or(WireError::UnknownRamBlock { offset: name_at, name })?;
+        self.last_block = Some(index);
+        Ok(index)
+    }
+
+    fn check_page(&self, index: usize, addr: u64, at: u64) -> WireResult<()> {
+        let b = self.summary.blocks.get(index);
+        let length = b.map_or(0, |b| b.length);
+        if addr.checked_add(TARGET_PAGE_SIZE).is_none_or(|end| end > length) {
+            return Err(WireError::PageOutOfRange {
+                offset: at,
+                block: b.map(|b| b.name.clone()).unwrap_or_default(),
+                addr,
+                len: TARGET_PAGE_SIZE,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_mem_size<R: Read>(&mut self, r: &mut StreamReader<R>, total: u64, at: u64) -> WireResult<()> {
+        self.summary.total_bytes = total;
+        let mut remaining = total;
+        while remaining > 0 {
+            let entry_at = r.offset();
+            let name = r.read_name("RAM block name (MEM_SIZE)")?;
+            let length = r.read_be64("RAM block length (MEM_SIZE)")?;
+            if length == 0 || length > remaining {
+                return Err(WireError::Malformed {
+                    offset: entry_at,
+                    reason: format!(
+                        "RAM block '{name}' length {length:#x} does not fit the announced total {total:#x} (record at {at})"
+                    ),
+                });
+            }
+            remaining -= length;
+            match &self.dest {
+                Some(dest) => {
+                    let Some(&i) = self.by_name.get(&name) else {
+                        return Err(WireError::UnknownRamBlock { offset: entry_at, name });
+                    };
+                    let expected = dest.get(i).map_or(0, |b| b.used_length());
+                    if expected != length {
+                        return Err(WireError::RamBlockLength {
+                            offset: entry_at,
+                            name,
+                            expected,
+                            found: length,
+                        });
+                    }
+                }
+                None => {
+                    if let Some(&i) = self.by_name.get(&name) {
+                        // A repeated MEM_SIZE (a second START) must agree.
+                        if self.summary.blocks.get(i).map(|b| b.length) != Some(length) {
+                            return Err(WireError::Malformed {
+                                offset: entry_at,
+                                reason: format!("RAM block '{name}' announced twice with different lengths"),
+                            });
+                        }
+                        continue;
+                    }
+                    if self.summary.blocks.len() >= MAX_RAM_BLOCKS {
+                        return Err(WireError::BadLength {
+                            offset: entry_at,
+                            what: "RAM block count (MEM_SIZE)".into(),
+                            len: self.summary.blocks.len() as u64 + 1,
+                            max: MAX_RAM_BLOCKS as u64,
+                        });
+                    }
+                    self.by_name.insert(name.clone(), self.summary.blocks.len());
+                    self.summary.blocks.push(RamBlockSummary {
+                        name,
+                        length,
+                        ..RamBlockSummary::default()
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one section's payload up to and including its EOS record.
+    pub fn read_payload<R: Read>(&mut self, r: &mut StreamReader<R>) -> WireResult<()> {
+        loop {
+            let at = r.offset();
+            let v = r.read_be64("RAM record")?;
+            let flags = v & TARGET_PAGE_FLAG_MASK;
+            let addr = v & !TARGET_PAGE_FLAG_MASK;
+            if flags >= RAM_FLAGS_LIMIT {
+                return Err(WireError::BadRamFlags { offset: at, flags });
+            }
+            let cont = flags & RamFlag::Continue.bit() != 0;
+            match RamFlag::try_from(flags & !RamFlag::Continue.bit()) {
+                Ok(RamFlag::MemSize) if !cont => self.read_mem_size(r, addr, at)?,
+                Ok(RamFlag::Zero) => {
+                    let index = self.block_for(r, cont, at)?;
+                    self.check_page(index, addr, at)?;
+                    let fill_at = r.offset();
+                    let fill = r.read_u8("zero page fill byte")?;
+                    if fill != 0 {
+                        return Err(WireError::BadZeroByte {
+                            offset: fill_at,
+                            found: fill,
+                        });
+                    }
+                    if let Some(block) = self.dest.as_ref().and_then(|d| d.get(index)) {
+                        if !block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(at, block))? {
+                            block.fill(addr, TARGET_PAGE_SIZE, 0).map_err(mem_err(at, block))?;
+                        }
+                    }
+                    if let Some(s) = self.summary.blocks.get_mut(index) {
+                        s.zero_pages += 1;
+                        s.bytes += 1;
+                    }
+                }
+                Ok(RamFlag::Page) => {
+                    let index = self.block_for(r, cont, at)?;
+                    self.check_page(index, addr, at)?;
+                    r.read_into(&mut self.buf, "RAM page")?;
+                    if let Some(block) = self.dest.as_ref().and_then(|d| d.get(index)) {
+                        block.write(addr, &self.buf).map_err(mem_err(at, block))?;
+                    }
+                    if let Some(s) = self.summary.blocks.get_mut(index) {
+                        s.normal_pages += 1;
+                        s.bytes += TARGET_PAGE_SIZE;
+                    }
+                }
+                Ok(RamFlag::Eos) if !cont && addr == 0 => {
+                    self.summary.sections += 1;
+                    return Ok(());
+                }
+                Ok(RamFlag::MultifdFlush) if !cont && addr == 0 => self.summary.multifd_flushes += 1,
+                Ok(RamFlag::Xbzrle) => {
+                    return Err(WireError::Unsupported {
+                        offset: at,
+                        what: "XBZRLE-encoded RAM page".into(),
+                    });
+                }
+                _ => return Err(WireError::BadRamFlags { offset: at, flags }),
+            }
+        }
+    }
+}
+
+impl<R: Read> SectionBodyHandler<R> for RamSectionReader {
+    fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<R>) -> crate::Result<()> {
+        RamSectionReader::check_header(header, offset)?;
+        self.read_payload(r)?;
+        Ok(())
+    }
+}

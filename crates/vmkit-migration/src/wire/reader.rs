@@ -1,0 +1,218 @@
+//! [`StreamReader`]: sequential, offset-tracking, bounds-checked reads.
+
+use std::io::{BufReader, ErrorKind, Read};
+
+use super::{WireError, WireResult};
+
+/// Buffer size of [`StreamReader::buffered`].
+pub const READ_BUFFER: usize = 1 << 20;
+
+/// Reads a stream sequentially, counting the absolute byte offset.
+///
+/// The reader does no buffering of its own beyond a one-byte peek: wrap
+/// unbuffered sources (files, sockets) with [`StreamReader::buffered`].
+/// Short reads of the source are retried; an end of data in the middle of
+/// an item is [`WireError::Truncated`] with the offset where bytes ran out.
+#[derive(Debug)]
+pub struct StreamReader<R> {
+    inner: R,
+    offset: u64,
+    peeked: Option<u8>,
+}
+
+impl<R: Read> StreamReader<BufReader<R>> {
+    /// A reader over `inner` with a 1 MiB buffer.
+    pub fn buffered(inner: R) -> StreamReader<BufReader<R>> {
+        StreamReader::new(BufReader::with_capacity(READ_BUFFER, inner))
+    }
+}
+
+impl<R: Read> StreamReader<R> {
+    /// A reader at offset 0.
+    pub fn new(inner: R) -> StreamReader<R> {
+        StreamReader::with_offset(inner, 0)
+    }
+
+    /// A reader whose first byte is at `offset` (for streams read from the
+    /// middle of a file).
+    pub fn with_offset(inner: R, offset: u64) -> StreamReader<R> {
+        StreamReader {
+            inner,
+            offset,
+            peeked: None,
+        }
+    }
+
+    /// The offset of the next byte.
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The underlying reader (a peeked byte is lost).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    fn io(&self, source: std::io::Error) -> WireError {
+        WireError::Io {
+            offset: self.offset,
+            source,
+        }
+    }
+
+    fn truncated(&self, context: &str) -> WireError {
+        WireError::Truncated {
+            offset: self.offset,
+            context: context.to_owned(),
+        }
+    }
+
+    /// Fills `buf` completely; `context` names what is being read.
+    pub fn read_into(&mut self, buf: &mut [u8], context: &str) -> WireResult<()> {
+        let mut filled = 0;
+        if !buf.is_empty() {
+            if let Some(b) = self.peeked.take() {
+                buf[0] = b;
+                filled = 1;
+                self.offset += 1;
+            }
+        }
+        while filled < buf.len() {
+            match self.inner.read(&mut buf[filled..]) {
+                Ok(0) => return Err(self.truncated(context)),
+                Ok(n) => {
+                    filled += n;
+                    self.offset += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_array<const N: usize>(&mut self, context: &str) -> WireResult<[u8; N]> {
+        let mut b = [0u8; N];
+        self.read_into(&mut b, context)?;
+        Ok(b)
+    }
+
+    /// One byte.
+    #[inline]
+    pub fn read_u8(&mut self, context: &str) -> WireResult<u8> {
+        if let Some(b) = self.peeked.take() {
+            self.offset += 1;
+            return Ok(b);
+        }
+        Ok(self.read_array::<1>(context)?[0])
+    }
+
+    /// A big-endian u16.
+    pub fn read_be16(&mut self, context: &str) -> WireResult<u16> {
+        Ok(u16::from_be_bytes(self.read_array(context)?))
+    }
+
+    /// A big-endian u32.
+    pub fn read_be32(&mut self, context: &str) -> WireResult<u32> {
+        Ok(u32::from_be_bytes(self.read_array(context)?))
+    }
+
+    /// A big-endian u64.
+    #[inline]
+    pub fn read_be64(&mut self, context: &str) -> WireResult<u64> {
+        Ok(u64::from_be_bytes(self.read_array(context)?))
+    }
+
+    /// The next byte without consuming it; `None` at the end of the stream.
+    pub fn peek_u8(&mut self) -> WireResult<Option<u8>> {
+        if let Some(b) = self.peeked {
+            return Ok(Some(b));
+        }
+        let mut b = [0u8; 1];
+        loop {
+            match self.inner.read(&mut b) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {
+                    self.peeked = Some(b[0]);
+                    return Ok(Some(b[0]));
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+    }
+
+    /// Whether the stream has ended (peeks one byte).
+    pub fn at_end(&mut self) -> WireResult<bool> {
+        Ok(self.peek_u8()?.is_none())
+    }
+
+    /// `len` bytes, refusing `len > limit` before allocating anything. Even
+    /// below the limit the buffer grows only as data actually arrives, so a
+    /// short stream announcing a large length costs no large allocation.
+    pub fn read_bytes(&mut self, len: u64, limit: u64, context: &str) -> WireResult<Vec<u8>> {
+        if len > limit {
+            return Err(WireError::BadLength {
+                offset: self.offset,
+                what: context.to_owned(),
+                len,
+                max: limit,
+            });
+        }
+        let mut out = Vec::new();
+        let mut left = len;
+        if left > 0 {
+            if let Some(b) = self.peeked.take() {
+                out.push(b);
+                self.offset += 1;
+                left -= 1;
+            }
+        }
+        let got = (&mut self.inner)
+            .take(left)
+            .read_to_end(&mut out)
+            .map_err(|e| WireError::Io {
+                offset: self.offset,
+                source: e,
+            })?;
+        self.offset += got as u64;
+        if (got as u64) < left {
+            return Err(self.truncated(context));
+        }
+        Ok(out)
+    }
+
+    /// A `u8` length followed by that many bytes, as a UTF-8 string (QEMU's
+    /// idstrs, block names, subsection names).
+    pub fn read_name(&mut self, context: &str) -> WireResult<String> {
+        let at = self.offset;
+        let len = self.read_u8(context)?;
+        let mut buf = [0u8; 255];
+        let name = &mut buf[..usize::from(len)];
+        self.read_into(name, context)?;
+        String::from_utf8(name.to_vec()).map_err(|_| WireError::Malformed {
+            offset: at,
+            reason: format!("{context}: name is not UTF-8"),
+        })
+    }
+
+    /// Consumes `n` bytes without keeping them.
+    pub fn skip(&mut self, n: u64, context: &str) -> WireResult<()> {
+        let mut left = n;
+        if left > 0 && self.peeked.take().is_some() {
+            self.offset += 1;
+            left -= 1;
+        }
+        let got =
+            std::io::copy(&mut (&mut self.inner).take(left), &mut std::io::sink()).map_err(|e| WireError::Io {
+                offset: self.offset,
+                source: e,
+            })?;
+        self.offset += got;
+        if got < left {
+            return Err(self.truncated(context));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! [`StreamWriter`]: byte-counting writes.
+
+use std::io::{BufWriter, Write};
+
+use super::{WireError, WireResult};
+
+/// Buffer size of [`StreamWriter::buffered`].
+pub const WRITE_BUFFER: usize = 1 << 20;
+
+/// Writes a stream, counting the bytes written.
+#[derive(Debug)]
+pub struct StreamWriter<W: Write> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> StreamWriter<BufWriter<W>> {
+    /// A writer over `inner` with a 1 MiB buffer.
+    pub fn buffered(inner: W) -> StreamWriter<BufWriter<W>> {
+        StreamWriter::new(BufWriter::with_capacity(WRITE_BUFFER, inner))
+    }
+}
+
+impl<W: Write> StreamWriter<W> {
+    /// A writer at offset 0.
+    pub fn new(inner: W) -> StreamWriter<W> {
+        StreamWriter { inner, written: 0 }
+    }
+
+    /// Bytes written so far (the offset of the next byte).
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    /// The underlying writer (not flushed).
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// The underlying writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// Flushes the underlying writer.
+    pub fn flush(&mut self) -> WireResult<()> {
+        self.inner.flush().map_err(|source| WireError::Io {
+            offset: self.written,
+            source,
+        })
+    }
+
+    /// Raw bytes.
+    #[inline]
+    pub fn put_bytes(&mut self, data: &[u8]) -> WireResult<()> {
+        self.inner.write_all(data).map_err(|source| WireError::Io {
+            offset: self.written,
+            source,
+        })?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// One byte.
+    #[inline]
+    pub fn put_u8(&mut self, v: u8) -> WireResult<()> {
+        self.put_bytes(&[v])
+    }
+
+    /// A big-endian u16.
+    pub fn put_be16(&mut self, v: u16) -> WireResult<()> {
+        self.put_bytes(&v.to_be_bytes())
+    }
+
+    /// A big-endian u32.
+    pub fn put_be32(&mut self, v: u32) -> WireResult<()> {
+        self.put_bytes(&v.to_be_bytes())
+    }
+
+    /// A big-endian u64.
+    #[inline]
+    pub fn put_be64(&mut self, v: u64) -> WireResult<()> {
+        self.put_bytes(&v.to_be_bytes())
+    }
+
+    /// A `u8` length and the name's bytes; names over 255 bytes are refused.
+    pub fn put_name(&mut self, name: &str, what: &str) -> WireResult<()> {
+        let len = u8::try_from(name.len()).map_err(|_| WireError::BadLength {
+            offset: self.written,
+            what: format!("{what} '{name}'"),
+            len: name.len() as u64,
+            max: 255,
+        })?;
+        self.put_u8(len)?;
+        self.put_bytes(name.as_bytes())
+    }
+}
