@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from vmkit import __version__, qom
+from vmkit import __version__, migration, qom
 from vmkit.errors import VmkitError
 
 
@@ -31,6 +33,58 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    rows = [
+        [
+            str(r["offset"]),
+            r["type"],
+            _cell(r["section_id"]),
+            _cell(r["idstr"]),
+            _cell(r["instance_id"]),
+            _cell(r["version_id"]),
+        ]
+        for r in report["records"]
+    ]
+    header = ["offset", "type", "section", "idstr", "instance", "version"]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    blocks = report["ram"]["blocks"]
+    if blocks:
+        print("ram:")
+        for b in blocks:
+            print(
+                f"  {b['idstr']}: used_length={b['used_length']:#x}"
+                f" zero_pages={b['zero_pages']} normal_pages={b['normal_pages']}"
+            )
+    if report["devices"]:
+        print("devices:")
+        for d in report["devices"]:
+            fields = json.dumps(d["fields"], separators=(",", ":"))
+            print(
+                f"  {d['idstr']} (instance {d['instance_id']}, version {d['version_id']}): {fields}"
+            )
+    print(f"length: {report['length']}")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    report = migration.analyze(args.stream)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    err = report["error"]
+    if err is None:
+        return 0
+    section = f" (section '{err['section']}')" if err["section"] is not None else ""
+    print(f"vmkit: error at offset {err['offset']}{section}: {err['message']}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -52,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", default="none-machine")
     p.add_argument("path", nargs="?", default="/machine")
     p.set_defaults(func=_cmd_tree)
+
+    p = sub.add_parser(
+        "analyze", help="list the records of a migration stream file (analyze-migration.py)"
+    )
+    p.add_argument("stream", help="the stream file")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=_cmd_analyze)
     return parser
 
 
@@ -64,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         status: int = args.func(args)
-    except VmkitError as e:
+    except (VmkitError, OSError) as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 1
     return status

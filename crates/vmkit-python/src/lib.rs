@@ -8,6 +8,7 @@ mod buffer;
 mod convert;
 mod errors;
 mod memory;
+mod migration;
 mod object;
 mod property;
 mod qom;
@@ -61,5 +62,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory::memory_begin, m)?)?;
     m.add_function(wrap_pyfunction!(memory::memory_commit, m)?)?;
     m.add_function(wrap_pyfunction!(ram::measure_dirty_rate, m)?)?;
+    m.add_function(wrap_pyfunction!(migration::analyze_stream, m)?)?;
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! | [`skip`] | [`VmDescBodySkipper`]: walks device bodies by their vmdesc sizes |
 //! | [`stream`] | [`StreamParser`]: the record-level parser |
 //! | [`analyze`](mod@analyze) | [`analyze()`](fn@analyze): whole-file analysis (RAM summary, device skipping) |
+//! | [`report`] | [`analyze_report`]: the record-by-record report behind `vmkit analyze` |
 //!
 //! Everything read from a stream is untrusted: lengths are checked against
 //! caps before anything is allocated from them, and every error carries the
@@ -22,6 +23,7 @@ pub mod config;
 pub mod format;
 pub mod ram;
 pub mod reader;
+pub mod report;
 pub mod section;
 pub mod skip;
 pub mod stream;
@@ -33,6 +35,7 @@ pub use config::Configuration;
 pub use format::{RamFlag, RecordType, SectionKind, VmCommand};
 pub use ram::{RamBlockSummary, RamSectionReader, RamSectionWriter, RamSummary};
 pub use reader::StreamReader;
+pub use report::{AnalysisReport, DeviceReport, RamBlockReport, RamReport, RecordReport, ReportError, analyze_report};
 pub use section::SectionHeader;
 pub use skip::VmDescBodySkipper;
 pub use stream::{AnalysisHandler, ParserOptions, Record, SectionBodyHandler, StreamParser};

@@ -1,0 +1,108 @@
+"""`vmkit.migration.analyze` and `vmkit analyze` on a sample stream.
+
+``tests/data/sample.stream`` is written by the Rust test
+``python_fixture_is_up_to_date`` in ``crates/vmkit-migration/tests/wire_report.rs``
+(``VMKIT_WRITE_FIXTURES=1`` regenerates it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vmkit import _core, migration
+from vmkit.cli import main
+
+SAMPLE = Path(__file__).parent / "data" / "sample.stream"
+TYPES = ["CONFIGURATION", "START", "PART", "END", "FULL", "EOF", "VMDESCRIPTION"]
+FIELDS = {
+    "ctrl": 5,
+    "count": 0x1234,
+    "regs": [7, 9],
+    "subsections": {"serial0/fifo": {"depth": 16}},
+}
+
+
+@pytest.fixture
+def truncated(tmp_path: Path) -> Path:
+    # 100 bytes into the RAM PART section's body (a page record).
+    path = tmp_path / "cut.stream"
+    path.write_bytes(SAMPLE.read_bytes()[:176])
+    return path
+
+
+def test_report_layout() -> None:
+    report = migration.analyze(SAMPLE)
+    assert set(report) == {"records", "ram", "devices", "length", "error"}
+    assert report["error"] is None
+    assert report["length"] == SAMPLE.stat().st_size
+    records = report["records"]
+    assert [r["type"] for r in records] == TYPES
+    assert [r["offset"] for r in records] == sorted(r["offset"] for r in records)
+    assert records[0]["offset"] == 8 and records[0]["machine_type"] == "pc-q35-9.2"
+    for r in records:
+        assert {"offset", "type", "section_id", "idstr", "instance_id", "version_id"} <= set(r)
+    assert [r["idstr"] for r in records[1:4]] == ["ram", "ram", "ram"]
+    full = records[4]
+    assert (full["idstr"], full["section_id"], full["version_id"]) == ("serial0", 1, 3)
+    assert full["fields"] == FIELDS
+    assert report["ram"] == {
+        "blocks": [{"idstr": "pc.ram", "used_length": 16384, "zero_pages": 2, "normal_pages": 3}]
+    }
+    assert [d["idstr"] for d in report["devices"]] == ["serial0"]
+    assert report["devices"][0]["fields"] == FIELDS
+
+
+def test_raw_binding_returns_json_text() -> None:
+    assert json.loads(_core.analyze_stream(str(SAMPLE))) == migration.analyze(SAMPLE)
+
+
+def test_truncated_report(truncated: Path) -> None:
+    report = migration.analyze(truncated)
+    assert [r["type"] for r in report["records"]] == ["CONFIGURATION", "START"]
+    assert report["error"]["offset"] == 176
+    assert report["error"]["section"] == "ram"
+    assert "truncated" in report["error"]["message"]
+
+
+def test_missing_file_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        migration.analyze(tmp_path / "missing.stream")
+
+
+def test_cli_human(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(SAMPLE)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["offset", "type", "section", "idstr", "instance", "version"]
+    assert lines[1].split() == ["8", "CONFIGURATION", "-", "-", "-", "-"]
+    assert lines[5].split() == ["12456", "FULL", "1", "serial0", "0", "3"]
+    # Aligned columns: each row's idstr starts under the header's.
+    col = lines[0].index("idstr")
+    assert lines[5][col:].startswith("serial0") and lines[2][col:].startswith("ram")
+    out = "\n".join(lines)
+    assert "pc.ram: used_length=0x4000 zero_pages=2 normal_pages=3" in out
+    assert '"serial0/fifo":{"depth":16}' in out
+
+
+def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--json", str(SAMPLE)]) == 0
+    assert json.loads(capsys.readouterr().out) == migration.analyze(SAMPLE)
+
+
+def test_cli_truncated(truncated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(truncated)]) == 1
+    captured = capsys.readouterr()
+    assert "START" in captured.out and "PART" not in captured.out
+    assert "error at offset 176 (section 'ram')" in captured.err
+    assert main(["analyze", "--json", str(truncated)]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["error"]["offset"] == 176
+    assert "error at offset 176" in captured.err
+
+
+def test_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(tmp_path / "missing.stream")]) == 1
+    assert "No such file" in capsys.readouterr().err
