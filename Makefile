@@ -2,6 +2,7 @@
 #
 #   make build        build the extension into .venv (maturin develop --release)
 #   make test         test-rust, lint-rust, test-python, lint-python, in that order
+#   make system-deps  install QEMU (qemu-system-x86) for the interop tests, if missing
 #   make demo         run the demo against the built package
 #   make bench        criterion benches, then the Python-level benchmark
 #   make fmt          format Rust and Python sources
@@ -36,7 +37,7 @@ RUST_SRC := $(shell find crates -name '*.rs' -o -name Cargo.toml)
 # Python paths that exist (git does not track empty directories).
 PY_PATHS := $(wildcard python tests benches/py)
 
-.PHONY: build demo test test-rust lint-rust test-python lint-python bench fmt clean
+.PHONY: build demo test test-rust lint-rust test-python lint-python system-deps bench fmt clean
 
 # Venv with the build backend and the test extras, both read from pyproject.toml.
 $(DEPS_STAMP): pyproject.toml
@@ -70,7 +71,23 @@ test-rust: $(DEPS_STAMP)
 lint-rust: $(DEPS_STAMP)
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test-python: build
+# System packages the Python tests use: QEMU, for tests/test_qemu_interop.py.
+# Installed with apt when missing and we are root (CI); otherwise the tests
+# that need it skip (outside CI) or fail (CI).
+system-deps:
+	@if command -v qemu-system-x86_64 >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "system-deps: qemu-system-x86_64 not found and cannot apt-get install qemu-system-x86 (not root, or no apt); QEMU tests will skip outside CI" >&2; \
+	else \
+	  echo "system-deps: installing qemu-system-x86"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null 2>&1 \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }; \
+	  command -v qemu-system-x86_64 >/dev/null; \
+	fi
+
+test-python: build system-deps
 	$(PY) -m pytest
 
 lint-python: build

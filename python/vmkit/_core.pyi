@@ -49,6 +49,7 @@ __all__ = [
     "device_type_properties",
     "format_size",
     "list_types",
+    "load_ram_from_stream",
     "machine",
     "measure_dirty_rate",
     "memory_begin",
@@ -483,3 +484,4 @@ def measure_dirty_rate(blocks: list[RamBlock], seconds: float) -> dict[str, Any]
 
 # Migration streams
 def analyze_stream(path: str | os.PathLike[str]) -> str: ...
+def load_ram_from_stream(path: str | os.PathLike[str], blocks: list[RamBlock]) -> str: ...

@@ -44,6 +44,13 @@ A damaged stream does not raise: the report keeps the records parsed before
 the damage and ``"error"`` says what broke, at which offset, and in which
 section (``None`` outside sections). A file cut short loses its trailer, so
 its first device section is reported as not decodable.
+
+:func:`load_ram` parses the same way and also loads the stream's RAM into
+:class:`vmkit.memory.RamBlock` objects, as a migration destination would::
+
+    ram = memory.RamBlock.anonymous("pc.ram", 64 << 20)
+    report = migration.load_ram("vm.stream", [ram])
+    assert report["error"] is None
 """
 
 from __future__ import annotations
@@ -53,8 +60,9 @@ import os
 from typing import Any
 
 from vmkit import _core
+from vmkit._core import RamBlock
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "load_ram"]
 
 
 def analyze(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -63,4 +71,24 @@ def analyze(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises :class:`OSError` only when the file cannot be opened.
     """
     report: dict[str, Any] = json.loads(_core.analyze_stream(path))
+    return report
+
+
+def load_ram(path: str | os.PathLike[str], blocks: list[RamBlock]) -> dict[str, Any]:
+    """Loads the RAM of the migration stream at ``path`` into ``blocks``.
+
+    Blocks are matched by name (QEMU names a backend's block after the
+    backend id, e.g. ``pc.ram``); each must have the length the stream's
+    MEM_SIZE list announces. Blocks the stream announces but ``blocks``
+    lacks (QEMU's ROMs, ``pc.bios``, ...) are decoded and discarded; device
+    sections are stepped over with the VMDESCRIPTION trailer and decoded as
+    by :func:`analyze`.
+
+    Returns the :func:`analyze` report; its ``"ram"`` lists ``blocks`` first,
+    then the discarded blocks. A damaged stream does not raise: ``"error"``
+    says what broke, and the pages before it stay loaded. Raises
+    :class:`OSError` when the file cannot be opened and :class:`ValueError`
+    when two blocks share a name. The GIL is released while parsing.
+    """
+    report: dict[str, Any] = json.loads(_core.load_ram_from_stream(path, blocks))
     return report

@@ -180,3 +180,59 @@ fn throughput() {
     );
     assert_eq!(ok(src.checksum_all()), ok(dst.checksum_all()));
 }
+
+fn load_some(bytes: &[u8], dest: Vec<Arc<RamBlock>>) -> Result<RamSectionReader, String> {
+    let mut reader = RamSectionReader::apply_to_some(dest);
+    let mut p = StreamParser::new(Cursor::new(bytes), ParserOptions::default());
+    while p.next_record(&mut reader).map_err(|e| e.to_string())?.is_some() {}
+    Ok(reader)
+}
+
+#[test]
+fn apply_to_some_discards_blocks_not_given() {
+    let src = vec![
+        random_block("pc.bios", 8, 3),
+        random_block("pc.ram", 32, 4),
+        random_block("vga.vram", 16, 5),
+    ];
+    let bytes = save_full(src.clone());
+    let dst = ok(RamBlock::anonymous("pc.ram", 32 * 4096));
+    ok(dst.fill(0, dst.used_length(), 0xee));
+    let reader = ok(load_some(&bytes, vec![dst.clone()]));
+    assert_eq!(ok(src[1].checksum_all()), ok(dst.checksum_all()));
+    let sum = reader.summary();
+    let names: Vec<_> = sum.blocks.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["pc.ram", "pc.bios", "vga.vram"]);
+    assert_eq!(sum.blocks[1].length, 8 * 4096);
+    assert_eq!(sum.blocks[1].zero_pages + sum.blocks[1].normal_pages, 8);
+    assert_eq!(sum.blocks[2].zero_pages + sum.blocks[2].normal_pages, 16);
+
+    // The strict mode still rejects the unknown blocks...
+    let err = load(&bytes, vec![ok(RamBlock::anonymous("pc.ram", 32 * 4096))])
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("pc.bios"), "{err}");
+    // ...and both reject a given block of the wrong length.
+    let err = load_some(&bytes, vec![ok(RamBlock::anonymous("pc.ram", 16 * 4096))])
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("pc.ram"), "{err}");
+}
+
+#[test]
+fn apply_to_some_rejects_pages_of_unannounced_blocks() {
+    // The stream announces pc.ram only: a page record naming another
+    // block is an error in discard mode too (nothing says how long it is).
+    let src = vec![random_block("pc.ram", 4, 6)];
+    let mut bytes = save_full(src);
+    let at = ok(bytes
+        .windows(6)
+        .rposition(|w| w == b"pc.ram")
+        .ok_or("block name not in stream"));
+    // Rename the block of the END section's first page record.
+    bytes[at..at + 6].copy_from_slice(b"pc.rom");
+    let err = load_some(&bytes, vec![ok(RamBlock::anonymous("pc.ram", 4 * 4096))])
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("pc.rom"), "{err}");
+}

@@ -63,5 +63,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory::memory_commit, m)?)?;
     m.add_function(wrap_pyfunction!(ram::measure_dirty_rate, m)?)?;
     m.add_function(wrap_pyfunction!(migration::analyze_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(migration::load_ram_from_stream, m)?)?;
     Ok(())
 }

@@ -35,7 +35,10 @@ pub use config::Configuration;
 pub use format::{RamFlag, RecordType, SectionKind, VmCommand};
 pub use ram::{RamBlockSummary, RamSectionReader, RamSectionWriter, RamSummary};
 pub use reader::StreamReader;
-pub use report::{AnalysisReport, DeviceReport, RamBlockReport, RamReport, RecordReport, ReportError, analyze_report};
+pub use report::{
+    AnalysisReport, DeviceReport, RamBlockReport, RamReport, RecordReport, ReportError, analyze_report,
+    analyze_report_with_ram,
+};
 pub use section::SectionHeader;
 pub use skip::VmDescBodySkipper;
 pub use stream::{AnalysisHandler, ParserOptions, Record, SectionBodyHandler, StreamParser};

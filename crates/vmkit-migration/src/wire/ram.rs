@@ -337,7 +337,13 @@ pub struct RamSummary {
 /// ([`RamSectionReader::summarise`]).
 #[derive(Debug)]
 pub struct RamSectionReader {
+    /// Destination blocks: `dest[i]` receives the pages of
+    /// `summary.blocks[i]`. Blocks past its end (discard mode) are decoded
+    /// and dropped.
     dest: Option<Vec<Arc<RamBlock>>>,
+    /// Apply mode: accept MEM_SIZE blocks missing from `dest`, decoding
+    /// and discarding their pages.
+    discard_unknown: bool,
     by_name: HashMap<String, usize>,
     summary: RamSummary,
     last_block: Option<usize>,
@@ -345,8 +351,25 @@ pub struct RamSectionReader {
 }
 
 impl RamSectionReader {
-    /// A decoder writing into `blocks`, found by name.
+    /// A decoder writing into `blocks`, found by name. Every block the
+    /// stream's MEM_SIZE list announces must be among them, with the same
+    /// length.
     pub fn apply_to(blocks: Vec<Arc<RamBlock>>) -> RamSectionReader {
+        RamSectionReader::apply(blocks, false)
+    }
+
+    /// A decoder writing into `blocks`, found by name, that decodes and
+    /// discards the pages of blocks the MEM_SIZE list announces but
+    /// `blocks` lacks (a destination interested in some blocks only, e.g.
+    /// a real QEMU's `pc.ram` but not its ROMs). Blocks given must still
+    /// match the announced length, and a page record naming a block
+    /// MEM_SIZE did not announce is still an error. The summary lists
+    /// `blocks` first, then the discarded blocks in MEM_SIZE order.
+    pub fn apply_to_some(blocks: Vec<Arc<RamBlock>>) -> RamSectionReader {
+        RamSectionReader::apply(blocks, true)
+    }
+
+    fn apply(blocks: Vec<Arc<RamBlock>>, discard_unknown: bool) -> RamSectionReader {
         let mut by_name = HashMap::new();
         let mut summary = RamSummary::default();
         for (i, b) in blocks.iter().enumerate() {
@@ -359,6 +382,7 @@ impl RamSectionReader {
         }
         RamSectionReader {
             dest: Some(blocks),
+            discard_unknown,
             by_name,
             summary,
             last_block: None,
@@ -371,6 +395,7 @@ impl RamSectionReader {
     pub fn summarise() -> RamSectionReader {
         RamSectionReader {
             dest: None,
+            discard_unknown: false,
             by_name: HashMap::new(),
             summary: RamSummary::default(),
             last_block: None,
@@ -454,12 +479,9 @@ impl RamSectionReader {
                 });
             }
             remaining -= length;
-            match &self.dest {
-                Some(dest) => {
-                    let Some(&i) = self.by_name.get(&name) else {
-                        return Err(WireError::UnknownRamBlock { offset: entry_at, name });
-                    };
-                    let expected = dest.get(i).map_or(0, |b| b.used_length());
+            match (&self.dest, self.by_name.get(&name).copied()) {
+                (Some(dest), Some(i)) if i < dest.len() => {
+                    let expected = dest[i].used_length();
                     if expected != length {
                         return Err(WireError::RamBlockLength {
                             offset: entry_at,
@@ -469,17 +491,22 @@ impl RamSectionReader {
                         });
                     }
                 }
-                None => {
-                    if let Some(&i) = self.by_name.get(&name) {
-                        // A repeated MEM_SIZE (a second START) must agree.
-                        if self.summary.blocks.get(i).map(|b| b.length) != Some(length) {
-                            return Err(WireError::Malformed {
-                                offset: entry_at,
-                                reason: format!("RAM block '{name}' announced twice with different lengths"),
-                            });
-                        }
-                        continue;
+                (Some(_), _) if !self.discard_unknown => {
+                    return Err(WireError::UnknownRamBlock { offset: entry_at, name });
+                }
+                // Seen before (summary mode, or a block being discarded):
+                // a repeated MEM_SIZE (a second START) must agree.
+                (_, Some(i)) => {
+                    if self.summary.blocks.get(i).map(|b| b.length) != Some(length) {
+                        return Err(WireError::Malformed {
+                            offset: entry_at,
+                            reason: format!("RAM block '{name}' announced twice with different lengths"),
+                        });
                     }
+                }
+                // New (summary mode, or a block to discard, whose summary
+                // entry then lies past the destination blocks).
+                (_, None) => {
                     if self.summary.blocks.len() >= MAX_RAM_BLOCKS {
                         return Err(WireError::BadLength {
                             offset: entry_at,

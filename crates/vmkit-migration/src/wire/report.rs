@@ -311,6 +311,20 @@ fn error_offset(e: &crate::Error, fallback: u64) -> u64 {
 /// documentation). Never fails: problems, including I/O errors, end up in
 /// [`AnalysisReport::error`].
 pub fn analyze_report<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> AnalysisReport {
+    analyze_report_with_ram(f, opts, RamSectionReader::summarise())
+}
+
+/// [`analyze_report`] with the given RAM decoder: with one from
+/// [`RamSectionReader::apply_to`] or [`RamSectionReader::apply_to_some`]
+/// the RAM sections are loaded into its destination blocks while the
+/// report is built (the report's `ram.blocks` then follow the decoder's
+/// summary order: destination blocks first). An error applying a page ends
+/// the report like any other damage; pages before it stay applied.
+pub fn analyze_report_with_ram<F: Read + Seek>(
+    f: &mut F,
+    opts: ParserOptions,
+    ram: RamSectionReader,
+) -> AnalysisReport {
     // A trailer that does not parse is reported when the parser reaches it.
     let vmdesc = read_vmdesc_from_end(f).ok().flatten();
     let mut report = AnalysisReport::default();
@@ -324,7 +338,7 @@ pub fn analyze_report<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> Analysi
     }
     let capture = Rc::new(RefCell::new(Capture::default()));
     let mut handler = ReportHandler {
-        ram: RamSectionReader::summarise(),
+        ram,
         skipper: vmdesc.as_ref().map(VmDescBodySkipper::new),
         vmdesc,
         capture: Rc::clone(&capture),
