@@ -25,11 +25,15 @@ fn save_full(blocks: Vec<Arc<RamBlock>>) -> Vec<u8> {
     ok(w.into_inner().into_inner().map_err(|e| e.to_string()))
 }
 
-fn load(bytes: &[u8], dest: Vec<Arc<RamBlock>>) -> Result<RamSectionReader, String> {
-    let mut reader = RamSectionReader::apply_to(dest);
+/// Parses a whole stream, feeding RAM sections to `reader`.
+fn parse_into(bytes: &[u8], mut reader: RamSectionReader) -> Result<RamSectionReader, String> {
     let mut p = StreamParser::new(Cursor::new(bytes), ParserOptions::default());
     while p.next_record(&mut reader).map_err(|e| e.to_string())?.is_some() {}
     Ok(reader)
+}
+
+fn load(bytes: &[u8], dest: Vec<Arc<RamBlock>>) -> Result<RamSectionReader, String> {
+    parse_into(bytes, RamSectionReader::apply_to(dest))
 }
 
 #[test]
@@ -182,10 +186,7 @@ fn throughput() {
 }
 
 fn load_some(bytes: &[u8], dest: Vec<Arc<RamBlock>>) -> Result<RamSectionReader, String> {
-    let mut reader = RamSectionReader::apply_to_some(dest);
-    let mut p = StreamParser::new(Cursor::new(bytes), ParserOptions::default());
-    while p.next_record(&mut reader).map_err(|e| e.to_string())?.is_some() {}
-    Ok(reader)
+    parse_into(bytes, RamSectionReader::apply_to_some(dest))
 }
 
 #[test]

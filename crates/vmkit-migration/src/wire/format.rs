@@ -28,10 +28,31 @@ pub const MAX_MACHINE_NAME_LEN: u64 = 1024;
 /// Cap on the capability count of the configuration record.
 pub const MAX_CAPABILITIES: u64 = 256;
 
+/// Declares a wire enum with explicit values and its `TryFrom<repr>`, so
+/// each value is written once (the error is the unknown raw value).
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $vis:vis enum $name:ident: $repr:ident {
+        $($(#[$vm:meta])* $var:ident = $val:expr,)*
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        $vis enum $name { $($(#[$vm])* $var = $val,)* }
+
+        impl TryFrom<$repr> for $name {
+            type Error = $repr;
+
+            fn try_from(v: $repr) -> Result<$name, $repr> {
+                $(if v == $val { return Ok($name::$var); })*
+                Err(v)
+            }
+        }
+    };
+}
+
+wire_enum! {
 /// A top-level record type byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum RecordType {
+pub enum RecordType: u8 {
     /// `QEMU_VM_EOF`: end of device state.
     Eof = 0x00,
     /// `QEMU_VM_SECTION_START`.
@@ -53,25 +74,6 @@ pub enum RecordType {
     /// `QEMU_VM_SECTION_FOOTER`.
     SectionFooter = 0x7e,
 }
-
-impl TryFrom<u8> for RecordType {
-    type Error = u8;
-
-    fn try_from(b: u8) -> Result<RecordType, u8> {
-        Ok(match b {
-            0x00 => RecordType::Eof,
-            0x01 => RecordType::SectionStart,
-            0x02 => RecordType::SectionPart,
-            0x03 => RecordType::SectionEnd,
-            0x04 => RecordType::SectionFull,
-            0x05 => RecordType::Subsection,
-            0x06 => RecordType::VmDescription,
-            0x07 => RecordType::Configuration,
-            0x08 => RecordType::Command,
-            0x7e => RecordType::SectionFooter,
-            other => return Err(other),
-        })
-    }
 }
 
 /// The kind of a section (its record type).
@@ -118,10 +120,9 @@ impl TryFrom<RecordType> for SectionKind {
     }
 }
 
-/// RAM record flags (low bits of the record's be64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u64)]
-pub enum RamFlag {
+wire_enum! {
+/// RAM record flags (low bits of the record's be64); `try_from` takes a single flag.
+pub enum RamFlag: u64 {
     /// Obsolete since 2009.
     Full = 0x01,
     /// A zero page: [block id] + `u8 0`.
@@ -143,6 +144,7 @@ pub enum RamFlag {
     /// Multifd sync point; no payload.
     MultifdFlush = 0x200,
 }
+}
 
 impl RamFlag {
     /// The flag's bit.
@@ -151,34 +153,12 @@ impl RamFlag {
     }
 }
 
-impl TryFrom<u64> for RamFlag {
-    type Error = u64;
-
-    /// Converts a *single* flag value.
-    fn try_from(v: u64) -> Result<RamFlag, u64> {
-        Ok(match v {
-            0x01 => RamFlag::Full,
-            0x02 => RamFlag::Zero,
-            0x04 => RamFlag::MemSize,
-            0x08 => RamFlag::Page,
-            0x10 => RamFlag::Eos,
-            0x20 => RamFlag::Continue,
-            0x40 => RamFlag::Xbzrle,
-            0x80 => RamFlag::Hook,
-            0x100 => RamFlag::CompressPage,
-            0x200 => RamFlag::MultifdFlush,
-            other => return Err(other),
-        })
-    }
-}
-
 /// RAM flags must stay below this value.
 pub const RAM_FLAGS_LIMIT: u64 = 0x400;
 
+wire_enum! {
 /// In-band commands (`enum qemu_vm_cmd`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum VmCommand {
+pub enum VmCommand: u16 {
     /// 0.
     Invalid = 0,
     /// 1, len 0.
@@ -204,25 +184,4 @@ pub enum VmCommand {
     /// 11 (QEMU 10.0).
     SwitchoverStart = 11,
 }
-
-impl TryFrom<u16> for VmCommand {
-    type Error = u16;
-
-    fn try_from(v: u16) -> Result<VmCommand, u16> {
-        Ok(match v {
-            0 => VmCommand::Invalid,
-            1 => VmCommand::OpenReturnPath,
-            2 => VmCommand::Ping,
-            3 => VmCommand::PostcopyAdvise,
-            4 => VmCommand::PostcopyListen,
-            5 => VmCommand::PostcopyRun,
-            6 => VmCommand::PostcopyRamDiscard,
-            7 => VmCommand::Packaged,
-            8 => VmCommand::EnableColo,
-            9 => VmCommand::PostcopyResume,
-            10 => VmCommand::RecvBitmap,
-            11 => VmCommand::SwitchoverStart,
-            other => return Err(other),
-        })
-    }
 }
