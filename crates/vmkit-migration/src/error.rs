@@ -13,6 +13,9 @@ pub enum Error {
     /// A VMState encoding or decoding error (with section, field and offset).
     #[error(transparent)]
     VmState(#[from] crate::vmstate::VmStateError),
+    /// A whole-machine save or restore error (devices, missing sections).
+    #[error(transparent)]
+    Savevm(#[from] crate::savevm::SavevmError),
     /// A guest-memory error while saving or restoring RAM.
     #[error(transparent)]
     Memory(#[from] vmkit_memory::Error),

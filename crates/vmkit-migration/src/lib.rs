@@ -10,9 +10,12 @@
 //!   the byte offset.
 //! * [`vmstate`]: VMState descriptions of device state (fields, arrays,
 //!   nested structs, subsections, versions, hooks) and their encoding.
+//! * [`savevm`]: a whole machine (RAM and device sections) saved to a
+//!   stream and restored from one; device types declare their VMState.
 #![deny(unsafe_code)]
 
 mod error;
+pub mod savevm;
 pub mod vmstate;
 pub mod wire;
 

@@ -164,10 +164,12 @@ impl<'a, R: Read> Decoder<'a, R> {
     /// struct or to what follows the body); otherwise the peeked name.
     pub(crate) fn peek_subsection(&mut self, parent: &str) -> Result<Option<Vec<u8>>, VmStateError> {
         let start = self.r.offset();
-        let head = self.peek(2)?;
-        if head.first() != Some(&SUBSECTION_MARKER) {
+        // One byte first: at the end of a section body it is all that may
+        // be read past the body (a stream reader can take one back).
+        if self.peek(1)?.first() != Some(&SUBSECTION_MARKER) {
             return Ok(None);
         }
+        let head = self.peek(2)?;
         // A nested struct cannot tell whose header a cut-off one is: it
         // stops and lets the outermost struct report the truncation.
         let Some(&len) = head.get(1) else {

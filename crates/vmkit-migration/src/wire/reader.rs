@@ -197,6 +197,21 @@ impl<R: Read> StreamReader<R> {
         })
     }
 
+    /// Puts back one byte read through [`Read`] (a VMState decoder peeks
+    /// one byte past a body to look for a subsection); it is read again
+    /// next. Fails if a byte is already peeked.
+    pub fn unread(&mut self, byte: u8) -> WireResult<()> {
+        if self.peeked.is_some() || self.offset == 0 {
+            return Err(WireError::Malformed {
+                offset: self.offset,
+                reason: "internal: more than one byte read past a section body".into(),
+            });
+        }
+        self.peeked = Some(byte);
+        self.offset -= 1;
+        Ok(())
+    }
+
     /// Consumes `n` bytes without keeping them.
     pub fn skip(&mut self, n: u64, context: &str) -> WireResult<()> {
         let mut left = n;
@@ -214,5 +229,23 @@ impl<R: Read> StreamReader<R> {
             return Err(self.truncated(context));
         }
         Ok(())
+    }
+}
+
+/// Raw reads for decoders that work on [`Read`] (the VMState codec); they
+/// count the offset like the typed reads.
+impl<R: Read> Read for StreamReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(b) = self.peeked.take() {
+            buf[0] = b;
+            self.offset += 1;
+            return Ok(1);
+        }
+        let n = self.inner.read(buf)?;
+        self.offset += n as u64;
+        Ok(n)
     }
 }

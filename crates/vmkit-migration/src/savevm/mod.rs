@@ -1,0 +1,103 @@
+//! Saving a paused machine's whole state to a stream and restoring it.
+//!
+//! A machine's state, for the stream, is a [`SaveSet`]: the machine type
+//! (the configuration record), its RAM blocks (the `ram` live section) and
+//! one [`DeviceSection`] per device with a VMState (a FULL section each).
+//! [`save`] writes QEMU's layout: header, configuration, RAM START
+//! (MEM_SIZE), one PART with every page, END, the device sections in
+//! priority order, EOF and the VMDESCRIPTION trailer. [`restore`] reads
+//! such a stream into a set of the same shape.
+//!
+//! Restoring follows principle 5: the stream is untrusted, and a device is
+//! only changed once the whole stream has been read and checked. RAM is
+//! the exception — gigabytes cannot be staged — so it is written while the
+//! stream is read, and a failed restore leaves it partly loaded: the
+//! caller must keep the machine from running (vmkit's machine layer marks
+//! it `restore-failed`).
+//!
+//! Devices come from the QOM tree: a type declares its VMState with
+//! [`register_device_vmstate`], and [`collect_devices`] finds every realized
+//! device below a root that has one.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vmkit_memory::RamBlock;
+//! use vmkit_migration::savevm::{SaveOptions, SaveSet, restore, save};
+//!
+//! let ram = RamBlock::anonymous("pc.ram", 1 << 20)?;
+//! ram.write(0x1000, b"hello")?;
+//! let set = SaveSet::new("pc-q35-vmkit", vec![Arc::clone(&ram)], Vec::new());
+//! let mut stream = Vec::new();
+//! save(&set, &mut stream, &SaveOptions::default())?;
+//!
+//! let fresh = RamBlock::anonymous("pc.ram", 1 << 20)?;
+//! let target = SaveSet::new("pc-q35-vmkit", vec![Arc::clone(&fresh)], Vec::new());
+//! restore(&target, stream.as_slice(), &Default::default())?;
+//! let mut buf = [0u8; 5];
+//! fresh.read(0x1000, &mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod device_registry;
+mod restore;
+mod save;
+mod section_state;
+
+pub use device_registry::{DeviceVmState, collect_devices, device_vmstate, register_device_vmstate};
+pub use restore::{RestoreOptions, RestoreStats, restore};
+pub use save::{SaveOptions, SaveStats, save};
+pub use section_state::{DeviceSection, SaveSet, SectionState};
+
+/// Errors of whole-machine save and restore that are not about the bytes
+/// of the stream (those are [`WireError`](crate::wire::WireError)s and
+/// [`VmStateError`](crate::vmstate::VmStateError)s).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SavevmError {
+    /// A device's save or load refused (its hook's message).
+    #[error("device section '{idstr}' instance {instance_id}: {reason}")]
+    Device {
+        /// The section idstr.
+        idstr: String,
+        /// The instance id.
+        instance_id: u32,
+        /// What the device said.
+        reason: String,
+    },
+    /// The stream ended without a section this machine has.
+    #[error("the stream has no section '{idstr}' instance {instance_id}, which this machine needs")]
+    MissingSection {
+        /// The section idstr.
+        idstr: String,
+        /// The instance id.
+        instance_id: u32,
+    },
+    /// The stream did not carry (every page of) one of this machine's RAM blocks.
+    #[error("RAM block '{block}': {reason}")]
+    IncompleteRam {
+        /// The block name.
+        block: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// Two sections of the set share an (idstr, instance id).
+    #[error("two device sections are both '{idstr}' instance {instance_id}")]
+    DuplicateDevice {
+        /// The section idstr.
+        idstr: String,
+        /// The instance id.
+        instance_id: u32,
+    },
+    /// A VMState declaration that cannot be accepted.
+    #[error("VMState for type '{type_name}': {reason}")]
+    Registration {
+        /// The QOM type.
+        type_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A QOM error while collecting devices.
+    #[error(transparent)]
+    Qom(#[from] vmkit_qom::Error),
+}

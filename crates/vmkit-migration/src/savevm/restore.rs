@@ -1,0 +1,231 @@
+//! [`restore`]: a stream written by [`save`](super::save) (or by QEMU,
+//! for the sections this machine has) into a machine of the same shape.
+
+use std::io::Read;
+
+use crate::vmstate::VmStruct;
+use crate::vmstate::codec::{DecodeLimits, decode_into};
+use crate::vmstate::io::VmReader;
+use crate::wire::format::{RAM_IDSTR, TARGET_PAGE_SIZE};
+use crate::wire::{
+    ParserOptions, RamSectionReader, Record, SectionBodyHandler, SectionHeader, SectionKind, StreamParser,
+    StreamReader, WireError,
+};
+
+use super::SavevmError;
+use super::section_state::SaveSet;
+
+/// How [`restore`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Sections end with a footer (must match the writer's setting).
+    pub footers: bool,
+    /// Caps on lengths taken from device bodies.
+    pub limits: DecodeLimits,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            footers: true,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// What [`restore`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Stream bytes parsed.
+    pub bytes: u64,
+    /// Zero-page records applied.
+    pub zero_pages: u64,
+    /// Full-page records applied.
+    pub normal_pages: u64,
+    /// Device sections loaded.
+    pub devices: u64,
+}
+
+/// Routes RAM to the blocks and stages each device body, decoded and
+/// checked, until the stream has ended.
+struct RestoreHandler<'a> {
+    set: &'a SaveSet,
+    ram: RamSectionReader,
+    staged: Vec<Option<(VmStruct, u32)>>,
+    limits: DecodeLimits,
+}
+
+impl RestoreHandler<'_> {
+    fn device_body<R: Read>(
+        &mut self,
+        header: &SectionHeader,
+        offset: u64,
+        r: &mut StreamReader<R>,
+    ) -> crate::Result<()> {
+        let index = self
+            .set
+            .devices
+            .iter()
+            .position(|d| d.idstr == header.idstr && d.instance_id == header.instance_id)
+            .filter(|_| header.kind == SectionKind::Full)
+            .ok_or_else(|| WireError::UnknownSection {
+                offset,
+                section_id: header.section_id,
+                idstr: header.idstr.clone(),
+                instance_id: header.instance_id,
+            })?;
+        let dev = &self.set.devices[index];
+        let vmsd = dev.state.vmsd();
+        // Decoded over the device's current values, as QEMU loads into the
+        // live struct: fields an older version lacks keep their value, and
+        // `Equal` fields and optional elements are judged against it.
+        let mut state = dev.state.save_state().map_err(|reason| SavevmError::Device {
+            idstr: dev.idstr.clone(),
+            instance_id: dev.instance_id,
+            reason,
+        })?;
+        let start = r.offset();
+        let mut vr = VmReader::new(&mut *r, start);
+        decode_into(&vmsd, header.version_id, &mut vr, &mut state, &self.limits)?;
+        // The decoder looks one byte past the body for a subsection marker;
+        // that byte (the footer or the next record) goes back.
+        let (_, rest) = vr.into_parts();
+        match rest.as_slice() {
+            [] => {}
+            [byte] => r.unread(*byte)?,
+            _ => {
+                return Err(WireError::BadBody {
+                    offset: r.offset(),
+                    idstr: header.idstr.clone(),
+                    reason: "the body is followed by a subsection that does not belong to it".into(),
+                }
+                .into());
+            }
+        }
+        self.staged[index] = Some((state, header.version_id));
+        Ok(())
+    }
+}
+
+impl<R: Read> SectionBodyHandler<R> for RestoreHandler<'_> {
+    fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<R>) -> crate::Result<()> {
+        if header.idstr == RAM_IDSTR && header.instance_id == 0 {
+            return self.ram.section_body(header, offset, r);
+        }
+        self.device_body(header, offset, r)
+    }
+}
+
+/// Reads the stream from `source` into `set`: RAM into its blocks as it
+/// arrives, then — only once the stream has ended cleanly (EOF, optional
+/// trailer, nothing after) and every check passed — each device's decoded
+/// state through [`SectionState::load_state`](super::SectionState::load_state),
+/// in the set's order.
+///
+/// Checked, each failing with an error naming the offset (and section and
+/// field where there is one): the configuration names `set.machine_type`;
+/// every RAM block of the stream exists here with the same length, and
+/// every block here was announced and received at least one record per
+/// page; every device section exists here, is a FULL section, and decodes
+/// by the local description (versions included); no live section is left
+/// open; every device here that has no `needed` predicate got its
+/// section. Wrap unbuffered sources (files, sockets) in a `BufReader`.
+///
+/// On error no device has been changed, but RAM may be partly loaded.
+pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
+    set.check()?;
+    let mut handler = RestoreHandler {
+        set,
+        ram: RamSectionReader::apply_to(set.ram.clone()),
+        staged: vec![None; set.devices.len()],
+        limits: opts.limits,
+    };
+    let popts = ParserOptions {
+        footers: opts.footers,
+        expect_machine: Some(set.machine_type.clone()),
+        require_configuration: true,
+        ..ParserOptions::default()
+    };
+    let mut parser = StreamParser::new(source, popts);
+    let mut saw_eof = false;
+    while let Some(rec) = parser.next_record(&mut handler)? {
+        match rec {
+            Record::Eof { .. } => saw_eof = true,
+            Record::Trailing { offset, byte } => {
+                return Err(WireError::Malformed {
+                    offset,
+                    reason: format!("unexpected byte {byte:#04x} after the end of the stream"),
+                }
+                .into());
+            }
+            _ => {}
+        }
+    }
+    let end = parser.offset();
+    if !saw_eof {
+        return Err(WireError::Truncated {
+            offset: end,
+            context: "end of stream (EOF record)".into(),
+        }
+        .into());
+    }
+    if let Some(open) = parser.open_sections().next() {
+        return Err(WireError::Malformed {
+            offset: end,
+            reason: format!(
+                "live section '{}' (id {}) was started but never ended",
+                open.idstr, open.section_id
+            ),
+        }
+        .into());
+    }
+    let summary = handler.ram.into_summary();
+    let expected_total: u64 = set.ram.iter().map(|b| b.used_length()).sum();
+    if !set.ram.is_empty() && summary.total_bytes != expected_total {
+        return Err(SavevmError::IncompleteRam {
+            block: set.ram.iter().map(|b| b.name()).collect::<Vec<_>>().join(","),
+            reason: format!(
+                "the stream announced {:#x} bytes of RAM, this machine has {expected_total:#x}",
+                summary.total_bytes
+            ),
+        }
+        .into());
+    }
+    let mut stats = RestoreStats {
+        bytes: end,
+        ..RestoreStats::default()
+    };
+    for (block, seen) in set.ram.iter().zip(&summary.blocks) {
+        let pages = block.used_length() / TARGET_PAGE_SIZE;
+        if seen.zero_pages + seen.normal_pages < pages {
+            return Err(SavevmError::IncompleteRam {
+                block: block.name().to_owned(),
+                reason: format!("{} page records for {pages} pages", seen.zero_pages + seen.normal_pages),
+            }
+            .into());
+        }
+        stats.zero_pages += seen.zero_pages;
+        stats.normal_pages += seen.normal_pages;
+    }
+    for (dev, staged) in set.devices.iter().zip(&handler.staged) {
+        if staged.is_none() && !dev.state.vmsd().has_needed() {
+            return Err(SavevmError::MissingSection {
+                idstr: dev.idstr.clone(),
+                instance_id: dev.instance_id,
+            }
+            .into());
+        }
+    }
+    for (dev, staged) in set.devices.iter().zip(handler.staged) {
+        let Some((state, version)) = staged else { continue };
+        dev.state
+            .load_state(state, version)
+            .map_err(|reason| SavevmError::Device {
+                idstr: dev.idstr.clone(),
+                instance_id: dev.instance_id,
+                reason,
+            })?;
+        stats.devices += 1;
+    }
+    Ok(stats)
+}

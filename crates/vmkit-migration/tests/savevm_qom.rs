@@ -1,0 +1,144 @@
+//! Device types declare a VMState; `collect_devices` finds the realized
+//! devices of a tree and numbers them in path order.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vmkit_migration::savevm::{
+    DeviceVmState, RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_vmstate,
+    restore, save,
+};
+use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
+use vmkit_qom::{Object, ObjectRef, TypeInfo, root};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const TYPE: &str = "savevm-test-counter";
+
+/// The device's state: one counter in its user data.
+fn counter(obj: &Object) -> Result<Arc<Mutex<u64>>, String> {
+    let data: Arc<dyn Any + Send + Sync> = obj.user_data().ok_or("no user data")?;
+    data.downcast::<Mutex<u64>>().map_err(|_| "wrong user data".to_owned())
+}
+
+struct CounterVmState(Arc<VmStateDescription>);
+
+impl DeviceVmState for CounterVmState {
+    fn vmsd(&self) -> Arc<VmStateDescription> {
+        Arc::clone(&self.0)
+    }
+    fn save(&self, obj: &Object) -> Result<VmStruct, String> {
+        Ok(VmStruct::new().with("count", VmValue::UInt(*counter(obj)?.lock())))
+    }
+    fn load(&self, obj: &Object, state: VmStruct, _version_id: u32) -> Result<(), String> {
+        *counter(obj)?.lock() = state.get_u64("count").ok_or("no count")?;
+        Ok(())
+    }
+}
+
+fn register() -> TestResult {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = (|| -> TestResult {
+            TypeInfo::new(TYPE)
+                .parent("device")
+                .instance_init(|obj| obj.set_user_data(Arc::new(Mutex::new(0u64))))
+                .register()?;
+            let vmsd = VmStateDescription::builder("counter")
+                .simple("count", FieldKind::U64)
+                .build()?;
+            register_device_vmstate(TYPE, Arc::new(CounterVmState(vmsd)))?;
+            Ok(())
+        })();
+    });
+    result
+}
+
+/// A container at `/name` holding devices `c`, `a`, `b` (added in that
+/// order), the first two realized, counters set to `base + i`.
+fn board(name: &str, base: u64) -> Result<(ObjectRef, Vec<ObjectRef>), Box<dyn std::error::Error>> {
+    register()?;
+    let board = Object::new("container")?;
+    root().add_child(name, &board)?;
+    let mut devs = Vec::new();
+    for (i, child) in ["c", "a", "b"].into_iter().enumerate() {
+        let dev = Object::new(TYPE)?;
+        board.add_child(child, &dev)?;
+        *counter(&dev)?.lock() = base + i as u64;
+        if child != "b" {
+            dev.realize()?;
+        }
+        devs.push(dev);
+    }
+    Ok((board, devs))
+}
+
+#[test]
+fn realized_devices_are_collected_in_path_order() -> TestResult {
+    let (board_obj, devs) = board("savevm-collect", 10)?;
+    let sections = collect_devices(&board_obj)?;
+    let got: Vec<_> = sections.iter().map(|s| (s.idstr.as_str(), s.instance_id)).collect();
+    // `a` (10+1) is instance 0, `c` (10+0) instance 1; `b` is not realized.
+    assert_eq!(got, [("counter", 0), ("counter", 1)]);
+    assert_eq!(sections[0].state.save_state()?.get_u64("count"), Some(11));
+    assert_eq!(sections[1].state.save_state()?.get_u64("count"), Some(10));
+    drop(sections);
+    for d in &devs {
+        d.unparent()?;
+    }
+    board_obj.unparent()?;
+    Ok(())
+}
+
+#[test]
+fn a_tree_saves_and_restores_into_one_built_alike() -> TestResult {
+    let (src, src_devs) = board("savevm-src", 100)?;
+    let (dst, dst_devs) = board("savevm-dst", 0)?;
+    let mut stream = Vec::new();
+    save(
+        &SaveSet::new("m", Vec::new(), collect_devices(&src)?),
+        &mut stream,
+        &SaveOptions::default(),
+    )?;
+    let set = SaveSet::new("m", Vec::new(), collect_devices(&dst)?);
+    let stats = restore(&set, stream.as_slice(), &RestoreOptions::default())?;
+    assert_eq!(stats.devices, 2);
+    assert_eq!(*counter(&dst_devs[0])?.lock(), 100);
+    assert_eq!(*counter(&dst_devs[1])?.lock(), 101);
+    assert_eq!(
+        *counter(&dst_devs[2])?.lock(),
+        2,
+        "an unrealized device is not restored"
+    );
+
+    // A device unrealized after collection refuses the load.
+    dst_devs[0].unrealize()?;
+    let e = restore(&set, stream.as_slice(), &RestoreOptions::default())
+        .err()
+        .ok_or("accepted")?;
+    assert!(e.to_string().contains("no longer realized"), "{e}");
+    for d in src_devs.iter().chain(&dst_devs) {
+        d.unparent()?;
+    }
+    src.unparent()?;
+    dst.unparent()?;
+    Ok(())
+}
+
+#[test]
+fn only_device_types_take_a_vmstate_once() -> TestResult {
+    register()?;
+    let vmsd = VmStateDescription::builder("x").build()?;
+    let ops = Arc::new(CounterVmState(vmsd));
+    let e = register_device_vmstate("container", ops.clone())
+        .err()
+        .ok_or("accepted")?;
+    assert!(matches!(e, SavevmError::Registration { .. }), "{e}");
+    let e = register_device_vmstate(TYPE, ops.clone()).err().ok_or("accepted")?;
+    assert!(e.to_string().contains("already"), "{e}");
+    let e = register_device_vmstate("no-such-type", ops).err().ok_or("accepted")?;
+    assert!(matches!(e, SavevmError::Qom(_)), "{e}");
+    Ok(())
+}
