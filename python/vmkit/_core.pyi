@@ -11,6 +11,7 @@ __all__ = [
     "AddressSpace",
     "ClassInit",
     "DeviceGoneError",
+    "DeviceStateError",
     "DirtyPages",
     "DuplicatePropertyError",
     "FlatRange",
@@ -19,6 +20,7 @@ __all__ = [
     "HostMemoryError",
     "LifecycleError",
     "MemoryRegion",
+    "MigrationError",
     "Object",
     "ObjectFinalizedError",
     "PathError",
@@ -34,9 +36,13 @@ __all__ = [
     "RegionLayoutError",
     "SingletonError",
     "StorageGuard",
+    "StreamError",
     "TypeNotFoundError",
     "TypeRegistrationError",
     "TypeSummary",
+    "VMStateDescription",
+    "VMStateError",
+    "VMStateField",
     "VmkitError",
     "Workload",
     "WrongTypeError",
@@ -62,9 +68,12 @@ __all__ = [
     "parse_size",
     "pc_memory",
     "qom_tree",
+    "register_device_vmstate",
     "register_type",
     "resolve_path",
+    "restore_stream",
     "root",
+    "save_stream",
     "singleton_instance",
     "stats",
     "type_interfaces",
@@ -282,6 +291,64 @@ class RegionLayoutError(GuestMemoryError): ...
 class DeviceGoneError(GuestMemoryError): ...
 class HostMemoryError(GuestMemoryError): ...
 
+class MigrationError(VmkitError):
+    offset: int | None
+    section: str | None
+    field: str | None
+
+class StreamError(MigrationError): ...
+class VMStateError(MigrationError): ...
+class DeviceStateError(MigrationError): ...
+
+_KindSpec = str | dict[str, Any]
+_State = dict[str, Any]
+
+@final
+class VMStateField:
+    """One field of a VMState description."""
+    def __new__(
+        cls,
+        name: str,
+        kind: _KindSpec,
+        *,
+        since: int | None = None,
+        exists: Callable[[_State, int], bool] | None = None,
+    ) -> Self: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def since(self) -> int: ...
+
+@final
+class VMStateDescription:
+    """A VMState description: how a device's state is laid out on the wire."""
+    def __new__(
+        cls,
+        name: str,
+        fields: list[VMStateField],
+        *,
+        version_id: int = 1,
+        minimum_version_id: int | None = None,
+        subsections: list[VMStateDescription] = ...,
+        priority: str = "default",
+        pre_save: Callable[[_State], object] | None = None,
+        pre_load: Callable[[_State], object] | None = None,
+        post_load: Callable[[_State, int], object] | None = None,
+        needed: Callable[[_State], bool] | None = None,
+    ) -> Self: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version_id(self) -> int: ...
+    @property
+    def minimum_version_id(self) -> int: ...
+    @property
+    def field_names(self) -> list[str]: ...
+    @property
+    def subsection_names(self) -> list[str]: ...
+    def encode(self, state: _State) -> bytes: ...
+    def decode(self, body: bytes, version_id: int | None = None) -> _State: ...
+
 @final
 class RamBlock:
     @staticmethod
@@ -485,3 +552,27 @@ def measure_dirty_rate(blocks: list[RamBlock], seconds: float) -> dict[str, Any]
 # Migration streams
 def analyze_stream(path: str | os.PathLike[str]) -> str: ...
 def load_ram_from_stream(path: str | os.PathLike[str], blocks: list[RamBlock]) -> str: ...
+def save_stream(
+    path: str | os.PathLike[str],
+    *,
+    machine_type: str,
+    ram: list[RamBlock],
+    devices: Object | None = None,
+    footers: bool = True,
+    vmdesc: bool = True,
+) -> dict[str, int]: ...
+def restore_stream(
+    path: str | os.PathLike[str],
+    *,
+    machine_type: str,
+    ram: list[RamBlock],
+    devices: Object | None = None,
+    footers: bool = True,
+) -> dict[str, int]: ...
+def register_device_vmstate(
+    type_name: str,
+    vmsd: VMStateDescription,
+    *,
+    save: Callable[[Object], _State] | None = None,
+    load: Callable[[Object, _State, int], object] | None = None,
+) -> None: ...

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from vmkit import __version__, migration, qom
 from vmkit.errors import VmkitError
+from vmkit.machine import DEFAULT_MACHINE_TYPE, Machine
 
 
 def _cmd_types(args: argparse.Namespace) -> int:
@@ -85,6 +87,121 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 1
 
 
+def parse_device_option(text: str) -> tuple[str, str | None, dict[str, qom.PropertyValue]]:
+    """Splits a ``-device`` style option, ``TYPE[,id=ID][,prop=value...]``.
+
+    Values read as QEMU's option parser would give them to typed
+    properties: ``on``/``off``/``true``/``false`` as bools, integers
+    (decimal or ``0x``) as ints, anything else as a string.
+    """
+    type_name, *items = text.split(",")
+    if not type_name:
+        raise argparse.ArgumentTypeError(f"no device type in '{text}'")
+    dev_id: str | None = None
+    props: dict[str, qom.PropertyValue] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"'{item}' is not prop=value (in '{text}')")
+        if key == "id":
+            dev_id = value
+        elif value in ("on", "true", "yes"):
+            props[key] = True
+        elif value in ("off", "false", "no"):
+            props[key] = False
+        else:
+            try:
+                props[key] = int(value, 0)
+            except ValueError:
+                props[key] = value
+    return type_name, dev_id, props
+
+
+def _add_machine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--memory", default="128M", help="RAM size (default 128M)")
+    p.add_argument("--backend", choices=["ram", "memfd", "file"], default="ram")
+    p.add_argument("--mem-path", help="backing file of the file backend")
+    p.add_argument(
+        "--machine-type",
+        default=DEFAULT_MACHINE_TYPE,
+        help=f"machine type named in the stream (default {DEFAULT_MACHINE_TYPE})",
+    )
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        type=parse_device_option,
+        metavar="TYPE[,id=ID][,PROP=VALUE...]",
+        help="add a device (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
+    vm = Machine(
+        memory=args.memory,
+        backend=args.backend,
+        mem_path=args.mem_path,
+        machine_type=args.machine_type,
+        **extra,
+    )
+    try:
+        for type_name, dev_id, props in args.device:
+            vm.device_add(type_name, id=dev_id, **props)
+    except BaseException:
+        vm.close()
+        raise
+    return vm
+
+
+def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        shown = f"{value:#018x}" if key == "ram_checksum" else value
+        print(f"{key}: {shown}")
+
+
+def _cmd_save(args: argparse.Namespace) -> int:
+    rate = qom.parse_size(args.workload_rate) if args.run_for > 0 else 0
+    with _build_machine(
+        args, workload_rate=rate, workload_pattern=args.pattern, seed=args.seed
+    ) as vm:
+        if args.run_for > 0:
+            vm.cont()
+            time.sleep(args.run_for)
+            vm.stop()
+        started = time.perf_counter()
+        stats = vm.save(args.stream)
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {
+            "stream": args.stream,
+            **stats,
+            "seconds": round(seconds, 6),
+            "ram_gb_per_s": round(stats["ram_bytes"] / seconds / 1e9, 3),
+            "ram_checksum": vm.ram.checksum(),
+        }
+    _print_result(args, result)
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    with _build_machine(args) as vm:
+        started = time.perf_counter()
+        stats = vm.restore(args.stream)
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {
+            "stream": args.stream,
+            **stats,
+            "seconds": round(seconds, 6),
+            "status": vm.status,
+            "ram_checksum": vm.ram.checksum(),
+        }
+    _print_result(args, result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -113,6 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream", help="the stream file")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser(
+        "save",
+        help="build a machine, optionally run its workload, and save it to a stream file",
+    )
+    p.add_argument("stream", help="the stream file to write")
+    _add_machine_options(p)
+    p.add_argument(
+        "--run-for", type=float, default=0.0, metavar="SECONDS", help="run the workload first"
+    )
+    p.add_argument("--workload-rate", default="64M", help="bytes/s the workload writes")
+    p.add_argument(
+        "--pattern", default="uniform", choices=["sequential", "uniform", "hot-set", "zipf"]
+    )
+    p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.set_defaults(func=_cmd_save)
+
+    p = sub.add_parser(
+        "restore",
+        help="build a machine of the saved shape and restore a stream file into it",
+    )
+    p.add_argument("stream", help="the stream file to read")
+    _add_machine_options(p)
+    p.set_defaults(func=_cmd_restore)
     return parser
 
 

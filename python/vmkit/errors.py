@@ -20,9 +20,14 @@ Every vmkit error derives from :class:`VmkitError`; object-model errors from
         ├── RegionLayoutError  (zero sizes, aliases beyond targets, overlaps, cycles)
         ├── DeviceGoneError    (the region's owner is unrealized or finalized)
         └── HostMemoryError    (mmap, memfd, file backing)
+    MigrationError             (attributes: offset, section, field — each or None)
+        ├── StreamError        (the stream's bytes: truncation, records, lengths, RAM, config)
+        ├── VMStateError       (a VMState description, or a device body that does not follow it)
+        └── DeviceStateError   (a device refused its state; a section or RAM the stream lacks)
 
 An exception raised by a Python hook (``realize``, ``instance_init``...) or
-callback (MMIO ``read``/``write``, IOMMU ``translate``) propagates unchanged
+callback (MMIO ``read``/``write``, IOMMU ``translate``, VMState hooks and
+device ``save``/``load`` functions) propagates unchanged
 to the caller that triggered it.
 """
 
@@ -31,11 +36,13 @@ from vmkit._core import (
     AccessError,
     AddressError,
     DeviceGoneError,
+    DeviceStateError,
     DuplicatePropertyError,
     GuestMemoryError,
     HookError,
     HostMemoryError,
     LifecycleError,
+    MigrationError,
     ObjectFinalizedError,
     PathError,
     PropertyAccessError,
@@ -46,9 +53,11 @@ from vmkit._core import (
     QomError,
     RegionLayoutError,
     SingletonError,
+    StreamError,
     TypeNotFoundError,
     TypeRegistrationError,
     VmkitError,
+    VMStateError,
     WrongTypeError,
 )
 
@@ -57,11 +66,13 @@ __all__ = [
     "AccessError",
     "AddressError",
     "DeviceGoneError",
+    "DeviceStateError",
     "DuplicatePropertyError",
     "GuestMemoryError",
     "HookError",
     "HostMemoryError",
     "LifecycleError",
+    "MigrationError",
     "ObjectFinalizedError",
     "PathError",
     "PropertyAccessError",
@@ -72,8 +83,10 @@ __all__ = [
     "QomError",
     "RegionLayoutError",
     "SingletonError",
+    "StreamError",
     "TypeNotFoundError",
     "TypeRegistrationError",
+    "VMStateError",
     "VmkitError",
     "WrongTypeError",
 ]

@@ -1,4 +1,31 @@
-"""Migration streams: the analyzer report behind ``vmkit analyze``.
+"""Migration streams: VMState descriptions, save and restore, and the
+analyzer report behind ``vmkit analyze``.
+
+Device state is described as in QEMU, by a :class:`VMStateDescription` of
+typed fields; a device type that declares one is saved and restored as a
+section of its own::
+
+    from vmkit import migration, qom
+    from vmkit.migration import VMStateDescription, VMStateField
+
+    timer = VMStateDescription("demo-timer", [
+        VMStateField("ctrl", "uint32"),
+        VMStateField("count", "uint16"),
+        VMStateField("queue", migration.array("uint16", length="count")),
+        VMStateField("regs", migration.buffer(8)),
+        VMStateField("dma_base", "uint64", since=2),   # an explicit u64, never a pointer
+    ], version_id=2, minimum_version_id=1)
+    qom.register_type("demo-timer", "device", vmstate=timer)
+
+    dev = qom.new("demo-timer")
+    dev.data.update(ctrl=1, count=2, queue=[7, 8], regs=bytes(8), dma_base=0x1000)
+
+By default a device's state lives in its ``data`` dict under the field
+names; ``register_type(..., vmstate_save=..., vmstate_load=...)`` replaces
+that. :func:`save` writes a paused machine (RAM blocks and the realized
+devices below a QOM object) in QEMU's savevm format; :func:`restore` reads
+it back into a machine of the same shape, changing no device unless the
+whole stream is valid (:class:`vmkit.machine.Machine` wraps both).
 
 :func:`analyze` parses a QEMU savevm stream (version 3, as written by
 ``migrate "exec:cat > FILE"`` or vmkit) and returns one JSON object, the
@@ -60,9 +87,70 @@ import os
 from typing import Any
 
 from vmkit import _core
-from vmkit._core import RamBlock
+from vmkit._core import Object, RamBlock, VMStateDescription, VMStateField
 
-__all__ = ["analyze", "load_ram"]
+__all__ = [
+    "KindSpec",
+    "VMStateDescription",
+    "VMStateField",
+    "analyze",
+    "array",
+    "bitmap",
+    "buffer",
+    "equal",
+    "load_ram",
+    "optional",
+    "restore",
+    "save",
+    "struct",
+    "unused",
+    "vbuffer",
+]
+
+#: A field kind: a scalar name (``"bool"``, ``"uint8"`` .. ``"uint64"``,
+#: ``"int8"`` .. ``"int64"``, ``"timer"``) or what a kind helper returns.
+KindSpec = str | dict[str, Any]
+
+
+def buffer(size: int) -> KindSpec:
+    """``size`` raw bytes (``VMSTATE_BUFFER``); the value is ``bytes``."""
+    return {"buffer": size}
+
+
+def vbuffer(length_field: str) -> KindSpec:
+    """Raw bytes whose count is an earlier integer field (``VMSTATE_VBUFFER``)."""
+    return {"vbuffer": length_field}
+
+
+def unused(size: int) -> KindSpec:
+    """``size`` zero bytes on save, skipped on load (``VMSTATE_UNUSED``); no value."""
+    return {"unused": size}
+
+
+def bitmap(nbits: int) -> KindSpec:
+    """A bitmap as ``ceil(nbits / 64)`` be64 words; the value is a list of the words."""
+    return {"bitmap": nbits}
+
+
+def array(of: KindSpec, length: int | str) -> KindSpec:
+    """Elements of kind ``of``: ``length`` of them, or as many as the earlier
+    integer field named ``length`` says (``VMSTATE_VARRAY``); the value is a list."""
+    return {"array": of, "length": length}
+
+
+def struct(desc: VMStateDescription) -> KindSpec:
+    """A nested description's body (``VMSTATE_STRUCT``); the value is a dict."""
+    return {"struct": desc}
+
+
+def optional(of: KindSpec) -> KindSpec:
+    """An element that may be absent (``None``, the null marker on the wire)."""
+    return {"optional": of}
+
+
+def equal(of: KindSpec) -> KindSpec:
+    """An integer that must equal the receiver's value (``VMSTATE_UINT32_EQUAL``)."""
+    return {"equal": of}
 
 
 def analyze(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -92,3 +180,63 @@ def load_ram(path: str | os.PathLike[str], blocks: list[RamBlock]) -> dict[str, 
     """
     report: dict[str, Any] = json.loads(_core.load_ram_from_stream(path, blocks))
     return report
+
+
+def save(
+    path: str | os.PathLike[str],
+    *,
+    machine_type: str,
+    ram: list[RamBlock],
+    devices: Object | None = None,
+    footers: bool = True,
+    vmdesc: bool = True,
+) -> dict[str, int]:
+    """Saves a machine to the file (or FIFO) at ``path`` in QEMU's savevm format.
+
+    The stream holds the configuration naming ``machine_type``, the RAM
+    blocks ``ram`` (one START, one PART with every page, an END), a FULL
+    section for every realized device with a VMState below the QOM object
+    ``devices`` (none if ``None``), EOF and the VMDESCRIPTION trailer.
+    Every device's state is taken before the first byte is written. The
+    machine should be paused. Returns ``bytes``, ``ram_bytes``,
+    ``zero_pages``, ``normal_pages`` and ``devices``.
+
+    :raises DeviceStateError: a device refused to save.
+    :raises VMStateError: a device's state does not fit its description.
+    :raises OSError: the file cannot be written.
+    """
+    return _core.save_stream(
+        path, machine_type=machine_type, ram=ram, devices=devices, footers=footers, vmdesc=vmdesc
+    )
+
+
+def restore(
+    path: str | os.PathLike[str],
+    *,
+    machine_type: str,
+    ram: list[RamBlock],
+    devices: Object | None = None,
+    footers: bool = True,
+) -> dict[str, int]:
+    """Restores the stream at ``path`` into ``ram`` and the devices below ``devices``.
+
+    The receiving machine must have the saved one's shape: the same
+    machine type, RAM blocks of the same names and lengths, and the same
+    devices (sections are matched by idstr and instance id). RAM is loaded
+    as it is read; device states are decoded and checked first and only
+    installed after the stream ended cleanly, so on any error no device has
+    changed — but RAM may be partly loaded: do not run the machine (the
+    :class:`~vmkit.machine.Machine` wrapper refuses to). Returns ``bytes``,
+    ``zero_pages``, ``normal_pages`` and ``devices``.
+
+    :raises StreamError: the stream is damaged or is another machine's
+        (``offset`` says where; ``section`` which section).
+    :raises VMStateError: a device body does not follow its description
+        (``offset``, ``section`` and ``field`` say where).
+    :raises DeviceStateError: a device refused the state, or the stream
+        lacks one of this machine's devices or RAM blocks.
+    :raises OSError: the file cannot be opened.
+    """
+    return _core.restore_stream(
+        path, machine_type=machine_type, ram=ram, devices=devices, footers=footers
+    )

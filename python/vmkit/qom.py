@@ -28,9 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from vmkit import _core
-from vmkit._core import ClassInit, Object, Property, PropertyInfo, StorageGuard, TypeSummary
+from vmkit._core import (
+    ClassInit,
+    Object,
+    Property,
+    PropertyInfo,
+    StorageGuard,
+    TypeSummary,
+    VMStateDescription,
+)
 
 __all__ = [
     "ClassInit",
@@ -138,6 +147,9 @@ def register_type(
     unrealize: Hook | None = None,
     complete: Hook | None = None,
     can_be_deleted: Callable[[Object], bool] | None = None,
+    vmstate: VMStateDescription | None = None,
+    vmstate_save: Callable[[Object], dict[str, Any]] | None = None,
+    vmstate_load: Callable[[Object, dict[str, Any], int], object] | None = None,
 ) -> None:
     """Registers a type implemented in Python, alongside the Rust-defined ones.
 
@@ -150,8 +162,24 @@ def register_type(
     triggered it (one from ``instance_finalize`` goes to
     ``sys.unraisablehook``, as for ``__del__``).
 
-    :raises TypeRegistrationError: duplicate name, unknown parent or interface.
+    A device type may declare its migration state with ``vmstate`` (see
+    :mod:`vmkit.migration`): each realized instance is then one section of
+    a saved machine. Its state is read from and written to the object's
+    ``data`` dict under the field names, unless ``vmstate_save(obj) ->
+    dict`` and ``vmstate_load(obj, state, version_id)`` are given. As QEMU
+    loads into the live device, a restore first takes the receiving
+    device's current state (``vmstate_save``) and decodes the stream over
+    it: fields an older stream version lacks keep their current values.
+
+    :raises TypeRegistrationError: duplicate name, unknown parent or
+        interface, or a ``vmstate`` on a type that is not a device.
     """
+    if vmstate is None and (vmstate_save or vmstate_load):
+        raise TypeError("vmstate_save and vmstate_load need a vmstate description")
+    if vmstate is not None and not (parent == "device" or _core.type_is_a(parent, "device")):
+        raise _core.TypeRegistrationError(
+            f"type '{name}': only device types have a VMState (parent '{parent}' is not a device)"
+        )
     _core.register_type(
         name,
         parent,
@@ -169,6 +197,8 @@ def register_type(
         complete=complete,
         can_be_deleted=can_be_deleted,
     )
+    if vmstate is not None:
+        _core.register_device_vmstate(name, vmstate, save=vmstate_save, load=vmstate_load)
 
 
 def list_types(

@@ -18,7 +18,14 @@
 //!     ├── RegionLayoutError   (zero/unaligned sizes, aliases beyond targets, overlaps, cycles)
 //!     ├── DeviceGoneError     (the region's owner is unrealized or finalized)
 //!     └── HostMemoryError     (mmap, memfd, file backing)
+//! └── MigrationError
+//!     ├── StreamError         (the stream's bytes: truncation, bad records, lengths, RAM, configuration)
+//!     ├── VMStateError        (a VMState description, or a device body that does not follow it)
+//!     └── DeviceStateError    (a device refused to save or load; a section or RAM the stream lacks)
 //! ```
+//! Migration errors carry `offset` (the stream byte offset, or `None`),
+//! `section` (the section idstr, or `None`) and `field` (the field path
+//! within the section, or `None`).
 //! A Python exception raised inside a hook is re-raised as it is.
 
 use pyo3::exceptions::PyException;
@@ -117,6 +124,25 @@ pyo3::create_exception!(
     QomError,
     "A hook failed without a Python exception."
 );
+pyo3::create_exception!(vmkit.errors, MigrationError, VmkitError, "A migration stream error.");
+pyo3::create_exception!(
+    vmkit.errors,
+    StreamError,
+    MigrationError,
+    "The stream's bytes are not a valid stream for this machine."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    VMStateError,
+    MigrationError,
+    "A VMState description, or a device body that does not follow it."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    DeviceStateError,
+    MigrationError,
+    "A device refused its state, or the stream lacks part of the machine."
+);
 pyo3::create_exception!(vmkit.errors, GuestMemoryError, VmkitError, "A guest-memory error.");
 pyo3::create_exception!(
     vmkit.errors,
@@ -200,6 +226,68 @@ pub(crate) fn mem_err(py: Python<'_>, err: vmkit_memory::Error) -> PyErr {
     }
 }
 
+/// Converts a migration error: a Python exception raised by a callback
+/// during the call is re-raised as it is; otherwise the matching
+/// `MigrationError` subclass, with `offset`, `section` and `field` set.
+pub(crate) fn migration_err(py: Python<'_>, err: vmkit_migration::Error) -> PyErr {
+    use vmkit_migration::Error as E;
+    use vmkit_migration::savevm::SavevmError as S;
+    use vmkit_migration::wire::WireError as W;
+    if let Some(original) = crate::vmstate::take_pending() {
+        return original;
+    }
+    let msg = err.to_string();
+    let (exc, offset, section, field): (PyErr, Option<u64>, Option<String>, Option<String>) = match &err {
+        E::Wire(w) => {
+            let section = match w {
+                W::UnknownSection { idstr, .. }
+                | W::DuplicateSection { idstr, .. }
+                | W::BadSectionVersion { idstr, .. }
+                | W::BadBody { idstr, .. } => Some(idstr.clone()).filter(|s| !s.is_empty()),
+                W::UnknownRamBlock { .. } | W::RamBlockLength { .. } | W::PageOutOfRange { .. } => Some("ram".into()),
+                _ => None,
+            };
+            (StreamError::new_err(msg), Some(w.offset()), section, None)
+        }
+        E::VmState(v) => {
+            let section = match v {
+                vmkit_migration::vmstate::VmStateError::Body { section, .. } => Some(section.clone()),
+                _ => None,
+            };
+            (
+                VMStateError::new_err(msg),
+                v.offset(),
+                section,
+                v.path().map(str::to_owned),
+            )
+        }
+        E::Savevm(S::Device { idstr, .. } | S::MissingSection { idstr, .. } | S::DuplicateDevice { idstr, .. }) => {
+            (DeviceStateError::new_err(msg), None, Some(idstr.clone()), None)
+        }
+        E::Savevm(S::Qom(_)) => (QomError::new_err(msg), None, None, None),
+        E::Savevm(_) => (DeviceStateError::new_err(msg), None, None, None),
+        E::Memory(_) => (GuestMemoryError::new_err(msg), None, None, None),
+        _ => (MigrationError::new_err(msg), None, None, None),
+    };
+    with_location(py, exc, offset, section, field)
+}
+
+/// Sets a migration exception's `offset`, `section` and `field`.
+pub(crate) fn with_location(
+    py: Python<'_>,
+    exc: PyErr,
+    offset: Option<u64>,
+    section: Option<String>,
+    field: Option<String>,
+) -> PyErr {
+    let value = exc.value(py);
+    // Setting attributes on a fresh exception instance cannot fail.
+    let _ = value.setattr("offset", offset);
+    let _ = value.setattr("section", section);
+    let _ = value.setattr("field", field);
+    exc
+}
+
 /// `Result<T, vmkit_qom::Error>` → `PyResult<T>`.
 pub(crate) trait IntoPyResult<T> {
     fn py_err(self, py: Python<'_>) -> PyResult<T>;
@@ -231,6 +319,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LifecycleError", py.get_type::<LifecycleError>())?;
     m.add("HookError", py.get_type::<HookError>())?;
     m.add("GuestMemoryError", py.get_type::<GuestMemoryError>())?;
+    m.add("MigrationError", py.get_type::<MigrationError>())?;
+    m.add("StreamError", py.get_type::<StreamError>())?;
+    m.add("VMStateError", py.get_type::<VMStateError>())?;
+    m.add("DeviceStateError", py.get_type::<DeviceStateError>())?;
     m.add("AddressError", py.get_type::<AddressError>())?;
     m.add("AccessError", py.get_type::<AccessError>())?;
     m.add("RegionLayoutError", py.get_type::<RegionLayoutError>())?;

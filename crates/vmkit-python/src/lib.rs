@@ -13,6 +13,7 @@ mod object;
 mod property;
 mod qom;
 mod ram;
+mod vmstate;
 
 use pyo3::prelude::*;
 
@@ -64,5 +65,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ram::measure_dirty_rate, m)?)?;
     m.add_function(wrap_pyfunction!(migration::analyze_stream, m)?)?;
     m.add_function(wrap_pyfunction!(migration::load_ram_from_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(migration::save_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(migration::restore_stream, m)?)?;
+    m.add_class::<vmstate::PyVmStateField>()?;
+    m.add_class::<vmstate::PyVmStateDescription>()?;
+    m.add_function(wrap_pyfunction!(vmstate::register_device_vmstate, m)?)?;
     Ok(())
 }

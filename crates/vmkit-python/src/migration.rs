@@ -1,15 +1,23 @@
-//! Migration-stream bindings: the analyzer report, and loading a stream's
-//! RAM into blocks.
+//! Migration-stream bindings: the analyzer report, loading a stream's RAM
+//! into blocks, and whole-machine save and restore.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 
+use std::io::BufReader;
+
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, restore, save};
+use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
 
+use crate::errors::migration_err;
+use crate::object::PyObj;
 use crate::ram::PyRamBlock;
+use crate::vmstate::clear_pending;
 
 fn open(path: &PathBuf) -> PyResult<File> {
     File::open(path).map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))
@@ -50,4 +58,103 @@ pub fn load_ram_from_stream(py: Python<'_>, path: PathBuf, blocks: Vec<Bound<'_,
         let report = analyze_report_with_ram(&mut f, ParserOptions::default(), ram);
         serde_json::to_string(&report).map_err(|e| PyIOError::new_err(e.to_string()))
     })
+}
+
+/// The save set: RAM blocks and the devices found below `devices`.
+fn save_set(
+    py: Python<'_>,
+    machine_type: String,
+    ram: &[Bound<'_, PyRamBlock>],
+    devices: Option<&Bound<'_, PyObj>>,
+) -> PyResult<SaveSet> {
+    let ram = ram.iter().map(|b| b.get().block.clone()).collect();
+    let sections = match devices {
+        Some(root) => collect_devices(&root.get().handle).map_err(|e| migration_err(py, e.into()))?,
+        None => Vec::new(),
+    };
+    Ok(SaveSet::new(machine_type, ram, sections))
+}
+
+fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in items {
+        d.set_item(*k, *v)?;
+    }
+    Ok(d.unbind())
+}
+
+/// Saves a paused machine to the file (or FIFO) at `path`: the
+/// configuration naming `machine_type`, the RAM blocks `ram` (in this
+/// order), and a section for every realized device with a VMState below
+/// the QOM object `devices` (none if `None`). Returns the statistics:
+/// `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`, `devices`.
+#[pyfunction]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true))]
+pub fn save_stream(
+    py: Python<'_>,
+    path: PathBuf,
+    machine_type: String,
+    ram: Vec<Bound<'_, PyRamBlock>>,
+    devices: Option<Bound<'_, PyObj>>,
+    footers: bool,
+    vmdesc: bool,
+) -> PyResult<Py<PyDict>> {
+    let set = save_set(py, machine_type, &ram, devices.as_ref())?;
+    clear_pending();
+    let opts = SaveOptions { footers, vmdesc };
+    let result = py.detach(|| -> Result<_, std::io::Error> {
+        let f = std::fs::File::create(&path)?;
+        Ok(save(&set, f, &opts))
+    });
+    let stats = result
+        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
+        .map_err(|e| migration_err(py, e))?;
+    stats_dict(
+        py,
+        &[
+            ("bytes", stats.bytes),
+            ("ram_bytes", stats.ram_bytes),
+            ("zero_pages", stats.zero_pages),
+            ("normal_pages", stats.normal_pages),
+            ("devices", stats.devices),
+        ],
+    )
+}
+
+/// Restores the stream at `path` into RAM blocks `ram` and the devices
+/// below `devices`, which must have the shape of the saved machine (see
+/// `vmkit.migration.restore`). Returns `bytes`, `zero_pages`,
+/// `normal_pages`, `devices`.
+#[pyfunction]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true))]
+pub fn restore_stream(
+    py: Python<'_>,
+    path: PathBuf,
+    machine_type: String,
+    ram: Vec<Bound<'_, PyRamBlock>>,
+    devices: Option<Bound<'_, PyObj>>,
+    footers: bool,
+) -> PyResult<Py<PyDict>> {
+    let set = save_set(py, machine_type, &ram, devices.as_ref())?;
+    clear_pending();
+    let opts = RestoreOptions {
+        footers,
+        ..RestoreOptions::default()
+    };
+    let result = py.detach(|| -> Result<_, std::io::Error> {
+        let f = std::fs::File::open(&path)?;
+        Ok(restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+    });
+    let stats = result
+        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
+        .map_err(|e| migration_err(py, e))?;
+    stats_dict(
+        py,
+        &[
+            ("bytes", stats.bytes),
+            ("zero_pages", stats.zero_pages),
+            ("normal_pages", stats.normal_pages),
+            ("devices", stats.devices),
+        ],
+    )
 }

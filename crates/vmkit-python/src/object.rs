@@ -147,7 +147,7 @@ impl PyObj {
 
     /// A dict for Python-side state of the object, freed with its storage.
     #[getter]
-    fn data(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+    pub(crate) fn data(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         if let Some(d) = self.handle.user_data().and_then(|d| d.downcast::<PyData>().ok()) {
             return Ok(d.0.clone_ref(py));
         }

@@ -1,0 +1,564 @@
+//! VMState descriptions declared from Python, state values as dicts, and
+//! VMState for Python-defined device types.
+//!
+//! A state is a `dict`: field name → value (`bool`, `int`, `bytes`,
+//! `list`, nested `dict`, `None` for an absent optional element), and each
+//! subsection that is present → its own dict, under the subsection's full
+//! name (which contains `/`, e.g. `"timer/armed"`, so it never clashes with
+//! a field). Values go back to the core by their Python type; the encoder
+//! then checks each against its field's kind and range.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString, PyTuple};
+use vmkit_migration::savevm::{DeviceVmState, register_device_vmstate as core_register};
+use vmkit_migration::vmstate::{
+    ArrayLen, Field, FieldKind, MigrationPriority, VmStateDescription, VmStateDescriptionBuilder, VmStruct, VmValue,
+};
+use vmkit_qom::Object;
+
+use crate::errors::{TypeRegistrationError, VMStateError, migration_err, with_location};
+use crate::object::PyObj;
+
+thread_local! {
+    /// The Python exception a callback raised while the core was running
+    /// it; the binding that started the core call re-raises it unchanged.
+    static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+/// Forgets any exception left over from an earlier call.
+pub(crate) fn clear_pending() {
+    PENDING.with(|p| p.borrow_mut().take());
+}
+
+/// The exception a Python callback raised during the last core call, if any.
+pub(crate) fn take_pending() -> Option<PyErr> {
+    PENDING.with(|p| p.borrow_mut().take())
+}
+
+/// Keeps `err` for the binding to re-raise; returns the text the core gets.
+fn stash(py: Python<'_>, err: PyErr) -> String {
+    let text = format!(
+        "{}: {}",
+        err.get_type(py).name().map(|n| n.to_string()).unwrap_or_default(),
+        err.value(py)
+    );
+    PENDING.with(|p| {
+        let mut slot = p.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+    });
+    text
+}
+
+// ----- values ---------------------------------------------------------------
+
+/// A value as a Python object.
+pub(crate) fn value_to_py(py: Python<'_>, v: &VmValue) -> PyResult<Py<PyAny>> {
+    Ok(match v {
+        VmValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
+        VmValue::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        VmValue::UInt(u) => u.into_pyobject(py)?.into_any().unbind(),
+        VmValue::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
+        VmValue::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(value_to_py(py, item)?)?;
+            }
+            list.into_any().unbind()
+        }
+        VmValue::Struct(s) => struct_to_py(py, s)?.into_any().unbind(),
+        VmValue::None => py.None(),
+    })
+}
+
+/// A state as a dict (subsections under their full names).
+pub(crate) fn struct_to_py<'py>(py: Python<'py>, s: &VmStruct) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, v) in &s.fields {
+        d.set_item(name, value_to_py(py, v)?)?;
+    }
+    for (name, sub) in &s.subsections {
+        d.set_item(name, struct_to_py(py, sub)?)?;
+    }
+    Ok(d)
+}
+
+/// A Python object as a value, by its type.
+pub(crate) fn value_from_py(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<VmValue> {
+    if obj.is_none() {
+        return Ok(VmValue::None);
+    }
+    if obj.is_instance_of::<PyBool>() {
+        return Ok(VmValue::Bool(obj.is_truthy()?));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(VmValue::UInt(u));
+        }
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(VmValue::Int(i));
+        }
+        return Err(PyValueError::new_err(format!("{path}: {obj} does not fit in 64 bits")));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(VmValue::Bytes(b.as_bytes().to_vec()));
+    }
+    if obj.is_instance_of::<PyByteArray>() || obj.is_instance_of::<PyMemoryView>() {
+        return Ok(VmValue::Bytes(obj.extract::<Vec<u8>>()?));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return Ok(VmValue::Struct(struct_from_py(d, path)?));
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let mut items = Vec::new();
+        for (i, item) in obj.try_iter()?.enumerate() {
+            items.push(value_from_py(&item?, &format!("{path}[{i}]"))?);
+        }
+        return Ok(VmValue::Array(items));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{path}: a state value must be a bool, int, bytes, list, dict or None, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// A dict as a state: keys with a `/` whose value is a dict are
+/// subsections, the others fields.
+pub(crate) fn struct_from_py(d: &Bound<'_, PyDict>, path: &str) -> PyResult<VmStruct> {
+    let mut s = VmStruct::new();
+    for (k, v) in d.iter() {
+        let name: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("{path}: state keys must be str, not {k:?}")))?;
+        let here = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}/{name}")
+        };
+        match v.cast::<PyDict>() {
+            Ok(sub) if name.contains('/') => s.set_subsection(name, struct_from_py(sub, &here)?),
+            _ => s.set(name, value_from_py(&v, &here)?),
+        }
+    }
+    Ok(s)
+}
+
+/// Runs a hook that may change the state: the dict is handed to `hook`
+/// and read back.
+fn call_with_state(py: Python<'_>, state: &mut VmStruct, hook: &Py<PyAny>, extra: Option<u32>) -> Result<(), String> {
+    let mut run = || -> PyResult<()> {
+        let d = struct_to_py(py, state)?;
+        match extra {
+            Some(v) => hook.call1(py, (&d, v))?,
+            None => hook.call1(py, (&d,))?,
+        };
+        *state = struct_from_py(&d, "")?;
+        Ok(())
+    };
+    run().map_err(|e| stash(py, e))
+}
+
+// ----- descriptions ---------------------------------------------------------
+
+fn scalar_kind(name: &str) -> Option<FieldKind> {
+    Some(match name {
+        "bool" => FieldKind::Bool,
+        "uint8" | "u8" => FieldKind::U8,
+        "uint16" | "u16" => FieldKind::U16,
+        "uint32" | "u32" => FieldKind::U32,
+        "uint64" | "u64" => FieldKind::U64,
+        "int8" | "i8" => FieldKind::I8,
+        "int16" | "i16" => FieldKind::I16,
+        "int32" | "i32" => FieldKind::I32,
+        "int64" | "i64" => FieldKind::I64,
+        "timer" => FieldKind::Timer,
+        _ => return None,
+    })
+}
+
+const KIND_HELP: &str = "a kind is a scalar name ('bool', 'uint8'..'uint64', 'int8'..'int64', 'timer') or a dict \
+     from vmkit.migration's kind helpers: buffer(n), vbuffer(field), unused(n), bitmap(nbits), array(of, length), \
+     struct(desc), optional(of), equal(of)";
+
+/// Parses a kind spec (see [`KIND_HELP`]).
+fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
+    if let Ok(s) = spec.cast::<PyString>() {
+        let name = s.to_str()?;
+        return scalar_kind(name).ok_or_else(|| PyValueError::new_err(format!("unknown kind '{name}': {KIND_HELP}")));
+    }
+    let Ok(d) = spec.cast::<PyDict>() else {
+        return Err(PyTypeError::new_err(KIND_HELP));
+    };
+    let get = |k: &str| d.get_item(k).ok().flatten();
+    let u32_of = |k: &str| -> PyResult<u32> {
+        get(k)
+            .ok_or_else(|| PyValueError::new_err(format!("kind spec lacks '{k}'")))?
+            .extract::<u32>()
+    };
+    if let Some(n) = get("buffer") {
+        return Ok(FieldKind::Buffer { len: n.extract()? });
+    }
+    if let Some(f) = get("vbuffer") {
+        return Ok(FieldKind::VBuffer {
+            len_field: f.extract()?,
+        });
+    }
+    if get("unused").is_some() {
+        return Ok(FieldKind::Unused { len: u32_of("unused")? });
+    }
+    if get("bitmap").is_some() {
+        return Ok(FieldKind::Bitmap {
+            nbits: u32_of("bitmap")?,
+        });
+    }
+    if let Some(of) = get("array") {
+        let len = get("length").ok_or_else(|| PyValueError::new_err("an array kind needs a 'length'"))?;
+        let len = match len.extract::<u32>() {
+            Ok(n) => ArrayLen::Fixed(n),
+            Err(_) => ArrayLen::Field(len.extract::<String>().map_err(|_| {
+                PyTypeError::new_err("an array's length is a count (int) or the name of an earlier integer field")
+            })?),
+        };
+        return Ok(FieldKind::Array {
+            elem: Box::new(kind_from_py(&of)?),
+            len,
+        });
+    }
+    if let Some(desc) = get("struct") {
+        let desc = desc
+            .cast::<PyVmStateDescription>()
+            .map_err(|_| PyTypeError::new_err("a struct kind takes a VMStateDescription"))?;
+        return Ok(FieldKind::Struct(Arc::clone(&desc.get().desc)));
+    }
+    if let Some(of) = get("optional") {
+        return Ok(FieldKind::Optional(Box::new(kind_from_py(&of)?)));
+    }
+    if let Some(of) = get("equal") {
+        return Ok(FieldKind::Equal(Box::new(kind_from_py(&of)?)));
+    }
+    Err(PyValueError::new_err(format!("unknown kind spec: {KIND_HELP}")))
+}
+
+fn priority_from_str(name: &str) -> PyResult<MigrationPriority> {
+    Ok(match name {
+        "low" => MigrationPriority::Low,
+        "default" => MigrationPriority::Default,
+        "iommu" => MigrationPriority::Iommu,
+        "pci-bus" => MigrationPriority::PciBus,
+        "virtio-mem" => MigrationPriority::VirtioMem,
+        "gicv3-its" => MigrationPriority::Gicv3Its,
+        "gicv3" => MigrationPriority::Gicv3,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unknown migration priority '{name}' (low, default, iommu, pci-bus, virtio-mem, gicv3-its, gicv3)"
+            )));
+        }
+    })
+}
+
+/// One field of a VMState description.
+#[pyclass(name = "VMStateField", module = "vmkit._core", frozen)]
+pub struct PyVmStateField {
+    field: Field,
+}
+
+#[pymethods]
+impl PyVmStateField {
+    /// A field `name` of `kind`; present from version `since` on, or when
+    /// `exists(state, version)` is true (the predicate replaces the version
+    /// rule).
+    #[new]
+    #[pyo3(signature = (name, kind, *, since=None, exists=None))]
+    fn new(name: String, kind: &Bound<'_, PyAny>, since: Option<u32>, exists: Option<Py<PyAny>>) -> PyResult<Self> {
+        let mut field = Field::new(name, kind_from_py(kind)?);
+        if let Some(v) = since {
+            field = field.since(v);
+        }
+        if let Some(pred) = exists {
+            field = field.exists_if(move |state, version| {
+                Python::attach(|py| {
+                    let run = || -> PyResult<bool> {
+                        let d = struct_to_py(py, state)?;
+                        pred.call1(py, (d, version))?.bind(py).is_truthy()
+                    };
+                    run().unwrap_or_else(|e| {
+                        stash(py, e);
+                        false
+                    })
+                })
+            });
+        }
+        Ok(PyVmStateField { field })
+    }
+
+    /// The field's name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.field.name()
+    }
+
+    /// The first version that has the field (0: all).
+    #[getter]
+    fn since(&self) -> u32 {
+        self.field.version_id()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "VMStateField({:?}, {})",
+            self.field.name(),
+            self.field.kind().info_name()
+        )
+    }
+}
+
+/// A VMState description: how a device's state is laid out on the wire.
+#[pyclass(name = "VMStateDescription", module = "vmkit._core", frozen)]
+pub struct PyVmStateDescription {
+    pub(crate) desc: Arc<VmStateDescription>,
+}
+
+fn hooked(
+    b: VmStateDescriptionBuilder,
+    pre_save: Option<Py<PyAny>>,
+    pre_load: Option<Py<PyAny>>,
+    post_load: Option<Py<PyAny>>,
+    needed: Option<Py<PyAny>>,
+) -> VmStateDescriptionBuilder {
+    let mut b = b;
+    if let Some(h) = pre_save {
+        b = b.pre_save(move |s| Python::attach(|py| call_with_state(py, s, &h, None)));
+    }
+    if let Some(h) = pre_load {
+        b = b.pre_load(move |s| Python::attach(|py| call_with_state(py, s, &h, None)));
+    }
+    if let Some(h) = post_load {
+        b = b.post_load(move |s, version| Python::attach(|py| call_with_state(py, s, &h, Some(version))));
+    }
+    if let Some(h) = needed {
+        b = b.needed(move |s| {
+            Python::attach(|py| {
+                let run = || -> PyResult<bool> { h.call1(py, (struct_to_py(py, s)?,))?.bind(py).is_truthy() };
+                run().unwrap_or_else(|e| {
+                    stash(py, e);
+                    false
+                })
+            })
+        });
+    }
+    b
+}
+
+#[pymethods]
+impl PyVmStateDescription {
+    /// A description `name` at `version_id` (loads streams from
+    /// `minimum_version_id`, by default `version_id`, up to it).
+    ///
+    /// Hooks get the state as a dict and may change it in place:
+    /// `pre_save(state)`, `pre_load(state)`, `post_load(state, version)`;
+    /// `needed(parent_state) -> bool` makes a subsection (or a whole
+    /// section) optional.
+    #[new]
+    #[pyo3(signature = (name, fields, *, version_id=1, minimum_version_id=None, subsections=Vec::new(),
+        priority="default", pre_save=None, pre_load=None, post_load=None, needed=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: String,
+        fields: Vec<Bound<'_, PyVmStateField>>,
+        version_id: u32,
+        minimum_version_id: Option<u32>,
+        subsections: Vec<Bound<'_, PyVmStateDescription>>,
+        priority: &str,
+        pre_save: Option<Py<PyAny>>,
+        pre_load: Option<Py<PyAny>>,
+        post_load: Option<Py<PyAny>>,
+        needed: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let mut b = VmStateDescription::builder(name)
+            .version(version_id)
+            .minimum_version(minimum_version_id.unwrap_or(version_id))
+            .priority(priority_from_str(priority)?);
+        for f in &fields {
+            b = b.field(f.get().field.clone());
+        }
+        for s in &subsections {
+            b = b.subsection(Arc::clone(&s.get().desc));
+        }
+        let desc = hooked(b, pre_save, pre_load, post_load, needed)
+            .build()
+            .map_err(|e| migration_err(py, e.into()))?;
+        Ok(PyVmStateDescription { desc })
+    }
+
+    /// The name (a section's idstr when a device uses it).
+    #[getter]
+    fn name(&self) -> &str {
+        self.desc.name()
+    }
+
+    /// The version written.
+    #[getter]
+    fn version_id(&self) -> u32 {
+        self.desc.version_id()
+    }
+
+    /// The oldest version loaded.
+    #[getter]
+    fn minimum_version_id(&self) -> u32 {
+        self.desc.minimum_version_id()
+    }
+
+    /// The field names, in wire order.
+    #[getter]
+    fn field_names(&self) -> Vec<String> {
+        self.desc.fields().iter().map(|f| f.name().to_owned()).collect()
+    }
+
+    /// The subsection names.
+    #[getter]
+    fn subsection_names(&self) -> Vec<String> {
+        self.desc.subsections().iter().map(|s| s.name().to_owned()).collect()
+    }
+
+    /// Encodes `state` (a dict) at this description's version; returns the
+    /// body bytes (what follows a FULL section header).
+    fn encode(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<Py<PyBytes>> {
+        let mut s = struct_from_py(state, "")?;
+        let mut out = Vec::new();
+        clear_pending();
+        vmkit_migration::vmstate::encode(&self.desc, &mut s, &mut out, 0).map_err(|e| migration_err(py, e.into()))?;
+        Ok(PyBytes::new(py, &out).unbind())
+    }
+
+    /// Decodes a body written at `version_id` (default: this version) and
+    /// returns the state as a dict.
+    #[pyo3(signature = (body, version_id=None))]
+    fn decode<'py>(&self, py: Python<'py>, body: &[u8], version_id: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
+        let mut r = vmkit_migration::vmstate::VmReader::new(body, 0);
+        clear_pending();
+        let version = version_id.unwrap_or(self.desc.version_id());
+        let s =
+            vmkit_migration::vmstate::decode(&self.desc, version, &mut r).map_err(|e| migration_err(py, e.into()))?;
+        let (unread, peeked) = r.into_parts();
+        if !unread.is_empty() || !peeked.is_empty() {
+            let offset = (body.len() - unread.len() - peeked.len()) as u64;
+            let exc = VMStateError::new_err(format!(
+                "section '{}': {} bytes after the body at offset {offset}",
+                self.desc.name(),
+                unread.len() + peeked.len()
+            ));
+            return Err(with_location(
+                py,
+                exc,
+                Some(offset),
+                Some(self.desc.name().to_owned()),
+                None,
+            ));
+        }
+        struct_to_py(py, &s)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "VMStateDescription({:?}, version_id={}, fields={})",
+            self.desc.name(),
+            self.desc.version_id(),
+            self.desc.fields().len()
+        )
+    }
+}
+
+// ----- devices --------------------------------------------------------------
+
+/// VMState of a Python-defined device type: by default the state lives in
+/// the object's `data` dict under the field (and subsection) names.
+struct PyDeviceVmState {
+    desc: Arc<VmStateDescription>,
+    save: Option<Py<PyAny>>,
+    load: Option<Py<PyAny>>,
+}
+
+impl PyDeviceVmState {
+    fn default_state<'py>(&self, py: Python<'py>, obj: &Object) -> PyResult<Bound<'py, PyDict>> {
+        let data = PyObj::borrowed(obj).data(py)?.into_bound(py);
+        let d = PyDict::new(py);
+        let names = self
+            .desc
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .chain(self.desc.subsections().iter().map(|s| s.name()));
+        for name in names {
+            if let Some(v) = data.get_item(name)? {
+                d.set_item(name, v)?;
+            }
+        }
+        Ok(d)
+    }
+}
+
+impl DeviceVmState for PyDeviceVmState {
+    fn vmsd(&self) -> Arc<VmStateDescription> {
+        Arc::clone(&self.desc)
+    }
+
+    fn save(&self, obj: &Object) -> Result<VmStruct, String> {
+        Python::attach(|py| {
+            let run = || -> PyResult<VmStruct> {
+                let state = match &self.save {
+                    Some(f) => f
+                        .call1(py, (PyObj::borrowed(obj),))?
+                        .into_bound(py)
+                        .cast_into::<PyDict>()
+                        .map_err(|_| PyTypeError::new_err("a vmstate save function must return a dict"))?,
+                    None => self.default_state(py, obj)?,
+                };
+                struct_from_py(&state, "")
+            };
+            run().map_err(|e| stash(py, e))
+        })
+    }
+
+    fn load(&self, obj: &Object, state: VmStruct, version_id: u32) -> Result<(), String> {
+        Python::attach(|py| {
+            let run = || -> PyResult<()> {
+                let d = struct_to_py(py, &state)?;
+                match &self.load {
+                    Some(f) => {
+                        f.call1(py, (PyObj::borrowed(obj), d, version_id))?;
+                    }
+                    None => PyObj::borrowed(obj).data(py)?.bind(py).update(d.as_mapping())?,
+                }
+                Ok(())
+            };
+            run().map_err(|e| stash(py, e))
+        })
+    }
+}
+
+/// Declares the VMState of the device type `type_name`: its realized
+/// instances are saved and restored as one section each. By default the
+/// state is read from and written to the object's `data` dict (field
+/// names as keys); `save(obj) -> dict` and `load(obj, state, version)`
+/// replace that.
+#[pyfunction]
+#[pyo3(signature = (type_name, vmsd, *, save=None, load=None))]
+pub fn register_device_vmstate(
+    type_name: &str,
+    vmsd: &Bound<'_, PyVmStateDescription>,
+    save: Option<Py<PyAny>>,
+    load: Option<Py<PyAny>>,
+) -> PyResult<()> {
+    let ops = Arc::new(PyDeviceVmState {
+        desc: Arc::clone(&vmsd.get().desc),
+        save,
+        load,
+    });
+    core_register(type_name, ops).map_err(|e| TypeRegistrationError::new_err(e.to_string()))
+}

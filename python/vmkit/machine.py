@@ -1,0 +1,302 @@
+"""One machine: its QOM board, guest RAM, memory map, workload and run state.
+
+A :class:`Machine` is what ``vmkit run`` runs and what save and restore
+act on. It follows QEMU's run states: a machine starts in ``prelaunch``
+(like ``-S``), :meth:`~Machine.cont` runs it (the workload, standing in for
+the vCPUs, writes guest RAM), :meth:`~Machine.stop` pauses it::
+
+    from vmkit.machine import Machine
+
+    with Machine(memory="64M", workload_rate=32 << 20, seed=7) as vm:
+        vm.cont()
+        ...
+        vm.stop()
+        vm.save("vm.stream")
+
+    with Machine(memory="64M") as vm:      # a fresh machine of the same shape
+        vm.restore("vm.stream")            # now "paused" with the saved state
+        vm.cont()
+
+A restore that fails leaves the machine in ``inmigrate`` and refuses
+:meth:`~Machine.cont`: its RAM may be partly loaded (devices are only
+changed by a restore that succeeds). Only one machine exists per process
+(it lives at ``/machine`` in the QOM tree).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, Self
+
+from vmkit import errors, migration, qom
+from vmkit import memory as guest_memory
+from vmkit._core import AddressSpace, MemoryRegion, Object, RamBlock, Workload
+
+__all__ = ["DEFAULT_MACHINE_TYPE", "RUN_STATES", "Machine", "MachineStateError"]
+
+log = logging.getLogger(__name__)
+
+#: The machine type a vmkit machine names in its migration streams.
+DEFAULT_MACHINE_TYPE = "pc-q35-vmkit"
+
+#: QEMU's run states (``query-status``'s ``status``) that a vmkit machine uses.
+RUN_STATES = (
+    "prelaunch",
+    "running",
+    "paused",
+    "finish-migrate",
+    "postmigrate",
+    "inmigrate",
+    "restore-vm",
+    "shutdown",
+)
+
+_BACKENDS = {
+    "ram": "memory-backend-ram",
+    "memfd": "memory-backend-memfd",
+    "file": "memory-backend-file",
+}
+
+StateListener = Callable[[str, str], object]
+
+
+class MachineStateError(errors.VmkitError):
+    """The operation is not allowed in the machine's current run state."""
+
+
+class Machine:
+    """A machine with ``memory`` bytes of RAM from a memory backend.
+
+    :param memory: RAM size, bytes or a size string (``"128M"``).
+    :param backend: ``"ram"``, ``"memfd"`` or ``"file"`` (then ``mem_path``).
+    :param machine_type: the name the migration stream's configuration
+        carries; a restore checks it.
+    :param workload_rate: bytes per second the workload writes while the
+        machine runs (``None``: as fast as it can; ``0``: no workload).
+    :param workload_pattern: ``"sequential"``, ``"uniform"``,
+        ``"hot-set"`` or ``"zipf"``.
+    :param seed: the workload's seed (same seed, same writes).
+    """
+
+    def __init__(
+        self,
+        *,
+        memory: int | str = "128M",
+        backend: str = "ram",
+        mem_path: str | None = None,
+        share: bool = False,
+        machine_type: str = DEFAULT_MACHINE_TYPE,
+        workload_rate: int | None = 0,
+        workload_pattern: str = "uniform",
+        workload_threads: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown backend '{backend}' (one of {', '.join(_BACKENDS)})")
+        if qom.machine() is not None:
+            raise MachineStateError("a machine already exists in this process")
+        size = memory if isinstance(memory, int) else qom.parse_size(memory)
+        self.machine_type = machine_type
+        self._lock = threading.RLock()
+        self._listeners: list[StateListener] = []
+        self._status = "prelaunch"
+        self._workload: Workload | None = None
+        self._workload_args: dict[str, Any] | None = None
+        if workload_rate != 0:
+            self._workload_args = {
+                "rate": workload_rate,
+                "pattern": workload_pattern,
+                "threads": workload_threads,
+                "seed": seed,
+            }
+        self.board: Object = qom.create_machine()
+        try:
+            props: dict[str, Any] = {"size": size}
+            if backend == "file":
+                if mem_path is None:
+                    raise ValueError("the file backend needs mem_path")
+                props["mem_path"] = mem_path
+            if backend != "memfd":
+                props["share"] = share
+            self.backend: Object = qom.object_add(_BACKENDS[backend], id="pc.ram", **props)
+            self.ram: RamBlock = RamBlock.of_backend(self.backend)
+            regions: tuple[MemoryRegion, AddressSpace] = guest_memory.pc_memory(
+                self.ram, owner=self.board
+            )
+            self.system, self.address_space = regions
+        except BaseException:
+            self._teardown_qom()
+            raise
+
+    # ----- run state ---------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """The run state, as QEMU's ``query-status`` names it."""
+        return self._status
+
+    @property
+    def running(self) -> bool:
+        """Whether the guest runs (``query-status``'s ``running``)."""
+        return self._status == "running"
+
+    def add_state_listener(self, listener: StateListener) -> None:
+        """Calls ``listener(old, new)`` after every run-state change."""
+        self._listeners.append(listener)
+
+    def remove_state_listener(self, listener: StateListener) -> None:
+        """Stops calling ``listener``."""
+        self._listeners.remove(listener)
+
+    def _set_status(self, new: str) -> None:
+        old, self._status = self._status, new
+        if old != new:
+            log.debug("run state %s -> %s", old, new)
+            for listener in list(self._listeners):
+                listener(old, new)
+
+    def cont(self) -> None:
+        """Runs the machine (QMP ``cont``): the workload starts or resumes.
+
+        :raises MachineStateError: after a failed restore (``inmigrate``),
+            or once shut down.
+        """
+        with self._lock:
+            if self._status == "running":
+                return
+            if self._status in ("inmigrate", "shutdown", "restore-vm", "finish-migrate"):
+                raise MachineStateError(f"the machine cannot run in state '{self._status}'")
+            self._resume_workload()
+            self._set_status("running")
+
+    def stop(self) -> None:
+        """Pauses the machine (QMP ``stop``): the workload pauses."""
+        with self._lock:
+            if self._status != "running":
+                return
+            self._pause_workload()
+            self._set_status("paused")
+
+    def _resume_workload(self) -> None:
+        if self._workload_args is None:
+            return
+        if self._workload is None:
+            self._workload = Workload([self.ram], **self._workload_args)
+        else:
+            self._workload.resume()
+
+    def _pause_workload(self) -> None:
+        if self._workload is not None:
+            self._workload.pause()
+
+    @property
+    def workload(self) -> Workload | None:
+        """The workload, once the machine has run."""
+        return self._workload
+
+    # ----- devices -----------------------------------------------------------
+
+    def device_add(self, type_name: str, /, id: str | None = None, **props: Any) -> Object:
+        """Adds a device to the machine (``-device`` / QMP ``device_add``)."""
+        return qom.device_add(type_name, id=id, **props)
+
+    def device_del(self, id_or_path: str) -> None:
+        """Removes a device (QMP ``device_del``)."""
+        qom.device_del(id_or_path)
+
+    # ----- save and restore --------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> dict[str, int]:
+        """Saves RAM and every device with a VMState to ``path``.
+
+        A running machine is paused for the save (``finish-migrate``) and
+        runs again afterwards; a paused one stays paused. Returns the
+        statistics of :func:`vmkit.migration.save`.
+        """
+        with self._lock:
+            if self._status in ("inmigrate", "shutdown"):
+                raise MachineStateError(f"cannot save in state '{self._status}'")
+            previous = self._status
+            if previous == "running":
+                self._pause_workload()
+            self._set_status("finish-migrate")
+            try:
+                return migration.save(
+                    path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
+                )
+            except BaseException as e:
+                _drop_frame_locals(e)
+                raise
+            finally:
+                if previous == "running":
+                    self._resume_workload()
+                self._set_status(previous)
+
+    def restore(self, path: str | os.PathLike[str]) -> dict[str, int]:
+        """Loads the machine saved at ``path`` into this one (paused after).
+
+        The machine must not be running and must have the saved one's
+        shape (see :func:`vmkit.migration.restore`). On error the machine
+        stays in ``inmigrate`` and cannot run; restore again to recover.
+        """
+        with self._lock:
+            if self._status in ("running", "shutdown", "finish-migrate"):
+                raise MachineStateError(f"cannot restore in state '{self._status}'")
+            self._set_status("inmigrate")
+            try:
+                stats = migration.restore(
+                    path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
+                )
+            except BaseException as e:
+                _drop_frame_locals(e)
+                raise
+            self._set_status("paused")
+            return stats
+
+    # ----- teardown ----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stops the workload and enters ``shutdown`` (QMP ``quit``)."""
+        with self._lock:
+            if self._workload is not None:
+                self._workload.stop()
+            self._set_status("shutdown")
+
+    def close(self) -> None:
+        """Shuts down and removes the machine from the QOM tree."""
+        if self._status != "shutdown":
+            self.shutdown()
+        self._workload = None
+        self._teardown_qom()
+
+    def _teardown_qom(self) -> None:
+        # The memory map and the block handle keep the backend in use.
+        for attr in ("system", "address_space", "ram"):
+            self.__dict__.pop(attr, None)
+        if qom.machine() is not None:
+            qom.destroy_machine()
+        try:
+            qom.object_del("pc.ram")
+        except errors.VmkitError as e:
+            log.warning("RAM backend not removed: %s", e)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_args: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Machine {self.machine_type} {self._status}>"
+
+
+def _drop_frame_locals(e: BaseException) -> None:
+    """Clears the locals of the finished frames in ``e``'s traceback: they
+    hold the RAM block, which would keep the backend in use after
+    :meth:`Machine.close` for as long as the exception is kept."""
+    if e.__traceback__ is not None:
+        traceback.clear_frames(e.__traceback__)
