@@ -1,0 +1,110 @@
+"""The QMP wire-protocol layer: what a QEMU QMP monitor looks like from a socket.
+
+vmkit machines are driven over QMP, so clients written for QEMU (QEMU's own
+``qemu.qmp`` library, libvirt-style tools, ``socat`` and a human) work
+unchanged. This package is the protocol only; machine commands (``stop``,
+``qom-get``, ``device_add``...) are registered into it by their owners.
+
+Layers, one module each:
+
+* :mod:`vmkit.qmp.parser` — bytes to JSON values, accepting QEMU's JSON
+  dialect (single-quoted strings, no delimiters) and recovering from bad input
+  the way QEMU does, within documented size/token/nesting limits.
+* :mod:`vmkit.qmp.errors` — :class:`QMPError` and the QEMU error classes.
+* :mod:`vmkit.qmp.commands` — :class:`CommandRegistry` with QAPI-style
+  argument schemas checked before a handler runs, and :func:`dispatch`, which
+  answers one request like ``qapi/qmp-dispatch.c``.
+* :mod:`vmkit.qmp.server` — :class:`QMPServer`: UNIX or TCP sockets, many
+  clients, greeting, capabilities negotiation, events, CRLF framing; asyncio
+  or a background thread.
+
+Example::
+
+    from vmkit.qmp import CommandContext, CommandRegistry, JSONValue, QMPServer, QMPVersion
+
+    registry = CommandRegistry()
+
+    @registry.command("query-status")
+    def query_status(ctx: CommandContext) -> JSONValue:
+        return {"status": "running", "running": True}
+
+    @registry.command("echo", {"text": "str", "*times": "uint8"})
+    async def echo(ctx: CommandContext) -> JSONValue:   # handlers may be async
+        return ctx.arguments                            # checked before we get here
+
+    server = QMPServer(registry, version=QMPVersion(9, 2, 0, "vmkit"))
+    server.start_in_thread("/tmp/vm.qmp")
+    server.emit("RESUME")
+    ...
+    server.close()
+"""
+
+from vmkit.qmp.commands import (
+    ArgType,
+    Command,
+    CommandContext,
+    CommandRegistry,
+    Enum,
+    Handler,
+    Schema,
+    SessionState,
+    add_builtin_commands,
+    check_arguments,
+    dispatch,
+    error_response,
+)
+from vmkit.qmp.errors import (
+    CommandNotFound,
+    DeviceNotActive,
+    DeviceNotFound,
+    ErrorClass,
+    GenericError,
+    KVMMissingCap,
+    QMPError,
+)
+from vmkit.qmp.parser import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_NESTING,
+    DEFAULT_MAX_TOKEN_COUNT,
+    JSONStreamParser,
+    JSONValue,
+    ParsedMessage,
+    ParseFailure,
+    ParseResult,
+)
+from vmkit.qmp.server import MAX_PENDING_OUTPUT, Address, QMPServer, QMPVersion, encode_message
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_NESTING",
+    "DEFAULT_MAX_TOKEN_COUNT",
+    "MAX_PENDING_OUTPUT",
+    "Address",
+    "ArgType",
+    "Command",
+    "CommandContext",
+    "CommandNotFound",
+    "CommandRegistry",
+    "DeviceNotActive",
+    "DeviceNotFound",
+    "Enum",
+    "ErrorClass",
+    "GenericError",
+    "Handler",
+    "JSONStreamParser",
+    "JSONValue",
+    "KVMMissingCap",
+    "ParseFailure",
+    "ParseResult",
+    "ParsedMessage",
+    "QMPError",
+    "QMPServer",
+    "QMPVersion",
+    "Schema",
+    "SessionState",
+    "add_builtin_commands",
+    "check_arguments",
+    "dispatch",
+    "encode_message",
+    "error_response",
+]

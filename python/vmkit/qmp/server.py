@@ -1,0 +1,497 @@
+"""An asyncio QMP server: sockets, sessions, greeting, responses and events.
+
+Each connection is one QMP session, as a QEMU QMP monitor serves one client:
+greeting, capabilities negotiation, then command mode. Unlike QEMU, one
+server accepts any number of simultaneous clients; their sessions are
+independent (own parser, own negotiation state).
+
+Wire behaviour mirrored from QEMU (``monitor/qmp.c``, ``monitor/monitor.c``):
+
+* Every message sent is one line of compact ASCII JSON (non-ASCII escaped as
+  ``\\uXXXX``) ending in CRLF: QEMU appends ``\\n`` and its monitor output
+  layer turns every ``\\n`` into ``\\r\\n``.
+* Greeting: ``{"QMP": {"version": {"qemu": {"micro", "minor", "major"},
+  "package"}, "capabilities": []}}``. ``oob`` is never offered (QEMU offers it
+  only on monitors with an I/O thread).
+* Requests of one session run one at a time, in order; the session stops
+  reading while a command runs (QEMU suspends the monitor the same way when
+  OOB is off). Parse errors are answered in order with the other responses.
+* Events reach only sessions in command mode; sessions still negotiating
+  miss them (QEMU does not queue them either).
+* Oversized or malformed input is answered with errors and the session goes
+  on (see :mod:`vmkit.qmp.parser`); a disconnect drops the session's partial
+  input and nothing else.
+
+Deliberate additions: a client that stops reading while events pile up beyond
+``max_pending_output`` bytes (default :data:`MAX_PENDING_OUTPUT`) is
+disconnected (QEMU would buffer without bound); a response that can't be
+encoded as JSON (NaN, a non-JSON type, nesting too deep for the encoder)
+becomes a ``GenericError`` "Response cannot be encoded: ..." with the id.
+Sync handlers run on the event loop thread, so they also run one at a time
+across clients, like QEMU's single dispatcher; async handlers of different
+clients may interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from vmkit.qmp.commands import (
+    CommandRegistry,
+    SessionState,
+    add_builtin_commands,
+    dispatch,
+    error_response,
+)
+from vmkit.qmp.errors import GenericError
+from vmkit.qmp.parser import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_NESTING,
+    DEFAULT_MAX_TOKEN_COUNT,
+    JSONStreamParser,
+    JSONValue,
+    ParseFailure,
+)
+
+__all__ = ["MAX_PENDING_OUTPUT", "Address", "QMPServer", "QMPVersion", "encode_message"]
+
+logger = logging.getLogger(__name__)
+
+Address: TypeAlias = "str | os.PathLike[str] | tuple[str, int]"
+"""A UNIX socket path, or a TCP ``(host, port)`` (port 0 picks a free port)."""
+
+MAX_PENDING_OUTPUT = 16 << 20
+"""Default bytes of unsent output after which a session is dropped, not buffered further."""
+
+_READ_SIZE = 64 << 10
+
+
+@dataclass(frozen=True)
+class QMPVersion:
+    """The version a greeting (and typically ``query-version``) reports."""
+
+    major: int = 0
+    minor: int = 0
+    micro: int = 0
+    package: str = ""
+
+    def to_json(self) -> dict[str, JSONValue]:
+        """QEMU's ``VersionInfo``: ``{"qemu": {"micro", "minor", "major"}, "package"}``."""
+        return {
+            "qemu": {"micro": self.micro, "minor": self.minor, "major": self.major},
+            "package": self.package,
+        }
+
+
+def encode_message(message: dict[str, JSONValue]) -> bytes:
+    """One wire message: ASCII JSON plus CRLF. Raises ``ValueError``/``TypeError``
+    (or ``RecursionError``) for values JSON can't carry."""
+    return json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii") + b"\r\n"
+
+
+def _event_message(name: str, data: JSONValue | None) -> dict[str, JSONValue]:
+    now = time.time_ns() // 1000
+    message: dict[str, JSONValue] = {
+        "event": name,
+        "timestamp": {"seconds": now // 1_000_000, "microseconds": now % 1_000_000},
+    }
+    if data is not None:
+        message["data"] = data
+    return message
+
+
+class _Session:
+    """One client connection."""
+
+    def __init__(
+        self,
+        server: QMPServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        number = next(server._session_numbers)
+        self.state = SessionState(peer=f"#{number} {peer}" if peer else f"#{number} unix")
+        self.parser = JSONStreamParser(
+            max_message_size=server.max_message_size,
+            max_token_count=server.max_token_count,
+            max_nesting=server.max_nesting,
+        )
+
+    def send(self, message: dict[str, JSONValue]) -> None:
+        """Queue one message; falls back to an error response if it can't be encoded."""
+        if self.writer.is_closing():
+            return
+        try:
+            data = encode_message(message)
+        except (ValueError, TypeError, RecursionError) as exc:
+            logger.error("QMP %s: cannot encode %r: %s", self.state.peer, list(message), exc)
+            fallback = error_response(GenericError(f"Response cannot be encoded: {exc}"))
+            with contextlib.suppress(ValueError, TypeError, RecursionError):
+                if "id" in message:
+                    encode_message({"id": message["id"]})
+                    fallback["id"] = message["id"]
+            data = encode_message(fallback)
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() > self.server.max_pending_output:
+            logger.warning("QMP %s: client is not reading; disconnecting", self.state.peer)
+            transport.abort()
+            return
+        self.writer.write(data)
+
+    def send_event(self, message: dict[str, JSONValue]) -> None:
+        if self.state.negotiated:
+            self.send(message)
+
+    async def run(self) -> None:
+        logger.debug("QMP %s: connected", self.state.peer)
+        try:
+            self.send({"QMP": {"version": self.server.version.to_json(), "capabilities": []}})
+            await self.writer.drain()
+            while not self.state.disconnect_requested:
+                data = await self.reader.read(_READ_SIZE)
+                if not data:
+                    break
+                for item in self.parser.feed(data):
+                    if isinstance(item, ParseFailure):
+                        logger.debug("QMP %s: %s", self.state.peer, item.desc)
+                        self.send(error_response(GenericError(item.desc)))
+                    else:
+                        self.send(await dispatch(self.server.registry, item.value, self.state))
+                    await self.writer.drain()
+                    if self.state.shutdown_requested:
+                        self.server._shutdown_soon()
+                    if self.state.disconnect_requested or self.state.shutdown_requested:
+                        self.state.disconnect_requested = True
+                        break
+        except (ConnectionError, OSError) as exc:
+            logger.debug("QMP %s: connection lost: %s", self.state.peer, exc)
+        except asyncio.CancelledError:
+            logger.debug("QMP %s: session cancelled", self.state.peer)
+            raise
+        finally:
+            await self._close()
+            logger.debug("QMP %s: disconnected", self.state.peer)
+
+    async def _close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await self.writer.wait_closed()
+
+
+class QMPServer:
+    """A QMP server for the commands of a :class:`~vmkit.qmp.commands.CommandRegistry`.
+
+    asyncio use::
+
+        server = QMPServer(registry, version=QMPVersion(9, 2, 0))
+        await server.start("/run/vm.qmp")      # or ("127.0.0.1", 4444)
+        server.emit("STOP")
+        await server.wait_closed()             # until close() or a quit handler
+
+    From synchronous code, ``server.start_in_thread(address)`` runs the same
+    server on an event loop in a daemon thread; ``server.close()`` stops it.
+    ``emit()`` may be called from any thread.
+
+    ``qmp_capabilities`` and ``query-commands`` are added to the registry if
+    it lacks them.
+    """
+
+    def __init__(
+        self,
+        registry: CommandRegistry | None = None,
+        *,
+        version: QMPVersion | Sequence[int] = QMPVersion(),
+        package: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_token_count: int = DEFAULT_MAX_TOKEN_COUNT,
+        max_nesting: int = DEFAULT_MAX_NESTING,
+        max_pending_output: int = MAX_PENDING_OUTPUT,
+    ) -> None:
+        self.registry = registry if registry is not None else CommandRegistry()
+        add_builtin_commands(self.registry)
+        if not isinstance(version, QMPVersion):
+            major, minor, micro = version
+            version = QMPVersion(major, minor, micro)
+        if package is not None:
+            version = QMPVersion(version.major, version.minor, version.micro, package)
+        self.version = version
+        self.max_message_size = max_message_size
+        self.max_token_count = max_token_count
+        self.max_nesting = max_nesting
+        self.max_pending_output = max_pending_output
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: set[_Session] = set()
+        self._session_numbers = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unix_path: str | None = None
+        self._unix_inode: tuple[int, int] | None = None
+        self._address: str | tuple[str, int] | None = None
+        self._closed = threading.Event()
+        self._closed_async: asyncio.Event | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    # --- properties -----------------------------------------------------
+
+    @property
+    def address(self) -> str | tuple[str, int]:
+        """The bound address: the socket path, or ``(host, port)`` with the real port."""
+        if self._address is None:
+            raise RuntimeError("server is not started")
+        return self._address
+
+    @property
+    def session_count(self) -> int:
+        """Connected clients."""
+        return len(self._sessions)
+
+    @property
+    def is_serving(self) -> bool:
+        """True between a successful start and the beginning of close."""
+        return self._server is not None and self._closing is None and not self._closed.is_set()
+
+    # --- asyncio API ----------------------------------------------------
+
+    async def start(self, address: Address) -> None:
+        """Listen on ``address``; returns once the socket accepts connections.
+
+        A UNIX socket is created with mode 0600 (bound in a private temporary
+        directory, then renamed into place, so it is never reachable with a
+        wider mode). An existing socket at the path is replaced, as QEMU does;
+        any other existing file is an error.
+        """
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        self._loop = asyncio.get_running_loop()
+        self._closed_async = asyncio.Event()
+        if isinstance(address, tuple):
+            host, port = address
+            self._server = await asyncio.start_server(self._on_connect, host, port)
+            sockname = self._server.sockets[0].getsockname()
+            self._address = (str(sockname[0]), int(sockname[1]))
+        else:
+            path = os.fspath(address)
+            sock = _bind_private_unix_socket(path)
+            st = os.stat(path)
+            self._unix_path, self._unix_inode = path, (st.st_dev, st.st_ino)
+            self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+            self._address = path
+        logger.info("QMP server listening on %s", self._address)
+
+    def emit(self, name: str, data: JSONValue | None = None) -> None:
+        """Send event ``name`` (with ``data`` unless ``None``) to every negotiated client.
+
+        The timestamp is taken now. Safe to call from any thread; does nothing
+        if the server isn't running.
+        """
+        message = _event_message(name, data)
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._closed.is_set():
+            logger.debug("QMP event %s dropped: server not running", name)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._broadcast(message)
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+                loop.call_soon_threadsafe(self._broadcast, message)
+
+    def _broadcast(self, message: dict[str, JSONValue]) -> None:
+        for session in list(self._sessions):
+            session.send_event(message)
+
+    async def aclose(self) -> None:
+        """Stop listening, disconnect every client, remove the UNIX socket file."""
+        if self._closing is None:
+            self._closing = asyncio.current_task()
+            try:
+                await self._do_close()
+            finally:
+                self._closed.set()
+                if self._closed_async is not None:
+                    self._closed_async.set()
+        elif self._closing is not asyncio.current_task():
+            await self.wait_closed()
+
+    async def _do_close(self) -> None:
+        server = self._server
+        if server is not None:
+            server.close()
+        self._remove_socket_file()
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        logger.info("QMP server on %s closed", self._address)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server has been closed (by :meth:`aclose` or a shutdown request)."""
+        if self._closed.is_set():
+            return
+        if self._closed_async is None:
+            raise RuntimeError("server is not started")
+        await self._closed_async.wait()
+
+    def _shutdown_soon(self) -> None:
+        if self._closing is None and self._loop is not None:
+            task = self._loop.create_task(self.aclose())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _remove_socket_file(self) -> None:
+        path, inode = self._unix_path, self._unix_inode
+        if path is None:
+            return
+        self._unix_path = None
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == inode:
+                os.unlink(path)
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.is_serving:
+            writer.close()
+            return
+        session = _Session(self, reader, writer)
+        # The session runs in its own task so that aclose() can cancel it
+        # without cancelling asyncio's connection-callback task (Python 3.11
+        # logs an error for a cancelled one).
+        task = asyncio.create_task(session.run(), name=f"qmp-session-{session.state.peer}")
+        self._sessions.add(session)
+        self._tasks.add(task)
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._sessions.discard(session)
+            self._tasks.discard(task)
+            if not task.done():
+                task.cancel()
+
+    # --- thread API -----------------------------------------------------
+
+    def start_in_thread(self, address: Address, *, timeout: float = 10.0) -> QMPServer:
+        """Run the server on its own event loop in a daemon thread; return ``self``.
+
+        Returns once the socket is listening; raises whatever :meth:`start`
+        raised. Stop it with :meth:`close` (or use the server as a context
+        manager).
+        """
+        if self._thread is not None or self._server is not None:
+            raise RuntimeError("server already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self._thread_stop = asyncio.Event()
+            try:
+                await self.start(address)
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            stop = asyncio.create_task(self._thread_stop.wait())
+            closed = asyncio.create_task(self.wait_closed())
+            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (stop, closed):
+                task.cancel()
+            await self.aclose()
+
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(main(),), name="qmp-server", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError("QMP server thread did not start")
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop a server started with :meth:`start_in_thread` and join its thread."""
+        thread = self._thread
+        if thread is None:
+            if self._closed.is_set():
+                return  # already stopped (e.g. by a quit handler and an earlier close())
+            raise RuntimeError("close() is for start_in_thread(); use 'await aclose()'")
+        loop, stop = self._loop, self._thread_stop
+        if loop is not None and stop is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError("QMP server thread did not stop")
+        self._thread = None
+
+    def wait_for_close(self, timeout: float | None = None) -> bool:
+        """Block until the server is closed (e.g. by a ``quit`` handler); False on timeout."""
+        return self._closed.wait(timeout)
+
+    def __enter__(self) -> QMPServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is not None:
+            self.close()
+
+
+def _bind_private_unix_socket(path: str) -> socket.socket:
+    """A listening UNIX socket at ``path`` with mode 0600, never exposed wider."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(os.path.abspath(path))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # "<dir>/.qmp-XXXXXXXX/s" must fit sun_path (108 bytes with its NUL).
+        if len(os.fsencode(directory)) + len("/.qmp-XXXXXXXX/s") < 108:
+            private_dir = tempfile.mkdtemp(prefix=".qmp-", dir=directory)  # mode 0700
+            staging = os.path.join(private_dir, "s")
+            try:
+                sock.bind(staging)
+                os.chmod(staging, 0o600)
+                os.replace(staging, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(staging)
+                os.rmdir(private_dir)
+        else:  # no room for the staging directory: bind in place, then restrict
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
