@@ -454,3 +454,27 @@ def test_cli_save_then_restore_gives_the_same_ram(tmp_path: Path) -> None:
     assert "length 0x2000000 in the stream, 0x1000000 here" in out.stderr
     out = run_cli("save", stream, "--device", "no-such-type")
     assert out.returncode == 1 and "no-such-type" in out.stderr
+
+
+def test_the_analyzer_decodes_known_sections_without_a_trailer(
+    timer_type: str, tmp_path: Path, clean_machine: None
+) -> None:
+    stream = tmp_path / "novmdesc"
+    vm, devs = build(timer_type, [5, 6])
+    with vm:
+        devs[1].data[f"{timer_type}/armed"] = {"deadline": -1}
+        migration.save(stream, machine_type="m", ram=[vm.ram], devices=vm.board, vmdesc=False)
+    report = migration.analyze(stream)
+    assert report["error"] is None
+    assert report["records"][-1]["type"] == "EOF"
+    fields = [d["fields"] for d in report["devices"]]
+    assert [f["ctrl"] for f in fields] == [5, 6]
+    assert fields[1]["subsections"] == {f"{timer_type}/armed": {"deadline": -1}}
+    # Damage inside the second body: the error names section and field.
+    data = stream.read_bytes()
+    second = report["devices"][1]["offset"]
+    cut = second + 1 + 4 + 1 + len(timer_type) + 4 + 4 + 4 + 2 + 1
+    (tmp_path / "cut").write_bytes(data[:cut])
+    err = migration.analyze(tmp_path / "cut")["error"]
+    assert err["section"] == timer_type
+    assert err["field"] == f"{timer_type}/queue[0]"

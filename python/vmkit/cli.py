@@ -83,6 +83,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if err is None:
         return 0
     section = f" (section '{err['section']}')" if err["section"] is not None else ""
+    if err.get("field") is not None:
+        section += f" (field '{err['field']}')"
     print(f"vmkit: error at offset {err['offset']}{section}: {err['message']}", file=sys.stderr)
     return 1
 

@@ -58,14 +58,19 @@ documented layout scripts rely on::
         ...
       ],
       "length": int,          # bytes parsed (where parsing stopped)
-      "error": None | {"offset": int, "message": str, "section": str | None},
+      "error": None | {"offset": int, "message": str, "section": str | None,
+                       "field": str | None},   # field path, e.g. "dev/queue[3]"
     }
 
 Device fields are decoded generically from the stream's VMDESCRIPTION
 trailer: integers and bools as themselves, buffers as lowercase hex strings,
 arrays as lists, nested structs as objects, absent optional values as
 ``None``, and the subsections sent under a ``"subsections"`` key (an object
-by subsection name). ``"fields"`` is ``None`` for bodies over 16 MiB.
+by subsection name). ``"fields"`` is ``None`` for bodies over 16 MiB. A
+section the trailer does not describe (no trailer: a file cut short or
+written with ``suppress-vmdesc``) is decoded by a known VMState — one
+declared in this process for a device type whose description has the
+section's name (or its last ``/`` component) — into the same layout.
 
 A damaged stream does not raise: the report keeps the records parsed before
 the damage and ``"error"`` says what broke, at which offset, and in which

@@ -10,6 +10,7 @@ use vmkit_migration::savevm::{
     restore, save,
 };
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
+use vmkit_migration::wire::{ParserOptions, analyze_report};
 use vmkit_qom::{Object, ObjectRef, TypeInfo, root};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -140,5 +141,36 @@ fn only_device_types_take_a_vmstate_once() -> TestResult {
     assert!(e.to_string().contains("already"), "{e}");
     let e = register_device_vmstate("no-such-type", ops).err().ok_or("accepted")?;
     assert!(matches!(e, SavevmError::Qom(_)), "{e}");
+    Ok(())
+}
+
+#[test]
+fn the_analyzer_decodes_known_sections_without_a_trailer() -> TestResult {
+    let (src, devs) = board("savevm-analyze", 7)?;
+    let mut stream = Vec::new();
+    let opts = SaveOptions {
+        vmdesc: false,
+        ..SaveOptions::default()
+    };
+    save(
+        &SaveSet::new("m", Vec::new(), collect_devices(&src)?),
+        &mut stream,
+        &opts,
+    )?;
+    let report = analyze_report(&mut std::io::Cursor::new(&stream), ParserOptions::default());
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let counts: Vec<_> = report.devices.iter().map(|d| d.fields["count"].clone()).collect();
+    assert_eq!(counts, [serde_json::json!(8), serde_json::json!(7)]);
+    // A cut inside the second body: the error names the section and field.
+    let second = report.devices[1].offset as usize;
+    let cut = &stream[..second + 1 + 4 + 1 + "counter".len() + 8 + 3];
+    let report = analyze_report(&mut std::io::Cursor::new(cut), ParserOptions::default());
+    let err = report.error.ok_or("no error")?;
+    assert_eq!(err.section.as_deref(), Some("counter"));
+    assert_eq!(err.field.as_deref(), Some("counter/count"));
+    for d in &devs {
+        d.unparent()?;
+    }
+    src.unparent()?;
     Ok(())
 }

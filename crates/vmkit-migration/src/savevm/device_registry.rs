@@ -56,6 +56,18 @@ pub fn device_vmstate(type_name: &str) -> Option<Arc<dyn DeviceVmState>> {
     ty.ancestors().find_map(|t| table.get(t.name()).cloned())
 }
 
+/// The description a section named `idstr` follows, among the declared
+/// device VMStates: the one whose name is `idstr`, or its last component
+/// (QEMU prefixes a device's bus path: `0000:00:02.0/vga`). Lets the
+/// analyzer decode a section without a VMDESCRIPTION trailer.
+pub fn known_vmstate(idstr: &str) -> Option<Arc<VmStateDescription>> {
+    let tail = idstr.rsplit_once('/').map(|(_, t)| t);
+    let table = TABLE.read();
+    let all: Vec<_> = table.values().map(|ops| ops.vmsd()).collect();
+    let by = |name: &str| all.iter().find(|d| d.name() == name).cloned();
+    by(idstr).or_else(|| tail.and_then(by))
+}
+
 /// A device's section state: the object (kept referenced) and its type's ops.
 struct ObjectSection {
     obj: ObjectRef,

@@ -44,7 +44,8 @@ mod restore;
 mod save;
 mod section_state;
 
-pub use device_registry::{DeviceVmState, collect_devices, device_vmstate, register_device_vmstate};
+pub use device_registry::{DeviceVmState, collect_devices, device_vmstate, known_vmstate, register_device_vmstate};
+pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore};
 pub use save::{SaveOptions, SaveStats, save};
 pub use section_state::{DeviceSection, SaveSet, SectionState};

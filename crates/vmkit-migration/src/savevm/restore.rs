@@ -3,9 +3,9 @@
 
 use std::io::Read;
 
-use crate::vmstate::VmStruct;
 use crate::vmstate::codec::{DecodeLimits, decode_into};
 use crate::vmstate::io::VmReader;
+use crate::vmstate::{VmStateDescription, VmStruct};
 use crate::wire::format::{RAM_IDSTR, TARGET_PAGE_SIZE};
 use crate::wire::{
     ParserOptions, RamSectionReader, Record, SectionBodyHandler, SectionHeader, SectionKind, StreamParser,
@@ -46,6 +46,33 @@ pub struct RestoreStats {
     pub devices: u64,
 }
 
+/// Decodes the body of section `header` by `vmsd` straight from the
+/// stream into `state`, leaving the reader at the byte after the body.
+pub(crate) fn decode_section_body<R: Read>(
+    vmsd: &VmStateDescription,
+    header: &SectionHeader,
+    r: &mut StreamReader<R>,
+    state: &mut VmStruct,
+    limits: &DecodeLimits,
+) -> crate::Result<()> {
+    let start = r.offset();
+    let mut vr = VmReader::new(&mut *r, start);
+    decode_into(vmsd, header.version_id, &mut vr, state, limits)?;
+    // The decoder looks one byte past the body for a subsection marker;
+    // that byte (the footer or the next record) goes back.
+    let (_, rest) = vr.into_parts();
+    match rest.as_slice() {
+        [] => Ok(()),
+        [byte] => Ok(r.unread(*byte)?),
+        _ => Err(WireError::BadBody {
+            offset: r.offset(),
+            idstr: header.idstr.clone(),
+            reason: "the body is followed by a subsection that does not belong to it".into(),
+        }
+        .into()),
+    }
+}
+
 /// Routes RAM to the blocks and stages each device body, decoded and
 /// checked, until the stream has ended.
 struct RestoreHandler<'a> {
@@ -84,24 +111,7 @@ impl RestoreHandler<'_> {
             instance_id: dev.instance_id,
             reason,
         })?;
-        let start = r.offset();
-        let mut vr = VmReader::new(&mut *r, start);
-        decode_into(&vmsd, header.version_id, &mut vr, &mut state, &self.limits)?;
-        // The decoder looks one byte past the body for a subsection marker;
-        // that byte (the footer or the next record) goes back.
-        let (_, rest) = vr.into_parts();
-        match rest.as_slice() {
-            [] => {}
-            [byte] => r.unread(*byte)?,
-            _ => {
-                return Err(WireError::BadBody {
-                    offset: r.offset(),
-                    idstr: header.idstr.clone(),
-                    reason: "the body is followed by a subsection that does not belong to it".into(),
-                }
-                .into());
-            }
-        }
+        decode_section_body(&vmsd, header, r, &mut state, &self.limits)?;
         self.staged[index] = Some((state, header.version_id));
         Ok(())
     }

@@ -46,8 +46,10 @@ pub struct SaveStats {
     pub devices: u64,
 }
 
-/// The section id of the RAM section; devices follow from 1.
-const RAM_SECTION_ID: u32 = 0;
+/// The section id of the RAM section; devices follow from 2. Not 0: QEMU
+/// resolves a PART/END by the first handler whose remembered load id
+/// matches, and every handler a stream did not name remembers 0.
+const RAM_SECTION_ID: u32 = 1;
 
 /// Writes the state of `set` to `sink` as one savevm stream (layout in the
 /// [module](super) docs). The machine should be paused: pages are read
@@ -95,7 +97,7 @@ pub fn save<W: Write>(set: &SaveSet, sink: W, opts: &SaveOptions) -> crate::Resu
     let mut devices = Vec::with_capacity(bodies.len());
     for (n, (dev, version, body, entry)) in bodies.into_iter().enumerate() {
         // Section ids are u32 on the wire; more than 2^32 devices cannot exist.
-        let section_id = u32::try_from(n + 1).unwrap_or(u32::MAX);
+        let section_id = u32::try_from(n + 2).unwrap_or(u32::MAX);
         SectionHeader::full(section_id, dev.idstr.clone(), dev.instance_id, version).write(&mut w)?;
         w.put_bytes(&body)?;
         if opts.footers {

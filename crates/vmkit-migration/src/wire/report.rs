@@ -3,7 +3,9 @@
 //! Unlike [`analyze`](super::analyze()), which only counts, the report lists
 //! every record with its offset, the RAM blocks seen, and the fields of each
 //! device (FULL) section decoded generically from the VMDESCRIPTION trailer
-//! ([`decode_with_vmdesc`]). A damaged stream is not an `Err`: the report
+//! ([`decode_with_vmdesc`]), or — for a section the trailer does not
+//! describe (no trailer: a cut file, `suppress-vmdesc`) — by a known
+//! VMState ([`known_vmstate`](crate::savevm::known_vmstate)). A damaged stream is not an `Err`: the report
 //! keeps the records parsed before the damage and says what broke, where,
 //! and in which section.
 //!
@@ -14,7 +16,7 @@
 //!  "ram": {"blocks": [{"idstr", "used_length", "zero_pages", "normal_pages"}]},
 //!  "devices": [{"offset", "section_id", "idstr", "instance_id", "version_id", "fields"}],
 //!  "length": N,
-//!  "error": null | {"offset", "message", "section"}}
+//!  "error": null | {"offset", "message", "section", "field"}}
 //! ```
 
 use std::cell::RefCell;
@@ -32,7 +34,8 @@ use super::skip::VmDescBodySkipper;
 use super::stream::{ParserOptions, Record, SectionBodyHandler, StreamParser};
 use super::vmdesc::{VmDescription, read_vmdesc_from_end};
 use super::{StreamReader, WireError};
-use crate::vmstate::{DecodeLimits, VmReader, decode_with_vmdesc};
+use crate::savevm::{decode_section_body, known_vmstate};
+use crate::vmstate::{DecodeLimits, VmReader, VmStruct, decode_with_vmdesc};
 
 /// Largest device body whose fields are decoded (larger ones are skipped,
 /// their `"fields"` left `null`).
@@ -146,6 +149,9 @@ pub struct ReportError {
     pub message: String,
     /// The idstr of the section being parsed, if any.
     pub section: Option<String>,
+    /// The field path within the section (`section/field[i]/...`), when a
+    /// device body did not decode.
+    pub field: Option<String>,
 }
 
 /// What [`analyze_report`] found.
@@ -221,6 +227,18 @@ impl ReportHandler {
         offset: u64,
         r: &mut StreamReader<Tee<R>>,
     ) -> crate::Result<()> {
+        let described = self
+            .vmdesc
+            .as_ref()
+            .is_some_and(|d| d.device(&header.idstr, header.instance_id).is_some());
+        if !described && header.kind == SectionKind::Full {
+            if let Some(vmsd) = known_vmstate(&header.idstr) {
+                let mut state = VmStruct::new();
+                decode_section_body(&vmsd, header, r, &mut state, &self.limits)?;
+                self.decoded = Some(state.to_json());
+                return Ok(());
+            }
+        }
         let (Some(vmdesc), Some(skipper)) = (&self.vmdesc, &mut self.skipper) else {
             return Err(WireError::BadBody {
                 offset,
@@ -333,6 +351,7 @@ pub fn analyze_report_with_ram<F: Read + Seek>(
             offset: 0,
             message: WireError::Io { offset: 0, source }.to_string(),
             section: None,
+            field: None,
         });
         return report;
     }
@@ -363,6 +382,10 @@ pub fn analyze_report_with_ram<F: Read + Seek>(
                     offset,
                     message: e.to_string(),
                     section: error_section(&e).or_else(|| handler.current.clone()),
+                    field: match &e {
+                        crate::Error::VmState(v) => v.path().map(str::to_owned),
+                        _ => None,
+                    },
                 });
                 break;
             }
@@ -416,6 +439,7 @@ pub fn analyze_report_with_ram<F: Read + Seek>(
                     offset,
                     message: format!("unexpected byte {byte:#04x} after the end of the stream at offset {offset}"),
                     section: None,
+                    field: None,
                 });
             }
         }
