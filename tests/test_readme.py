@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_python_examples_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) >= 2, "README lost its Python examples"
+    assert len(blocks) >= 3, "README lost its Python examples"
     # A fresh interpreter each: the examples create /machine and register types.
     outs = [
         subprocess.run(
@@ -22,6 +22,7 @@ def test_readme_python_examples_run() -> None:
     ]
     assert "realized at /machine/peripheral/uart0" in outs[0]
     assert "pages dirty" in outs[1] and "Root memory region: system" in outs[1]
+    assert "[('readme-timer', 1)]" in outs[2]
 
 
 def test_readme_names_the_two_commands() -> None:
