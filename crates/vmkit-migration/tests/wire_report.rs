@@ -192,7 +192,7 @@ fn json_layout() {
     let s = sample();
     let v: Value = ok(serde_json::from_str(&report(&s.bytes).to_json()));
     let keys: Vec<_> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-    assert_eq!(keys, ["devices", "error", "length", "ram", "records"]);
+    assert_eq!(keys, ["records", "ram", "devices", "length", "error"]);
     assert_eq!(v["error"], Value::Null);
     assert_eq!(v["length"], json!(s.bytes.len()));
     let rec = &v["records"][4];
@@ -221,7 +221,7 @@ fn json_layout() {
     let v: Value = ok(serde_json::from_str(&report(cut).to_json()));
     assert_eq!(
         v["error"],
-        json!({"offset": s.part_body + 20, "message": v["error"]["message"], "section": "ram"})
+        json!({"offset": s.part_body + 20, "message": v["error"]["message"], "section": "ram", "field": null})
     );
 }
 
