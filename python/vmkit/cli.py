@@ -204,6 +204,16 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vmkit.run import QMPAddressError, run_machine
+
+    try:
+        return run_machine(args)
+    except QMPAddressError as e:
+        print(f"vmkit: {e}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -256,6 +266,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream", help="the stream file to read")
     _add_machine_options(p)
     p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser(
+        "run",
+        help="run a machine in the foreground with a QMP monitor (like qemu-system-x86_64)",
+        description="Run one machine until QMP 'quit', SIGTERM or SIGINT. Prints"
+        " 'QMP: unix:PATH' (or tcp:HOST:PORT) on stdout once the monitor listens.",
+    )
+    p.add_argument("-S", action="store_true", help="start paused (prelaunch) until 'cont'")
+    p.add_argument(
+        "--qmp",
+        metavar="unix:PATH|tcp:HOST:PORT",
+        help="QMP monitor address (default: a 0600 socket in the per-user runtime directory)",
+    )
+    p.add_argument(
+        "--qmp-allow-remote", action="store_true", help="allow a non-loopback TCP address"
+    )
+    p.add_argument("-m", "--memory", default="128M", help="RAM size (default 128M)")
+    p.add_argument("--backend", choices=["ram", "memfd", "file"], default="ram")
+    p.add_argument("--mem-path", help="backing file of the file backend")
+    p.add_argument("--machine-type", default=DEFAULT_MACHINE_TYPE)
+    p.add_argument("--name", help="the machine name (query-name)")
+    p.add_argument(
+        "-device",
+        "--device",
+        action="append",
+        default=[],
+        type=parse_device_option,
+        metavar="TYPE[,id=ID][,PROP=VALUE...]",
+        help="add a device (repeatable)",
+    )
+    p.add_argument(
+        "-object",
+        "--object",
+        action="append",
+        default=[],
+        type=parse_device_option,
+        metavar="TYPE,id=ID[,PROP=VALUE...]",
+        help="add a user-creatable object (repeatable)",
+    )
+    p.add_argument(
+        "--workload-rate", default="32M", help="bytes/s the workload writes while running (0: none)"
+    )
+    p.add_argument(
+        "--workload-pattern",
+        default="uniform",
+        choices=["sequential", "uniform", "hot-set", "zipf"],
+    )
+    p.add_argument("--workload-threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 

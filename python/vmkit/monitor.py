@@ -1,0 +1,430 @@
+"""The machine's QMP commands: what ``vmkit run`` serves on its monitor.
+
+:class:`MachineMonitor` registers QEMU's commands for one
+:class:`~vmkit.machine.Machine` into a :class:`~vmkit.qmp.CommandRegistry`
+and turns the machine's run-state changes into QMP events (``STOP``,
+``RESUME``, ``RESET``, ``SHUTDOWN``, ``DEVICE_DELETED``). Answers and
+errors follow QEMU's shapes, classes and messages; where vmkit differs
+on purpose the command's docstring says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeAlias
+
+from vmkit import __version__, errors, memory, qom
+from vmkit.machine import Machine, MachineStateError
+from vmkit.qmp import (
+    CommandContext,
+    CommandRegistry,
+    DeviceNotFound,
+    Enum,
+    GenericError,
+    JSONValue,
+    QMPServer,
+    QMPVersion,
+)
+
+__all__ = ["QEMU_VERSION", "MachineMonitor", "monitor_version"]
+
+log = logging.getLogger(__name__)
+
+#: The QEMU version whose QMP behaviour vmkit follows (greeting, query-version).
+QEMU_VERSION = (9, 2, 0)
+
+_RUN_STATE_LEAVING_RUNNING = ("paused", "finish-migrate", "shutdown", "inmigrate")
+
+EmitFn: TypeAlias = "Callable[[str, JSONValue | None], None]"
+
+
+def monitor_version() -> QMPVersion:
+    """The version vmkit announces: QEMU's numbers, vmkit's package string."""
+    major, minor, micro = QEMU_VERSION
+    return QMPVersion(major, minor, micro, f"vmkit-{__version__}")
+
+
+def _prop_value(value: object) -> JSONValue:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def _property_info(p: qom.PropertyInfo) -> dict[str, JSONValue]:
+    info: dict[str, JSONValue] = {"name": p.name, "type": p.type}
+    if p.description is not None:
+        info["description"] = p.description
+    if p.default_value is not None:
+        info["default-value"] = _prop_value(p.default_value)
+    return info
+
+
+def _resolve(path: str) -> qom.Object:
+    """QEMU's ``object_resolve_path`` errors: DeviceNotFound / ambiguous."""
+    try:
+        return qom.resolve(path)
+    except errors.PathError as e:
+        if "ambiguous" in str(e):
+            raise GenericError(f"Path '{path}' is ambiguous") from None
+        raise DeviceNotFound(f"Device '{path}' not found") from None
+
+
+class MachineMonitor:
+    """QEMU's QMP commands over ``machine``.
+
+    ``emit(name, data)`` sends an event (normally ``QMPServer.emit``); the
+    monitor calls it for run-state changes, resets, shutdown and device
+    removal. ``on_quit`` runs after ``quit`` has been answered.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        *,
+        name: str | None = None,
+        emit: EmitFn | None = None,
+        on_quit: Callable[[], object] | None = None,
+    ) -> None:
+        self.machine = machine
+        self.name = name
+        self._emit: EmitFn = emit or (lambda _n, _d: None)
+        self._on_quit = on_quit
+        self._dirty_lock = threading.Lock()
+        self._dirty: dict[str, JSONValue] = {
+            "status": "unstarted",
+            "start-time": 0,
+            "calc-time": 0,
+            "calc-time-unit": "second",
+            "sample-pages": 512,
+            "mode": "page-sampling",
+        }
+        machine.add_state_listener(self._on_state_change)
+
+    # ----- events --------------------------------------------------------
+
+    def attach(self, server: QMPServer) -> None:
+        """Sends this monitor's events through ``server``."""
+        self._emit = server.emit
+
+    def emit(self, event: str, data: JSONValue | None = None) -> None:
+        """Sends ``event`` to every negotiated client."""
+        self._emit(event, data)
+
+    def _on_state_change(self, old: str, new: str) -> None:
+        if new == "running":
+            self.emit("RESUME")
+        elif old == "running" and new in _RUN_STATE_LEAVING_RUNNING:
+            self.emit("STOP")
+
+    def shutdown(self, reason: str) -> None:
+        """Shuts the machine down and emits ``SHUTDOWN`` (``host-signal``,
+        ``host-qmp-quit``, ...)."""
+        if self.machine.status != "shutdown":
+            self.machine.shutdown()
+        self.emit("SHUTDOWN", {"guest": False, "reason": reason})
+
+    # ----- registration --------------------------------------------------
+
+    def register(self, registry: CommandRegistry) -> CommandRegistry:
+        """Adds the machine commands to ``registry``; returns it."""
+        r = registry.register
+        r("query-version", self._query_version)
+        r("query-status", self._query_status)
+        r("query-name", self._query_name)
+        r("stop", self._stop)
+        r("cont", self._cont)
+        r("system_reset", self._system_reset)
+        r("quit", self._quit)
+        r("qom-list", self._qom_list, {"path": "str"})
+        r("qom-get", self._qom_get, {"path": "str", "property": "str"})
+        r("qom-set", self._qom_set, {"path": "str", "property": "str", "value": "any"})
+        r("qom-list-types", self._qom_list_types, {"*implements": "str", "*abstract": "bool"})
+        r("qom-list-properties", self._qom_list_properties, {"typename": "str"})
+        r("device-list-properties", self._device_list_properties, {"typename": "str"})
+        r("device_add", self._device_add, {"driver": "str", "*id": "str", "*bus": "str"})
+        r("device_del", self._device_del, {"id": "str"})
+        r("object-add", self._object_add, {"qom-type": "str", "id": "str"})
+        r("object-del", self._object_del, {"id": "str"})
+        r(
+            "calc-dirty-rate",
+            self._calc_dirty_rate,
+            {
+                "calc-time": "int",
+                "*calc-time-unit": Enum("TimeUnit", ["second", "millisecond"]),
+                "*sample-pages": "int",
+                "*mode": Enum(
+                    "DirtyRateMeasureMode", ["page-sampling", "dirty-ring", "dirty-bitmap"]
+                ),
+            },
+        )
+        r(
+            "query-dirty-rate",
+            self._query_dirty_rate,
+            {"*calc-time-unit": Enum("TimeUnit", ["second", "millisecond"])},
+        )
+        r(
+            "human-monitor-command",
+            self._human_monitor_command,
+            {"command-line": "str", "*cpu-index": "int"},
+        )
+        return registry
+
+    # ----- commands ------------------------------------------------------
+
+    def _query_version(self, ctx: CommandContext) -> JSONValue:
+        v = monitor_version()
+        return {
+            "qemu": {"major": v.major, "minor": v.minor, "micro": v.micro},
+            "package": v.package,
+        }
+
+    def _query_status(self, ctx: CommandContext) -> JSONValue:
+        return {"status": self.machine.status, "running": self.machine.running}
+
+    def _query_name(self, ctx: CommandContext) -> JSONValue:
+        return {} if self.name is None else {"name": self.name}
+
+    def _stop(self, ctx: CommandContext) -> JSONValue:
+        self.machine.stop()
+        return None
+
+    def _cont(self, ctx: CommandContext) -> JSONValue:
+        status = self.machine.status
+        if status == "inmigrate":
+            raise GenericError("Guest is waiting for an incoming migration")
+        try:
+            self.machine.cont()
+        except MachineStateError as e:
+            raise GenericError(str(e)) from None
+        return None
+
+    def _system_reset(self, ctx: CommandContext) -> JSONValue:
+        self.emit("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+        return None
+
+    def _quit(self, ctx: CommandContext) -> JSONValue:
+        self.shutdown("host-qmp-quit")
+        ctx.request_shutdown()
+        if self._on_quit is not None:
+            self._on_quit()
+        return None
+
+    def _qom_list(self, ctx: CommandContext) -> JSONValue:
+        obj = _resolve(str(ctx.arguments["path"]))
+        return [{"name": p.name, "type": p.type} for p in obj.properties()]
+
+    def _qom_get(self, ctx: CommandContext) -> JSONValue:
+        obj = _resolve(str(ctx.arguments["path"]))
+        prop = str(ctx.arguments["property"])
+        try:
+            return _prop_value(obj.get(prop))
+        except errors.PropertyNotFoundError:
+            raise GenericError(f"Property '{obj.type_name}.{prop}' not found") from None
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+
+    def _qom_set(self, ctx: CommandContext) -> JSONValue:
+        obj = _resolve(str(ctx.arguments["path"]))
+        prop = str(ctx.arguments["property"])
+        value = ctx.arguments["value"]
+        if not (value is None or isinstance(value, bool | int | str)):
+            raise GenericError(f"Invalid parameter type for '{prop}', expected: a scalar value")
+        try:
+            obj.set(prop, value)
+        except errors.PropertyNotFoundError:
+            raise GenericError(f"Property '{obj.type_name}.{prop}' not found") from None
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+        return None
+
+    def _qom_list_types(self, ctx: CommandContext) -> JSONValue:
+        implements = ctx.arguments.get("implements")
+        abstract = bool(ctx.arguments.get("abstract", False))
+        if implements is not None and not any(
+            t.name == implements for t in qom.list_types(include_abstract=True)
+        ):
+            return []
+        out: list[JSONValue] = []
+        for t in qom.list_types(str(implements) if implements else None, include_abstract=abstract):
+            info: dict[str, JSONValue] = {"name": t.name}
+            if t.abstract:
+                info["abstract"] = True
+            if t.parent is not None:
+                info["parent"] = t.parent
+            out.append(info)
+        return out
+
+    def _qom_list_properties(self, ctx: CommandContext) -> JSONValue:
+        name = str(ctx.arguments["typename"])
+        try:
+            return [_property_info(p) for p in qom.list_properties(name)]
+        except errors.TypeNotFoundError:
+            raise GenericError(f"Class '{name}' not found") from None
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+
+    def _device_list_properties(self, ctx: CommandContext) -> JSONValue:
+        name = str(ctx.arguments["typename"])
+        summaries = {t.name: t for t in qom.list_types(include_abstract=True)}
+        if name not in summaries:
+            raise DeviceNotFound(f"Device '{name}' not found")
+        if not qom.type_is_a(name, "device"):
+            raise GenericError("Parameter 'typename' expects device")
+        if summaries[name].abstract:
+            raise GenericError("Parameter 'typename' expects non-abstract device")
+        return [_property_info(p) for p in qom.device_list_properties(name)]
+
+    def _device_add(self, ctx: CommandContext) -> JSONValue:
+        args = dict(ctx.arguments)
+        driver = str(args.pop("driver"))
+        dev_id = args.pop("id", None)
+        if "bus" in args:
+            raise GenericError(f"Bus '{args['bus']}' not found")
+        known = {t.name: t for t in qom.list_types(include_abstract=True)}
+        if driver not in known or not qom.type_is_a(driver, "device") or known[driver].abstract:
+            raise GenericError(f"'{driver}' is not a valid device model name")
+        if dev_id is not None and qom.machine() is not None:
+            taken = [c for c, _ in qom.resolve("/machine/peripheral").children()]
+            if dev_id in taken:
+                raise GenericError(f"Duplicate device ID '{dev_id}'")
+        props = self._scalar_props(args)
+        try:
+            self.machine.device_add(driver, id=None if dev_id is None else str(dev_id), **props)
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+        return None
+
+    @staticmethod
+    def _scalar_props(args: dict[str, JSONValue]) -> dict[str, qom.PropertyValue]:
+        props: dict[str, qom.PropertyValue] = {}
+        for key, value in args.items():
+            if not (value is None or isinstance(value, bool | int | str)):
+                raise GenericError(f"Invalid parameter type for '{key}', expected: a scalar value")
+            props[key.replace("-", "_")] = value
+        return props
+
+    def _device_del(self, ctx: CommandContext) -> JSONValue:
+        ident = str(ctx.arguments["id"])
+        try:
+            dev = qom.resolve(ident if ident.startswith("/") else f"/machine/peripheral/{ident}")
+        except errors.PathError:
+            raise DeviceNotFound(f"Device '{ident}' not found") from None
+        if not dev.is_a("device"):
+            raise GenericError(f"{ident} is not a hotpluggable device")
+        path = dev.path
+        parent = dev.parent
+        dev_id = dev.name if parent is not None and parent.path == "/machine/peripheral" else None
+        try:
+            self.machine.device_del(path or ident)
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+        data: dict[str, JSONValue] = {"path": path}
+        if dev_id is not None:
+            data = {"device": dev_id, "path": path}
+        self.emit("DEVICE_DELETED", data)
+        return None
+
+    def _object_add(self, ctx: CommandContext) -> JSONValue:
+        args = dict(ctx.arguments)
+        qom_type = str(args.pop("qom-type"))
+        obj_id = str(args.pop("id"))
+        known = {t.name: t for t in qom.list_types(include_abstract=True)}
+        if qom_type not in known:
+            raise GenericError(f"Invalid parameter 'qom-type' value '{qom_type}'")
+        if not qom.type_is_a(qom_type, "user-creatable") or known[qom_type].abstract:
+            raise GenericError(f"Invalid object type '{qom_type}'")
+        props = self._scalar_props(args)
+        try:
+            qom.object_add(qom_type, id=obj_id, **props)
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+        return None
+
+    def _object_del(self, ctx: CommandContext) -> JSONValue:
+        obj_id = str(ctx.arguments["id"])
+        try:
+            qom.resolve(f"/objects/{obj_id}")
+        except errors.PathError:
+            raise GenericError(f"object '{obj_id}' not found") from None
+        try:
+            qom.object_del(obj_id)
+        except errors.VmkitError as e:
+            raise GenericError(str(e)) from None
+        return None
+
+    # ----- dirty rate ----------------------------------------------------
+
+    def _calc_dirty_rate(self, ctx: CommandContext) -> JSONValue:
+        args = ctx.arguments
+        unit = str(args.get("calc-time-unit", "second"))
+        calc_time = int(args["calc-time"])  # type: ignore[arg-type]
+        seconds = calc_time / 1000 if unit == "millisecond" else float(calc_time)
+        if calc_time <= 0 or seconds > 60:
+            raise GenericError(
+                f"Calculation time is out of range [{'1, 60' if unit == 'second' else '50, 60000'}]"
+            )
+        sample_pages = int(args.get("sample-pages", 512))  # type: ignore[arg-type]
+        mode = str(args.get("mode", "page-sampling"))
+        with self._dirty_lock:
+            if self._dirty["status"] == "measuring":
+                raise GenericError("Dirty rate measurement is already in progress")
+            self._dirty = {
+                "status": "measuring",
+                "start-time": int(time.monotonic()),
+                "calc-time": calc_time,
+                "calc-time-unit": unit,
+                "sample-pages": sample_pages,
+                "mode": mode,
+            }
+        threading.Thread(
+            target=self._measure, args=(seconds,), name="vmkit-dirty-rate", daemon=True
+        ).start()
+        return None
+
+    def _measure(self, seconds: float) -> None:
+        try:
+            result = memory.measure_dirty_rate([self.machine.ram], seconds)
+            rate: JSONValue = int(result["dirty_rate"])  # type: ignore[call-overload]
+        except Exception:
+            log.exception("dirty rate measurement failed")
+            rate = 0
+        with self._dirty_lock:
+            self._dirty = {**self._dirty, "status": "measured", "dirty-rate": rate}
+
+    def _query_dirty_rate(self, ctx: CommandContext) -> JSONValue:
+        with self._dirty_lock:
+            return dict(self._dirty)
+
+    # ----- HMP -----------------------------------------------------------
+
+    def _human_monitor_command(self, ctx: CommandContext) -> JSONValue:
+        line = str(ctx.arguments["command-line"]).strip()
+        words = line.split()
+        if words[:2] == ["info", "qom-tree"]:
+            return qom.tree(words[2] if len(words) > 2 else "/machine")
+        if words == ["info", "mtree"]:
+            return memory.mtree()
+        if words in (["info", "mtree", "-f"], ["info", "mtree", "-f", "-d"]):
+            return memory.mtree_flat()
+        if words == ["info", "ramblock"]:
+            return self._info_ramblock()
+        if words == ["info", "status"]:
+            state = self.machine.status
+            return f"VM status: {state}\r\n"
+        if not words:
+            return ""
+        # HMP reports its errors as output, and the QMP command succeeds.
+        name = words[0] if words[0] != "info" or len(words) < 2 else f"info {words[1]}"
+        return f"unknown command: '{name}'\r\n"
+
+    def _info_ramblock(self) -> str:
+        ram = self.machine.ram
+        lines = [
+            f"{'Block Name':>24} {'PSize':>8} {'Offset':>18} {'Used':>18} {'Total':>18}",
+            f"{ram.name:>24} {ram.page_size // 1024:>4} KiB 0x{0:016x}"
+            f" 0x{ram.size:016x} 0x{ram.size:016x}",
+        ]
+        return "\r\n".join(lines) + "\r\n"

@@ -1,0 +1,163 @@
+"""``vmkit run``: one machine in the foreground, driven over QMP.
+
+The process builds a :class:`~vmkit.machine.Machine`, serves QEMU's QMP on
+a UNIX socket (mode 0600; by default ``vmkit-<pid>.qmp`` in a per-user
+runtime directory, printed on stdout as ``QMP: unix:PATH``) or on a TCP
+port (loopback only unless ``--qmp-allow-remote``), and runs until
+``quit``, SIGTERM or SIGINT, removing its socket. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from vmkit import qom
+from vmkit.machine import Machine
+from vmkit.monitor import MachineMonitor, monitor_version
+from vmkit.qmp import CommandRegistry, QMPServer
+
+__all__ = ["QMPAddressError", "default_qmp_path", "parse_qmp_address", "run_machine"]
+
+log = logging.getLogger("vmkit.run")
+
+
+class QMPAddressError(ValueError):
+    """A ``--qmp`` value that cannot be used."""
+
+
+def runtime_dir() -> Path:
+    """The per-user directory for sockets: ``$XDG_RUNTIME_DIR/vmkit``, else
+    ``<tmp>/vmkit-<uid>``; created with mode 0700, and refused if another
+    user owns it or others can write to it."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base) / "vmkit" if base else Path(tempfile.gettempdir()) / f"vmkit-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise QMPAddressError(f"{path} is not a private directory of this user")
+    return path
+
+
+def default_qmp_path() -> str:
+    """Where ``vmkit run`` puts its QMP socket when ``--qmp`` is not given."""
+    return str(runtime_dir() / f"vmkit-{os.getpid()}.qmp")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def parse_qmp_address(text: str, *, allow_remote: bool = False) -> str | tuple[str, int]:
+    """``unix:PATH`` → the path; ``tcp:HOST:PORT`` → ``(host, port)``.
+
+    A TCP host must resolve to loopback addresses only, unless
+    ``allow_remote``: QMP has no authentication.
+    """
+    kind, sep, rest = text.partition(":")
+    if not sep or not rest:
+        raise QMPAddressError(f"'{text}': expected unix:PATH or tcp:HOST:PORT")
+    if kind == "unix":
+        return rest
+    if kind == "tcp":
+        host, sep, port_text = rest.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+            raise QMPAddressError(f"'{text}': expected tcp:HOST:PORT")
+        if not allow_remote and not _is_loopback(host):
+            raise QMPAddressError(
+                f"'{host}' is not a loopback address; QMP has no authentication"
+                " (use --qmp-allow-remote to listen there anyway)"
+            )
+        return (host, int(port_text))
+    raise QMPAddressError(f"'{text}': unknown QMP transport '{kind}' (unix or tcp)")
+
+
+def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Runs the machine described by the ``vmkit run`` arguments until it is
+    told to quit; returns the exit status."""
+    stream = out if out is not None else sys.stdout
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="vmkit[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    address = (
+        parse_qmp_address(args.qmp, allow_remote=args.qmp_allow_remote)
+        if args.qmp
+        else (default_qmp_path())
+    )
+    rate = qom.parse_size(args.workload_rate)
+    vm = Machine(
+        memory=args.memory,
+        backend=args.backend,
+        mem_path=args.mem_path,
+        machine_type=args.machine_type,
+        workload_rate=rate,
+        workload_pattern=args.workload_pattern,
+        workload_threads=args.workload_threads,
+        seed=args.seed,
+    )
+    done = threading.Event()
+    reason: list[str] = []
+
+    def finish(why: str) -> None:
+        reason.append(why)
+        done.set()
+
+    server: QMPServer | None = None
+    try:
+        for type_name, obj_id, props in args.object:
+            if obj_id is None:
+                raise QMPAddressError(f"-object {type_name}: an id is required")
+            qom.object_add(type_name, id=obj_id, **props)
+        for type_name, dev_id, props in args.device:
+            vm.device_add(type_name, id=dev_id, **props)
+        monitor = MachineMonitor(vm, name=args.name, on_quit=lambda: finish("quit"))
+        server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
+        monitor.attach(server)
+        server.start_in_thread(address)
+        shown = (
+            f"unix:{server.address}"
+            if isinstance(server.address, str)
+            else (f"tcp:{server.address[0]}:{server.address[1]}")
+        )
+        print(f"QMP: {shown}", file=stream, flush=True)
+        log.info("machine %s, %s RAM, QMP on %s", vm.machine_type, args.memory, shown)
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            finish(signal.Signals(signum).name)
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if not args.S:
+                vm.cont()
+            while not done.wait(0.5):
+                if not server.is_serving:
+                    finish("server closed")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        why = reason[0] if reason else "?"
+        if why != "quit":
+            monitor.shutdown("host-signal")
+        log.info("shutting down (%s)", why)
+        return 0
+    finally:
+        if server is not None:
+            server.close()
+        vm.close()
