@@ -16,11 +16,16 @@ use super::format::{
 };
 use super::section::{SectionHeader, write_footer};
 use super::stream::SectionBodyHandler;
+use super::writer::WRITE_BUFFER;
 use super::{StreamReader, StreamWriter, WireError, WireResult};
 
 const PAGE: usize = TARGET_PAGE_SIZE as usize;
-/// Size of the encoder's staging buffer.
-const STAGE: usize = 1 << 20;
+/// Size of the encoder's staging buffer: [`WRITE_BUFFER`] plus the largest
+/// page record (a header with a 255-byte name, and the page). The stage is
+/// sent when the next record does not fit, so each such write is larger
+/// than the buffer of [`StreamWriter::buffered`] and goes straight to the
+/// sink instead of being copied into that buffer first.
+const STAGE: usize = WRITE_BUFFER + 9 + 255 + PAGE;
 
 /// Cap on the number of blocks a MEM_SIZE list may announce (summary mode).
 pub const MAX_RAM_BLOCKS: usize = 4096;
