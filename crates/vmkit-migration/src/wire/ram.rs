@@ -184,8 +184,9 @@ impl RamSectionWriter {
     /// from guest memory straight into its place after the record header,
     /// tested for zero there, and the header written in front of it (a
     /// zero page then shrinks to its header and a `0` byte). The staging
-    /// buffer goes to the sink in 1 MiB writes, which bypass a `BufWriter`
-    /// of the same size: one copy from guest memory, one to the sink.
+    /// buffer goes to the sink in writes larger than the 1 MiB `BufWriter`
+    /// of [`StreamWriter::buffered`], which bypass it: one copy from guest
+    /// memory, one to the sink.
     fn stage_page<W: Write>(&mut self, w: &mut StreamWriter<W>, index: usize, addr: u64) -> WireResult<()> {
         let Some(block) = self.blocks.get(index) else {
             return Err(WireError::Unsupported {
