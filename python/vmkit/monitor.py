@@ -19,6 +19,7 @@ from typing import TypeAlias
 from vmkit import __version__, errors, memory, qom
 from vmkit.machine import Machine, MachineStateError
 from vmkit.qmp import (
+    EXTRA_MEMBERS,
     CommandContext,
     CommandRegistry,
     DeviceNotFound,
@@ -144,9 +145,13 @@ class MachineMonitor:
         r("qom-list-types", self._qom_list_types, {"*implements": "str", "*abstract": "bool"})
         r("qom-list-properties", self._qom_list_properties, {"typename": "str"})
         r("device-list-properties", self._device_list_properties, {"typename": "str"})
-        r("device_add", self._device_add, {"driver": "str", "*id": "str", "*bus": "str"})
+        r(
+            "device_add",
+            self._device_add,
+            {"driver": "str", "*id": "str", "*bus": "str", EXTRA_MEMBERS: "any"},
+        )
         r("device_del", self._device_del, {"id": "str"})
-        r("object-add", self._object_add, {"qom-type": "str", "id": "str"})
+        r("object-add", self._object_add, {"qom-type": "str", "id": "str", EXTRA_MEMBERS: "any"})
         r("object-del", self._object_del, {"id": "str"})
         r(
             "calc-dirty-rate",

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from vmkit import qom
 from vmkit.machine import Machine
@@ -96,11 +96,10 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="vmkit[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
-    address = (
-        parse_qmp_address(args.qmp, allow_remote=args.qmp_allow_remote)
-        if args.qmp
-        else (default_qmp_path())
-    )
+    if args.qmp:
+        address = parse_qmp_address(args.qmp, allow_remote=args.qmp_allow_remote)
+    else:
+        address = default_qmp_path()
     rate = qom.parse_size(args.workload_rate)
     vm = Machine(
         memory=args.memory,
@@ -120,6 +119,7 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         done.set()
 
     server: QMPServer | None = None
+    previous: dict[signal.Signals, Any] = {}
     try:
         for type_name, obj_id, props in args.object:
             if obj_id is None:
@@ -127,31 +127,26 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
             qom.object_add(type_name, id=obj_id, **props)
         for type_name, dev_id, props in args.device:
             vm.device_add(type_name, id=dev_id, **props)
-        monitor = MachineMonitor(vm, name=args.name, on_quit=lambda: finish("quit"))
-        server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
-        monitor.attach(server)
-        server.start_in_thread(address)
-        shown = (
-            f"unix:{server.address}"
-            if isinstance(server.address, str)
-            else (f"tcp:{server.address[0]}:{server.address[1]}")
-        )
-        print(f"QMP: {shown}", file=stream, flush=True)
-        log.info("machine %s, %s RAM, QMP on %s", vm.machine_type, args.memory, shown)
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             finish(signal.Signals(signum).name)
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            if not args.S:
-                vm.cont()
-            while not done.wait(0.5):
-                if not server.is_serving:
-                    finish("server closed")
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        # Installed before the address is printed, and kept until the end:
+        # a signal during start-up or cleanup must not kill the process.
+        previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)})
+        monitor = MachineMonitor(vm, name=args.name, on_quit=lambda: finish("quit"))
+        server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
+        monitor.attach(server)
+        server.start_in_thread(address)
+        bound = server.address
+        shown = f"unix:{bound}" if isinstance(bound, str) else f"tcp:{bound[0]}:{bound[1]}"
+        print(f"QMP: {shown}", file=stream, flush=True)
+        log.info("machine %s, %s RAM, QMP on %s", vm.machine_type, args.memory, shown)
+        if not args.S:
+            vm.cont()
+        while not done.wait(0.5):
+            if not server.is_serving:
+                finish("server closed")
         why = reason[0] if reason else "?"
         if why != "quit":
             monitor.shutdown("host-signal")
@@ -161,3 +156,5 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if server is not None:
             server.close()
         vm.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

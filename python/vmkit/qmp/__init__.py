@@ -40,6 +40,7 @@ Example::
 """
 
 from vmkit.qmp.commands import (
+    EXTRA_MEMBERS,
     ArgType,
     Command,
     CommandContext,
@@ -78,6 +79,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_NESTING",
     "DEFAULT_MAX_TOKEN_COUNT",
+    "EXTRA_MEMBERS",
     "MAX_PENDING_OUTPUT",
     "Address",
     "ArgType",

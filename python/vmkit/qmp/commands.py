@@ -61,6 +61,7 @@ from vmkit.qmp.errors import CommandNotFound, ErrorClass, GenericError, QMPError
 from vmkit.qmp.parser import JSONValue
 
 __all__ = [
+    "EXTRA_MEMBERS",
     "QMP_CAPABILITIES",
     "ArgType",
     "Command",
@@ -99,6 +100,11 @@ ArgType: TypeAlias = str | Enum | list["ArgType"] | dict[str, "ArgType"]
 Schema: TypeAlias = Mapping[str, ArgType]
 """Member name (``*`` prefix = optional) to member type."""
 
+EXTRA_MEMBERS = "**"
+"""Schema key whose type applies to members the schema does not name: for
+commands that take free-form properties next to fixed ones, as QEMU's
+``device_add`` and ``object-add`` (checked by the device or object later)."""
+
 _INT_RANGES = {
     "int8": (-(1 << 7), (1 << 7) - 1),
     "int16": (-(1 << 15), (1 << 15) - 1),
@@ -130,7 +136,7 @@ def _validate_type(spec: ArgType, where: str) -> None:
 
 def _validate_schema(schema: Schema, where: str) -> None:
     for key, spec in schema.items():
-        if not key.lstrip("*"):
+        if key != EXTRA_MEMBERS and not key.lstrip("*"):
             raise ValueError(f"{where}: empty member name")
         _validate_type(spec, f"{where}.{key.lstrip('*')}")
 
@@ -221,7 +227,10 @@ def _check_struct(
 ) -> dict[str, JSONValue]:
     checked: dict[str, JSONValue] = {}
     known: set[str] = set()
+    extra = schema.get(EXTRA_MEMBERS)
     for key, spec in schema.items():
+        if key == EXTRA_MEMBERS:
+            continue
         name = key.lstrip("*")
         known.add(name)
         if name not in members:
@@ -230,8 +239,11 @@ def _check_struct(
             raise GenericError(f"Parameter '{prefix}{name}' is missing")
         checked[name] = _check_value(spec, members[name], prefix + name, name)
     for name in members:
-        if name not in known:
+        if name in known:
+            continue
+        if extra is None:
             raise GenericError(f"Parameter '{prefix}{name}' is unexpected")
+        checked[name] = _check_value(extra, members[name], prefix + name, name)
     return checked
 
 

@@ -1,0 +1,420 @@
+"""``vmkit run`` driven over QMP with the real ``qemu.qmp`` client: every
+machine command, its events, and how the process starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qemu.qmp import ExecuteError, QMPClient
+
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class VmkitProcess:
+    proc: subprocess.Popen[str]
+    socket: str
+    stderr: str = ""
+
+    def stop(self) -> int:
+        """Sends SIGTERM unless it has exited; returns the exit status and
+        keeps stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+        self.stderr += err
+        return self.proc.returncode
+
+
+def start_vmkit(*args: str, env: dict[str, str] | None = None) -> VmkitProcess:
+    """Starts ``vmkit run ARGS`` and waits for its ``QMP: unix:PATH`` line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmkit.cli", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    line = proc.stdout.readline()
+    if not line.startswith("QMP: "):
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        proc.stdout.close()
+        pytest.fail(f"vmkit run did not start: {line!r} {err}")
+    assert time.monotonic() < deadline
+    address = line.split(" ", 1)[1].strip()
+    return VmkitProcess(proc, address.removeprefix("unix:"))
+
+
+@pytest.fixture
+def vmkit(tmp_path: Path) -> Iterator[VmkitProcess]:
+    p = start_vmkit("-S", "--qmp", f"unix:{tmp_path / 'vm.qmp'}", "-m", "64M", "--name", "t1")
+    yield p
+    p.stop()
+
+
+def qmp_session(
+    sock: str, body: Callable[[QMPClient], Awaitable[None]], timeout: float = 30.0
+) -> None:
+    """Runs ``body`` with a connected, negotiated client."""
+
+    async def main() -> None:
+        client = QMPClient("test")
+        await client.connect(sock)
+        try:
+            await asyncio.wait_for(body(client), timeout)
+        finally:
+            try:
+                await client.disconnect()
+            except EOFError:  # after quit, as QEMU's own machine.py tolerates
+                pass
+
+    asyncio.run(main())
+
+
+async def error_of(
+    client: QMPClient, cmd: str, args: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The ``{"class", "desc"}`` of the error ``cmd`` must fail with."""
+    with pytest.raises(ExecuteError) as info:
+        await client.execute(cmd, args)
+    return {"class": info.value.error_class, "desc": str(info.value)}
+
+
+async def next_event(client: QMPClient, listener: Any, name: str) -> dict[str, Any]:
+    while True:
+        event = await asyncio.wait_for(listener.get(), 10)
+        if event["event"] == name:
+            assert set(event["timestamp"]) == {"seconds", "microseconds"}
+            return dict(event)
+
+
+def test_run_states_and_their_events(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        with c.listener() as events:
+            assert await c.execute("query-status") == {"status": "prelaunch", "running": False}
+            await c.execute("cont")
+            assert "data" not in await next_event(c, events, "RESUME")
+            assert await c.execute("query-status") == {"status": "running", "running": True}
+            await c.execute("stop")
+            await next_event(c, events, "STOP")
+            assert await c.execute("query-status") == {"status": "paused", "running": False}
+            await c.execute("stop")  # idempotent, as in QEMU
+            await c.execute("system_reset")
+            reset = await next_event(c, events, "RESET")
+            assert reset["data"] == {"guest": False, "reason": "host-qmp-system-reset"}
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        version = await c.execute("query-version")
+        assert set(version) == {"qemu", "package"}
+        assert set(version["qemu"]) == {"major", "minor", "micro"}
+        assert await c.execute("query-name") == {"name": "t1"}
+        names = {x["name"] for x in await c.execute("query-commands")}
+        expected = {
+            "qmp_capabilities", "query-commands", "query-version", "query-status",
+            "query-name", "stop", "cont", "system_reset", "quit", "qom-list", "qom-get",
+            "qom-set", "qom-list-types", "qom-list-properties", "device-list-properties",
+            "device_add", "device_del", "object-add", "object-del", "calc-dirty-rate",
+            "query-dirty-rate", "human-monitor-command",
+        }  # fmt: skip
+        assert names == expected
+        err = await error_of(c, "no-such-command")
+        assert err["class"] == "CommandNotFound"
+        assert err["desc"] == "The command no-such-command has not been found"
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_qom_commands(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        entries = await c.execute("qom-list", {"path": "/machine"})
+        assert {"name": "peripheral", "type": "child<container>"} in entries
+        assert await c.execute("qom-get", {"path": "/objects/pc.ram", "property": "size"}) == (
+            64 << 20
+        )
+        err = await error_of(c, "qom-get", {"path": "/nowhere", "property": "x"})
+        assert (err["class"], err["desc"]) == ("DeviceNotFound", "Device '/nowhere' not found")
+        err = await error_of(c, "qom-get", {"path": "/machine", "property": "nope"})
+        assert err["class"] == "GenericError" and "nope" in err["desc"]
+        err = await error_of(
+            c, "qom-set", {"path": "/objects/pc.ram", "property": "size", "value": 1}
+        )
+        assert err["class"] == "GenericError"
+        assert await c.execute("qom-get", {"path": "/objects/pc.ram", "property": "size"}) == (
+            64 << 20
+        ), "a refused qom-set changes nothing"
+
+        types = await c.execute("qom-list-types", {"implements": "memory-backend"})
+        assert {t["name"] for t in types} >= {"memory-backend-ram", "memory-backend-memfd"}
+        assert all(set(t) <= {"name", "parent", "abstract"} for t in types)
+        assert await c.execute("qom-list-types", {"implements": "no-such-type"}) == []
+        with_abstract = await c.execute("qom-list-types", {"abstract": True})
+        assert any(t.get("abstract") for t in with_abstract)
+
+        props = await c.execute("qom-list-properties", {"typename": "memory-backend-ram"})
+        size = next(p for p in props if p["name"] == "size")
+        assert size["type"] == "size"
+        err = await error_of(c, "qom-list-properties", {"typename": "nope"})
+        assert (err["class"], err["desc"]) == ("GenericError", "Class 'nope' not found")
+
+        err = await error_of(c, "device-list-properties", {"typename": "nope"})
+        assert err["class"] == "DeviceNotFound"
+        err = await error_of(c, "device-list-properties", {"typename": "memory-backend-ram"})
+        assert (err["class"], err["desc"]) == (
+            "GenericError",
+            "Parameter 'typename' expects device",
+        )
+
+        err = await error_of(c, "qom-get", {"path": "/machine"})
+        assert (err["class"], err["desc"]) == ("GenericError", "Parameter 'property' is missing")
+        err = await error_of(c, "qom-list", {"path": "/machine", "extra": 1})
+        assert err["class"] == "GenericError" and "extra" in err["desc"]
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_objects_and_devices(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        with c.listener() as events:
+            await c.execute(
+                "object-add", {"qom-type": "memory-backend-ram", "id": "mem1", "size": 1 << 20}
+            )
+            assert (
+                await c.execute("qom-get", {"path": "/objects/mem1", "property": "size"}) == 1 << 20
+            )
+            err = await error_of(
+                c, "object-add", {"qom-type": "memory-backend-ram", "id": "mem1", "size": 4096}
+            )
+            assert err["class"] == "GenericError"
+            err = await error_of(c, "object-add", {"qom-type": "no-such-type", "id": "x"})
+            assert err["class"] == "GenericError"
+            await c.execute("object-del", {"id": "mem1"})
+            err = await error_of(c, "object-del", {"id": "mem1"})
+            assert (err["class"], err["desc"]) == ("GenericError", "object 'mem1' not found")
+            err = await error_of(c, "object-del", {"id": "pc.ram"})
+            assert err["class"] == "GenericError" and "in use" in err["desc"]
+
+            err = await error_of(c, "device_add", {"driver": "no-such-device"})
+            assert (err["class"], err["desc"]) == (
+                "GenericError",
+                "'no-such-device' is not a valid device model name",
+            )
+            err = await error_of(c, "device_del", {"id": "nope"})
+            assert (err["class"], err["desc"]) == ("DeviceNotFound", "Device 'nope' not found")
+            assert "DEVICE_DELETED" not in [e["event"] for e in _drain(events)]
+
+    qmp_session(vmkit.socket, body)
+
+
+def _drain(listener: Any) -> list[dict[str, Any]]:
+    out = []
+    while not listener.empty():
+        out.append(listener.get_nowait())
+    return out
+
+
+def test_dirty_rate_and_hmp(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        assert (await c.execute("query-dirty-rate"))["status"] == "unstarted"
+        await c.execute("cont")
+        await c.execute("calc-dirty-rate", {"calc-time": 300, "calc-time-unit": "millisecond"})
+        err = await error_of(c, "calc-dirty-rate", {"calc-time": 1})
+        assert "in progress" in err["desc"]
+        for _ in range(100):
+            info = await c.execute("query-dirty-rate")
+            if info["status"] == "measured":
+                break
+            await asyncio.sleep(0.05)
+        assert info["status"] == "measured"
+        assert info["dirty-rate"] > 0, "the workload dirties RAM while running"
+        assert info["calc-time"] == 300 and info["calc-time-unit"] == "millisecond"
+        err = await error_of(c, "calc-dirty-rate", {"calc-time": 0})
+        assert err["class"] == "GenericError"
+
+        tree = await c.execute("human-monitor-command", {"command-line": "info qom-tree"})
+        assert tree.startswith("/machine (")
+        mtree = await c.execute("human-monitor-command", {"command-line": "info mtree -f"})
+        assert "pc.ram" in mtree or "ram-below-4g" in mtree
+        ramblock = await c.execute("human-monitor-command", {"command-line": "info ramblock"})
+        assert "pc.ram" in ramblock and "0x0000000004000000" in ramblock
+        assert await c.execute("human-monitor-command", {"command-line": "info bogus"}) == (
+            "unknown command: 'info bogus'\r\n"
+        )
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_events_go_to_every_client(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        other = QMPClient("other")
+        await other.connect(vmkit.socket)
+        try:
+            with other.listener() as events:
+                await c.execute("cont")
+                assert (await next_event(other, events, "RESUME"))["event"] == "RESUME"
+        finally:
+            await other.disconnect()
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_quit_emits_shutdown_and_removes_the_socket(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        with c.listener() as events:
+            await c.execute("quit")
+            event = await next_event(c, events, "SHUTDOWN")
+            assert event["data"] == {"guest": False, "reason": "host-qmp-quit"}
+
+    qmp_session(vmkit.socket, body)
+    assert vmkit.proc.wait(timeout=10) == 0, "exits by itself after quit"
+    assert vmkit.stop() == 0
+    assert not os.path.exists(vmkit.socket)
+
+
+def test_sigterm_shuts_down_cleanly(vmkit: VmkitProcess) -> None:
+    async def body(c: QMPClient) -> None:
+        with c.listener() as events:
+            vmkit.proc.send_signal(signal.SIGTERM)
+            event = await next_event(c, events, "SHUTDOWN")
+            assert event["data"] == {"guest": False, "reason": "host-signal"}
+
+    qmp_session(vmkit.socket, body)
+    assert vmkit.stop() == 0
+    assert not os.path.exists(vmkit.socket)
+    assert "shutting down (SIGTERM)" in vmkit.stderr
+
+
+def test_sigint_and_the_default_socket(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    p = start_vmkit("-m", "16M", env=env)
+    try:
+        assert p.socket == str(tmp_path / "vmkit" / f"vmkit-{p.proc.pid}.qmp")
+        assert stat.S_IMODE(os.stat(p.socket).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "vmkit").st_mode) == 0o700
+
+        async def body(c: QMPClient) -> None:
+            # Without -S the machine runs at once.
+            assert (await c.execute("query-status"))["status"] == "running"
+
+        qmp_session(p.socket, body)
+        p.proc.send_signal(signal.SIGINT)
+        assert p.proc.wait(timeout=10) == 0
+        assert not os.path.exists(p.socket)
+        assert p.stop() == 0 and "shutting down (SIGINT)" in p.stderr
+    finally:
+        p.stop()
+
+
+def test_tcp_is_loopback_only_unless_allowed(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "vmkit.cli", "run", "--qmp", "tcp:8.8.8.8:4444"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2 and "loopback" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "vmkit.cli", "run", "--qmp", "ftp:x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2 and "unknown QMP transport" in out.stderr
+    p = start_vmkit("-S", "--qmp", "tcp:127.0.0.1:0", "-m", "16M")
+    try:
+        host, port = p.socket.removeprefix("tcp:").rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+
+        async def main() -> None:
+            c = QMPClient("tcp")
+            await c.connect((host, int(port)))
+            assert (await c.execute("query-status"))["status"] == "prelaunch"
+            await c.disconnect()
+
+        asyncio.run(main())
+    finally:
+        assert p.stop() == 0
+
+
+def test_bad_input_leaves_the_machine_as_it_was(vmkit: VmkitProcess) -> None:
+    """Garbage, huge and deeply nested input, and a client that vanishes
+    mid-message: each gets QEMU's answer or a clean close, and another
+    client sees the machine unchanged."""
+
+    def raw(payload: bytes, read: bool = True) -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(vmkit.socket)
+            s.recv(4096)  # greeting
+            s.sendall(b'{"execute":"qmp_capabilities"}')
+            s.recv(4096)
+            s.sendall(payload)
+            if not read:
+                return b""
+            time.sleep(0.2)
+            s.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    async def snapshot(c: QMPClient) -> tuple[Any, ...]:
+        return (
+            await c.execute("query-status"),
+            await c.execute("human-monitor-command", {"command-line": "info qom-tree"}),
+            await c.execute("qom-list", {"path": "/objects"}),
+        )
+
+    before: list[tuple[Any, ...]] = []
+
+    async def take(c: QMPClient) -> None:
+        before.append(await snapshot(c))
+
+    qmp_session(vmkit.socket, take)
+
+    replies = [
+        json.loads(x) for x in raw(b"{'execute': 'stop'}\n[1,2]\n\"str\"\n{}\n").split(b"\r\n") if x
+    ]
+    errors = [r["error"]["class"] for r in replies if "error" in r]
+    assert errors == ["GenericError", "GenericError", "GenericError"], replies
+    assert any("return" in r for r in replies), "the single-quoted stop ran"
+
+    huge = b'{"execute":"qom-list","arguments":{"path":"' + b"a" * (2 << 20) + b'"}}'
+    assert b"GenericError" in raw(huge)
+    assert b"GenericError" in raw(b"[" * 5000 + b"]" * 5000)
+    assert b"GenericError" in raw(b"\x01garbage{\n" * 2000)
+    raw(b'{"execute": "cont", "argu', read=False)  # vanishes mid-message
+
+    async def check(c: QMPClient) -> None:
+        await c.execute("cont")  # undo the single-quoted stop's effect check below
+        await c.execute("stop")
+        after = await snapshot(c)
+        assert after[1:] == before[0][1:]
+        assert after[0] == {"status": "paused", "running": False}
+
+    qmp_session(vmkit.socket, check)
