@@ -4,6 +4,7 @@ machine command, its events, and how the process starts and stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -83,10 +84,9 @@ def qmp_session(
         try:
             await asyncio.wait_for(body(client), timeout)
         finally:
-            try:
+            # EOFError after quit, as QEMU's own machine.py tolerates.
+            with contextlib.suppress(EOFError):
                 await client.disconnect()
-            except EOFError:  # after quit, as QEMU's own machine.py tolerates
-                pass
 
     asyncio.run(main())
 
@@ -302,6 +302,7 @@ def test_sigterm_shuts_down_cleanly(vmkit: VmkitProcess) -> None:
             assert event["data"] == {"guest": False, "reason": "host-signal"}
 
     qmp_session(vmkit.socket, body)
+    assert vmkit.proc.wait(timeout=10) == 0
     assert vmkit.stop() == 0
     assert not os.path.exists(vmkit.socket)
     assert "shutting down (SIGTERM)" in vmkit.stderr
