@@ -63,3 +63,10 @@ def test_demo_runs() -> None:
     assert "refused: type 'demo-intel-iommu' is a singleton" in out
     assert "is finalizing: taking a reference refused" in out
     assert "(kept by the region)" in out
+    # The main job: vmkit run driven over QMP.
+    assert "events seen: DEVICE_DELETED, RESUME, STOP, RESUME, SHUTDOWN" in out
+    assert "a second IOMMU refused (GenericError)" in out
+    assert "vmkit run exited with status 0; socket removed: True" in out
+    # Save/restore.
+    assert "RAM checksum equal: True" in out
+    assert "cont refused" in out

@@ -315,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workload-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a Python module first, e.g. one registering device types"
+        " (vmkit.demo_devices); repeatable",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
     return parser

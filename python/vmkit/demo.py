@@ -1,118 +1,35 @@
-"""``make demo``: build a machine's object tree and show the lifetime rules at work.
+"""``make demo``: the main job, then a tour of the object model, memory and migration.
 
-Run with ``python -m vmkit.demo``. It registers a few device models in Python
-(next to the built-in Rust types), builds a machine from them, prints the tree
-as QEMU's ``info qom-tree`` does, then shows introspection of a singleton
-type, the refusal of a second singleton, a refused resurrection, and an
-embedded child that outlives its hot-unplugged container. Then guest memory
-and a workload, and a running machine saved in QEMU's stream format and
-restored into a fresh one (and a damaged copy refused).
+Run with ``python -m vmkit.demo``. The main job starts ``vmkit run`` with the
+default machine and a workload in the background and drives it over QMP with
+QEMU's own client library, ``qemu.qmp``: it introspects the tree, hot-plugs
+and unplugs a device, pauses and resumes, measures the dirty rate and shuts
+the machine down, printing what it saw.
+
+The tour then builds a machine in this process from Python device models
+(:mod:`vmkit.demo_devices`), prints the tree as QEMU's ``info qom-tree``
+does, shows introspection of a singleton type, the refusal of a second
+singleton, a refused resurrection, and an embedded child that outlives its
+hot-unplugged container; then guest memory and a workload, and a running
+machine saved in QEMU's stream format and restored into a fresh one (and a
+damaged copy refused).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import vmkit.demo_devices  # noqa: F401  (registers the demo device types)
 from vmkit import errors, memory, migration, qom
 from vmkit.machine import Machine
-from vmkit.migration import VMStateDescription, VMStateField
-from vmkit.qom import Property
-
-#: The 16550A UART's registers as QEMU's serial VMState saves them (abridged).
-SERIAL_VMSTATE = VMStateDescription(
-    "demo-serial",
-    [
-        VMStateField("divider", "uint16"),
-        VMStateField("rbr", "uint8"),
-        VMStateField("ier", "uint8"),
-        VMStateField("iir", "uint8"),
-        VMStateField("lcr", "uint8"),
-        VMStateField("mcr", "uint8"),
-        VMStateField("lsr", "uint8"),
-        VMStateField("msr", "uint8"),
-        VMStateField("scr", "uint8"),
-    ],
-    version_id=3,
-    minimum_version_id=2,
-)
-
-
-def register_demo_types() -> None:
-    """Device models shaped like QEMU's: an IOMMU (singleton), an xHCI
-    controller embedded in its PCI wrapper and a serial port."""
-    qom.register_type(
-        "demo-x86-iommu",
-        "device",
-        abstract=True,
-        interfaces=["singleton"],
-        description="base of the machine's IOMMU (one per machine)",
-        class_properties=[
-            Property(
-                "intremap",
-                "enum",
-                values=["on", "off", "auto"],
-                enum_name="OnOffAuto",
-                default="auto",
-                before_realize=True,
-                description="interrupt remapping",
-            ),
-        ],
-    )
-    qom.register_type(
-        "demo-intel-iommu",
-        "demo-x86-iommu",
-        class_properties=[
-            Property(
-                "aw-bits",
-                "uint8",
-                default=39,
-                min=39,
-                max=48,
-                before_realize=True,
-                description="address width in bits",
-            ),
-            Property("caching-mode", "bool", before_realize=True),
-        ],
-        properties=[Property("version", "uint8", default=3, read_only=True)],
-    )
-    qom.register_type(
-        "demo-memory-region",
-        description="a region owned by a device (e.g. a BAR)",
-        class_properties=[Property("size", "size", default="64K")],
-    )
-    qom.register_type(
-        "demo-xhci-core",
-        "device",
-        class_properties=[Property("p3", "uint8", default=4, max=15, before_realize=True)],
-        instance_init=lambda o: o.embed_child("bar0", "demo-memory-region"),
-    )
-    qom.register_type(
-        "demo-qemu-xhci",
-        "device",
-        description="xHCI USB controller: a PCI wrapper embedding the controller core",
-        instance_init=lambda o: o.embed_child("xhci", "demo-xhci-core"),
-        realize=lambda o: _realize_child(o, "xhci"),
-    )
-    qom.register_type(
-        "demo-isa-serial",
-        "device",
-        class_properties=[
-            Property("index", "uint32", before_realize=True),
-            Property("iobase", "uint32", default=0x3F8, before_realize=True),
-        ],
-        instance_init=lambda o: o.data.update(
-            divider=12, rbr=0, ier=0, iir=1, lcr=0, mcr=0, lsr=0x60, msr=0xB0, scr=0
-        ),
-        vmstate=SERIAL_VMSTATE,
-    )
-
-
-def _realize_child(obj: qom.Object, name: str) -> None:
-    child = obj.child(name)
-    if child is not None:
-        child.realize()
 
 
 def _section(title: str) -> None:
@@ -121,7 +38,12 @@ def _section(title: str) -> None:
 
 def main() -> None:
     """Runs the demo."""
-    register_demo_types()
+    main_job()
+    tour()
+
+
+def tour() -> None:
+    """The in-process tour (object model, memory, save/restore)."""
     qom.create_machine("none-machine")
     qom.object_add("memory-backend-memfd", "pc.ram", size="256M")
     qom.device_add("demo-intel-iommu", id="iommu0", intremap="on")
@@ -283,6 +205,122 @@ def show_save_restore() -> None:
                 vm.cont()
             except errors.VmkitError as e:
                 print(f"  cont refused: {e}")
+
+
+# ----- the main job: vmkit run, driven over QMP ----------------------------
+
+
+def _start_vmkit_run(sock: Path) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable, "-m", "vmkit.cli", "run", "-S",
+        "--qmp", f"unix:{sock}",
+        "-m", "256M", "--backend", "memfd",
+        "--workload-rate", "256M", "--workload-pattern", "hot-set", "--seed", "1",
+        "--plugin", "vmkit.demo_devices",
+        "--name", "demo-vm",
+    ]  # fmt: skip
+    print("  $ vmkit " + " ".join(cmd[3:]))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("QMP: "):
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"vmkit run did not start: {line!r} {err}")
+    print(f"  {line}")
+    return proc
+
+
+async def _drive(sock: Path) -> None:
+    from qemu.qmp import ExecuteError, QMPClient
+
+    client = QMPClient("demo")
+    await client.connect(str(sock))
+    events: list[str] = []
+
+    async def run(cmd: str, args: dict[str, Any] | None = None) -> Any:
+        shown = f" {json.dumps(args)}" if args else ""
+        result = await client.execute(cmd, args)
+        brief = json.dumps(result)
+        print(f"  -> {cmd}{shown}: {brief if len(brief) < 100 else brief[:97] + '...'}")
+        return result
+
+    async def collect(listener: Any) -> None:
+        async for event in listener:
+            data = f" {json.dumps(event['data'])}" if "data" in event else ""
+            events.append(f"{event['event']}{data}")
+            print(f"  <- event {event['event']}{data}")
+
+    with client.listener() as listener:
+        task = asyncio.create_task(collect(listener))
+        greeting = client.greeting
+        version = dict(greeting.QMP.version) if greeting is not None else {}
+        print(f"  connected with qemu.qmp; greeting version {json.dumps(version)}")
+        await run("query-status")
+        await run("query-name")
+
+        _section("introspect the machine")
+        tree = await run("human-monitor-command", {"command-line": "info qom-tree"})
+        print("    " + "\n    ".join(str(tree).rstrip().splitlines()))
+        devices = await run("qom-list-types", {"implements": "device"})
+        print(f"    device types: {', '.join(sorted(t['name'] for t in devices))}")
+        props = await run("device-list-properties", {"typename": "demo-intel-iommu"})
+        print(f"    demo-intel-iommu properties: {', '.join(p['name'] for p in props)}")
+
+        _section("hot-plug and unplug")
+        await run("device_add", {"driver": "demo-intel-iommu", "id": "iommu0", "aw-bits": 48})
+        try:
+            await client.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
+        except ExecuteError as e:
+            print(f"  -> a second IOMMU refused ({e.error_class}): {e}")
+        await run("device_add", {"driver": "demo-isa-serial", "id": "serial0"})
+        await run("qom-get", {"path": "/machine/peripheral/iommu0", "property": "aw-bits"})
+        await run("qom-list", {"path": "/machine/peripheral"})
+        await run("device_del", {"id": "serial0"})
+
+        _section("run, measure the dirty rate, pause, resume")
+        await run("cont")
+        await run("calc-dirty-rate", {"calc-time": 500, "calc-time-unit": "millisecond"})
+        info: dict[str, Any] = {}
+        for _ in range(50):
+            info = await client.execute("query-dirty-rate")  # type: ignore[assignment]
+            if info["status"] == "measured":
+                break
+            await asyncio.sleep(0.05)
+        print(f"  -> query-dirty-rate: {info['dirty-rate']} MiB/s over {info['calc-time']} ms")
+        await run("stop")
+        await run("query-status")
+        await run("cont")
+        await run("human-monitor-command", {"command-line": "info ramblock"})
+
+        _section("shut down")
+        await run("quit")
+        await asyncio.sleep(0.2)
+        task.cancel()
+    print(f"  events seen: {', '.join(e.split(' ')[0] for e in events)}")
+    with contextlib.suppress(EOFError):  # the server closed after quit, as QEMU does
+        await client.disconnect()
+
+
+def main_job() -> None:
+    """Starts ``vmkit run`` in the background and drives it over QMP."""
+    _section("main job: vmkit run, driven over QMP with qemu.qmp")
+    try:
+        import qemu.qmp  # noqa: F401
+    except ImportError:
+        print("  skipped: the qemu.qmp client is not installed (pip install qemu.qmp)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "demo.qmp"
+        proc = _start_vmkit_run(sock)
+        try:
+            asyncio.run(_drive(sock))
+            status = proc.wait(timeout=20)
+            print(f"  vmkit run exited with status {status}; socket removed: {not sock.exists()}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 #: The QEMU version whose QMP behaviour vmkit follows (greeting, query-version).
 QEMU_VERSION = (9, 2, 0)
 
-_RUN_STATE_LEAVING_RUNNING = ("paused", "finish-migrate", "shutdown", "inmigrate")
+# QEMU stops the guest for shutdown without a STOP event (do_vm_stop(..., false)).
+_RUN_STATE_LEAVING_RUNNING = ("paused", "finish-migrate", "inmigrate")
 
 EmitFn: TypeAlias = "Callable[[str, JSONValue | None], None]"
 
@@ -267,7 +268,8 @@ class MachineMonitor:
         try:
             return [_property_info(p) for p in qom.list_properties(name)]
         except errors.TypeNotFoundError:
-            raise GenericError(f"Class '{name}' not found") from None
+            # QEMU's qmp_qom_list_properties: error_set(ERROR_CLASS_DEVICE_NOT_FOUND, ...).
+            raise DeviceNotFound(f"Class '{name}' not found") from None
         except errors.VmkitError as e:
             raise GenericError(str(e)) from None
 
@@ -417,8 +419,14 @@ class MachineMonitor:
         if words == ["info", "ramblock"]:
             return self._info_ramblock()
         if words == ["info", "status"]:
+            # QEMU's hmp_info_status: "running" or "paused", plus the run
+            # state in parentheses when it is neither (e.g. "prelaunch").
             state = self.machine.status
-            return f"VM status: {state}\r\n"
+            running = self.machine.running
+            text = "running" if running else "paused"
+            if not running and state != "paused":
+                text += f" ({state})"
+            return f"VM status: {text}\r\n"
         if not words:
             return ""
         # HMP reports its errors as output, and the QMP command succeeds.

@@ -10,6 +10,7 @@ port (loopback only unless ``--qmp-allow-remote``), and runs until
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import logging
 import os
@@ -100,6 +101,9 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         address = parse_qmp_address(args.qmp, allow_remote=args.qmp_allow_remote)
     else:
         address = default_qmp_path()
+    for module in args.plugin:
+        # A plugin registers device types (and anything else) on import.
+        importlib.import_module(module)
     rate = qom.parse_size(args.workload_rate)
     vm = Machine(
         memory=args.memory,

@@ -1,0 +1,114 @@
+"""Device models shaped like QEMU's, written in Python, for the demo and
+for trying ``vmkit run``: ``vmkit run --plugin vmkit.demo_devices``.
+
+An IOMMU (a singleton, ``demo-intel-iommu``), an xHCI controller embedded in
+its PCI wrapper (``demo-qemu-xhci``, whose controller owns a BAR region) and
+a 16550A serial port with QEMU's VMState layout (``demo-isa-serial``).
+Importing the module registers them (once per process).
+"""
+
+from __future__ import annotations
+
+from vmkit import qom
+from vmkit.migration import VMStateDescription, VMStateField
+from vmkit.qom import Property
+
+__all__ = ["SERIAL_VMSTATE", "register"]
+
+#: The 16550A UART's registers as QEMU's serial VMState saves them (abridged).
+SERIAL_VMSTATE = VMStateDescription(
+    "demo-serial",
+    [
+        VMStateField("divider", "uint16"),
+        VMStateField("rbr", "uint8"),
+        VMStateField("ier", "uint8"),
+        VMStateField("iir", "uint8"),
+        VMStateField("lcr", "uint8"),
+        VMStateField("mcr", "uint8"),
+        VMStateField("lsr", "uint8"),
+        VMStateField("msr", "uint8"),
+        VMStateField("scr", "uint8"),
+    ],
+    version_id=3,
+    minimum_version_id=2,
+)
+
+
+def register() -> None:
+    """Device models shaped like QEMU's: an IOMMU (singleton), an xHCI
+    controller embedded in its PCI wrapper and a serial port."""
+    qom.register_type(
+        "demo-x86-iommu",
+        "device",
+        abstract=True,
+        interfaces=["singleton"],
+        description="base of the machine's IOMMU (one per machine)",
+        class_properties=[
+            Property(
+                "intremap",
+                "enum",
+                values=["on", "off", "auto"],
+                enum_name="OnOffAuto",
+                default="auto",
+                before_realize=True,
+                description="interrupt remapping",
+            ),
+        ],
+    )
+    qom.register_type(
+        "demo-intel-iommu",
+        "demo-x86-iommu",
+        class_properties=[
+            Property(
+                "aw-bits",
+                "uint8",
+                default=39,
+                min=39,
+                max=48,
+                before_realize=True,
+                description="address width in bits",
+            ),
+            Property("caching-mode", "bool", before_realize=True),
+        ],
+        properties=[Property("version", "uint8", default=3, read_only=True)],
+    )
+    qom.register_type(
+        "demo-memory-region",
+        description="a region owned by a device (e.g. a BAR)",
+        class_properties=[Property("size", "size", default="64K")],
+    )
+    qom.register_type(
+        "demo-xhci-core",
+        "device",
+        class_properties=[Property("p3", "uint8", default=4, max=15, before_realize=True)],
+        instance_init=lambda o: o.embed_child("bar0", "demo-memory-region"),
+    )
+    qom.register_type(
+        "demo-qemu-xhci",
+        "device",
+        description="xHCI USB controller: a PCI wrapper embedding the controller core",
+        instance_init=lambda o: o.embed_child("xhci", "demo-xhci-core"),
+        realize=lambda o: _realize_child(o, "xhci"),
+    )
+    qom.register_type(
+        "demo-isa-serial",
+        "device",
+        class_properties=[
+            Property("index", "uint32", before_realize=True),
+            Property("iobase", "uint32", default=0x3F8, before_realize=True),
+        ],
+        instance_init=lambda o: o.data.update(
+            divider=12, rbr=0, ier=0, iir=1, lcr=0, mcr=0, lsr=0x60, msr=0xB0, scr=0
+        ),
+        vmstate=SERIAL_VMSTATE,
+    )
+
+
+def _realize_child(obj: qom.Object, name: str) -> None:
+    child = obj.child(name)
+    if child is not None:
+        child.realize()
+
+
+if not any(t.name == "demo-isa-serial" for t in qom.list_types(include_abstract=True)):
+    register()
