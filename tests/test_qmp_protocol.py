@@ -974,3 +974,57 @@ def test_qemu_qmp_client_session(server: QMPServer) -> None:
 
     asyncio.run(main())
     assert server.wait_for_close(5)
+
+
+# --- the single-message fast path agrees with the lexer ----------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    value=st.dictionaries(st.text(max_size=6), _json_values, max_size=5), ascii_only=st.booleans()
+)
+def test_fast_path_equals_lexer(value: dict[str, Any], ascii_only: bool) -> None:
+    data = json.dumps(value, ensure_ascii=ascii_only).encode() + b"\r\n"
+    whole = JSONStreamParser().feed(data)
+    slow = JSONStreamParser()
+    bytewise: list[Any] = []
+    for i in range(len(data)):  # one byte at a time never takes the fast path
+        bytewise.extend(slow.feed(data[i : i + 1]))
+    assert whole == bytewise
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1, "a": 2}',
+        b'{"a": NaN}',
+        b'{"a": "\\u0000"}',
+        b'{"a": "\\ud800"}',
+        b'{"a": 123456789012345678901234567890}',
+        b"{'execute': 'x'}",
+        b'{"a": 1}{"b": 2}',
+        b'{"a": [' + b"[" * 1100 + b"]" * 1100 + b"]}",
+    ],
+)
+def test_fast_path_leaves_qemu_cases_to_the_lexer(data: bytes) -> None:
+    whole = JSONStreamParser().feed(data)
+    slow = JSONStreamParser()
+    bytewise: list[Any] = []
+    for i in range(len(data)):
+        bytewise.extend(slow.feed(data[i : i + 1]))
+    bytewise.extend(slow.flush())
+    assert whole + JSONStreamParser().flush() == bytewise or whole == bytewise

@@ -73,6 +73,7 @@ Deliberate differences from QEMU, all at the edges:
 from __future__ import annotations
 
 import enum
+import json
 import re
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -264,6 +265,62 @@ def _decode_integer(token: bytes) -> int | float:
     return float(token)
 
 
+# --- fast path -----------------------------------------------------------------
+
+#: Largest chunk the fast path tries (a typical command is well under this).
+_FAST_PATH_MAX = 4096
+#: Bytes that send a chunk to the full lexer: control characters other than
+#: TAB/CR/LF, single quotes (QEMU's extension) and anything non-ASCII.
+_FAST_PATH_REFUSED = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f'\x7f-\xff]")
+
+
+class _NotFastError(Exception):
+    """Raised inside ``json.loads`` hooks: leave this chunk to the lexer."""
+
+
+def _no_duplicates(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _NotFastError  # the lexer reports "duplicate key"
+    return obj
+
+
+def _refuse_constant(_name: str) -> JSONValue:
+    raise _NotFastError  # NaN / Infinity are not JSON for QEMU
+
+
+def _fast_int(text: str) -> int | float:
+    value = int(text)
+    if len(text) > 21 or not _INT_MIN <= value <= _UINT_MAX:
+        raise _NotFastError  # the lexer's own rule turns it into a float
+    return value
+
+
+def _fast_parse(data: bytes, max_nesting: int) -> JSONValue:
+    """The value of ``data`` if it is exactly one plain JSON object (ASCII,
+    double quotes, nothing before or after but whitespace, within the
+    nesting limit) — the common case of one command per read — else
+    ``None``, and the full lexer handles it with QEMU's rules and errors.
+    Both give the same value for what the fast path accepts."""
+    if len(data) > _FAST_PATH_MAX:
+        return None
+    text = data.strip(b" \t\r\n")
+    if not (text.startswith(b"{") and text.endswith(b"}")) or _FAST_PATH_REFUSED.search(text):
+        return None
+    if text.count(b"{") + text.count(b"[") > max_nesting or b"\\u" in text:
+        return None  # too deep, or \u escapes (NUL and lone surrogates are QEMU errors)
+    try:
+        value: JSONValue = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_refuse_constant,
+            parse_int=_fast_int,
+        )
+    except (_NotFastError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _decode_keyword(token: bytes) -> bool | None:
     if token == b"true":
         return True
@@ -421,7 +478,13 @@ class JSONStreamParser:
 
     def feed(self, data: bytes) -> list[ParseResult]:
         """Consume ``data``; return the values and errors it completed, in order."""
-        self._lex(memoryview(data).tobytes() if not isinstance(data, bytes) else data)
+        if not isinstance(data, bytes):
+            data = memoryview(data).tobytes()
+        if self._state is _Lex.START and not self._count and not self._token:
+            value = _fast_parse(data, self.max_nesting)
+            if value is not None:
+                return [ParsedMessage(value)]
+        self._lex(data)
         results, self._results = self._results, []
         return results
 
