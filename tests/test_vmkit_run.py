@@ -419,3 +419,38 @@ def test_bad_input_leaves_the_machine_as_it_was(vmkit: VmkitProcess) -> None:
         assert after[0] == {"status": "paused", "running": False}
 
     qmp_session(vmkit.socket, check)
+
+
+def test_singletons_over_qmp(tmp_path: Path) -> None:
+    """Introspecting a singleton type claims nothing; a second instance is
+    refused on device_add and on object-add, with the holder's path."""
+    p = start_vmkit(
+        "-S", "--qmp", f"unix:{tmp_path / 's.qmp'}", "-m", "16M", "--plugin", "vmkit.demo_devices"
+    )
+    try:
+
+        async def body(c: QMPClient) -> None:
+            for _ in range(2):
+                props = await c.execute("device-list-properties", {"typename": "demo-intel-iommu"})
+                assert {"aw-bits", "intremap"} <= {x["name"] for x in props}
+                props = await c.execute("qom-list-properties", {"typename": "demo-sev-guest"})
+                assert "cbitpos" in {x["name"] for x in props}
+            await c.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu0"})
+            err = await error_of(c, "device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
+            assert err["class"] == "GenericError"
+            assert "singleton" in err["desc"] and "/machine/peripheral/iommu0" in err["desc"]
+            await c.execute("object-add", {"qom-type": "demo-sev-guest", "id": "sev0"})
+            err = await error_of(c, "object-add", {"qom-type": "demo-sev-guest", "id": "sev1"})
+            assert err["class"] == "GenericError" and "singleton" in err["desc"]
+            peripherals = await c.execute("qom-list", {"path": "/machine/peripheral"})
+            children = [x["name"] for x in peripherals if x["type"].startswith("child<")]
+            assert children == ["iommu0"]
+            objects = {x["name"] for x in await c.execute("qom-list", {"path": "/objects"})}
+            assert "sev0" in objects and "sev1" not in objects
+            # Unplugging frees the slot.
+            await c.execute("device_del", {"id": "iommu0"})
+            await c.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
+
+        qmp_session(p.socket, body)
+    finally:
+        assert p.stop() == 0

@@ -2,8 +2,10 @@
 for trying ``vmkit run``: ``vmkit run --plugin vmkit.demo_devices``.
 
 An IOMMU (a singleton, ``demo-intel-iommu``), an xHCI controller embedded in
-its PCI wrapper (``demo-qemu-xhci``, whose controller owns a BAR region) and
-a 16550A serial port with QEMU's VMState layout (``demo-isa-serial``).
+its PCI wrapper (``demo-qemu-xhci``, whose controller owns a BAR region), a
+16550A serial port with QEMU's VMState layout (``demo-isa-serial``) and a
+user-creatable singleton object (``demo-sev-guest``: one confidential-guest
+configuration per machine, for ``object-add``).
 Importing the module registers them (once per process).
 """
 
@@ -36,7 +38,14 @@ SERIAL_VMSTATE = VMStateDescription(
 
 def register() -> None:
     """Device models shaped like QEMU's: an IOMMU (singleton), an xHCI
-    controller embedded in its PCI wrapper and a serial port."""
+    controller embedded in its PCI wrapper, a serial port, and a
+    user-creatable singleton object."""
+    qom.register_type(
+        "demo-sev-guest",
+        interfaces=["user-creatable", "singleton"],
+        description="confidential-guest configuration (one per machine)",
+        class_properties=[Property("cbitpos", "uint32", default=47, before_realize=True)],
+    )
     qom.register_type(
         "demo-x86-iommu",
         "device",
