@@ -40,6 +40,8 @@
 //! ```
 
 mod device_registry;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod restore;
 mod save;
 mod section_state;

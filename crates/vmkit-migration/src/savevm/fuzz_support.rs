@@ -1,0 +1,139 @@
+//! The entry point of the `restore` fuzz target: a small machine with
+//! varied device state that arbitrary bytes are restored into.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vmkit_memory::RamBlock;
+
+use super::{DeviceSection, RestoreOptions, SaveOptions, SaveSet, SectionState, restore, save};
+use crate::vmstate::{ArrayLen, DecodeLimits, Field, FieldKind, VmStateDescription, VmStruct, VmValue};
+
+/// A device whose state lives behind a lock.
+struct Device {
+    vmsd: Arc<VmStateDescription>,
+    state: Mutex<VmStruct>,
+}
+
+impl SectionState for Device {
+    fn vmsd(&self) -> Arc<VmStateDescription> {
+        Arc::clone(&self.vmsd)
+    }
+    fn save_state(&self) -> Result<VmStruct, String> {
+        Ok(self.state.lock().clone())
+    }
+    fn load_state(&self, state: VmStruct, _version_id: u32) -> Result<(), String> {
+        *self.state.lock() = state;
+        Ok(())
+    }
+}
+
+/// Arrays counted by fields, a variable buffer, a nested struct, optional
+/// elements, a version-gated field and a `needed` subsection.
+fn vmsd() -> Option<Arc<VmStateDescription>> {
+    let entry = VmStateDescription::builder("fz/entry")
+        .version(1)
+        .simple("addr", FieldKind::U64)
+        .simple("len", FieldKind::U32)
+        .build()
+        .ok()?;
+    let sub = VmStateDescription::builder("fz/extra")
+        .version(1)
+        .simple("flags", FieldKind::U16)
+        .needed(|s| s.get_u64("n").is_some_and(|n| n > 1))
+        .build()
+        .ok()?;
+    VmStateDescription::builder("fz")
+        .version(2)
+        .minimum_version(1)
+        .simple("n", FieldKind::U8)
+        .simple(
+            "ring",
+            FieldKind::Array {
+                elem: Box::new(FieldKind::Struct(entry)),
+                len: ArrayLen::Field("n".into()),
+            },
+        )
+        .simple("blen", FieldKind::U32)
+        .simple(
+            "blob",
+            FieldKind::VBuffer {
+                len_field: "blen".into(),
+            },
+        )
+        .simple(
+            "slots",
+            FieldKind::Array {
+                elem: Box::new(FieldKind::Optional(Box::new(FieldKind::U32))),
+                len: ArrayLen::Fixed(2),
+            },
+        )
+        .field(Field::new("dma_base", FieldKind::U64).since(2))
+        .subsection(sub)
+        .build()
+        .ok()
+}
+
+fn state(n: u64) -> VmStruct {
+    let ring = (0..n)
+        .map(|i| {
+            VmValue::Struct(
+                VmStruct::new()
+                    .with("addr", VmValue::UInt(0x1000 * i))
+                    .with("len", VmValue::UInt(64)),
+            )
+        })
+        .collect();
+    VmStruct::new()
+        .with("n", VmValue::UInt(n))
+        .with("ring", VmValue::Array(ring))
+        .with("blen", VmValue::UInt(3))
+        .with("blob", VmValue::Bytes(vec![1, 2, 3]))
+        .with("slots", VmValue::Array(vec![VmValue::UInt(7), VmValue::None]))
+        .with("dma_base", VmValue::UInt(0x7f00_0000_0000))
+        .with_subsection("fz/extra", VmStruct::new().with("flags", VmValue::UInt(5)))
+}
+
+/// The machine: a 16-page `pc.ram` and two `fz` devices.
+fn machine() -> Option<SaveSet> {
+    let ram = RamBlock::anonymous("pc.ram", 16 * 4096).ok()?;
+    ram.write(4096, b"vmkit").ok()?;
+    let vmsd = vmsd()?;
+    let devices = (0..2u32)
+        .map(|i| DeviceSection {
+            idstr: "fz".into(),
+            instance_id: i,
+            state: Arc::new(Device {
+                vmsd: Arc::clone(&vmsd),
+                state: Mutex::new(state(u64::from(i) + 1)),
+            }),
+        })
+        .collect();
+    Some(SaveSet::new("pc-q35-vmkit", vec![ram], devices))
+}
+
+/// A valid stream of the fuzz machine (a corpus seed).
+pub fn fuzz_seed() -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(set) = machine() {
+        let _ = save(&set, &mut out, &SaveOptions::default());
+    }
+    out
+}
+
+/// Restores `data` into a fresh fuzz machine with small decode limits.
+/// Must never panic; returns whether the stream was accepted.
+pub fn fuzz_restore(data: &[u8]) -> bool {
+    let Some(set) = machine() else {
+        return false;
+    };
+    let opts = RestoreOptions {
+        limits: DecodeLimits {
+            max_buffer: 1 << 16,
+            max_array_len: 1 << 10,
+            max_depth: 8,
+        },
+        ..RestoreOptions::default()
+    };
+    restore(&set, data, &opts).is_ok()
+}
