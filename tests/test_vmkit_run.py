@@ -178,7 +178,7 @@ def test_qom_commands(vmkit: VmkitProcess) -> None:
         size = next(p for p in props if p["name"] == "size")
         assert size["type"] == "size"
         err = await error_of(c, "qom-list-properties", {"typename": "nope"})
-        assert (err["class"], err["desc"]) == ("GenericError", "Class 'nope' not found")
+        assert (err["class"], err["desc"]) == ("DeviceNotFound", "Class 'nope' not found")
 
         err = await error_of(c, "device-list-properties", {"typename": "nope"})
         assert err["class"] == "DeviceNotFound"

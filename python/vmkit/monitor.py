@@ -266,12 +266,16 @@ class MachineMonitor:
     def _qom_list_properties(self, ctx: CommandContext) -> JSONValue:
         name = str(ctx.arguments["typename"])
         try:
-            return [_property_info(p) for p in qom.list_properties(name)]
+            props = qom.list_properties(name)
         except errors.TypeNotFoundError:
             # QEMU's qmp_qom_list_properties: error_set(ERROR_CLASS_DEVICE_NOT_FOUND, ...).
             raise DeviceNotFound(f"Class '{name}' not found") from None
         except errors.VmkitError as e:
             raise GenericError(str(e)) from None
+        if not qom.type_is_a(name, "object"):
+            # An interface: QEMU's object_class_dynamic_cast(klass, TYPE_OBJECT) fails.
+            raise GenericError("Parameter 'typename' expects a QOM type")
+        return [_property_info(p) for p in props]
 
     def _device_list_properties(self, ctx: CommandContext) -> JSONValue:
         name = str(ctx.arguments["typename"])
@@ -288,11 +292,14 @@ class MachineMonitor:
         args = dict(ctx.arguments)
         driver = str(args.pop("driver"))
         dev_id = args.pop("id", None)
+        # QEMU's qdev_get_device_class: the driver is checked before the bus.
+        known = {t.name: t for t in qom.list_types(include_abstract=True)}
+        if driver not in known or not qom.type_is_a(driver, "device"):
+            raise GenericError(f"'{driver}' is not a valid device model name")
+        if known[driver].abstract:
+            raise GenericError("Parameter 'driver' expects a non-abstract device type")
         if "bus" in args:
             raise GenericError(f"Bus '{args['bus']}' not found")
-        known = {t.name: t for t in qom.list_types(include_abstract=True)}
-        if driver not in known or not qom.type_is_a(driver, "device") or known[driver].abstract:
-            raise GenericError(f"'{driver}' is not a valid device model name")
         if dev_id is not None and qom.machine() is not None:
             taken = [c for c, _ in qom.resolve("/machine/peripheral").children()]
             if dev_id in taken:
@@ -339,10 +346,14 @@ class MachineMonitor:
         qom_type = str(args.pop("qom-type"))
         obj_id = str(args.pop("id"))
         known = {t.name: t for t in qom.list_types(include_abstract=True)}
-        if qom_type not in known:
-            raise GenericError(f"Invalid parameter 'qom-type' value '{qom_type}'")
-        if not qom.type_is_a(qom_type, "user-creatable") or known[qom_type].abstract:
-            raise GenericError(f"Invalid object type '{qom_type}'")
+        if (
+            qom_type not in known
+            or not qom.type_is_a(qom_type, "user-creatable")
+            or known[qom_type].abstract
+        ):
+            # QEMU's 'qom-type' is the QAPI enum ObjectType (the concrete
+            # user-creatable types): anything else fails in the enum visitor.
+            raise GenericError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
         props = self._scalar_props(args)
         try:
             qom.object_add(qom_type, id=obj_id, **props)
@@ -408,7 +419,15 @@ class MachineMonitor:
     # ----- HMP -----------------------------------------------------------
 
     def _human_monitor_command(self, ctx: CommandContext) -> JSONValue:
-        line = str(ctx.arguments["command-line"]).strip()
+        # QEMU's monitor output layer turns every "\n" into "\r\n".
+        return (
+            self._hmp(str(ctx.arguments["command-line"]))
+            .replace("\r\n", "\n")
+            .replace("\n", "\r\n")
+        )
+
+    def _hmp(self, command_line: str) -> str:
+        line = command_line.strip()
         words = line.split()
         if words[:2] == ["info", "qom-tree"]:
             return qom.tree(words[2] if len(words) > 2 else "/machine")
@@ -436,8 +455,8 @@ class MachineMonitor:
     def _info_ramblock(self) -> str:
         ram = self.machine.ram
         lines = [
-            f"{'Block Name':>24} {'PSize':>8} {'Offset':>18} {'Used':>18} {'Total':>18}",
-            f"{ram.name:>24} {ram.page_size // 1024:>4} KiB 0x{0:016x}"
+            f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18}",
+            f"{ram.name:>24} {ram.page_size // 1024:>4} KiB  0x{0:016x}"
             f" 0x{ram.size:016x} 0x{ram.size:016x}",
         ]
         return "\r\n".join(lines) + "\r\n"
