@@ -1,0 +1,299 @@
+"""Helpers of tests/test_qmp_compat.py: the two QMP peers and shape comparison.
+
+A *peer* is a process serving QMP on a UNIX socket: a real
+``qemu-system-x86_64`` (q35, TCG, ``-nodefaults``, no kernel, paused with
+``-S``) or ``vmkit run -S``. :class:`RawQmp` talks to either over a plain
+socket (for what ``qemu.qmp`` hides: the greeting, negotiation mode, error
+classes of raw replies). :func:`shape` reduces a JSON value to its keys and
+JSON types, and :func:`compare_shapes` lists where two shapes differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QEMU = "qemu-system-x86_64"
+TIMEOUT = 20.0
+
+
+# --- peers ---------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    """A running QMP server process."""
+
+    kind: str
+    """``"qemu"`` or ``"vmkit"``."""
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+def qemu_command(binary: str, sock: Path, extra: Sequence[str] = ()) -> list[str]:
+    """q35 under TCG, no default devices, no guest kernel, paused (``-S``)."""
+    return [
+        binary,
+        "-no-user-config",
+        "-nodefaults",
+        "-machine",
+        "q35,accel=tcg",
+        "-m",
+        "128M",
+        "-display",
+        "none",
+        "-S",
+        *extra,
+        "-qmp",
+        f"unix:{sock},server=on,wait=off",
+    ]
+
+
+def vmkit_command(sock: Path, extra: Sequence[str] = ()) -> list[str]:
+    """``vmkit run -S`` with its QMP monitor on ``sock``, no workload."""
+    return [
+        sys.executable,
+        "-m",
+        "vmkit.cli",
+        "run",
+        "-S",
+        "--qmp",
+        f"unix:{sock}",
+        "--workload-rate",
+        "0",
+        *extra,
+    ]
+
+
+def vmkit_with_device_command(sock: Path, device_type: str, extra: Sequence[str] = ()) -> list[str]:
+    """``vmkit run`` in a Python that first registers ``device_type`` (a plain
+    hot-pluggable device): ``vmkit run`` itself has no concrete device type."""
+    code = (
+        "import sys\n"
+        "from vmkit import qom\n"
+        "from vmkit.cli import main\n"
+        f"qom.register_type({device_type!r}, 'device')\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return [sys.executable, "-c", code, *vmkit_command(sock, extra)[3:]]
+
+
+def _wait_for_socket(peer: Peer, deadline: float) -> None:
+    while not peer.socket.exists():
+        if peer.proc.poll() is not None:
+            raise RuntimeError(f"{peer.kind} exited ({peer.proc.returncode}):\n{peer.output()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{peer.kind}: no QMP socket after {TIMEOUT}s:\n{peer.output()}")
+        time.sleep(0.02)
+
+
+def _wait_for_qmp_line(peer: Peer, stdout: Any, deadline: float) -> None:
+    """``vmkit run`` prints ``QMP: unix:PATH`` once it listens."""
+    line = stdout.readline()
+    if not line.startswith(b"QMP: "):
+        peer.proc.kill()
+        peer.proc.wait(timeout=TIMEOUT)
+        raise RuntimeError(f"vmkit run printed {line!r}, not 'QMP: ...':\n{peer.output()}")
+    assert line.decode().strip() == f"QMP: unix:{peer.socket}", line
+    _wait_for_socket(peer, deadline)
+
+
+@contextmanager
+def start_peer(kind: str, command: Sequence[str], sock: Path) -> Iterator[Peer]:
+    """Starts ``command`` (which serves QMP on ``sock``); kills it on the way
+    out unless it has ended, and prints its output if the body raised."""
+    log = sock.with_suffix(".log")
+    deadline = time.monotonic() + TIMEOUT
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if kind == "vmkit" else out,
+            stderr=out,
+        )
+    peer = Peer(kind, proc, sock, log)
+    try:
+        if kind == "vmkit":
+            assert proc.stdout is not None
+            _wait_for_qmp_line(peer, proc.stdout, deadline)
+        else:
+            _wait_for_socket(peer, deadline)
+        yield peer
+    except BaseException:
+        sys.stderr.write(f"{kind} output:\n{peer.output()}\n")
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=TIMEOUT)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextmanager
+def short_dir() -> Iterator[Path]:
+    """A short directory: UNIX socket paths are limited to ~108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="qmpc-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def qemu_binary() -> str | None:
+    return shutil.which(QEMU)
+
+
+def qemu_missing_is_failure() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+# --- raw client ----------------------------------------------------------------
+
+
+class RawQmp:
+    """QMP over a plain socket: every message as sent, events kept aside."""
+
+    def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rb")
+        self.events: list[dict[str, Any]] = []
+        self.raw_lines: list[bytes] = []
+        self.greeting = self.read()
+
+    def read(self) -> dict[str, Any]:
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("QMP connection closed")
+        self.raw_lines.append(line)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def send(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Sends ``msg``; returns the first non-event reply (events go to ``events``)."""
+        self.sock.sendall(json.dumps(msg).encode() + b"\r\n")
+        while True:
+            reply = self.read()
+            if "event" in reply:
+                self.events.append(reply)
+            else:
+                return reply
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawQmp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- shapes --------------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    raise TypeError(f"not a JSON value: {value!r}")
+
+
+@dataclass
+class Shape:
+    """The JSON types a value (or the elements of a list) had, and for
+    objects the shape of each key; ``keys_seen`` counts in how many of the
+    merged objects each key appeared (optional keys appear in fewer)."""
+
+    types: set[str] = field(default_factory=set)
+    keys: dict[str, Shape] = field(default_factory=dict)
+    elements: Shape | None = None
+    objects: int = 0
+    lists: int = 0
+    empty_lists: int = 0
+
+    def add(self, value: Any) -> None:
+        t = json_type(value)
+        self.types.add(t)
+        if t == "object":
+            self.objects += 1
+            for k, v in value.items():
+                self.keys.setdefault(k, Shape()).add(v)
+        elif t == "list":
+            self.lists += 1
+            if not value:
+                self.empty_lists += 1
+            if self.elements is None:
+                self.elements = Shape()
+            for v in value:
+                self.elements.add(v)
+
+
+def shape(value: Any) -> Shape:
+    s = Shape()
+    s.add(value)
+    return s
+
+
+def compare_shapes(qemu: Shape, vmkit: Shape, path: str = "") -> list[str]:
+    """Where the shapes differ, as ``"PATH: what"`` lines.
+
+    ``PATH`` is ``$`` for the top, ``.key`` for object members and ``[]``
+    for list elements. Keys are compared by presence (a key only one side
+    has) and, where both have it, recursively. The elements of two lists
+    are compared only when both sides had some.
+    """
+    where = path or "$"
+    if qemu.types != vmkit.types:
+        return [f"{where}: types qemu={sorted(qemu.types)} vmkit={sorted(vmkit.types)}"]
+    diffs: list[str] = []
+    for key in sorted(qemu.keys.keys() - vmkit.keys.keys()):
+        diffs.append(f"{path}.{key}: only qemu")
+    for key in sorted(vmkit.keys.keys() - qemu.keys.keys()):
+        diffs.append(f"{path}.{key}: only vmkit")
+    for key in sorted(qemu.keys.keys() & vmkit.keys.keys()):
+        diffs.extend(compare_shapes(qemu.keys[key], vmkit.keys[key], f"{path}.{key}"))
+    qe, ve = qemu.elements, vmkit.elements
+    if qe is not None and ve is not None and qe.types and ve.types:
+        diffs.extend(compare_shapes(qe, ve, f"{path}[]"))
+    return diffs
