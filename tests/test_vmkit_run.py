@@ -448,8 +448,23 @@ def test_singletons_over_qmp(tmp_path: Path) -> None:
             objects = {x["name"] for x in await c.execute("qom-list", {"path": "/objects"})}
             assert "sev0" in objects and "sev1" not in objects
             # Unplugging frees the slot.
-            await c.execute("device_del", {"id": "iommu0"})
+            with c.listener() as events:
+                await c.execute("device_del", {"id": "iommu0"})
+                deleted = await next_event(c, events, "DEVICE_DELETED")
+            assert deleted["data"] == {"device": "iommu0", "path": "/machine/peripheral/iommu0"}
             await c.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
+
+            # qom-set of a property settable after realize.
+            await c.execute("device_add", {"driver": "demo-isa-serial", "id": "ser0"})
+            path = "/machine/peripheral/ser0"
+            assert await c.execute("qom-get", {"path": path, "property": "wakeup"}) is False
+            await c.execute("qom-set", {"path": path, "property": "wakeup", "value": True})
+            assert await c.execute("qom-get", {"path": path, "property": "wakeup"}) is True
+            err = await error_of(c, "qom-set", {"path": path, "property": "iobase", "value": 1})
+            assert err["class"] == "GenericError"
+            err = await error_of(c, "qom-set", {"path": path, "property": "wakeup", "value": "x"})
+            assert err["class"] == "GenericError"
+            assert await c.execute("qom-get", {"path": path, "property": "wakeup"}) is True
 
         qmp_session(p.socket, body)
     finally:

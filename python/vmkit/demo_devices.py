@@ -105,6 +105,7 @@ def register() -> None:
         class_properties=[
             Property("index", "uint32", before_realize=True),
             Property("iobase", "uint32", default=0x3F8, before_realize=True),
+            Property("wakeup", "bool", description="wake the guest on input (settable any time)"),
         ],
         instance_init=lambda o: o.data.update(
             divider=12, rbr=0, ier=0, iir=1, lcr=0, mcr=0, lsr=0x60, msr=0xB0, scr=0
