@@ -120,15 +120,17 @@ def parse_device_option(text: str) -> tuple[str, str | None, dict[str, qom.Prope
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
+    """The machine's shape: shared by save, restore and run."""
     p.add_argument("-m", "--memory", default="128M", help="RAM size (default 128M)")
     p.add_argument("--backend", choices=["ram", "memfd", "file"], default="ram")
     p.add_argument("--mem-path", help="backing file of the file backend")
     p.add_argument(
         "--machine-type",
         default=DEFAULT_MACHINE_TYPE,
-        help=f"machine type named in the stream (default {DEFAULT_MACHINE_TYPE})",
+        help=f"machine type named in migration streams (default {DEFAULT_MACHINE_TYPE})",
     )
     p.add_argument(
+        "-device",
         "--device",
         action="append",
         default=[],
@@ -136,7 +138,6 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
         metavar="TYPE[,id=ID][,PROP=VALUE...]",
         help="add a device (repeatable)",
     )
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
@@ -148,6 +149,10 @@ def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
         **extra,
     )
     try:
+        for type_name, obj_id, props in getattr(args, "object", []):
+            if obj_id is None:
+                raise VmkitError(f"-object {type_name}: an id is required")
+            qom.object_add(type_name, id=obj_id, **props)
         for type_name, dev_id, props in args.device:
             vm.device_add(type_name, id=dev_id, **props)
     except BaseException:
@@ -205,13 +210,24 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from vmkit.run import QMPAddressError, run_machine
+    from vmkit.run import QMPAddressError, load_plugins, parse_qmp_address, run_machine
 
     try:
-        return run_machine(args)
+        address = (
+            parse_qmp_address(args.qmp, allow_remote=args.qmp_allow_remote) if args.qmp else None
+        )
     except QMPAddressError as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 2
+    load_plugins(args.plugin)
+    vm = _build_machine(
+        args,
+        workload_rate=qom.parse_size(args.workload_rate),
+        workload_pattern=args.workload_pattern,
+        workload_threads=args.workload_threads,
+        seed=args.seed,
+    )
+    return run_machine(vm, address, start_paused=args.S, name=args.name, verbose=args.verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("stream", help="the stream file to write")
     _add_machine_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument(
         "--run-for", type=float, default=0.0, metavar="SECONDS", help="run the workload first"
     )
@@ -265,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("stream", help="the stream file to read")
     _add_machine_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_restore)
 
     p = sub.add_parser(
@@ -282,20 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--qmp-allow-remote", action="store_true", help="allow a non-loopback TCP address"
     )
-    p.add_argument("-m", "--memory", default="128M", help="RAM size (default 128M)")
-    p.add_argument("--backend", choices=["ram", "memfd", "file"], default="ram")
-    p.add_argument("--mem-path", help="backing file of the file backend")
-    p.add_argument("--machine-type", default=DEFAULT_MACHINE_TYPE)
+    _add_machine_options(p)
     p.add_argument("--name", help="the machine name (query-name)")
-    p.add_argument(
-        "-device",
-        "--device",
-        action="append",
-        default=[],
-        type=parse_device_option,
-        metavar="TYPE[,id=ID][,PROP=VALUE...]",
-        help="add a device (repeatable)",
-    )
     p.add_argument(
         "-object",
         "--object",

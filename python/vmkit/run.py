@@ -9,7 +9,6 @@ port (loopback only unless ``--qmp-allow-remote``), and runs until
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import ipaddress
 import logging
@@ -23,12 +22,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from vmkit import qom
 from vmkit.machine import Machine
 from vmkit.monitor import MachineMonitor, monitor_version
 from vmkit.qmp import CommandRegistry, QMPServer
 
-__all__ = ["QMPAddressError", "default_qmp_path", "parse_qmp_address", "run_machine"]
+__all__ = [
+    "QMPAddressError",
+    "default_qmp_path",
+    "load_plugins",
+    "parse_qmp_address",
+    "run_machine",
+]
 
 log = logging.getLogger("vmkit.run")
 
@@ -88,32 +92,31 @@ def parse_qmp_address(text: str, *, allow_remote: bool = False) -> str | tuple[s
     raise QMPAddressError(f"'{text}': unknown QMP transport '{kind}' (unix or tcp)")
 
 
-def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Runs the machine described by the ``vmkit run`` arguments until it is
-    told to quit; returns the exit status."""
+def load_plugins(modules: list[str]) -> None:
+    """Imports each module: a plugin registers device types (or anything
+    else) on import."""
+    for module in modules:
+        importlib.import_module(module)
+
+
+def run_machine(
+    vm: Machine,
+    address: str | tuple[str, int] | None = None,
+    *,
+    start_paused: bool = False,
+    name: str | None = None,
+    verbose: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Serves QMP for ``vm`` on ``address`` (default: :func:`default_qmp_path`)
+    until ``quit``, SIGTERM or SIGINT; then closes the machine. Prints
+    ``QMP: <address>`` on ``out`` (stdout) once listening. Returns the exit
+    status."""
     stream = out if out is not None else sys.stdout
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="vmkit[%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
-    if args.qmp:
-        address = parse_qmp_address(args.qmp, allow_remote=args.qmp_allow_remote)
-    else:
-        address = default_qmp_path()
-    for module in args.plugin:
-        # A plugin registers device types (and anything else) on import.
-        importlib.import_module(module)
-    rate = qom.parse_size(args.workload_rate)
-    vm = Machine(
-        memory=args.memory,
-        backend=args.backend,
-        mem_path=args.mem_path,
-        machine_type=args.machine_type,
-        workload_rate=rate,
-        workload_pattern=args.workload_pattern,
-        workload_threads=args.workload_threads,
-        seed=args.seed,
     )
     done = threading.Event()
     reason: list[str] = []
@@ -125,12 +128,8 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
     server: QMPServer | None = None
     previous: dict[signal.Signals, Any] = {}
     try:
-        for type_name, obj_id, props in args.object:
-            if obj_id is None:
-                raise QMPAddressError(f"-object {type_name}: an id is required")
-            qom.object_add(type_name, id=obj_id, **props)
-        for type_name, dev_id, props in args.device:
-            vm.device_add(type_name, id=dev_id, **props)
+        if address is None:
+            address = default_qmp_path()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             finish(signal.Signals(signum).name)
@@ -138,15 +137,15 @@ def run_machine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         # Installed before the address is printed, and kept until the end:
         # a signal during start-up or cleanup must not kill the process.
         previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)})
-        monitor = MachineMonitor(vm, name=args.name, on_quit=lambda: finish("quit"))
+        monitor = MachineMonitor(vm, name=name, on_quit=lambda: finish("quit"))
         server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
         monitor.attach(server)
         server.start_in_thread(address)
         bound = server.address
         shown = f"unix:{bound}" if isinstance(bound, str) else f"tcp:{bound[0]}:{bound[1]}"
         print(f"QMP: {shown}", file=stream, flush=True)
-        log.info("machine %s, %s RAM, QMP on %s", vm.machine_type, args.memory, shown)
-        if not args.S:
+        log.info("machine %s, QMP on %s", vm.machine_type, shown)
+        if not start_paused:
             vm.cont()
         while not done.wait(0.5):
             if not server.is_serving:
