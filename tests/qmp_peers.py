@@ -2,7 +2,7 @@
 
 A *peer* is a process serving QMP on a UNIX socket: a real
 ``qemu-system-x86_64`` (q35, TCG, ``-nodefaults``, no kernel, paused with
-``-S``) or ``vmkit run -S``. :class:`RawQmp` talks to either over a plain
+``-S``) or ``vmkit run -S``. :class:`vmkit.qmp.QMPSocket` talks to either over a plain
 socket (for what ``qemu.qmp`` hides: the greeting, negotiation mode, error
 classes of raw replies). :func:`shape` reduces a JSON value to its keys and
 JSON types, and :func:`compare_shapes` lists where two shapes differ.
@@ -10,10 +10,8 @@ JSON types, and :func:`compare_shapes` lists where two shapes differ.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -164,58 +162,6 @@ def qemu_binary() -> str | None:
 
 def qemu_missing_is_failure() -> bool:
     return bool(os.environ.get("CI"))
-
-
-# --- raw client ----------------------------------------------------------------
-
-
-class RawQmp:
-    """QMP over a plain socket: every message as sent, events kept aside."""
-
-    def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        self.sock.settimeout(timeout)
-        self.file = self.sock.makefile("rb")
-        self.events: list[dict[str, Any]] = []
-        self.raw_lines: list[bytes] = []
-        self.greeting = self.read()
-
-    def read(self) -> dict[str, Any]:
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("QMP connection closed")
-        self.raw_lines.append(line)
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    def send(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Sends ``msg``; returns the first non-event reply (events go to ``events``)."""
-        self.sock.sendall(json.dumps(msg).encode() + b"\r\n")
-        while True:
-            reply = self.read()
-            if "event" in reply:
-                self.events.append(reply)
-            else:
-                return reply
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def __enter__(self) -> RawQmp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --- shapes --------------------------------------------------------------------

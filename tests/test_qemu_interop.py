@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import pytest
 from vmkit import migration
 from vmkit.cli import main
 from vmkit.memory import RamBlock
+from vmkit.qmp import QMPSocket
 
 pytestmark = pytest.mark.qemu
 
@@ -64,54 +64,6 @@ def page_pattern(i: int) -> bytes:
 
 def ram_pattern() -> bytes:
     return b"".join(page_pattern(i) for i in range(RAM_SIZE // PAGE))
-
-
-class Qmp:
-    """A minimal QMP client: one JSON object per line; events are skipped."""
-
-    def __init__(self, path: Path, deadline: float) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        while True:
-            try:
-                self.sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(TIMEOUT)
-        # Commands go out unbuffered (sendall), so closing after QEMU exited
-        # has nothing left to flush.
-        self.file = self.sock.makefile("rb")
-        greeting = self._read()
-        assert "QMP" in greeting, greeting
-
-    def _read(self) -> dict[str, Any]:
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("QMP connection closed")
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    def command(self, command: str, **arguments: Any) -> dict[str, Any]:
-        """Sends ``command``; returns its reply, ``return`` or ``error``."""
-        msg: dict[str, Any] = {"execute": command}
-        if arguments:
-            msg["arguments"] = arguments
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            reply = self._read()
-            if "event" not in reply:
-                return reply
-
-    def execute(self, command: str, **arguments: Any) -> Any:
-        reply = self.command(command, **arguments)
-        assert "error" not in reply, (command, reply)
-        return reply["return"]
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 @dataclass
@@ -161,7 +113,7 @@ def machine_args(ram_file: Path) -> list[str]:
 @dataclass
 class Qemu:
     proc: subprocess.Popen[bytes]
-    qmp: Qmp
+    qmp: QMPSocket
     log: Path
 
     def output(self) -> str:
@@ -179,10 +131,9 @@ def running_qemu(binary: str, args: list[str], log: Path, deadline: float) -> It
     cmd = [binary, *args, "-qmp", f"unix:{sock},server=on,wait=off"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    qmp: Qmp | None = None
+    qmp: QMPSocket | None = None
     try:
-        qmp = Qmp(sock, deadline)
-        qmp.execute("qmp_capabilities")
+        qmp = QMPSocket(sock, timeout=max(deadline - time.monotonic(), 1.0), negotiate=True)
         yield Qemu(proc, qmp, log)
     except BaseException:
         sys.stderr.write(f"QEMU output:\n{log.read_text(errors='replace')}\n")

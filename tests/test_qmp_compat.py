@@ -42,7 +42,6 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from qmp_peers import (
     Peer,
-    RawQmp,
     compare_shapes,
     qemu_binary,
     qemu_command,
@@ -53,6 +52,7 @@ from qmp_peers import (
     vmkit_command,
     vmkit_with_device_command,
 )
+from vmkit.qmp import QMPSocket
 
 PEERS = ("qemu", "vmkit")
 EVENT_TIMEOUT = 5.0
@@ -490,7 +490,7 @@ class Transcript:
 
 
 def run_raw(sock: Path, steps: list[Step], out: Transcript) -> None:
-    with RawQmp(sock) as conn:
+    with QMPSocket(sock) as conn:
         for step in steps:
             if step.greeting:
                 out.outcomes[step.id] = Outcome("greeting", conn.greeting)

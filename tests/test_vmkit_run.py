@@ -469,3 +469,21 @@ def test_singletons_over_qmp(tmp_path: Path) -> None:
         qmp_session(p.socket, body)
     finally:
         assert p.stop() == 0
+
+
+def test_the_synchronous_client(vmkit: VmkitProcess) -> None:
+    """vmkit.qmp.QMPSocket: replies whole, events aside, errors raised with their class."""
+    from vmkit.qmp import QMPError, QMPSocket
+
+    with QMPSocket(vmkit.socket, negotiate=True) as qmp:
+        assert set(qmp.greeting["QMP"]) == {"version", "capabilities"}
+        assert qmp.execute("query-status") == {"status": "prelaunch", "running": False}
+        qmp.execute("cont")
+        assert [e["event"] for e in qmp.events] == [] or qmp.events[0]["event"] == "RESUME"
+        qmp.execute("stop")
+        assert "RESUME" in [e["event"] for e in qmp.events]
+        with pytest.raises(QMPError) as info:
+            qmp.execute("qom-get", path="/nowhere", property="x")
+        assert info.value.error_class == "DeviceNotFound"
+        assert info.value.desc == "Device '/nowhere' not found"
+        assert all(line.endswith(b"\r\n") for line in qmp.raw_lines)

@@ -17,6 +17,8 @@ Layers, one module each:
 * :mod:`vmkit.qmp.server` — :class:`QMPServer`: UNIX or TCP sockets, many
   clients, greeting, capabilities negotiation, events, CRLF framing; asyncio
   or a background thread.
+* :mod:`vmkit.qmp.client` — :class:`QMPSocket`: a small synchronous client
+  that keeps every message as sent (scripts, tests, benchmarks).
 
 Example::
 
@@ -39,6 +41,7 @@ Example::
     server.close()
 """
 
+from vmkit.qmp.client import QMPSocket
 from vmkit.qmp.commands import (
     EXTRA_MEMBERS,
     ArgType,
@@ -101,6 +104,7 @@ __all__ = [
     "ParsedMessage",
     "QMPError",
     "QMPServer",
+    "QMPSocket",
     "QMPVersion",
     "Schema",
     "SessionState",
