@@ -479,9 +479,8 @@ def test_the_synchronous_client(vmkit: VmkitProcess) -> None:
         assert set(qmp.greeting["QMP"]) == {"version", "capabilities"}
         assert qmp.execute("query-status") == {"status": "prelaunch", "running": False}
         qmp.execute("cont")
-        assert [e["event"] for e in qmp.events] == [] or qmp.events[0]["event"] == "RESUME"
-        qmp.execute("stop")
-        assert "RESUME" in [e["event"] for e in qmp.events]
+        qmp.execute("stop")  # its reply comes after the RESUME event, which is kept aside
+        assert qmp.events[0]["event"] == "RESUME"
         with pytest.raises(QMPError) as info:
             qmp.execute("qom-get", path="/nowhere", property="x")
         assert info.value.error_class == "DeviceNotFound"
