@@ -100,6 +100,7 @@ bench: build
 	$(WITH_LIBPYTHON) cargo bench -p vmkit-benches
 	$(PY) benches/py/criterion_medians.py
 	$(PY) benches/py/bench_qom.py
+	$(PY) benches/py/bench_migration.py
 
 fmt: $(DEPS_STAMP)
 	cargo fmt --all

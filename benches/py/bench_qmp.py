@@ -159,9 +159,7 @@ def measure(count: int, rounds: int, with_qemu: bool) -> dict[str, float]:
                 results[f"{name}_qemu_qmp_per_s"] = qemu_qmp_rate(sock, count // 5, rounds)
     if with_qemu:
         results["ratio_raw"] = results["vmkit_raw_per_s"] / results["qemu_raw_per_s"]
-        results["ratio_qemu_qmp"] = (
-            results["vmkit_qemu_qmp_per_s"] / results["qemu_qemu_qmp_per_s"]
-        )
+        results["ratio_qemu_qmp"] = results["vmkit_qemu_qmp_per_s"] / results["qemu_qemu_qmp_per_s"]
     return results
 
 

@@ -1,0 +1,586 @@
+"""Migration-stream throughput of vmkit, side by side with a real QEMU saving
+the same RAM contents to the same kinds of sink, in one run.
+
+Run: ``.venv/bin/python benches/py/bench_migration.py`` (after ``make build``;
+QEMU from ``make system-deps``, or ``--no-qemu``). Options: ``--sizes 1G,4G``,
+``--rounds 3`` (each figure is the median of that many timed rounds, after one
+untimed warm-up round), ``--dir /dev/shm``, ``--json`` (one JSON object).
+
+For every size and for two RAM contents, a file in ``--dir`` is filled once:
+``random`` (``os.urandom``, no page is zero) and ``zero`` (zeros written out,
+so the file is real tmpfs memory, not holes). QEMU maps it as the
+``memory-backend-file`` of a paused (``-S``) q35 TCG machine (``share=on``),
+vmkit as ``RamBlock.file(..., share=True)``: both read the same pages, and both
+name the block ``pc.ram``. QEMU runs with ``max-bandwidth`` raised from its
+128 MiB/s default to 1 TiB/s; being paused, it sends every page once. QEMU
+refuses to migrate a machine twice, so every QEMU case starts a fresh one,
+with ``prealloc=on`` so that its mapping is faulted in before the (untimed)
+start ends, as vmkit's mapping is after the warm-up round. ``--settle S``
+pauses S seconds (untimed) after each case that wrote a file (default 0). In
+a VM with free page reporting (virtio-balloon), freed pages go back to the
+host about 2 s after the free, and the next file sink then faults them in
+again: file-sink figures depend on that timing, so compare them within a run.
+
+Every figure is RAM bytes per second in GB/s (10^9), the wall-clock time of
+one whole stream:
+
+- ``dd``: ``dd if=<RAM file> of=<dir>/dd.out bs=1M`` (the file truncated, as
+  vmkit's sink is), from spawning dd to its exit: the reference for a file sink.
+- ``vmkit/null``, ``vmkit/file``: ``migration.save`` straight into
+  ``/dev/null`` / a new file in ``--dir`` (the call's duration).
+- ``vmkit/cat-null``, ``vmkit/cat-file``: ``migration.save`` into a FIFO read
+  by ``cat > /dev/null`` / ``cat > <dir>/FILE`` — the pipe-and-cat path of
+  QEMU's ``exec:cat``; timed from spawning cat to cat's exit.
+- ``vmkit/cat-null-1m``, ``vmkit/cat-file-1m``: the same with the FIFO's
+  pipe buffer raised from 64 KiB to 1 MiB (``F_SETPIPE_SZ``): what vmkit would
+  get by doing that itself on a FIFO sink. Not a like-for-like row: QEMU's
+  ``exec:`` pipe keeps 64 KiB.
+- ``qemu/cat-null``, ``qemu/cat-file``: QMP ``migrate`` with
+  ``exec:cat > /dev/null`` / ``exec:cat > <dir>/FILE``; timed from sending
+  the command to the exit of that cat (the shell then opens a FIFO the
+  bench waits on). QEMU's own ``total-time`` is recorded too.
+- ``qemu/fd-null``, ``qemu/fd-file``: ``migrate`` to ``fd:`` with an fd of
+  ``/dev/null`` / a new file passed by ``getfd`` (QEMU writes the sink itself,
+  no pipe); timed from the command to the ``MIGRATION`` ``completed`` event.
+- ``decode``: ``migration.restore`` of vmkit's stream file into an anonymous
+  block of the same size (prefaulted with non-zero bytes before each round).
+
+Ratios: vmkit/QEMU on the common ``cat`` paths (target ≥ 3 for random RAM,
+≥ 1 for zero RAM), ``vmkit/file`` over ``dd`` (target ≥ 0.7). Zero pages
+scanned: ``vmkit/null`` on zero RAM (target ≥ 20 GB/s). Encode and decode of
+random RAM: target ≥ 3 GB/s. Page counts of both sides are checked and
+reported (QEMU adds its firmware blocks, ``pc.bios`` and friends).
+
+Every file and QEMU process the bench creates is removed on the way out,
+also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vmkit import migration
+from vmkit.memory import RamBlock
+
+QEMU = "qemu-system-x86_64"
+MACHINE_TYPE = "pc-q35-7.2"
+BLOCK = "pc.ram"
+PAGE = 4096
+MIB = 1 << 20
+GIB = 1 << 30
+CHUNK = 64 * MIB
+#: QEMU's max-bandwidth for the bench (bytes/s): 1 TiB/s, i.e. unlimited.
+MAX_BANDWIDTH = 1 << 40
+TIMEOUT = 600.0
+#: The enlarged pipe buffer of the ``-1m`` variants (Linux's unprivileged maximum).
+PIPE_1M = MIB
+
+Result = dict[str, Any]
+
+
+def parse_size(text: str) -> int:
+    """``1G``, ``512M``, ``4096K`` or plain bytes."""
+    units = {"K": 1 << 10, "M": MIB, "G": GIB}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def size_name(size: int) -> str:
+    return f"{size // GIB}G" if size % GIB == 0 else f"{size // MIB}M"
+
+
+def gbps(size: int, seconds: float) -> float:
+    return size / seconds / 1e9
+
+
+def fill_file(path: Path, size: int, content: str) -> None:
+    """Writes ``size`` bytes of ``content`` ("random" or "zero") to ``path``."""
+    zeros = bytes(CHUNK)
+    with path.open("wb") as f:
+        done = 0
+        while done < size:
+            n = min(CHUNK, size - done)
+            f.write(os.urandom(n) if content == "random" else zeros[:n])
+            done += n
+
+
+def unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+# --- QEMU ----------------------------------------------------------------------------------
+
+
+class Qmp:
+    """A minimal QMP client (one JSON object per line). Events are kept in
+    ``events`` while waiting for a command's reply."""
+
+    def __init__(self, path: Path, deadline: float) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                self.sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        self.events: list[dict[str, Any]] = []
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise RuntimeError(f"not a QMP greeting: {greeting}")
+
+    def _read(self) -> dict[str, Any]:
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError("QMP connection closed")
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def send(self, command: str, fds: list[int] | None = None, **arguments: Any) -> None:
+        msg: dict[str, Any] = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        data = json.dumps(msg).encode() + b"\n"
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.sendall(data)
+
+    def reply(self) -> dict[str, Any]:
+        while True:
+            msg = self._read()
+            if "event" in msg:
+                self.events.append(msg)
+            else:
+                return msg
+
+    def execute(self, command: str, fds: list[int] | None = None, **arguments: Any) -> Any:
+        self.send(command, fds, **arguments)
+        reply = self.reply()
+        if "error" in reply:
+            raise RuntimeError(f"QMP {command}: {reply['error']}")
+        return reply["return"]
+
+    def wait_migration(self) -> str:
+        """Waits for a ``MIGRATION`` event with a final status; returns it."""
+        while True:
+            while self.events:
+                ev = self.events.pop(0)
+                status = ev.get("data", {}).get("status")
+                if ev.get("event") == "MIGRATION" and status in ("completed", "failed"):
+                    return str(status)
+            msg = self._read()
+            if "event" in msg:
+                self.events.append(msg)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class Qemu:
+    """A paused q35 TCG QEMU whose RAM is ``ram_file``, with QMP connected,
+    migration events on and bandwidth unlimited."""
+
+    def __init__(self, binary: str, ram_file: Path, size: int, work: Path) -> None:
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="vmkit-qmp-"))
+        self.log = work / "qemu.log"
+        mib = size // MIB
+        cmd = [
+            binary,
+            "-no-user-config",
+            "-nodefaults",
+            "-machine",
+            f"q35,accel=tcg,memory-backend={BLOCK}",
+            "-m",
+            f"{mib}M",
+            "-object",
+            # prealloc: the mapping is faulted in at start (untimed), as vmkit's
+            # is after the first round and a running guest's would be.
+            f"memory-backend-file,id={BLOCK},size={mib}M,mem-path={ram_file},share=on,prealloc=on",
+            "-display",
+            "none",
+            "-S",
+            "-qmp",
+            f"unix:{self.sock_dir / 'qmp.sock'},server=on,wait=off",
+        ]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        self.qmp: Qmp | None = None
+        try:
+            self.qmp = Qmp(self.sock_dir / "qmp.sock", time.monotonic() + 60)
+            self.qmp.execute("qmp_capabilities")
+            self.qmp.execute(
+                "migrate-set-capabilities",
+                capabilities=[{"capability": "events", "state": True}],
+            )
+            params: dict[str, Any] = {"max-bandwidth": MAX_BANDWIDTH}
+            self.qmp.execute("migrate-set-parameters", **params)
+            v = self.qmp.execute("query-version")["qemu"]
+            self.version = f"{v['major']}.{v['minor']}.{v['micro']}"
+        except BaseException:
+            self.close()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def _finish(self, wall: float) -> Result:
+        assert self.qmp is not None
+        info: dict[str, Any] = self.qmp.execute("query-migrate")
+        if info.get("status") != "completed":
+            raise RuntimeError(f"QEMU migration did not complete: {info}\n{self.output()}")
+        ram = info.get("ram", {})
+        return {
+            "seconds": wall,
+            "total_time_ms": info.get("total-time"),
+            "zero_pages": ram.get("duplicate"),
+            "normal_pages": ram.get("normal"),
+            "transferred": ram.get("transferred"),
+        }
+
+    def migrate_cat(self, sink: Path, done: Path) -> Result:
+        """``migrate exec:cat > sink``; wall time until that cat exited."""
+        assert self.qmp is not None
+        ended: list[float] = []
+
+        def wait_done() -> None:
+            with done.open("rb") as f:
+                f.read()
+            ended.append(time.perf_counter())
+
+        waiter = threading.Thread(target=wait_done, daemon=True)
+        waiter.start()
+        try:
+            start = time.perf_counter()
+            self.qmp.execute("migrate", uri=f"exec:cat > '{sink}'; : > '{done}'")
+            waiter.join(TIMEOUT)
+        finally:
+            if waiter.is_alive():
+                # Release the waiter's blocking open of the FIFO.
+                with contextlib.suppress(OSError):
+                    os.close(os.open(done, os.O_WRONLY | os.O_NONBLOCK))
+                waiter.join(5)
+        if not ended:
+            raise RuntimeError(f"QEMU's cat did not finish\n{self.output()}")
+        if self.qmp.wait_migration() != "completed":
+            raise RuntimeError(f"QEMU migration failed\n{self.output()}")
+        return self._finish(ended[0] - start)
+
+    def migrate_fd(self, sink: Path) -> Result:
+        """``migrate fd:`` to an fd of ``sink`` (truncated); wall time until
+        the ``MIGRATION`` event says completed."""
+        assert self.qmp is not None
+        fd = os.open(sink, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.qmp.execute("getfd", fds=[fd], fdname="bench")
+        finally:
+            os.close(fd)
+        start = time.perf_counter()
+        self.qmp.execute("migrate", uri="fd:bench")
+        status = self.qmp.wait_migration()
+        wall = time.perf_counter() - start
+        if status != "completed":
+            raise RuntimeError(f"QEMU migration failed\n{self.output()}")
+        return self._finish(wall)
+
+    def close(self) -> None:
+        try:
+            if self.qmp is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    self.qmp.execute("quit")
+                self.qmp.close()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=60)
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+
+# --- vmkit and dd --------------------------------------------------------------------------
+
+
+def vmkit_save(block: RamBlock, sink: Path) -> Result:
+    if sink != Path(os.devnull):
+        unlink(sink)
+    start = time.perf_counter()
+    stats = migration.save(sink, machine_type=MACHINE_TYPE, ram=[block])
+    wall = time.perf_counter() - start
+    return {"seconds": wall, **stats}
+
+
+def vmkit_save_cat(block: RamBlock, fifo: Path, sink: Path, pipe_size: int = 0) -> Result:
+    """Saves into ``fifo`` read by ``cat > sink``: spawn of cat to its exit.
+
+    ``pipe_size``: if set, the FIFO's pipe buffer is enlarged to it with
+    ``F_SETPIPE_SZ`` (Linux's default is 64 KiB, what QEMU's ``exec:`` pipe
+    has), through an extra descriptor the bench holds until the save ends.
+    """
+    if sink != Path(os.devnull):
+        unlink(sink)
+    start = time.perf_counter()
+    holder = -1
+    cat: subprocess.Popen[bytes] | None = None
+    if pipe_size:
+        holder = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        fcntl.fcntl(holder, fcntl.F_SETPIPE_SZ, pipe_size)
+    try:
+        with sink.open("wb") as out:
+            cat = subprocess.Popen(["cat", str(fifo)], stdout=out)
+        try:
+            stats = migration.save(fifo, machine_type=MACHINE_TYPE, ram=[block])
+        finally:
+            if holder >= 0:
+                os.close(holder)
+                holder = -1
+        if cat.wait(TIMEOUT) != 0:
+            raise RuntimeError(f"cat exited with {cat.returncode}")
+    finally:
+        if holder >= 0:
+            os.close(holder)
+        if cat is not None and cat.poll() is None:
+            cat.kill()
+            cat.wait()
+    wall = time.perf_counter() - start
+    return {"seconds": wall, **stats}
+
+
+def dd_copy(src: Path, dst: Path) -> Result:
+    unlink(dst)
+    start = time.perf_counter()
+    subprocess.run(
+        ["dd", f"if={src}", f"of={dst}", "bs=1M"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return {"seconds": time.perf_counter() - start}
+
+
+def vmkit_restore(stream: Path, dest: RamBlock) -> Result:
+    dest.fill(0, dest.size, 0xA5)
+    start = time.perf_counter()
+    stats = migration.restore(stream, machine_type=MACHINE_TYPE, ram=[dest])
+    wall = time.perf_counter() - start
+    return {"seconds": wall, **stats}
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@contextmanager
+def workdir(base: Path) -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="vmkit-bench-mig-", dir=base))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_content(
+    size: int, content: str, rounds: int, qemu_binary: str | None, work: Path, settle: float
+) -> dict[str, Any]:
+    """All sinks for one RAM size and content; returns medians and samples."""
+    ram_file = work / f"{content}.ram"
+    out_file = work / "stream.out"
+    dd_file = work / "dd.out"
+    fifo = work / "stream.fifo"
+    done = work / "done.fifo"
+    null = Path(os.devnull)
+    qemu_version: str | None = None
+
+    def qemu_case(migrate: Callable[[Qemu], Result]) -> Callable[[], Result]:
+        """A fresh QEMU for each migration (QEMU refuses to migrate a machine
+        a second time); its start is not timed."""
+
+        def case() -> Result:
+            nonlocal qemu_version
+            assert qemu_binary is not None
+            qemu = Qemu(qemu_binary, ram_file, size, work)
+            try:
+                qemu_version = qemu.version
+                return migrate(qemu)
+            finally:
+                qemu.close()
+
+        return case
+
+    try:
+        os.mkfifo(fifo)
+        os.mkfifo(done)
+        fill_file(ram_file, size, content)
+        block = RamBlock.file(BLOCK, size, ram_file, share=True)
+        checksum = block.checksum()
+        cases: dict[str, Callable[[], Result]] = {
+            "dd": lambda: dd_copy(ram_file, dd_file),
+            "vmkit/null": lambda: vmkit_save(block, null),
+            "vmkit/file": lambda: vmkit_save(block, out_file),
+            "vmkit/cat-null": lambda: vmkit_save_cat(block, fifo, null),
+            "vmkit/cat-file": lambda: vmkit_save_cat(block, fifo, out_file),
+            "vmkit/cat-null-1m": lambda: vmkit_save_cat(block, fifo, null, PIPE_1M),
+            "vmkit/cat-file-1m": lambda: vmkit_save_cat(block, fifo, out_file, PIPE_1M),
+        }
+        if qemu_binary is not None:
+            cases |= {
+                "qemu/cat-null": qemu_case(lambda q: q.migrate_cat(null, done)),
+                "qemu/cat-file": qemu_case(lambda q: q.migrate_cat(out_file, done)),
+                "qemu/fd-null": qemu_case(lambda q: q.migrate_fd(null)),
+                "qemu/fd-file": qemu_case(lambda q: q.migrate_fd(out_file)),
+            }
+        samples: dict[str, list[Result]] = {name: [] for name in cases}
+        # Round-robin over the cases, so that drift on the shared machine
+        # hits every case alike; round 0 is an untimed warm-up.
+        for r in range(rounds + 1):
+            for name, case in cases.items():
+                res = case()
+                if r > 0:
+                    samples[name].append(res)
+                if out_file.exists() or dd_file.exists():
+                    unlink(dd_file)
+                    unlink(out_file)
+                    # Optionally let the guest's free page reporting (2 s after
+                    # the free) happen here rather than in the next case.
+                    if settle > 0:
+                        time.sleep(settle)
+        if block.checksum() != checksum:
+            raise RuntimeError("the RAM file changed during the bench")
+
+        # Decode of vmkit's stream, from a file in the same directory.
+        vmkit_save(block, out_file)
+        dest = RamBlock.anonymous(BLOCK, size)
+        decode = [vmkit_restore(out_file, dest) for _ in range(rounds + 1)][1:]
+        if dest.checksum() != checksum:
+            raise RuntimeError("decoded RAM differs from the source")
+        del dest
+        unlink(out_file)
+        samples["decode"] = decode
+    finally:
+        unlink(ram_file)
+        unlink(fifo)
+        unlink(done)
+
+    medians = {
+        name: gbps(size, statistics.median(s["seconds"] for s in runs))
+        for name, runs in samples.items()
+    }
+    pages: dict[str, Any] = {
+        "vmkit": {k: samples["vmkit/null"][0][k] for k in ("zero_pages", "normal_pages")},
+    }
+    if qemu_binary is not None:
+        last = samples["qemu/cat-file"][-1]
+        pages["qemu"] = {k: last[k] for k in ("zero_pages", "normal_pages")}
+        pages["qemu_total_time_ms"] = {
+            name: statistics.median(s["total_time_ms"] for s in samples[name])
+            for name in samples
+            if name.startswith("qemu/")
+        }
+    return {
+        "gbps": medians,
+        "seconds": {k: [s["seconds"] for s in v] for k, v in samples.items()},
+        "pages": pages,
+        "qemu_version": qemu_version,
+    }
+
+
+def ratios(r: dict[str, float], content: str, have_qemu: bool) -> dict[str, float]:
+    out = {"vmkit_file_over_dd": r["vmkit/file"] / r["dd"]}
+    if have_qemu:
+        for sink in ("cat-null", "cat-file"):
+            out[f"vmkit_over_qemu/{sink}"] = r[f"vmkit/{sink}"] / r[f"qemu/{sink}"]
+        # vmkit's direct path against QEMU's direct (fd:) path to the same sink.
+        out["vmkit_null_over_qemu_fd-null"] = r["vmkit/null"] / r["qemu/fd-null"]
+        out["vmkit_file_over_qemu_fd-file"] = r["vmkit/file"] / r["qemu/fd-file"]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--sizes", default="1G,4G", help="RAM sizes, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
+    parser.add_argument("--dir", type=Path, default=Path("/dev/shm"), help="file sink dir")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="pause (s) after a case freed a file"
+    )
+    parser.add_argument("--no-qemu", action="store_true", help="vmkit and dd only")
+    parser.add_argument("--qemu", default=QEMU, help="QEMU binary")
+    args = parser.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    if any(s <= 0 or s % (2 * MIB) for s in sizes):
+        parser.error("sizes must be positive multiples of 2 MiB")
+
+    qemu_binary: str | None = None
+    note = None
+    if not args.no_qemu:
+        qemu_binary = shutil.which(args.qemu)
+        if qemu_binary is None:
+            note = f"{args.qemu} not found: QEMU columns skipped (make system-deps)"
+    else:
+        note = "--no-qemu: QEMU columns skipped"
+    if note:
+        print(note, file=sys.stderr)
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "load_before": os.getloadavg(),
+        },
+        "rounds": args.rounds,
+        "settle_seconds": args.settle,
+        "dir": str(args.dir),
+        "qemu": None,
+        "note": note,
+        "sizes": {},
+    }
+    with workdir(args.dir) as work:
+        for size in sizes:
+            for content in ("random", "zero"):
+                res = run_content(size, content, args.rounds, qemu_binary, work, args.settle)
+                results["qemu"] = res.pop("qemu_version") or results["qemu"]
+                res["ratios"] = ratios(res["gbps"], content, qemu_binary is not None)
+                results["sizes"].setdefault(size_name(size), {})[content] = res
+    results["machine"]["load_after"] = os.getloadavg()
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    q = results["qemu"]
+    print(f"GB/s of RAM, median of {args.rounds} rounds; QEMU {q or 'not run'}")
+    for size_key, by_content in results["sizes"].items():
+        for content, res in by_content.items():
+            print(f"\n{size_key} {content} RAM")
+            for name, value in res["gbps"].items():
+                print(f"  {name:<20} {value:8.2f} GB/s")
+            for name, value in res["ratios"].items():
+                print(f"  {name:<30} {value:6.2f}x")
+            print(f"  pages: {json.dumps(res['pages'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
