@@ -10,7 +10,7 @@ use std::io::BufReader;
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, restore, save};
+use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, restore, save};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
 
@@ -103,7 +103,7 @@ pub fn save_stream(
     clear_pending();
     let opts = SaveOptions { footers, vmdesc };
     let result = py.detach(|| -> Result<_, std::io::Error> {
-        let f = std::fs::File::create(&path)?;
+        let f = create_sink(&path)?;
         Ok(save(&set, f, &opts))
     });
     let stats = result
