@@ -457,6 +457,7 @@ def test_singletons_over_qmp(tmp_path: Path) -> None:
             # qom-set of a property settable after realize.
             await c.execute("device_add", {"driver": "demo-isa-serial", "id": "ser0"})
             path = "/machine/peripheral/ser0"
+            assert await c.execute("qom-get", {"path": path, "property": "hotplugged"}) is True
             assert await c.execute("qom-get", {"path": path, "property": "wakeup"}) is False
             await c.execute("qom-set", {"path": path, "property": "wakeup", "value": True})
             assert await c.execute("qom-get", {"path": path, "property": "wakeup"}) is True

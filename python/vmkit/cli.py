@@ -155,6 +155,7 @@ def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
             qom.object_add(type_name, id=obj_id, **props)
         for type_name, dev_id, props in args.device:
             vm.device_add(type_name, id=dev_id, **props)
+        vm.creation_done()  # what comes over QMP from now on is hot-plugged
     except BaseException:
         vm.close()
         raise

@@ -104,6 +104,7 @@ class Machine:
         self._lock = threading.RLock()
         self._listeners: list[StateListener] = []
         self._status = "prelaunch"
+        self._creation_done = False
         self._workload: Workload | None = None
         self._workload_args: dict[str, Any] | None = None
         if workload_rate != 0:
@@ -133,6 +134,14 @@ class Machine:
             raise
 
     # ----- run state ---------------------------------------------------------
+
+    def creation_done(self) -> None:
+        """Ends cold-plugging: devices added from now on are hot-plugged
+        (their ``hotplugged`` property is true), as after QEMU's machine
+        init. The first :meth:`cont` does it too."""
+        if not self._creation_done:
+            qom.machine_creation_done()
+            self._creation_done = True
 
     @property
     def status(self) -> str:
@@ -170,6 +179,7 @@ class Machine:
                 return
             if self._status in ("inmigrate", "shutdown", "restore-vm", "finish-migrate"):
                 raise MachineStateError(f"the machine cannot run in state '{self._status}'")
+            self.creation_done()
             self._resume_workload()
             self._set_status("running")
 

@@ -204,8 +204,9 @@ def save(
     ``devices`` (none if ``None``), EOF and the VMDESCRIPTION trailer.
     Every device's state is taken before the first byte is written. The
     machine should be paused. A FIFO sink (a reader such as ``cat > FILE``
-    on the other end) gets a 1 MiB pipe buffer where the system allows. Returns ``bytes``, ``ram_bytes``,
-    ``zero_pages``, ``normal_pages`` and ``devices``.
+    on the other end) gets a 1 MiB pipe buffer where the system allows.
+    Returns ``bytes``, ``ram_bytes``, ``zero_pages``, ``normal_pages`` and
+    ``devices``.
 
     :raises DeviceStateError: a device refused to save.
     :raises VMStateError: a device's state does not fit its description.

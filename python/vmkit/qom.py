@@ -59,6 +59,7 @@ __all__ = [
     "list_properties",
     "list_types",
     "machine",
+    "machine_creation_done",
     "new",
     "object_add",
     "object_del",
@@ -268,6 +269,16 @@ def create_machine(type_name: str = "none-machine") -> Object:
 def destroy_machine() -> None:
     """Removes ``/machine`` and finalizes everything it owns."""
     _core.destroy_machine()
+
+
+def machine_creation_done() -> None:
+    """Marks the machine complete (QEMU's machine-ready phase): devices
+    created from now on report ``hotplugged``, as QEMU's do after
+    ``device_add``. Cleared when the machine is created or destroyed.
+
+    :raises LifecycleError: no machine exists.
+    """
+    _core.machine_creation_done()
 
 
 def machine() -> Object | None:

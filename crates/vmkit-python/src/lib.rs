@@ -40,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(qom::qom_tree, m)?)?;
     m.add_function(wrap_pyfunction!(qom::create_machine, m)?)?;
     m.add_function(wrap_pyfunction!(qom::destroy_machine, m)?)?;
+    m.add_function(wrap_pyfunction!(qom::machine_creation_done, m)?)?;
     m.add_function(wrap_pyfunction!(qom::machine, m)?)?;
     m.add_function(wrap_pyfunction!(qom::device_add, m)?)?;
     m.add_function(wrap_pyfunction!(qom::device_del, m)?)?;

@@ -287,6 +287,12 @@ pub(crate) fn destroy_machine(py: Python<'_>) -> PyResult<()> {
     qom::destroy_machine().py_err(py)
 }
 
+/// Marks the machine complete: devices created from now on are hot-plugged.
+#[pyfunction]
+pub(crate) fn machine_creation_done(py: Python<'_>) -> PyResult<()> {
+    qom::machine_creation_done().py_err(py)
+}
+
 /// The machine at `/machine`, if any.
 #[pyfunction]
 pub(crate) fn machine() -> Option<PyObj> {

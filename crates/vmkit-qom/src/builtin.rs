@@ -55,7 +55,7 @@ pub(crate) fn register_builtin_types(r: &Registry) {
             .class_property(
                 PropertyDef::new("hotplugged", PropertyKind::Bool)
                     .description("whether the device was plugged at run time")
-                    .accessors(Some(Arc::new(|_| Ok(Value::Bool(false)))), None),
+                    .accessors(Some(Arc::new(|o| Ok(Value::Bool(o.is_hotplugged())))), None),
             ),
         TypeInfo::new(TYPE_MACHINE)
             .abstract_type(true)

@@ -61,6 +61,8 @@ pub(crate) struct ObjectInner {
     /// Whether the device is realized; an atomic so that MMIO dispatch can
     /// check it on every access without taking the data lock.
     pub(crate) realized: AtomicBool,
+    /// Created after the machine was complete (QEMU's `hotplugged`).
+    hotplugged: bool,
     phase: AtomicU8,
     pub(crate) storage: Arc<Storage>,
     /// The object whose storage this embedded child lives in.
@@ -219,11 +221,15 @@ impl Object {
                 _ => Slot::Value(p.initial_value()),
             })
             .collect();
+        // As QEMU's device_initfn: a device made once the machine is ready
+        // (every QMP device_add) is hot-plugged.
+        let hotplugged = class.is_device() && crate::placement::machine_ready();
         let inner = Arc::new(ObjectInner {
             id: NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
             class,
             refs: AtomicU32::new(1),
             realized: AtomicBool::new(false),
+            hotplugged,
             phase: AtomicU8::new(0),
             storage: storage.clone(),
             embedded_in,
@@ -377,6 +383,12 @@ impl Object {
             state,
             action: action.to_string(),
         }
+    }
+
+    /// Whether this device was created after the machine was complete
+    /// ([`machine_creation_done`](crate::machine_creation_done)).
+    pub fn is_hotplugged(&self) -> bool {
+        self.0.hotplugged
     }
 
     /// A human description: `'type' at /path`, or `'type' #id (not in the tree)`.

@@ -2,6 +2,8 @@
 //! `/machine`, `device_add`/`device_del` under `/machine/peripheral[-anon]`,
 //! `object-add`/`object-del` under `/objects`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::{Error, PathError, Result};
 use crate::object::Object;
 use crate::tree::{resolve_path, root};
@@ -21,6 +23,29 @@ pub fn check_id(id: &str) -> Result<()> {
             reason: "an id must start with a letter and contain only letters, digits, '-', '.' and '_'".into(),
         }))
     }
+}
+
+/// Set once the machine is complete (QEMU's `PHASE_MACHINE_READY`);
+/// devices created afterwards are hot-plugged.
+static MACHINE_READY: AtomicBool = AtomicBool::new(false);
+
+/// Marks the machine complete: devices created from now on report
+/// `hotplugged`, as every QMP `device_add` does in QEMU. Cleared when a
+/// machine is created or destroyed.
+pub fn machine_creation_done() -> Result<()> {
+    if machine().is_none() {
+        return Err(Error::Lifecycle {
+            object: "/machine".into(),
+            reason: "no machine has been created".into(),
+        });
+    }
+    MACHINE_READY.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Whether [`machine_creation_done`] was called for the current machine.
+pub fn machine_ready() -> bool {
+    MACHINE_READY.load(Ordering::Acquire)
 }
 
 /// The machine at `/machine`, if one was created.
@@ -44,6 +69,7 @@ pub fn create_machine(type_name: &str) -> Result<Object> {
             reason: "a machine already exists".into(),
         });
     }
+    MACHINE_READY.store(false, Ordering::Release);
     let m = Object::new_of(&ty)?;
     root().add_child("machine", &m)?;
     Ok(m.handle())
@@ -51,6 +77,7 @@ pub fn create_machine(type_name: &str) -> Result<Object> {
 
 /// Removes the machine from `/machine` (and so finalizes it and everything it owns).
 pub fn destroy_machine() -> Result<()> {
+    MACHINE_READY.store(false, Ordering::Release);
     match machine() {
         Some(m) => m.unparent(),
         None => Ok(()),

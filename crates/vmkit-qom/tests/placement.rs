@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 use vmkit_qom::{
     Error, ErrorKind, Object, PathError, Phase, PropertyDef, PropertyKind, TYPE_DEVICE, TYPE_MACHINE, TYPE_SINGLETON,
-    TYPE_USER_CREATABLE, TypeInfo, Value, create_machine, destroy_machine, device_add, device_del, machine, object_add,
-    object_del, qom_tree, resolve_path, singleton_instance,
+    TYPE_USER_CREATABLE, TypeInfo, Value, create_machine, destroy_machine, device_add, device_del, machine,
+    machine_creation_done, machine_ready, object_add, object_del, qom_tree, resolve_path, singleton_instance,
 };
 
 mod common;
@@ -392,5 +392,26 @@ fn singleton_user_creatable_through_object_add() -> TestResult {
     assert_eq!(singleton_instance("place-uc-single")?, Some(second));
     object_del("place-second")?;
     assert!(singleton_instance("place-uc-single")?.is_none());
+    Ok(())
+}
+
+#[test]
+fn devices_made_after_machine_creation_done_are_hotplugged() -> TestResult {
+    let m = MachineGuard::new()?;
+    TypeInfo::new("place-hotplug-dev").parent(TYPE_DEVICE).register()?;
+    assert!(!machine_ready());
+    let cold = device_add("place-hotplug-dev", Some("cold"), &[])?;
+    machine_creation_done()?;
+    assert!(machine_ready());
+    let hot = device_add("place-hotplug-dev", Some("hot"), &[])?;
+    assert_eq!(cold.get("hotplugged")?, Value::Bool(false));
+    assert_eq!(hot.get("hotplugged")?, Value::Bool(true));
+    assert!(hot.is_hotplugged() && !cold.is_hotplugged());
+    // Only devices: other objects have no such notion.
+    let plain = Object::new("container")?;
+    assert!(!plain.is_hotplugged());
+    drop(m);
+    assert!(!machine_ready(), "destroying the machine clears the flag");
+    assert_eq!(err_of(machine_creation_done()).kind(), ErrorKind::Lifecycle);
     Ok(())
 }
