@@ -44,7 +44,7 @@ $(DEPS_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
-	print("\n".join(d["build-system"]["requires"] + d["project"]["optional-dependencies"]["test"]))' \
+	print("\n".join(d["build-system"]["requires"] + d["project"]["dependencies"] + d["project"]["optional-dependencies"]["test"]))' \
 	  > $(VENV)/requirements-dev.txt
 	$(PY) -m pip install --disable-pip-version-check -r $(VENV)/requirements-dev.txt
 	touch $@
