@@ -4,7 +4,7 @@
 #   make test         test-rust, lint-rust, test-python, lint-python, in that order
 #   make system-deps  install QEMU (qemu-system-x86) for the interop tests, if missing
 #   make demo         run the demo against the built package
-#   make bench        criterion benches, then the Python-level benchmark
+#   make bench        criterion benches, then the Python-level benchmarks (QEMU side by side)
 #   make fmt          format Rust and Python sources
 #   make clean        remove target/ and .venv/
 
@@ -100,7 +100,9 @@ bench: build
 	$(WITH_LIBPYTHON) cargo bench -p vmkit-benches
 	$(PY) benches/py/criterion_medians.py
 	$(PY) benches/py/bench_qom.py
+	$(PY) benches/py/bench_memory.py
 	$(PY) benches/py/bench_migration.py
+	$(PY) benches/py/bench_qmp.py
 
 fmt: $(DEPS_STAMP)
 	cargo fmt --all
