@@ -3,37 +3,15 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use vmkit_memory::RamBlock;
 use vmkit_migration::Error;
 use vmkit_migration::savevm::{
-    DeviceSection, RestoreOptions, SaveOptions, SaveSet, SavevmError, SectionState, restore, save,
+    DeviceSection, RestoreOptions, SaveOptions, SaveSet, SavevmError, SectionState, StateCell, restore, save,
 };
 use vmkit_migration::vmstate::{ArrayLen, FieldKind, MigrationPriority, VmStateDescription, VmStruct, VmValue};
 use vmkit_migration::wire::{ParserOptions, WireError, analyze_report};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// A device whose state is a `VmStruct` behind a lock.
-struct FakeDevice {
-    vmsd: Arc<VmStateDescription>,
-    state: Mutex<VmStruct>,
-    loads: Mutex<u32>,
-}
-
-impl SectionState for FakeDevice {
-    fn vmsd(&self) -> Arc<VmStateDescription> {
-        Arc::clone(&self.vmsd)
-    }
-    fn save_state(&self) -> Result<VmStruct, String> {
-        Ok(self.state.lock().clone())
-    }
-    fn load_state(&self, state: VmStruct, _version_id: u32) -> Result<(), String> {
-        *self.state.lock() = state;
-        *self.loads.lock() += 1;
-        Ok(())
-    }
-}
 
 fn timer_vmsd(version: u32) -> Result<Arc<VmStateDescription>, Box<dyn std::error::Error>> {
     let sub = VmStateDescription::builder("timer/armed")
@@ -79,15 +57,11 @@ fn timer_state(ctrl: u64, deadline: u64) -> VmStruct {
         .with_subsection("timer/armed", VmStruct::new().with("deadline", VmValue::UInt(deadline)))
 }
 
-fn device(vmsd: Arc<VmStateDescription>, state: VmStruct) -> Arc<FakeDevice> {
-    Arc::new(FakeDevice {
-        vmsd,
-        state: Mutex::new(state),
-        loads: Mutex::new(0),
-    })
+fn device(vmsd: Arc<VmStateDescription>, state: VmStruct) -> Arc<StateCell> {
+    StateCell::new(vmsd, state)
 }
 
-fn section(idstr: &str, instance_id: u32, dev: &Arc<FakeDevice>) -> DeviceSection {
+fn section(idstr: &str, instance_id: u32, dev: &Arc<StateCell>) -> DeviceSection {
     DeviceSection {
         idstr: idstr.into(),
         instance_id,
@@ -105,7 +79,7 @@ fn patterned_ram(name: &str, pages: u64) -> Result<Arc<RamBlock>, Box<dyn std::e
 
 struct Machine {
     ram: Vec<Arc<RamBlock>>,
-    timers: Vec<Arc<FakeDevice>>,
+    timers: Vec<Arc<StateCell>>,
     set: SaveSet,
 }
 
@@ -170,14 +144,13 @@ fn ram_and_devices_round_trip() -> TestResult {
     assert_eq!((rs.zero_pages, rs.normal_pages), (stats.zero_pages, stats.normal_pages));
     assert_eq!(ram_bytes(&dst.ram)?, ram_bytes(&src.ram)?);
     for (a, b) in src.timers.iter().zip(&dst.timers) {
-        assert_eq!(*a.state.lock(), *b.state.lock());
+        assert_eq!(a.get(), b.get());
     }
     // The unneeded subsection of timer 1 was not sent and the receiver's
     // value (0) stays; timer 0's was.
     assert_eq!(
         dst.timers[0]
-            .state
-            .lock()
+            .get()
             .subsection("timer/armed")
             .and_then(|s| s.get_u64("deadline")),
         Some(99)
@@ -218,9 +191,13 @@ fn an_older_stream_version_loads_and_keeps_newer_fields() -> TestResult {
     let src = machine(1, 7)?;
     let stream = saved(&src)?;
     let dst = blank(2)?;
-    dst.timers[0].state.lock().set("dma_base", VmValue::UInt(0x5000));
+    {
+        let mut st = dst.timers[0].get();
+        st.set("dma_base", VmValue::UInt(0x5000));
+        dst.timers[0].set(st);
+    }
     restore(&dst.set, stream.as_slice(), &RestoreOptions::default())?;
-    let st = dst.timers[0].state.lock();
+    let st = dst.timers[0].get();
     assert_eq!(st.get_u64("ctrl"), Some(7));
     assert_eq!(st.get_u64("dma_base"), Some(0x5000), "a v1 stream has no dma_base");
     Ok(())
@@ -230,13 +207,13 @@ fn an_older_stream_version_loads_and_keeps_newer_fields() -> TestResult {
 /// device was touched. Returns the error.
 fn refused(stream: &[u8], version: u32) -> Result<Error, Box<dyn std::error::Error>> {
     let dst = blank(version)?;
-    let before: Vec<VmStruct> = dst.timers.iter().map(|t| t.state.lock().clone()).collect();
+    let before: Vec<VmStruct> = dst.timers.iter().map(|t| t.get()).collect();
     let Err(e) = restore(&dst.set, stream, &RestoreOptions::default()) else {
         return Err("the stream was accepted".into());
     };
     for (t, b) in dst.timers.iter().zip(&before) {
-        assert_eq!(*t.loads.lock(), 0, "a device was loaded before the stream ended: {e}");
-        assert_eq!(*t.state.lock(), *b);
+        assert_eq!(t.loads(), 0, "a device was loaded before the stream ended: {e}");
+        assert_eq!(t.get(), *b);
     }
     Ok(e)
 }
@@ -276,7 +253,7 @@ fn another_machine_type_is_refused() -> TestResult {
         return Err("accepted".into());
     };
     assert!(matches!(e, Error::Wire(WireError::ConfigurationMismatch { .. })), "{e}");
-    assert_eq!(*dst.timers[0].loads.lock(), 0);
+    assert_eq!(dst.timers[0].loads(), 0);
     Ok(())
 }
 
@@ -306,7 +283,7 @@ fn sections_the_receiver_lacks_or_misses_are_refused() -> TestResult {
         matches!(e, Error::Wire(WireError::UnknownSection { instance_id: 1, .. })),
         "{e}"
     );
-    assert_eq!(*dst.timers[0].loads.lock(), 0);
+    assert_eq!(dst.timers[0].loads(), 0);
 
     // The receiver has a third timer: its section is missing.
     let extra = device(timer_vmsd(2)?, timer_state(0, 0));
@@ -320,7 +297,7 @@ fn sections_the_receiver_lacks_or_misses_are_refused() -> TestResult {
         matches!(e, Error::Savevm(SavevmError::MissingSection { instance_id: 2, .. })),
         "{e}"
     );
-    assert_eq!(*dst.timers[0].loads.lock(), 0);
+    assert_eq!(dst.timers[0].loads(), 0);
     Ok(())
 }
 
@@ -342,7 +319,7 @@ fn ram_the_receiver_lacks_or_misses_is_refused() -> TestResult {
         return Err("accepted".into());
     };
     assert!(matches!(e, Error::Savevm(SavevmError::IncompleteRam { .. })), "{e}");
-    assert_eq!(*dst.timers[0].loads.lock(), 0);
+    assert_eq!(dst.timers[0].loads(), 0);
     Ok(())
 }
 

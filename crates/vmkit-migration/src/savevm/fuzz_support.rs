@@ -3,30 +3,10 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use vmkit_memory::RamBlock;
 
-use super::{DeviceSection, RestoreOptions, SaveOptions, SaveSet, SectionState, restore, save};
+use super::{DeviceSection, RestoreOptions, SaveOptions, SaveSet, StateCell, restore, save};
 use crate::vmstate::{ArrayLen, DecodeLimits, Field, FieldKind, VmStateDescription, VmStruct, VmValue};
-
-/// A device whose state lives behind a lock.
-struct Device {
-    vmsd: Arc<VmStateDescription>,
-    state: Mutex<VmStruct>,
-}
-
-impl SectionState for Device {
-    fn vmsd(&self) -> Arc<VmStateDescription> {
-        Arc::clone(&self.vmsd)
-    }
-    fn save_state(&self) -> Result<VmStruct, String> {
-        Ok(self.state.lock().clone())
-    }
-    fn load_state(&self, state: VmStruct, _version_id: u32) -> Result<(), String> {
-        *self.state.lock() = state;
-        Ok(())
-    }
-}
 
 /// Arrays counted by fields, a variable buffer, a nested struct, optional
 /// elements, a version-gated field and a `needed` subsection.
@@ -103,10 +83,7 @@ fn machine() -> Option<SaveSet> {
         .map(|i| DeviceSection {
             idstr: "fz".into(),
             instance_id: i,
-            state: Arc::new(Device {
-                vmsd: Arc::clone(&vmsd),
-                state: Mutex::new(state(u64::from(i) + 1)),
-            }),
+            state: StateCell::new(Arc::clone(&vmsd), state(u64::from(i) + 1)),
         })
         .collect();
     Some(SaveSet::new("pc-q35-vmkit", vec![ram], devices))

@@ -51,7 +51,7 @@ pub use device_registry::{DeviceVmState, collect_devices, device_vmstate, known_
 pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore};
 pub use save::{SaveOptions, SaveStats, save};
-pub use section_state::{DeviceSection, SaveSet, SectionState};
+pub use section_state::{DeviceSection, SaveSet, SectionState, StateCell};
 pub use sink::{PIPE_BUFFER, create_sink};
 
 /// Errors of whole-machine save and restore that are not about the bytes

@@ -3,6 +3,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use vmkit_memory::RamBlock;
 
@@ -22,6 +25,77 @@ pub trait SectionState: Send + Sync {
     fn save_state(&self) -> Result<VmStruct, String>;
     /// Installs a state decoded from a stream written at `version_id`.
     fn load_state(&self, state: VmStruct, version_id: u32) -> Result<(), String>;
+}
+
+/// The simplest [`SectionState`]: a state value behind a lock. For device
+/// models whose state *is* a [`VmStruct`], tools, and tests.
+///
+/// ```
+/// use std::sync::Arc;
+/// use vmkit_migration::savevm::{DeviceSection, StateCell};
+/// use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
+///
+/// let vmsd = VmStateDescription::builder("counter").simple("count", FieldKind::U64).build()?;
+/// let cell = StateCell::new(vmsd, VmStruct::new().with("count", VmValue::UInt(7)));
+/// let section = DeviceSection { idstr: "counter".into(), instance_id: 0, state: cell.clone() };
+/// assert_eq!(cell.get().get_u64("count"), Some(7));
+/// # let _ = section;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StateCell {
+    vmsd: Arc<VmStateDescription>,
+    state: Mutex<VmStruct>,
+    loads: AtomicU64,
+}
+
+impl StateCell {
+    /// A cell holding `state`, described by `vmsd`.
+    pub fn new(vmsd: Arc<VmStateDescription>, state: VmStruct) -> Arc<StateCell> {
+        Arc::new(StateCell {
+            vmsd,
+            state: Mutex::new(state),
+            loads: AtomicU64::new(0),
+        })
+    }
+
+    /// The current state.
+    pub fn get(&self) -> VmStruct {
+        self.state.lock().clone()
+    }
+
+    /// Replaces the state.
+    pub fn set(&self, state: VmStruct) {
+        *self.state.lock() = state;
+    }
+
+    /// How many times a restore installed a state.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for StateCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateCell")
+            .field("vmsd", &self.vmsd.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SectionState for StateCell {
+    fn vmsd(&self) -> Arc<VmStateDescription> {
+        Arc::clone(&self.vmsd)
+    }
+
+    fn save_state(&self) -> Result<VmStruct, String> {
+        Ok(self.get())
+    }
+
+    fn load_state(&self, state: VmStruct, _version_id: u32) -> Result<(), String> {
+        self.set(state);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// A FULL section: which (idstr, instance id) it is and whose state.
