@@ -74,6 +74,7 @@ __all__ = [
     "add_builtin_commands",
     "check_arguments",
     "dispatch",
+    "dispatch_now",
     "error_response",
 ]
 
@@ -443,9 +444,11 @@ def _check_request(request: dict[str, JSONValue]) -> str:
     return name
 
 
-async def _run(
+def _start(
     registry: CommandRegistry, request: dict[str, JSONValue], session: SessionState
-) -> JSONValue:
+) -> JSONValue | Awaitable[JSONValue]:
+    """Checks ``request`` and calls its handler: the result, or an awaitable
+    of it for an asynchronous handler. Raises :class:`QMPError`."""
     name = _check_request(request)
     command = registry.get(name)
     if command is None or (not session.negotiated and not command.allowed_before_negotiation):
@@ -457,19 +460,71 @@ async def _run(
     ctx = CommandContext(command, arguments, session, registry)
     try:
         result = command.handler(ctx)
-        if inspect.isawaitable(result):
-            result = await result
     except QMPError:
         raise
     except Exception as exc:
         logger.exception("QMP command %s failed", name)
         raise GenericError(str(exc) or type(exc).__name__) from exc
-    return {} if result is None else result
+    if inspect.isawaitable(result):
+        return _finish(name, result)
+    return result
+
+
+async def _finish(name: str, pending: Awaitable[JSONValue]) -> JSONValue:
+    try:
+        return await pending
+    except QMPError:
+        raise
+    except Exception as exc:
+        logger.exception("QMP command %s failed", name)
+        raise GenericError(str(exc) or type(exc).__name__) from exc
 
 
 def error_response(error: QMPError) -> dict[str, JSONValue]:
     """The response object for ``error``, without ``id``."""
     return {"error": {"class": str(error.error_class), "desc": error.desc}}
+
+
+def _response(
+    request: dict[str, JSONValue], negotiating: bool, result: JSONValue, error: QMPError | None
+) -> dict[str, JSONValue]:
+    if error is not None:
+        if negotiating and error.error_class is ErrorClass.COMMAND_NOT_FOUND:
+            error = CommandNotFound(NEGOTIATION_EXPECTED)
+        response = error_response(error)
+    else:
+        response = {"return": {} if result is None else result}
+    if "id" in request:
+        response["id"] = request["id"]
+    return response
+
+
+async def _respond_later(
+    request: dict[str, JSONValue], negotiating: bool, pending: Awaitable[JSONValue]
+) -> dict[str, JSONValue]:
+    try:
+        result = await pending
+    except QMPError as exc:
+        return _response(request, negotiating, None, exc)
+    return _response(request, negotiating, result, None)
+
+
+def dispatch_now(
+    registry: CommandRegistry, request: JSONValue, session: SessionState
+) -> dict[str, JSONValue] | Awaitable[dict[str, JSONValue]]:
+    """Like :func:`dispatch`, but answers at once when the handler is
+    synchronous: the response, or an awaitable of it for an asynchronous
+    handler (which has started and must be awaited)."""
+    if not isinstance(request, dict):
+        return error_response(GenericError("QMP input must be a JSON object"))
+    negotiating = not session.negotiated
+    try:
+        result = _start(registry, request, session)
+    except QMPError as exc:
+        return _response(request, negotiating, None, exc)
+    if inspect.isawaitable(result):
+        return _respond_later(request, negotiating, result)
+    return _response(request, negotiating, result, None)
 
 
 async def dispatch(
@@ -491,15 +546,7 @@ async def dispatch(
       capabilities negotiation with 'qmp_capabilities'``;
     * a handler returning ``None`` answers ``{"return": {}}``.
     """
-    if not isinstance(request, dict):
-        return error_response(GenericError("QMP input must be a JSON object"))
-    negotiating = not session.negotiated
-    try:
-        response: dict[str, JSONValue] = {"return": await _run(registry, request, session)}
-    except QMPError as exc:
-        if negotiating and exc.error_class is ErrorClass.COMMAND_NOT_FOUND:
-            exc = CommandNotFound(NEGOTIATION_EXPECTED)
-        response = error_response(exc)
-    if "id" in request:
-        response["id"] = request["id"]
+    response = dispatch_now(registry, request, session)
+    if inspect.isawaitable(response):
+        return await response
     return response

@@ -35,6 +35,7 @@ clients may interleave.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -45,6 +46,7 @@ import stat
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -53,7 +55,7 @@ from vmkit.qmp.commands import (
     CommandRegistry,
     SessionState,
     add_builtin_commands,
-    dispatch,
+    dispatch_now,
     error_response,
 )
 from vmkit.qmp.errors import GenericError
@@ -64,6 +66,7 @@ from vmkit.qmp.parser import (
     JSONStreamParser,
     JSONValue,
     ParseFailure,
+    ParseResult,
 )
 
 __all__ = ["MAX_PENDING_OUTPUT", "Address", "QMPServer", "QMPVersion", "encode_message"]
@@ -75,8 +78,6 @@ Address: TypeAlias = "str | os.PathLike[str] | tuple[str, int]"
 
 MAX_PENDING_OUTPUT = 16 << 20
 """Default bytes of unsent output after which a session is dropped, not buffered further."""
-
-_READ_SIZE = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -113,30 +114,129 @@ def _event_message(name: str, data: JSONValue | None) -> dict[str, JSONValue]:
     return message
 
 
-class _Session:
-    """One client connection."""
+class _Session(asyncio.Protocol):
+    """One client connection, driven by the event loop's callbacks.
 
-    def __init__(
-        self,
-        server: QMPServer,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    A command whose handler is synchronous (all of vmkit's machine commands)
+    is answered inside :meth:`data_received`: one loop turn per command. An
+    asynchronous handler runs as a task while reading pauses, so commands
+    still run one at a time, in order. Reading also pauses while the client
+    is not reading its answers (the transport's write buffer is full).
+    """
+
+    def __init__(self, server: QMPServer) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername")
-        number = next(server._session_numbers)
-        self.state = SessionState(peer=f"#{number} {peer}" if peer else f"#{number} unix")
+        self.transport: asyncio.Transport | None = None
+        self.state = SessionState()
         self.parser = JSONStreamParser(
             max_message_size=server.max_message_size,
             max_token_count=server.max_token_count,
             max_nesting=server.max_nesting,
         )
+        self.pending: collections.deque[ParseResult] = collections.deque()
+        self.command: asyncio.Task[dict[str, JSONValue]] | None = None
+        self.writing_paused = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    # --- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's are not asyncio.Transport subclasses).
+        self.transport = typing.cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        number = next(self.server._session_numbers)
+        self.state.peer = f"#{number} {peer}" if peer else f"#{number} unix"
+        if not self.server.is_serving:
+            self.transport.close()
+            return
+        self.server._sessions.add(self)
+        logger.debug("QMP %s: connected", self.state.peer)
+        self.send({"QMP": {"version": self.server.version.to_json(), "capabilities": []}})
+
+    def data_received(self, data: bytes) -> None:
+        if self.state.disconnect_requested:
+            return
+        self.pending.extend(self.parser.feed(data))
+        self._pump()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._sessions.discard(self)
+        if self.command is not None:
+            self.command.cancel()
+        if exc is not None:
+            logger.debug("QMP %s: connection lost: %s", self.state.peer, exc)
+        logger.debug("QMP %s: disconnected", self.state.peer)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._update_reading()
+        self._pump()
+
+    # --- commands ---------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Answers queued input, in order, until one needs to wait."""
+        while (
+            self.pending
+            and self.command is None
+            and not self.writing_paused
+            and not self.state.disconnect_requested
+        ):
+            item = self.pending.popleft()
+            if isinstance(item, ParseFailure):
+                logger.debug("QMP %s: %s", self.state.peer, item.desc)
+                self.send(error_response(GenericError(item.desc)))
+                continue
+            response = dispatch_now(self.server.registry, item.value, self.state)
+            if isinstance(response, dict):
+                self._answered(response)
+                continue
+            self.command = asyncio.ensure_future(response)
+            self.server._tasks.add(self.command)
+            self.command.add_done_callback(self._command_done)
+            self._update_reading()
+
+    def _command_done(self, task: asyncio.Task[dict[str, JSONValue]]) -> None:
+        self.server._tasks.discard(task)
+        self.command = None
+        if task.cancelled():
+            return
+        self._answered(task.result())
+        self._update_reading()
+        self._pump()
+
+    def _answered(self, response: dict[str, JSONValue]) -> None:
+        self.send(response)
+        if self.state.shutdown_requested:
+            self.server._shutdown_soon()
+        if self.state.disconnect_requested or self.state.shutdown_requested:
+            self.state.disconnect_requested = True
+            self.close()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.command is not None or self.writing_paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    # --- output -----------------------------------------------------------
 
     def send(self, message: dict[str, JSONValue]) -> None:
         """Queue one message; falls back to an error response if it can't be encoded."""
-        if self.writer.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         try:
             data = encode_message(message)
@@ -148,51 +248,20 @@ class _Session:
                     encode_message({"id": message["id"]})
                     fallback["id"] = message["id"]
             data = encode_message(fallback)
-        transport = self.writer.transport
         if transport.get_write_buffer_size() > self.server.max_pending_output:
             logger.warning("QMP %s: client is not reading; disconnecting", self.state.peer)
             transport.abort()
             return
-        self.writer.write(data)
+        transport.write(data)
 
     def send_event(self, message: dict[str, JSONValue]) -> None:
         if self.state.negotiated:
             self.send(message)
 
-    async def run(self) -> None:
-        logger.debug("QMP %s: connected", self.state.peer)
-        try:
-            self.send({"QMP": {"version": self.server.version.to_json(), "capabilities": []}})
-            await self.writer.drain()
-            while not self.state.disconnect_requested:
-                data = await self.reader.read(_READ_SIZE)
-                if not data:
-                    break
-                for item in self.parser.feed(data):
-                    if isinstance(item, ParseFailure):
-                        logger.debug("QMP %s: %s", self.state.peer, item.desc)
-                        self.send(error_response(GenericError(item.desc)))
-                    else:
-                        self.send(await dispatch(self.server.registry, item.value, self.state))
-                    await self.writer.drain()
-                    if self.state.shutdown_requested:
-                        self.server._shutdown_soon()
-                    if self.state.disconnect_requested or self.state.shutdown_requested:
-                        self.state.disconnect_requested = True
-                        break
-        except (ConnectionError, OSError) as exc:
-            logger.debug("QMP %s: connection lost: %s", self.state.peer, exc)
-        except asyncio.CancelledError:
-            logger.debug("QMP %s: session cancelled", self.state.peer)
-            raise
-        finally:
-            await self._close()
-            logger.debug("QMP %s: disconnected", self.state.peer)
-
-    async def _close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
-            await self.writer.wait_closed()
+    def close(self) -> None:
+        """Closes the connection once what was sent has been written."""
+        if self.transport is not None:
+            self.transport.close()
 
 
 class QMPServer:
@@ -240,7 +309,7 @@ class QMPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
         self._session_numbers = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[typing.Any]] = set()
         self._unix_path: str | None = None
         self._unix_inode: tuple[int, int] | None = None
         self._address: str | tuple[str, int] | None = None
@@ -285,7 +354,7 @@ class QMPServer:
         self._closed_async = asyncio.Event()
         if isinstance(address, tuple):
             host, port = address
-            self._server = await asyncio.start_server(self._on_connect, host, port)
+            self._server = await self._loop.create_server(self._new_session, host, port)
             sockname = self._server.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
         else:
@@ -293,7 +362,7 @@ class QMPServer:
             sock = _bind_private_unix_socket(path)
             st = os.stat(path)
             self._unix_path, self._unix_inode = path, (st.st_dev, st.st_ino)
-            self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+            self._server = await self._loop.create_unix_server(self._new_session, sock=sock)
             self._address = path
         logger.info("QMP server listening on %s", self._address)
 
@@ -345,6 +414,15 @@ class QMPServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        if sessions:
+            # Closing flushes what was queued (a quit's answer, SHUTDOWN).
+            await asyncio.wait([s.closed for s in sessions], timeout=5.0)
+            for session in sessions:
+                if session.transport is not None and not session.closed.done():
+                    session.transport.abort()
         if server is not None:
             await server.wait_closed()
         logger.info("QMP server on %s closed", self._address)
@@ -373,24 +451,8 @@ class QMPServer:
             if (st.st_dev, st.st_ino) == inode:
                 os.unlink(path)
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.is_serving:
-            writer.close()
-            return
-        session = _Session(self, reader, writer)
-        # The session runs in its own task so that aclose() can cancel it
-        # without cancelling asyncio's connection-callback task (Python 3.11
-        # logs an error for a cancelled one).
-        task = asyncio.create_task(session.run(), name=f"qmp-session-{session.state.peer}")
-        self._sessions.add(session)
-        self._tasks.add(task)
-        try:
-            await asyncio.wait({task})
-        finally:
-            self._sessions.discard(session)
-            self._tasks.discard(task)
-            if not task.done():
-                task.cancel()
+    def _new_session(self) -> _Session:
+        return _Session(self)
 
     # --- thread API -----------------------------------------------------
 
