@@ -457,7 +457,6 @@ NOTED_VALUE_DIFFERENCES = {
     "qom-list property types": "QEMU names the 'type' property 'string', vmkit 'str';"
     " QEMU's backend 'size' is 'int', vmkit's 'size'",
     "machine type": "QEMU pc-q35-X.Y-machine, vmkit none-machine (and far fewer properties)",
-    "DEVICE_DELETED timing": "QEMU emits it after the device_del answer, vmkit before",
 }
 
 

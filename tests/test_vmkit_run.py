@@ -487,3 +487,6 @@ def test_the_synchronous_client(vmkit: VmkitProcess) -> None:
         assert info.value.error_class == "DeviceNotFound"
         assert info.value.desc == "Device '/nowhere' not found"
         assert all(line.endswith(b"\r\n") for line in qmp.raw_lines)
+        # As in QEMU, RESET follows the system_reset answer.
+        qmp.execute("system_reset")
+        assert qmp.read()["event"] == "RESET"

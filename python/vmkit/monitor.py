@@ -10,6 +10,7 @@ on purpose the command's docstring says so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -115,6 +116,17 @@ class MachineMonitor:
         """Sends ``event`` to every negotiated client."""
         self._emit(event, data)
 
+    def emit_after_reply(self, event: str, data: JSONValue | None = None) -> None:
+        """Sends ``event`` once the running command has been answered, as
+        QEMU does for the events its main loop raises later (``RESET``,
+        ``SHUTDOWN`` after ``quit``, ``DEVICE_DELETED``)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the server's loop: nothing to wait for
+            self.emit(event, data)
+            return
+        loop.call_soon(self.emit, event, data)
+
     def _on_state_change(self, old: str, new: str) -> None:
         if new == "running":
             self.emit("RESUME")
@@ -123,10 +135,10 @@ class MachineMonitor:
 
     def shutdown(self, reason: str) -> None:
         """Shuts the machine down and emits ``SHUTDOWN`` (``host-signal``,
-        ``host-qmp-quit``, ...)."""
+        ``host-qmp-quit``, ...), after the answer of a running command."""
         if self.machine.status != "shutdown":
             self.machine.shutdown()
-        self.emit("SHUTDOWN", {"guest": False, "reason": reason})
+        self.emit_after_reply("SHUTDOWN", {"guest": False, "reason": reason})
 
     # ----- registration --------------------------------------------------
 
@@ -208,7 +220,7 @@ class MachineMonitor:
         return None
 
     def _system_reset(self, ctx: CommandContext) -> JSONValue:
-        self.emit("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+        self.emit_after_reply("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
         return None
 
     def _quit(self, ctx: CommandContext) -> JSONValue:
@@ -338,7 +350,7 @@ class MachineMonitor:
         data: dict[str, JSONValue] = {"path": path}
         if dev_id is not None:
             data = {"device": dev_id, "path": path}
-        self.emit("DEVICE_DELETED", data)
+        self.emit_after_reply("DEVICE_DELETED", data)
         return None
 
     def _object_add(self, ctx: CommandContext) -> JSONValue:

@@ -220,7 +220,9 @@ class _Session(asyncio.Protocol):
             self.server._shutdown_soon()
         if self.state.disconnect_requested or self.state.shutdown_requested:
             self.state.disconnect_requested = True
-            self.close()
+            # After what the command scheduled to follow its answer (QEMU
+            # sends SHUTDOWN after quit's answer).
+            asyncio.get_running_loop().call_soon(self.close)
 
     def _update_reading(self) -> None:
         transport = self.transport
