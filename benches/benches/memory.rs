@@ -13,38 +13,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use vmkit_benches::{PAGE, ok, prefaulted_block};
 use vmkit_memory::{
-    AccessPattern, AddressSpace, DirtyBitmap, DirtyClient, FULL_SPACE, GuestAddr, MapOptions, MemoryRegion, MmioOps,
-    RamBacking, RamBlock, RamOptions, Workload, WorkloadConfig,
+    AccessPattern, AddressSpace, DirtyBitmap, DirtyClient, FULL_SPACE, GuestAddr, MemoryRegion, MmioOps, Workload,
+    WorkloadConfig,
 };
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-const PAGE: u64 = 4 * KIB;
-
-fn ok<T>(r: vmkit_memory::Result<T>) -> T {
-    r.unwrap_or_else(|e| panic!("benchmark setup failed: {e}"))
-}
-
-/// A prefaulted anonymous block on transparent huge pages.
-fn block(name: &str, size: u64) -> Arc<RamBlock> {
-    let options = RamOptions {
-        page_size: PAGE,
-        map: MapOptions {
-            populate: true,
-            huge_pages: true,
-        },
-    };
-    ok(RamBlock::with_options(name, size, RamBacking::Anonymous, options))
-}
 
 fn ram(c: &mut Criterion) {
     let mut g = c.benchmark_group("ram");
 
     // One 4 KiB page per iteration, sequentially through 1 GiB, migration
     // logging on: a copy plus one dirty mark.
-    let ram = block("pc.ram", GIB);
+    let ram = prefaulted_block("pc.ram", GIB);
     ok(ram.dirty_log().log_start(DirtyClient::Migration));
     let data: Vec<u8> = (0..PAGE).map(|i| (i * 131 + 7) as u8).collect();
     let pages = ram.page_count();
@@ -59,7 +43,7 @@ fn ram(c: &mut Criterion) {
     drop(ram);
 
     // Zero-page detection over 256 MiB of populated zero memory.
-    let zero = block("zero", 256 * MIB);
+    let zero = prefaulted_block("zero", 256 * MIB);
     g.throughput(Throughput::Bytes(256 * MIB));
     g.bench_function("is_zero_scan", |b| {
         b.iter(|| assert!(ok(zero.is_zero(black_box(0), black_box(256 * MIB)))));
@@ -92,7 +76,7 @@ fn workload(c: &mut Criterion) {
     // One iteration is 1 MiB of 4 KiB page writes by one unthrottled thread,
     // uniformly over 1 GiB, migration logging on. Each sample runs a fresh
     // workload for its whole iteration count, so thread start-up is included.
-    let ram = block("pc.ram", GIB);
+    let ram = prefaulted_block("pc.ram", GIB);
     ok(ram.dirty_log().log_start(DirtyClient::Migration));
     const OPS_PER_ITER: u64 = MIB / PAGE;
     g.throughput(Throughput::Bytes(MIB));

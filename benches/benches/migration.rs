@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use vmkit_memory::{MapOptions, RamBacking, RamBlock, RamOptions};
+use vmkit_benches::{PAGE, ok, prefaulted_block};
+use vmkit_memory::RamBlock;
 use vmkit_migration::wire::section::write_file_header;
 use vmkit_migration::wire::stream::write_eof;
 use vmkit_migration::wire::{
@@ -37,29 +38,12 @@ use vmkit_migration::wire::{
 };
 
 const MIB: u64 = 1 << 20;
-const PAGE: u64 = 4096;
 /// The RAM moved per iteration.
 const RAM: u64 = 256 * MIB;
 
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("benchmark setup failed: {e}"))
-}
-
-/// A prefaulted anonymous block on transparent huge pages (zero-filled).
-fn block(name: &str, size: u64) -> Arc<RamBlock> {
-    let options = RamOptions {
-        page_size: PAGE,
-        map: MapOptions {
-            populate: true,
-            huge_pages: true,
-        },
-    };
-    ok(RamBlock::with_options(name, size, RamBacking::Anonymous, options))
-}
-
 /// A block filled with xorshift64* output: no page is zero.
 fn random_block(name: &str, size: u64) -> Arc<RamBlock> {
-    let b = block(name, size);
+    let b = prefaulted_block(name, size);
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut chunk = vec![0u8; MIB as usize];
     for off in (0..size).step_by(MIB as usize) {
@@ -113,7 +97,7 @@ fn encode_to_sink(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(RAM));
     for (name, src) in [
         ("encode_random_sink", random_block("pc.ram", RAM)),
-        ("encode_zero_sink", block("pc.ram", RAM)),
+        ("encode_zero_sink", prefaulted_block("pc.ram", RAM)),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -156,7 +140,7 @@ fn decode_from_memory(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(RAM));
     let random = random_block("pc.ram", RAM);
     let stream = encoded(&random);
-    let dst = block("pc.ram", RAM);
+    let dst = prefaulted_block("pc.ram", RAM);
     decode(&stream, &dst);
     assert_eq!(ok(random.checksum_all()), ok(dst.checksum_all()), "decoded RAM differs");
     drop(random);
@@ -164,8 +148,8 @@ fn decode_from_memory(c: &mut Criterion) {
     drop((stream, dst));
     // The destination is zero, as a fresh destination's RAM is: each zero
     // record costs a zero check of the destination page and no write.
-    let stream = encoded(&block("pc.ram", RAM));
-    let dst = block("pc.ram", RAM);
+    let stream = encoded(&prefaulted_block("pc.ram", RAM));
+    let dst = prefaulted_block("pc.ram", RAM);
     g.bench_function("decode_zero", |b| b.iter(|| decode(black_box(&stream), &dst)));
     g.finish();
 }

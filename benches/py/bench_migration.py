@@ -64,7 +64,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -78,6 +77,7 @@ from typing import Any
 
 from vmkit import migration
 from vmkit.memory import RamBlock
+from vmkit.qmp import QMPSocket
 
 QEMU = "qemu-system-x86_64"
 MACHINE_TYPE = "pc-q35-7.2"
@@ -131,74 +131,12 @@ def unlink(path: Path) -> None:
 # --- QEMU ----------------------------------------------------------------------------------
 
 
-class Qmp:
-    """A minimal QMP client (one JSON object per line). Events are kept in
-    ``events`` while waiting for a command's reply."""
-
-    def __init__(self, path: Path, deadline: float) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        while True:
-            try:
-                self.sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(TIMEOUT)
-        self.file = self.sock.makefile("rb")
-        self.events: list[dict[str, Any]] = []
-        greeting = self._read()
-        if "QMP" not in greeting:
-            raise RuntimeError(f"not a QMP greeting: {greeting}")
-
-    def _read(self) -> dict[str, Any]:
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("QMP connection closed")
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    def send(self, command: str, fds: list[int] | None = None, **arguments: Any) -> None:
-        msg: dict[str, Any] = {"execute": command}
-        if arguments:
-            msg["arguments"] = arguments
-        data = json.dumps(msg).encode() + b"\n"
-        if fds:
-            socket.send_fds(self.sock, [data], fds)
-        else:
-            self.sock.sendall(data)
-
-    def reply(self) -> dict[str, Any]:
-        while True:
-            msg = self._read()
-            if "event" in msg:
-                self.events.append(msg)
-            else:
-                return msg
-
-    def execute(self, command: str, fds: list[int] | None = None, **arguments: Any) -> Any:
-        self.send(command, fds, **arguments)
-        reply = self.reply()
-        if "error" in reply:
-            raise RuntimeError(f"QMP {command}: {reply['error']}")
-        return reply["return"]
-
-    def wait_migration(self) -> str:
-        """Waits for a ``MIGRATION`` event with a final status; returns it."""
-        while True:
-            while self.events:
-                ev = self.events.pop(0)
-                status = ev.get("data", {}).get("status")
-                if ev.get("event") == "MIGRATION" and status in ("completed", "failed"):
-                    return str(status)
-            msg = self._read()
-            if "event" in msg:
-                self.events.append(msg)
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
+def wait_migration(qmp: QMPSocket) -> str:
+    """Waits for a ``MIGRATION`` event with a final status; returns it."""
+    while True:
+        status = qmp.next_event("MIGRATION").get("data", {}).get("status")
+        if status in ("completed", "failed"):
+            return str(status)
 
 
 class Qemu:
@@ -229,10 +167,9 @@ class Qemu:
         ]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        self.qmp: Qmp | None = None
+        self.qmp: QMPSocket | None = None
         try:
-            self.qmp = Qmp(self.sock_dir / "qmp.sock", time.monotonic() + 60)
-            self.qmp.execute("qmp_capabilities")
+            self.qmp = QMPSocket(self.sock_dir / "qmp.sock", timeout=60, negotiate=True)
             self.qmp.execute(
                 "migrate-set-capabilities",
                 capabilities=[{"capability": "events", "state": True}],
@@ -286,7 +223,7 @@ class Qemu:
                 waiter.join(5)
         if not ended:
             raise RuntimeError(f"QEMU's cat did not finish\n{self.output()}")
-        if self.qmp.wait_migration() != "completed":
+        if wait_migration(self.qmp) != "completed":
             raise RuntimeError(f"QEMU migration failed\n{self.output()}")
         return self._finish(ended[0] - start)
 
@@ -296,12 +233,12 @@ class Qemu:
         assert self.qmp is not None
         fd = os.open(sink, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            self.qmp.execute("getfd", fds=[fd], fdname="bench")
+            self.qmp.execute_with_fds("getfd", [fd], fdname="bench")
         finally:
             os.close(fd)
         start = time.perf_counter()
         self.qmp.execute("migrate", uri="fd:bench")
-        status = self.qmp.wait_migration()
+        status = wait_migration(self.qmp)
         wall = time.perf_counter() - start
         if status != "completed":
             raise RuntimeError(f"QEMU migration failed\n{self.output()}")

@@ -75,6 +75,19 @@ fn save_set(
     Ok(SaveSet::new(machine_type, ram, sections))
 }
 
+/// Runs `job` on `path` without the GIL (device callbacks take it back);
+/// a failure to open the file is an `OSError` naming it, a stream or device
+/// failure the matching `MigrationError`.
+fn run_on_file<T: Send>(
+    py: Python<'_>,
+    path: &std::path::Path,
+    job: impl FnOnce(&std::path::Path) -> std::io::Result<vmkit_migration::Result<T>> + Send,
+) -> PyResult<T> {
+    py.detach(|| job(path))
+        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
+        .map_err(|e| migration_err(py, e))
+}
+
 fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in items {
@@ -102,13 +115,7 @@ pub fn save_stream(
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
     clear_pending();
     let opts = SaveOptions { footers, vmdesc };
-    let result = py.detach(|| -> Result<_, std::io::Error> {
-        let f = create_sink(&path)?;
-        Ok(save(&set, f, &opts))
-    });
-    let stats = result
-        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
-        .map_err(|e| migration_err(py, e))?;
+    let stats = run_on_file(py, &path, |path| Ok(save(&set, create_sink(path)?, &opts)))?;
     stats_dict(
         py,
         &[
@@ -141,13 +148,10 @@ pub fn restore_stream(
         footers,
         ..RestoreOptions::default()
     };
-    let result = py.detach(|| -> Result<_, std::io::Error> {
-        let f = std::fs::File::open(&path)?;
+    let stats = run_on_file(py, &path, |path| {
+        let f = std::fs::File::open(path)?;
         Ok(restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
-    });
-    let stats = result
-        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
-        .map_err(|e| migration_err(py, e))?;
+    })?;
     stats_dict(
         py,
         &[

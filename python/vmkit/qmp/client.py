@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from vmkit.qmp.errors import ErrorClass, QMPError
-from vmkit.qmp.parser import JSONValue
 
 __all__ = ["QMPSocket"]
 
@@ -78,10 +77,15 @@ class QMPSocket:
         """Sends ``data`` as it is (for malformed input, several messages...)."""
         self.sock.sendall(data)
 
-    def send(self, message: dict[str, Any]) -> dict[str, Any]:
+    def send(self, message: dict[str, Any], *, fds: list[int] | None = None) -> dict[str, Any]:
         """Sends ``message``; returns the first reply that is not an event
-        (events go to :attr:`events`)."""
-        self.sock.sendall(json.dumps(message).encode() + b"\r\n")
+        (events go to :attr:`events`). ``fds`` travel with it as
+        ``SCM_RIGHTS`` (QMP ``getfd``, ``add-fd``; UNIX sockets only)."""
+        data = json.dumps(message).encode() + b"\r\n"
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.sendall(data)
         while True:
             reply = self.read()
             if "event" not in reply:
@@ -95,12 +99,20 @@ class QMPSocket:
             message["arguments"] = arguments
         return self.send(message)
 
-    def execute(self, name: str, **arguments: Any) -> JSONValue:
-        """Runs command ``name``; returns its ``return`` value.
+    def execute(self, name: str, **arguments: Any) -> Any:
+        """Runs command ``name``; returns its ``return`` value (a JSON value,
+        typed ``Any`` for scripts' convenience).
 
         :raises QMPError: the server answered with an error (its class and desc).
         """
-        reply = self.command(name, **arguments)
+        return self.execute_with_fds(name, [], **arguments)
+
+    def execute_with_fds(self, name: str, fds: list[int], **arguments: Any) -> Any:
+        """:meth:`execute`, passing ``fds`` along (e.g. ``getfd``)."""
+        message: dict[str, Any] = {"execute": name}
+        if arguments:
+            message["arguments"] = arguments
+        reply = self.send(message, fds=fds)
         if "error" in reply:
             error = reply["error"]
             try:
@@ -108,8 +120,18 @@ class QMPSocket:
             except ValueError:
                 error_class = None
             raise QMPError(str(error.get("desc")), error_class=error_class)
-        value: JSONValue = reply["return"]
-        return value
+        return reply["return"]
+
+    def next_event(self, name: str | None = None) -> dict[str, Any]:
+        """The oldest kept event (named ``name``, if given), else the next one
+        to arrive; it is removed from :attr:`events`. Other events stay kept."""
+        while True:
+            for i, event in enumerate(self.events):
+                if name is None or event.get("event") == name:
+                    return self.events.pop(i)
+            message = self.read()
+            if "event" in message:
+                self.events.append(message)
 
     def close(self) -> None:
         """Closes the connection."""

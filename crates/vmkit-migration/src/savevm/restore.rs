@@ -106,11 +106,7 @@ impl RestoreHandler<'_> {
         // Decoded over the device's current values, as QEMU loads into the
         // live struct: fields an older version lacks keep their value, and
         // `Equal` fields and optional elements are judged against it.
-        let mut state = dev.state.save_state().map_err(|reason| SavevmError::Device {
-            idstr: dev.idstr.clone(),
-            instance_id: dev.instance_id,
-            reason,
-        })?;
+        let mut state = dev.state.save_state().map_err(|reason| dev.refused(reason))?;
         decode_section_body(&vmsd, header, r, &mut state, &self.limits)?;
         self.staged[index] = Some((state, header.version_id));
         Ok(())
@@ -230,11 +226,7 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         let Some((state, version)) = staged else { continue };
         dev.state
             .load_state(state, version)
-            .map_err(|reason| SavevmError::Device {
-                idstr: dev.idstr.clone(),
-                instance_id: dev.instance_id,
-                reason,
-            })?;
+            .map_err(|reason| dev.refused(reason))?;
         stats.devices += 1;
     }
     Ok(stats)

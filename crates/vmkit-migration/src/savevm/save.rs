@@ -8,7 +8,6 @@ use crate::wire::section::{SectionHeader, write_file_header, write_footer};
 use crate::wire::stream::write_eof;
 use crate::wire::{Configuration, RamSectionWriter, SectionKind, StreamWriter, VmDescDevice, VmDescription, WireError};
 
-use super::SavevmError;
 use super::section_state::SaveSet;
 
 /// How [`save`] writes.
@@ -67,11 +66,7 @@ pub fn save<W: Write>(set: &SaveSet, sink: W, opts: &SaveOptions) -> crate::Resu
     for &i in &order {
         let dev = &set.devices[i];
         let vmsd = dev.state.vmsd();
-        let mut state = dev.state.save_state().map_err(|reason| SavevmError::Device {
-            idstr: dev.idstr.clone(),
-            instance_id: dev.instance_id,
-            reason,
-        })?;
+        let mut state = dev.state.save_state().map_err(|reason| dev.refused(reason))?;
         let mut body = Vec::new();
         // Offsets in encode errors are relative to the body here.
         let (_, desc) = encode_described(&vmsd, &mut state, &mut body, 0)?;

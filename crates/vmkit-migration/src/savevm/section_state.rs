@@ -110,6 +110,17 @@ pub struct DeviceSection {
     pub state: Arc<dyn SectionState>,
 }
 
+impl DeviceSection {
+    /// The error for this section's device refusing, with its message.
+    pub(crate) fn refused(&self, reason: String) -> SavevmError {
+        SavevmError::Device {
+            idstr: self.idstr.clone(),
+            instance_id: self.instance_id,
+            reason,
+        }
+    }
+}
+
 impl fmt::Debug for DeviceSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeviceSection")
