@@ -13,6 +13,10 @@
 //! - `encode_random_shm_file`: encode into a file in `/dev/shm`, created
 //!   (truncated) before every iteration as `dd of=` does, outside the timed
 //!   part; removed afterwards.
+//! - `..._gathered`: the same sinks (a file in `/dev/shm`, `/dev/null`)
+//!   written by [`RamSectionWriter::write_all_pages_to_fd`], which hands the
+//!   kernel the guest pages themselves (`writev`), against `..._staged`
+//!   (pages copied into the encoder's stage, then written).
 //! - `decode_random` / `decode_zero`: parse a stream held in memory with
 //!   [`StreamParser`] and apply it to a destination block with
 //!   [`RamSectionReader::apply_to`].
@@ -24,6 +28,7 @@
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{Cursor, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,11 +66,20 @@ fn random_block(name: &str, size: u64) -> Arc<RamBlock> {
 /// Writes a complete stream of `ram`'s blocks into `w` and flushes it;
 /// returns the stream's length.
 fn encode<W: Write>(ram: &mut RamSectionWriter, w: &mut StreamWriter<W>) -> u64 {
+    encode_via(ram, w, None)
+}
+
+/// [`encode`], the pages gathered straight into `direct` (the descriptor
+/// `w` writes to) when given.
+fn encode_via<W: Write>(ram: &mut RamSectionWriter, w: &mut StreamWriter<W>, direct: Option<BorrowedFd<'_>>) -> u64 {
     ok(write_file_header(w));
     ok(Configuration::new("pc-q35-9.2").write(w));
     ok(ram.save_setup(w, 0, true));
     ok(ram.begin_section(w, SectionKind::Part, 0));
-    ok(ram.write_all_pages(w));
+    match direct {
+        Some(fd) => ok(ram.write_all_pages_to_fd(w, fd)),
+        None => ok(ram.write_all_pages(w)),
+    }
     ok(ram.end_section(w, 0, true));
     ok(ram.begin_section(w, SectionKind::End, 0));
     ok(ram.end_section(w, 0, true));
@@ -118,19 +132,43 @@ fn encode_to_shm(c: &mut Criterion) {
     let path = PathBuf::from(format!("/dev/shm/vmkit-bench-migration-{}.bin", std::process::id()));
     // The file is created (truncated) outside the timed part, as `dd`
     // opens its output before starting its clock.
-    g.bench_function("encode_random_shm_file", |b| {
-        b.iter_batched(
-            || ok(File::create(&path)),
-            |file| {
-                let mut ram = ok(RamSectionWriter::new(vec![src.clone()]));
-                let mut w = StreamWriter::buffered(file);
-                black_box(encode(&mut ram, &mut w));
-                w
-            },
-            BatchSize::PerIteration,
-        );
-    });
+    for (name, gathered) in [("encode_random_shm_file", false), ("encode_random_shm_file_gathered", true)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || ok(File::create(&path)),
+                |file| {
+                    let mut ram = ok(RamSectionWriter::new(vec![src.clone()]));
+                    let fd = file.as_fd();
+                    let mut w = StreamWriter::buffered(&file);
+                    black_box(encode_via(&mut ram, &mut w, gathered.then_some(fd)));
+                    drop(w);
+                    file
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     ok(std::fs::remove_file(&path));
+    g.finish();
+}
+
+/// `/dev/null` through a descriptor: staged writes copy every page once
+/// (into the stage); gathered writes copy nothing.
+fn encode_to_dev_null(c: &mut Criterion) {
+    let mut g = c.benchmark_group("migration");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(RAM));
+    let src = random_block("pc.ram", RAM);
+    let null = ok(std::fs::OpenOptions::new().write(true).open("/dev/null"));
+    for (name, gathered) in [("encode_random_devnull_staged", false), ("encode_random_devnull_gathered", true)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut ram = ok(RamSectionWriter::new(vec![src.clone()]));
+                let mut w = StreamWriter::buffered(&null);
+                black_box(encode_via(&mut ram, &mut w, gathered.then_some(null.as_fd())))
+            });
+        });
+    }
     g.finish();
 }
 
@@ -164,6 +202,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = encode_to_sink, encode_to_shm, decode_from_memory
+    targets = encode_to_sink, encode_to_shm, encode_to_dev_null, decode_from_memory
 }
 criterion_main!(benches);

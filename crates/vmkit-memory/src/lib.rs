@@ -57,7 +57,7 @@ pub use dispatch::{
 };
 pub use error::{Error, Result};
 pub use flatview::{FlatRange, FlatView};
-pub use host::{HostMapping, MapOptions};
+pub use host::{GatherList, HostMapping, MapOptions};
 pub use mtree::{mtree, mtree_flat};
 pub use ram::{DEFAULT_PAGE_SIZE, RamBacking, RamBlock, RamOptions};
 pub use region::{FULL_SPACE, MemoryRegion, RegionKind};

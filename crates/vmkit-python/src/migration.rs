@@ -10,7 +10,7 @@ use std::io::BufReader;
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, restore, save};
+use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, restore, save_to_fd};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
 
@@ -115,7 +115,7 @@ pub fn save_stream(
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
     clear_pending();
     let opts = SaveOptions { footers, vmdesc };
-    let stats = run_on_file(py, &path, |path| Ok(save(&set, create_sink(path)?, &opts)))?;
+    let stats = run_on_file(py, &path, |path| Ok(save_to_fd(&set, create_sink(path)?, &opts)))?;
     stats_dict(
         py,
         &[

@@ -50,7 +50,7 @@ mod sink;
 pub use device_registry::{DeviceVmState, collect_devices, device_vmstate, known_vmstate, register_device_vmstate};
 pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore};
-pub use save::{SaveOptions, SaveStats, save};
+pub use save::{SaveOptions, SaveStats, save, save_to_fd};
 pub use section_state::{DeviceSection, SaveSet, SectionState, StateCell};
 pub use sink::{PIPE_BUFFER, create_sink};
 

@@ -1,6 +1,7 @@
 //! [`save`]: a whole machine state into one stream.
 
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::vmstate::json::{device_entry, encode_described};
 use crate::wire::format::TARGET_PAGE_SIZE;
@@ -9,6 +10,7 @@ use crate::wire::stream::write_eof;
 use crate::wire::{Configuration, RamSectionWriter, SectionKind, StreamWriter, VmDescDevice, VmDescription, WireError};
 
 use super::section_state::SaveSet;
+use super::sink::FdSink;
 
 /// How [`save`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +58,44 @@ const RAM_SECTION_ID: u32 = 1;
 ///
 /// Every device's state is taken and encoded before the first byte is
 /// written, so a device that refuses to save costs nothing. `sink` is
-/// written through a 1 MiB buffer and flushed at the end.
+/// written through a 1 MiB buffer and flushed at the end; RAM pages are
+/// copied into a staging buffer on their way. [`save_to_fd`] writes the
+/// same bytes to a descriptor without that copy.
 pub fn save<W: Write>(set: &SaveSet, sink: W, opts: &SaveOptions) -> crate::Result<SaveStats> {
+    save_with(set, sink, None, opts)
+}
+
+/// [`save`] to a file, pipe, socket or device: the same stream, with the
+/// RAM pages handed to the kernel straight from guest memory in gathered
+/// writes (`writev(2)`, as QEMU's `QEMUFile` does), so each page is copied
+/// once, by the kernel, into the sink. Into `/dev/null` nothing is copied
+/// at all. A non-blocking descriptor is waited on with `poll(2)`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use vmkit_memory::RamBlock;
+/// use vmkit_migration::savevm::{SaveOptions, SaveSet, save, save_to_fd};
+///
+/// let ram = RamBlock::anonymous("pc.ram", 1 << 20)?;
+/// ram.write(0x1000, b"hello")?;
+/// let set = SaveSet::new("pc-q35-vmkit", vec![Arc::clone(&ram)], Vec::new());
+/// let path = std::env::temp_dir().join(format!("save-doc-{}", std::process::id()));
+/// let stats = save_to_fd(&set, std::fs::File::create(&path)?, &SaveOptions::default())?;
+/// let mut staged = Vec::new();
+/// save(&set, &mut staged, &SaveOptions::default())?;
+/// assert_eq!(std::fs::read(&path)?, staged);
+/// assert_eq!(stats.bytes, staged.len() as u64);
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn save_to_fd<F: AsFd>(set: &SaveSet, sink: F, opts: &SaveOptions) -> crate::Result<SaveStats> {
+    let fd = sink.as_fd();
+    save_with(set, FdSink(fd), Some(fd), opts)
+}
+
+/// [`save`], with RAM pages sent by gathered writes on `direct` (the
+/// descriptor `sink` writes to) when there is one.
+fn save_with<W: Write>(set: &SaveSet, sink: W, direct: Option<BorrowedFd<'_>>, opts: &SaveOptions) -> crate::Result<SaveStats> {
     set.check()?;
     let mut order: Vec<usize> = (0..set.devices.len()).collect();
     // Highest priority first, FIFO within one priority (a stable sort).
@@ -84,7 +122,10 @@ pub fn save<W: Write>(set: &SaveSet, sink: W, opts: &SaveOptions) -> crate::Resu
     let mut ram = RamSectionWriter::new(set.ram.clone())?;
     ram.save_setup(&mut w, RAM_SECTION_ID, opts.footers)?;
     ram.begin_section(&mut w, SectionKind::Part, RAM_SECTION_ID)?;
-    ram.write_all_pages(&mut w)?;
+    match direct {
+        Some(fd) => ram.write_all_pages_to_fd(&mut w, fd)?,
+        None => ram.write_all_pages(&mut w)?,
+    }
     ram.end_section(&mut w, RAM_SECTION_ID, opts.footers)?;
     ram.begin_section(&mut w, SectionKind::End, RAM_SECTION_ID)?;
     ram.end_section(&mut w, RAM_SECTION_ID, opts.footers)?;

@@ -2,8 +2,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+
+use vmkit_memory::GatherList;
 
 /// The pipe buffer [`create_sink`] asks for when the sink is a FIFO.
 pub const PIPE_BUFFER: usize = 1 << 20;
@@ -29,6 +32,24 @@ fn enlarge_pipe(pipe: &File) {
         .and_then(|s| s.trim().parse::<usize>().ok())
         .unwrap_or(PIPE_BUFFER);
     let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_BUFFER.min(limit));
+}
+
+/// `Write` on a borrowed descriptor, for the small records around the RAM
+/// pages. Writes go through [`GatherList::write_to`], so short writes,
+/// `EINTR` and a non-blocking descriptor are handled as for the pages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdSink<'fd>(pub(crate) BorrowedFd<'fd>);
+
+impl io::Write for FdSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut list = GatherList::with_capacity(1);
+        list.push_bytes(buf);
+        list.write_to(self.0)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

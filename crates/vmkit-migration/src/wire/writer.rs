@@ -51,6 +51,12 @@ impl<W: Write> StreamWriter<W> {
         })
     }
 
+    /// Counts `n` bytes that went to the underlying sink by another way
+    /// (a gathered write on its descriptor, after a [`flush`](Self::flush)).
+    pub fn note_written(&mut self, n: u64) {
+        self.written += n;
+    }
+
     /// Raw bytes.
     #[inline]
     pub fn put_bytes(&mut self, data: &[u8]) -> WireResult<()> {
