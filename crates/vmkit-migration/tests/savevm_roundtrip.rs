@@ -389,3 +389,36 @@ fn duplicate_sections_in_a_set_are_refused() -> TestResult {
     assert!(matches!(e, Error::Savevm(SavevmError::DuplicateDevice { .. })), "{e}");
     Ok(())
 }
+
+/// A stream whose RAM records number as many as the pages but send one
+/// page twice and another never: refused, naming the missing page.
+#[test]
+fn a_page_sent_twice_does_not_stand_for_one_never_sent() -> TestResult {
+    use vmkit_migration::wire::section::write_file_header;
+    use vmkit_migration::wire::stream::write_eof;
+    use vmkit_migration::wire::{Configuration, RamSectionWriter, SectionKind, StreamWriter};
+
+    let src = patterned_ram("pc.ram", 4)?;
+    let mut w = StreamWriter::new(Vec::new());
+    write_file_header(&mut w)?;
+    Configuration::new("pc-q35-vmkit").write(&mut w)?;
+    let mut ram = RamSectionWriter::new(vec![Arc::clone(&src)])?;
+    ram.save_setup(&mut w, 1, true)?;
+    ram.begin_section(&mut w, SectionKind::Part, 1)?;
+    ram.write_block_pages(&mut w, 0, [0u64, 1, 1, 3])?;
+    ram.end_section(&mut w, 1, true)?;
+    ram.begin_section(&mut w, SectionKind::End, 1)?;
+    ram.end_section(&mut w, 1, true)?;
+    write_eof(&mut w)?;
+    let stream = w.into_inner();
+
+    let dst = RamBlock::anonymous("pc.ram", 4 * 4096)?;
+    let set = SaveSet::new("pc-q35-vmkit", vec![dst], Vec::new());
+    let Err(e) = restore(&set, stream.as_slice(), &RestoreOptions::default()) else {
+        return Err("accepted".into());
+    };
+    assert!(matches!(e, Error::Savevm(SavevmError::IncompleteRam { .. })), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("0x2000 was never sent") && text.contains("4 page records for 4 pages"), "{text}");
+    Ok(())
+}

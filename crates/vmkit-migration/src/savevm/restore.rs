@@ -185,6 +185,7 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         }
         .into());
     }
+    let missing: Vec<Option<u64>> = (0..set.ram.len()).map(|i| handler.ram.first_missing_page(i)).collect();
     let summary = handler.ram.into_summary();
     let expected_total: u64 = set.ram.iter().map(|b| b.used_length()).sum();
     if !set.ram.is_empty() && summary.total_bytes != expected_total {
@@ -201,12 +202,15 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         bytes: end,
         ..RestoreStats::default()
     };
-    for (block, seen) in set.ram.iter().zip(&summary.blocks) {
-        let pages = block.used_length() / TARGET_PAGE_SIZE;
-        if seen.zero_pages + seen.normal_pages < pages {
+    for ((block, seen), missing) in set.ram.iter().zip(&summary.blocks).zip(missing) {
+        if let Some(addr) = missing {
             return Err(SavevmError::IncompleteRam {
                 block: block.name().to_owned(),
-                reason: format!("{} page records for {pages} pages", seen.zero_pages + seen.normal_pages),
+                reason: format!(
+                    "the page at {addr:#x} was never sent ({} page records for {} pages)",
+                    seen.zero_pages + seen.normal_pages,
+                    block.used_length() / TARGET_PAGE_SIZE
+                ),
             }
             .into());
         }

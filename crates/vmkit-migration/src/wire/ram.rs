@@ -450,6 +450,10 @@ pub struct RamSectionReader {
     discard_unknown: bool,
     by_name: HashMap<String, usize>,
     summary: RamSummary,
+    /// Apply mode: per destination block, one bit per target page that a
+    /// record has loaded (so a stream that sends one page twice and
+    /// another never is told apart from a complete one).
+    received: Vec<Vec<u64>>,
     last_block: Option<usize>,
     buf: Vec<u8>,
 }
@@ -484,11 +488,16 @@ impl RamSectionReader {
                 ..RamBlockSummary::default()
             });
         }
+        let received = blocks
+            .iter()
+            .map(|b| vec![0u64; (b.used_length() / TARGET_PAGE_SIZE).div_ceil(64) as usize])
+            .collect();
         RamSectionReader {
             dest: Some(blocks),
             discard_unknown,
             by_name,
             summary,
+            received,
             last_block: None,
             buf: vec![0u8; PAGE],
         }
@@ -502,6 +511,7 @@ impl RamSectionReader {
             discard_unknown: false,
             by_name: HashMap::new(),
             summary: RamSummary::default(),
+            received: Vec::new(),
             last_block: None,
             buf: vec![0u8; PAGE],
         }
@@ -515,6 +525,25 @@ impl RamSectionReader {
     /// Consumes the decoder, returning its summary.
     pub fn into_summary(self) -> RamSummary {
         self.summary
+    }
+
+    /// Apply mode: the offset of the first target page of destination
+    /// block `index` that no record has loaded, or `None` if every page
+    /// has been (or `index` is not a destination block).
+    pub fn first_missing_page(&self, index: usize) -> Option<u64> {
+        let bits = self.received.get(index)?;
+        let pages = self.dest.as_ref()?.get(index)?.used_length() / TARGET_PAGE_SIZE;
+        let (word, w) = bits.iter().enumerate().find(|(_, w)| **w != u64::MAX)?;
+        let page = word as u64 * 64 + u64::from(w.trailing_ones());
+        (page < pages).then_some(page * TARGET_PAGE_SIZE)
+    }
+
+    /// Notes that the page at `addr` of block `index` was loaded.
+    fn mark_received(&mut self, index: usize, addr: u64) {
+        let page = addr / TARGET_PAGE_SIZE;
+        if let Some(w) = self.received.get_mut(index).and_then(|b| b.get_mut((page / 64) as usize)) {
+            *w |= 1 << (page % 64);
+        }
     }
 
     /// Checks a RAM section header: idstr `ram`, instance 0, and (for
@@ -660,6 +689,7 @@ impl RamSectionReader {
                             block.fill(addr, TARGET_PAGE_SIZE, 0).map_err(mem_err(at, block))?;
                         }
                     }
+                    self.mark_received(index, addr);
                     if let Some(s) = self.summary.blocks.get_mut(index) {
                         s.zero_pages += 1;
                         s.bytes += 1;
@@ -672,6 +702,7 @@ impl RamSectionReader {
                     if let Some(block) = self.dest.as_ref().and_then(|d| d.get(index)) {
                         block.write(addr, &self.buf).map_err(mem_err(at, block))?;
                     }
+                    self.mark_received(index, addr);
                     if let Some(s) = self.summary.blocks.get_mut(index) {
                         s.normal_pages += 1;
                         s.bytes += TARGET_PAGE_SIZE;
