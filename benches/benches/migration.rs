@@ -148,7 +148,8 @@ fn encode_to_shm(c: &mut Criterion) {
             );
         });
     }
-    ok(std::fs::remove_file(&path));
+    // Absent when a filter skipped both cases.
+    let _ = std::fs::remove_file(&path);
     g.finish();
 }
 
