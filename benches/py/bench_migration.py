@@ -40,6 +40,11 @@ one whole stream:
   RAM, into a FIFO with a 1 MiB (64 KiB) pipe read by the same ``cat``.
   vmkit and QEMU both ``write`` into the pipe, so ``ceiling/QEMU`` bounds
   the vmkit/QEMU ratio on that path. Random RAM only.
+- ``vmsplice/cat-null``, ``vmsplice/cat-file``: the RAM file's own pages
+  (mapped shared, as vmkit and QEMU map them) lent to the same pipe with
+  ``vmsplice(2)``: the pipe references them, nothing is copied into it.
+  What a producer that lends guest memory to the pipe would get; vmkit does
+  not, because guest pages could change before ``cat`` reads them.
 - ``qemu/cat-null``, ``qemu/cat-file``: QMP ``migrate`` with
   ``exec:cat > /dev/null`` / ``exec:cat > <dir>/FILE``; timed from sending
   the command to the exit of that cat (the shell then opens a FIFO the
@@ -65,8 +70,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import json
+import mmap
 import os
 import platform
 import shutil
@@ -305,6 +312,42 @@ def ceiling_cat(fifo: Path, sink: Path, size: int, pipe_size: int) -> Result:
     return through_cat(fifo, sink, produce)
 
 
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def vmsplice_cat(fifo: Path, sink: Path, ram: mmap.mmap) -> Result:
+    """As :func:`ceiling_cat` (1 MiB pipe), but the pages of ``ram`` are lent
+    to the pipe by ``vmsplice(2)``, 1 MiB per call, not copied into it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    vmsplice = libc.vmsplice
+    vmsplice.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_uint]
+    vmsplice.restype = ctypes.c_ssize_t
+    size = len(ram)
+
+    def produce() -> dict[str, Any]:
+        anchor = ctypes.c_char.from_buffer(ram)
+        fd = os.open(fifo, os.O_WRONLY)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_1M)
+            base = ctypes.addressof(anchor)
+            done = 0
+            iov = _IoVec()
+            while done < size:
+                iov.base = base + done
+                iov.len = min(MIB, size - done)
+                n = vmsplice(fd, ctypes.byref(iov), 1, 0)
+                if n < 0:
+                    raise OSError(ctypes.get_errno(), "vmsplice")
+                done += n
+        finally:
+            os.close(fd)
+            del anchor
+        return {"bytes": size}
+
+    return through_cat(fifo, sink, produce)
+
+
 def through_cat(fifo: Path, sink: Path, produce: Callable[[], dict[str, Any]]) -> Result:
     """Runs ``produce`` (which writes ``fifo``) while ``cat fifo > sink``
     reads it; wall time from spawning cat to its exit."""
@@ -386,12 +429,17 @@ def run_content(
 
         return case
 
+    stack = contextlib.ExitStack()
     try:
         os.mkfifo(fifo)
         os.mkfifo(done)
         fill_file(ram_file, size, content)
         block = RamBlock.file(BLOCK, size, ram_file, share=True)
         checksum = block.checksum()
+        with ram_file.open("r+b") as f:
+            # Shared and writable only because ctypes needs a writable
+            # buffer for an address; nothing writes through it.
+            ram_map = stack.enter_context(mmap.mmap(f.fileno(), size, mmap.MAP_SHARED))
         cases: dict[str, Callable[[], Result]] = {
             "dd": lambda: dd_copy(ram_file, dd_file),
             "vmkit/null": lambda: vmkit_save(block, null),
@@ -406,6 +454,8 @@ def run_content(
                 "ceiling/cat-file": lambda: ceiling_cat(fifo, out_file, size, PIPE_1M),
                 "ceiling64k/cat-null": lambda: ceiling_cat(fifo, null, size, PIPE_64K),
                 "ceiling64k/cat-file": lambda: ceiling_cat(fifo, out_file, size, PIPE_64K),
+                "vmsplice/cat-null": lambda: vmsplice_cat(fifo, null, ram_map),
+                "vmsplice/cat-file": lambda: vmsplice_cat(fifo, out_file, ram_map),
             }
         if qemu_binary is not None:
             cases |= {
@@ -442,6 +492,7 @@ def run_content(
         unlink(out_file)
         samples["decode"] = decode
     finally:
+        stack.close()
         unlink(ram_file)
         unlink(fifo)
         unlink(done)
@@ -481,6 +532,7 @@ def ratios(r: dict[str, float], content: str, have_qemu: bool) -> dict[str, floa
             if ceiling:
                 # The bound on that ratio: the free producer over QEMU.
                 out[f"ceiling_over_qemu/{sink}"] = r[f"ceiling/{sink}"] / r[f"qemu/{sink}"]
+                out[f"vmsplice_over_qemu/{sink}"] = r[f"vmsplice/{sink}"] / r[f"qemu/{sink}"]
         # vmkit's direct path against QEMU's direct (fd:) path to the same sink.
         out["vmkit_null_over_qemu_fd-null"] = r["vmkit/null"] / r["qemu/fd-null"]
         out["vmkit_file_over_qemu_fd-file"] = r["vmkit/file"] / r["qemu/fd-file"]
