@@ -33,7 +33,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use vmkit_benches::{PAGE, ok, prefaulted_block};
 use vmkit_memory::RamBlock;
 use vmkit_migration::wire::section::write_file_header;
@@ -105,10 +106,16 @@ fn decode(stream: &[u8], dst: &Arc<RamBlock>) {
     assert_eq!(s.zero_pages + s.normal_pages, RAM / PAGE);
 }
 
-fn encode_to_sink(c: &mut Criterion) {
+/// The `migration` group: 10 samples, throughput in RAM bytes.
+fn ram_group(c: &mut Criterion) -> BenchmarkGroup<'_, WallTime> {
     let mut g = c.benchmark_group("migration");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(RAM));
+    g
+}
+
+fn encode_to_sink(c: &mut Criterion) {
+    let mut g = ram_group(c);
     for (name, src) in [
         ("encode_random_sink", random_block("pc.ram", RAM)),
         ("encode_zero_sink", prefaulted_block("pc.ram", RAM)),
@@ -125,9 +132,7 @@ fn encode_to_sink(c: &mut Criterion) {
 }
 
 fn encode_to_shm(c: &mut Criterion) {
-    let mut g = c.benchmark_group("migration");
-    g.sample_size(10);
-    g.throughput(Throughput::Bytes(RAM));
+    let mut g = ram_group(c);
     let src = random_block("pc.ram", RAM);
     let path = PathBuf::from(format!("/dev/shm/vmkit-bench-migration-{}.bin", std::process::id()));
     // The file is created (truncated) outside the timed part, as `dd`
@@ -156,9 +161,7 @@ fn encode_to_shm(c: &mut Criterion) {
 /// `/dev/null` through a descriptor: staged writes copy every page once
 /// (into the stage); gathered writes copy nothing.
 fn encode_to_dev_null(c: &mut Criterion) {
-    let mut g = c.benchmark_group("migration");
-    g.sample_size(10);
-    g.throughput(Throughput::Bytes(RAM));
+    let mut g = ram_group(c);
     let src = random_block("pc.ram", RAM);
     let null = ok(std::fs::OpenOptions::new().write(true).open("/dev/null"));
     for (name, gathered) in [("encode_random_devnull_staged", false), ("encode_random_devnull_gathered", true)] {
@@ -174,9 +177,7 @@ fn encode_to_dev_null(c: &mut Criterion) {
 }
 
 fn decode_from_memory(c: &mut Criterion) {
-    let mut g = c.benchmark_group("migration");
-    g.sample_size(10);
-    g.throughput(Throughput::Bytes(RAM));
+    let mut g = ram_group(c);
     let random = random_block("pc.ram", RAM);
     let stream = encoded(&random);
     let dst = prefaulted_block("pc.ram", RAM);

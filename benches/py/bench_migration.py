@@ -16,10 +16,13 @@ name the block ``pc.ram``. QEMU runs with ``max-bandwidth`` raised from its
 refuses to migrate a machine twice, so every QEMU case starts a fresh one,
 with ``prealloc=on`` so that its mapping is faulted in before the (untimed)
 start ends, as vmkit's mapping is after the warm-up round. ``--settle S``
-pauses S seconds (untimed) after each case that wrote a file (default 0). In
-a VM with free page reporting (virtio-balloon), freed pages go back to the
-host about 2 s after the free, and the next file sink then faults them in
-again: file-sink figures depend on that timing, so compare them within a run.
+pauses S seconds (untimed) after each case that wrote a file of 64 MiB or
+more (default 2.5; 0 turns it off). In a VM with free page reporting
+(virtio-balloon), freed pages go back to the host about 2 s after the free:
+without the pause, that work lands on whichever case runs next (the zero
+scan after ``dd`` freed 4 GiB measured 0.8x of itself in the next case),
+and the next file sink faults the pages in again. File-sink figures still
+depend on the host, so compare them within a run.
 
 Every figure is RAM bytes per second in GB/s (10^9), the wall-clock time of
 one whole stream:
@@ -105,6 +108,8 @@ TIMEOUT = 600.0
 #: The pipe buffers of the ceiling producers: vmkit's FIFO sinks, QEMU's exec: pipe.
 PIPE_1M = MIB
 PIPE_64K = 64 * 1024
+#: A case that leaves a file this large is followed by ``--settle``.
+SETTLE_MIN_FREED = 64 * MIB
 #: What the ceiling producers write, over and over.
 CEILING_CHUNK = os.urandom(MIB)
 
@@ -472,13 +477,13 @@ def run_content(
                 res = case()
                 if r > 0:
                     samples[name].append(res)
-                if out_file.exists() or dd_file.exists():
-                    unlink(dd_file)
-                    unlink(out_file)
-                    # Optionally let the guest's free page reporting (2 s after
-                    # the free) happen here rather than in the next case.
-                    if settle > 0:
-                        time.sleep(settle)
+                freed = sum(p.stat().st_size for p in (dd_file, out_file) if p.exists())
+                unlink(dd_file)
+                unlink(out_file)
+                # Let the guest's free page reporting (2 s after the free)
+                # happen here rather than in the next case.
+                if settle > 0 and freed >= SETTLE_MIN_FREED:
+                    time.sleep(settle)
         if block.checksum() != checksum:
             raise RuntimeError("the RAM file changed during the bench")
 
@@ -546,7 +551,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm"), help="file sink dir")
     parser.add_argument(
-        "--settle", type=float, default=0.0, help="pause (s) after a case freed a file"
+        "--settle", type=float, default=2.5, help="pause (s) after a case freed a large file"
     )
     parser.add_argument("--no-qemu", action="store_true", help="vmkit and dd only")
     parser.add_argument("--qemu", default=QEMU, help="QEMU binary")

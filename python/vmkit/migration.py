@@ -203,9 +203,10 @@ def save(
     section for every realized device with a VMState below the QOM object
     ``devices`` (none if ``None``), EOF and the VMDESCRIPTION trailer.
     Every device's state is taken before the first byte is written. The
-    machine should be paused. A FIFO sink (a reader such as ``cat > FILE``
-    on the other end) gets a 1 MiB pipe buffer where the system allows.
-    Returns ``bytes``, ``ram_bytes``, ``zero_pages``, ``normal_pages`` and
+    machine should be paused. RAM pages go from guest memory to the sink
+    in gathered writes (``writev``), copied once, by the kernel. A FIFO sink
+    (a reader such as ``cat > FILE`` on the other end) gets a 1 MiB pipe
+    buffer where the system allows. Returns ``bytes``, ``ram_bytes``, ``zero_pages``, ``normal_pages`` and
     ``devices``.
 
     :raises DeviceStateError: a device refused to save.
