@@ -15,13 +15,16 @@ name the block ``pc.ram``. QEMU runs with ``max-bandwidth`` raised from its
 128 MiB/s default to 1 TiB/s; being paused, it sends every page once. QEMU
 refuses to migrate a machine twice, so every QEMU case starts a fresh one,
 with ``prealloc=on`` so that its mapping is faulted in before the (untimed)
-start ends, as vmkit's mapping is after the warm-up round. ``--settle S``
-pauses S seconds (untimed) after each case that wrote a file of 64 MiB or
-more (default 2.5; 0 turns it off). In a VM with free page reporting
-(virtio-balloon), freed pages go back to the host about 2 s after the free:
-without the pause, that work lands on whichever case runs next (the zero
-scan after ``dd`` freed 4 GiB measured 0.8x of itself in the next case),
-and the next file sink faults the pages in again. File-sink figures still
+start ends, as vmkit's mapping is after the warm-up round.
+
+Cases run round-robin, each round starting one case later than the round
+before, so no case always follows the same one: after ``dd`` writes and
+frees a 4 GiB file, the next case runs slower for seconds (the zero scan
+took 0.23-0.36 s instead of 0.15 s right after it, in this VM, even 2.5 s
+later). ``--settle S`` pauses S seconds (untimed) after each case that
+leaves a file of 64 MiB or more (default 0). In a VM with free page
+reporting (virtio-balloon), freed pages go back to the host about 2 s after
+the free and the next file sink faults them in again: file-sink figures
 depend on the host, so compare them within a run.
 
 Every figure is RAM bytes per second in GB/s (10^9), the wall-clock time of
@@ -471,10 +474,14 @@ def run_content(
             }
         samples: dict[str, list[Result]] = {name: [] for name in cases}
         # Round-robin over the cases, so that drift on the shared machine
-        # hits every case alike; round 0 is an untimed warm-up.
+        # hits every case alike, each round starting one case later so that
+        # no case always runs after the same one; round 0 is an untimed
+        # warm-up.
+        names = list(cases)
         for r in range(rounds + 1):
-            for name, case in cases.items():
-                res = case()
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                res = cases[name]()
                 if r > 0:
                     samples[name].append(res)
                 freed = sum(p.stat().st_size for p in (dd_file, out_file) if p.exists())
@@ -551,7 +558,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm"), help="file sink dir")
     parser.add_argument(
-        "--settle", type=float, default=2.5, help="pause (s) after a case freed a large file"
+        "--settle", type=float, default=0.0, help="pause (s) after a case freed a large file"
     )
     parser.add_argument("--no-qemu", action="store_true", help="vmkit and dd only")
     parser.add_argument("--qemu", default=QEMU, help="QEMU binary")
