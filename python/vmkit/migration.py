@@ -206,8 +206,8 @@ def save(
     machine should be paused. RAM pages go from guest memory to the sink
     in gathered writes (``writev``), copied once, by the kernel. A FIFO sink
     (a reader such as ``cat > FILE`` on the other end) gets a 1 MiB pipe
-    buffer where the system allows. Returns ``bytes``, ``ram_bytes``, ``zero_pages``, ``normal_pages`` and
-    ``devices``.
+    buffer where the system allows. Returns ``bytes``, ``ram_bytes``,
+    ``zero_pages``, ``normal_pages`` and ``devices``.
 
     :raises DeviceStateError: a device refused to save.
     :raises VMStateError: a device's state does not fit its description.
