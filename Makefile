@@ -69,6 +69,7 @@ test-rust: $(DEPS_STAMP)
 	$(WITH_LIBPYTHON) cargo test --workspace
 
 lint-rust: $(DEPS_STAMP)
+	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # System packages the Python tests use: QEMU, for tests/test_qemu_interop.py.

@@ -137,7 +137,10 @@ fn encode_to_shm(c: &mut Criterion) {
     let path = PathBuf::from(format!("/dev/shm/vmkit-bench-migration-{}.bin", std::process::id()));
     // The file is created (truncated) outside the timed part, as `dd`
     // opens its output before starting its clock.
-    for (name, gathered) in [("encode_random_shm_file", false), ("encode_random_shm_file_gathered", true)] {
+    for (name, gathered) in [
+        ("encode_random_shm_file", false),
+        ("encode_random_shm_file_gathered", true),
+    ] {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || ok(File::create(&path)),
@@ -164,7 +167,10 @@ fn encode_to_dev_null(c: &mut Criterion) {
     let mut g = ram_group(c);
     let src = random_block("pc.ram", RAM);
     let null = ok(std::fs::OpenOptions::new().write(true).open("/dev/null"));
-    for (name, gathered) in [("encode_random_devnull_staged", false), ("encode_random_devnull_gathered", true)] {
+    for (name, gathered) in [
+        ("encode_random_devnull_staged", false),
+        ("encode_random_devnull_gathered", true),
+    ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut ram = ok(RamSectionWriter::new(vec![src.clone()]));

@@ -78,7 +78,10 @@ fn through_socket(set: &SaveSet, nonblocking: bool) -> Result<Vec<u8>, Box<dyn s
 #[test]
 fn file_pipe_and_socket_sinks_get_the_staged_bytes() -> TestResult {
     let zero: Vec<bool> = (0..700).map(|p| p % 5 == 0 || (300..420).contains(&p)).collect();
-    let set = set_of(vec![block("pc.ram", &zero, 0x11)?, block("vga.vram", &[true, false, true], 0x22)?])?;
+    let set = set_of(vec![
+        block("pc.ram", &zero, 0x11)?,
+        block("vga.vram", &[true, false, true], 0x22)?,
+    ])?;
     let want = staged(&set)?;
 
     let path = temp_path("file");
@@ -117,7 +120,11 @@ fn a_gathered_stream_restores() -> TestResult {
     restore(&target, std::fs::File::open(&path)?, &RestoreOptions::default())?;
     std::fs::remove_file(&path)?;
     for p in 0..64 {
-        assert_eq!(fresh.checksum(p * PAGE, PAGE)?, set.ram[0].checksum(p * PAGE, PAGE)?, "page {p}");
+        assert_eq!(
+            fresh.checksum(p * PAGE, PAGE)?,
+            set.ram[0].checksum(p * PAGE, PAGE)?,
+            "page {p}"
+        );
     }
     Ok(())
 }
@@ -132,11 +139,17 @@ fn a_sink_that_fails_is_an_error_with_an_offset() -> TestResult {
     std::fs::remove_file(&path)?;
     let text = err.map(|e| e.to_string()).unwrap_or_default();
     // The header records wait in the buffer: the first write is its flush.
-    assert!(text.starts_with("I/O error at offset ") && text.contains("os error 9"), "{text}");
+    assert!(
+        text.starts_with("I/O error at offset ") && text.contains("os error 9"),
+        "{text}"
+    );
     // A reader that is gone: EPIPE, not a hang or a signal.
     let (tx, rx) = UnixStream::pair()?;
     drop(rx);
-    let text = save_to_fd(&set, &tx, &SaveOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    let text = save_to_fd(&set, &tx, &SaveOptions::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(text.contains("os error 32"), "{text}");
     Ok(())
 }

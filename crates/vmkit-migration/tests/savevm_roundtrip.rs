@@ -419,6 +419,9 @@ fn a_page_sent_twice_does_not_stand_for_one_never_sent() -> TestResult {
     };
     assert!(matches!(e, Error::Savevm(SavevmError::IncompleteRam { .. })), "{e}");
     let text = e.to_string();
-    assert!(text.contains("0x2000 was never sent") && text.contains("4 page records for 4 pages"), "{text}");
+    assert!(
+        text.contains("0x2000 was never sent") && text.contains("4 page records for 4 pages"),
+        "{text}"
+    );
     Ok(())
 }

@@ -95,7 +95,12 @@ pub fn save_to_fd<F: AsFd>(set: &SaveSet, sink: F, opts: &SaveOptions) -> crate:
 
 /// [`save`], with RAM pages sent by gathered writes on `direct` (the
 /// descriptor `sink` writes to) when there is one.
-fn save_with<W: Write>(set: &SaveSet, sink: W, direct: Option<BorrowedFd<'_>>, opts: &SaveOptions) -> crate::Result<SaveStats> {
+fn save_with<W: Write>(
+    set: &SaveSet,
+    sink: W,
+    direct: Option<BorrowedFd<'_>>,
+    opts: &SaveOptions,
+) -> crate::Result<SaveStats> {
     set.check()?;
     let mut order: Vec<usize> = (0..set.devices.len()).collect();
     // Highest priority first, FIFO within one priority (a stable sort).

@@ -541,7 +541,11 @@ impl RamSectionReader {
     /// Notes that the page at `addr` of block `index` was loaded.
     fn mark_received(&mut self, index: usize, addr: u64) {
         let page = addr / TARGET_PAGE_SIZE;
-        if let Some(w) = self.received.get_mut(index).and_then(|b| b.get_mut((page / 64) as usize)) {
+        if let Some(w) = self
+            .received
+            .get_mut(index)
+            .and_then(|b| b.get_mut((page / 64) as usize))
+        {
             *w |= 1 << (page % 64);
         }
     }
