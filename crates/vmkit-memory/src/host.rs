@@ -686,10 +686,8 @@ mod tests {
         assert!(h.write_pattern(0, 16 * 4096, 3).is_ok());
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 returns.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
-            0
-        );
+        let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        assert_eq!(made, 0);
         // SAFETY: pipe2 succeeded, so both are new descriptors we own.
         let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: F_SETPIPE_SZ on our own pipe; the kernel rounds up to a page.
