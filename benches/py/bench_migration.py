@@ -300,21 +300,28 @@ def vmkit_save_cat(block: RamBlock, fifo: Path, sink: Path) -> Result:
     )
 
 
+@contextmanager
+def fifo_writer(fifo: Path, pipe_size: int) -> Iterator[int]:
+    """The write end of ``fifo``, its pipe buffer set to ``pipe_size``."""
+    fd = os.open(fifo, os.O_WRONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, pipe_size)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def ceiling_cat(fifo: Path, sink: Path, size: int, pipe_size: int) -> Result:
     """A producer that costs nothing but its ``write`` calls: ``size`` bytes
     of one pre-filled 1 MiB buffer into ``fifo`` (pipe buffer ``pipe_size``)
     read by ``cat > sink``: the most any writer gets through that path."""
 
     def produce() -> dict[str, Any]:
-        fd = os.open(fifo, os.O_WRONLY)
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, pipe_size)
+        with fifo_writer(fifo, pipe_size) as fd:
             left = size
             view = memoryview(CEILING_CHUNK)
             while left > 0:
                 left -= os.write(fd, view[: min(left, len(view))])
-        finally:
-            os.close(fd)
         return {"bytes": size}
 
     return through_cat(fifo, sink, produce)
@@ -335,21 +342,19 @@ def vmsplice_cat(fifo: Path, sink: Path, ram: mmap.mmap) -> Result:
 
     def produce() -> dict[str, Any]:
         anchor = ctypes.c_char.from_buffer(ram)
-        fd = os.open(fifo, os.O_WRONLY)
         try:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_1M)
-            base = ctypes.addressof(anchor)
-            done = 0
-            iov = _IoVec()
-            while done < size:
-                iov.base = base + done
-                iov.len = min(MIB, size - done)
-                n = vmsplice(fd, ctypes.byref(iov), 1, 0)
-                if n < 0:
-                    raise OSError(ctypes.get_errno(), "vmsplice")
-                done += n
+            with fifo_writer(fifo, PIPE_1M) as fd:
+                base = ctypes.addressof(anchor)
+                done = 0
+                iov = _IoVec()
+                while done < size:
+                    iov.base = base + done
+                    iov.len = min(MIB, size - done)
+                    n = vmsplice(fd, ctypes.byref(iov), 1, 0)
+                    if n < 0:
+                        raise OSError(ctypes.get_errno(), "vmsplice")
+                    done += n
         finally:
-            os.close(fd)
             del anchor
         return {"bytes": size}
 

@@ -272,7 +272,8 @@ impl RamSectionWriter {
     /// write to `fd` (possibly through a buffer), or the stream interleaves
     /// wrongly.
     pub fn write_all_pages_to_fd<W: Write>(&mut self, w: &mut StreamWriter<W>, fd: BorrowedFd<'_>) -> WireResult<()> {
-        self.flush_stage(w)?;
+        // Every public method leaves the stage empty.
+        debug_assert_eq!(self.used, 0);
         w.flush()?;
         // Record headers of one batch, and per record where its header ends
         // and which page (if not zero) follows it.
