@@ -123,6 +123,49 @@ def test_a_hook_exception_propagates_unchanged() -> None:
         vmsd.encode({"a": 1})
 
 
+def test_predicate_exceptions_propagate_unchanged() -> None:
+    # `exists` and `needed` fail like any hook: the caller gets the
+    # exception, not a quietly absent field or subsection.
+    class PredicateError(Exception):
+        pass
+
+    def broken(*_args: object) -> bool:
+        raise PredicateError("cannot tell")
+
+    exists = VMStateDescription("dev", [VMStateField("a", "uint8", exists=broken)])
+    with pytest.raises(PredicateError, match="cannot tell"):
+        exists.encode({"a": 1})
+    with pytest.raises(PredicateError, match="cannot tell"):
+        exists.decode(b"\x01")
+    sub = VMStateDescription("dev/sub", [VMStateField("b", "uint8")], needed=broken)
+    needed = VMStateDescription("dev", [VMStateField("a", "uint8")], subsections=[sub])
+    with pytest.raises(PredicateError, match="cannot tell"):
+        needed.encode({"a": 1, "dev/sub": {"b": 2}})
+
+
+def test_kinds_as_text_are_parsed_by_the_core() -> None:
+    as_text = VMStateDescription(
+        "dev",
+        [
+            VMStateField("n", "uint8"),
+            VMStateField("q", "array(uint16, n)"),
+            VMStateField("tag", "buffer(2)"),
+        ],
+    )
+    as_helpers = VMStateDescription(
+        "dev",
+        [
+            VMStateField("n", "uint8"),
+            VMStateField("q", migration.array("uint16", length="n")),
+            VMStateField("tag", migration.buffer(2)),
+        ],
+    )
+    state = {"n": 2, "q": [1, 0x0530], "tag": b"\x05\x30"}
+    assert as_text.encode(state) == as_helpers.encode(state)
+    with pytest.raises(ValueError, match=r"bad kind 'array\(uint16\)': expected ','"):
+        VMStateField("q", "array(uint16)")
+
+
 @pytest.mark.parametrize(
     ("fields", "kwargs", "exc"),
     [

@@ -7,7 +7,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Guest memory errors. Every variant names what was accessed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// A size of zero where one is not allowed.
     #[error("size must not be zero")]
@@ -151,7 +150,7 @@ pub enum Error {
         context: String,
         /// The callback's error.
         #[source]
-        source: std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>,
+        source: vmkit_qom::CallbackError,
     },
     /// An object-model error (owners, backends).
     #[error(transparent)]

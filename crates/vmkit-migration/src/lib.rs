@@ -10,12 +10,18 @@
 //!   the byte offset.
 //! * [`vmstate`]: VMState descriptions of device state (fields, arrays,
 //!   nested structs, subsections, versions, hooks) and their encoding.
+//! * [`device_state`]: the one contract for a device's migratable state
+//!   ([`DeviceState`](device_state::DeviceState)): a typed value with one
+//!   VMState description, saved and loaded through one trait.
 //! * [`savevm`]: a whole machine (RAM and device sections) saved to a
 //!   stream and restored from one; device types declare their VMState.
 #![deny(unsafe_code)]
 
+pub mod device_state;
 mod error;
 pub mod savevm;
+#[doc(hidden)]
+pub mod test_support;
 pub mod vmstate;
 pub mod wire;
 

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use vmkit_memory::RamBlock;
-use vmkit_migration::savevm::{
-    DeviceSection, RestoreOptions, SaveOptions, SaveSet, SectionState, StateCell, restore, save, save_to_fd,
-};
+use vmkit_migration::savevm::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, restore, save, save_to_fd};
+use vmkit_migration::test_support::ValueDevice;
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -35,12 +34,11 @@ fn set_of(blocks: Vec<Arc<RamBlock>>) -> Result<SaveSet, Box<dyn std::error::Err
         .version(1)
         .simple("lcr", FieldKind::U8)
         .build()?;
-    let cell = StateCell::new(vmsd, VmStruct::new().with("lcr", VmValue::UInt(3)));
-    let dev = DeviceSection {
-        idstr: "uart".into(),
-        instance_id: 0,
-        state: cell as Arc<dyn SectionState>,
-    };
+    let dev = DeviceEntry::new(
+        "uart",
+        0,
+        ValueDevice::new(vmsd, VmStruct::new().with("lcr", VmValue::UInt(3))),
+    );
     Ok(SaveSet::new("pc-q35-vmkit", blocks, vec![dev]))
 }
 

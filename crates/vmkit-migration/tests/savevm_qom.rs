@@ -1,12 +1,12 @@
 //! Device types declare a VMState; `collect_devices` finds the realized
 //! devices of a tree and numbers them in path order.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use vmkit_migration::device_state::{DeviceState, MigrationState, StateError};
 use vmkit_migration::savevm::{
-    DeviceVmState, RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_vmstate,
+    RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_model, register_device_vmstate,
     restore, save,
 };
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
@@ -17,25 +17,49 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const TYPE: &str = "savevm-test-counter";
 
-/// The device's state: one counter in its user data.
-fn counter(obj: &Object) -> Result<Arc<Mutex<u64>>, String> {
-    let data: Arc<dyn Any + Send + Sync> = obj.user_data().ok_or("no user data")?;
-    data.downcast::<Mutex<u64>>().map_err(|_| "wrong user data".to_owned())
+/// The device model kept as the object's user data: one counter.
+struct Counter {
+    vmsd: Arc<VmStateDescription>,
+    count: Mutex<u64>,
 }
 
-struct CounterVmState(Arc<VmStateDescription>);
+impl DeviceState for Counter {
+    type State = CounterState;
 
-impl DeviceVmState for CounterVmState {
     fn vmsd(&self) -> Arc<VmStateDescription> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.vmsd)
     }
-    fn save(&self, obj: &Object) -> Result<VmStruct, String> {
-        Ok(VmStruct::new().with("count", VmValue::UInt(*counter(obj)?.lock())))
+    fn save_state(&self) -> Result<CounterState, StateError> {
+        Ok(CounterState(*self.count.lock()))
     }
-    fn load(&self, obj: &Object, state: VmStruct, _version_id: u32) -> Result<(), String> {
-        *counter(obj)?.lock() = state.get_u64("count").ok_or("no count")?;
+    fn load_state(&self, state: CounterState, _version_id: u32) -> Result<(), StateError> {
+        *self.count.lock() = state.0;
         Ok(())
     }
+}
+
+/// The counter's typed state.
+struct CounterState(u64);
+
+impl MigrationState for CounterState {
+    fn to_vmstate(&self) -> VmStruct {
+        VmStruct::new().with("count", VmValue::UInt(self.0))
+    }
+    fn from_vmstate(state: &VmStruct) -> Result<Self, StateError> {
+        Ok(CounterState(state.field("count")?))
+    }
+}
+
+fn vmsd() -> Result<Arc<VmStateDescription>, Box<dyn std::error::Error>> {
+    Ok(VmStateDescription::builder("counter")
+        .simple("count", FieldKind::U64)
+        .build()?)
+}
+
+/// The device model of a counter object.
+fn counter(obj: &Object) -> Result<Arc<Counter>, String> {
+    let data = obj.user_data().ok_or("no user data")?;
+    data.downcast::<Counter>().map_err(|_| "wrong user data".to_owned())
 }
 
 fn register() -> TestResult {
@@ -45,12 +69,16 @@ fn register() -> TestResult {
         result = (|| -> TestResult {
             TypeInfo::new(TYPE)
                 .parent("device")
-                .instance_init(|obj| obj.set_user_data(Arc::new(Mutex::new(0u64))))
+                .instance_init(|obj| {
+                    let vmsd = vmsd()
+                        .map_err(|e| vmkit_qom::Error::hook_message("instance_init", obj.describe(), e.to_string()))?;
+                    obj.set_user_data(Arc::new(Counter {
+                        vmsd,
+                        count: Mutex::new(0),
+                    }))
+                })
                 .register()?;
-            let vmsd = VmStateDescription::builder("counter")
-                .simple("count", FieldKind::U64)
-                .build()?;
-            register_device_vmstate(TYPE, Arc::new(CounterVmState(vmsd)))?;
+            register_device_model::<Counter>(TYPE, vmsd()?)?;
             Ok(())
         })();
     });
@@ -67,7 +95,7 @@ fn board(name: &str, base: u64) -> Result<(ObjectRef, Vec<ObjectRef>), Box<dyn s
     for (i, child) in ["c", "a", "b"].into_iter().enumerate() {
         let dev = Object::new(TYPE)?;
         board.add_child(child, &dev)?;
-        *counter(&dev)?.lock() = base + i as u64;
+        *counter(&dev)?.count.lock() = base + i as u64;
         if child != "b" {
             dev.realize()?;
         }
@@ -83,8 +111,8 @@ fn realized_devices_are_collected_in_path_order() -> TestResult {
     let got: Vec<_> = sections.iter().map(|s| (s.idstr.as_str(), s.instance_id)).collect();
     // `a` (10+1) is instance 0, `c` (10+0) instance 1; `b` is not realized.
     assert_eq!(got, [("counter", 0), ("counter", 1)]);
-    assert_eq!(sections[0].state.save_state()?.get_u64("count"), Some(11));
-    assert_eq!(sections[1].state.save_state()?.get_u64("count"), Some(10));
+    assert_eq!(sections[0].device.save_vmstate()?.get_u64("count"), Some(11));
+    assert_eq!(sections[1].device.save_vmstate()?.get_u64("count"), Some(10));
     drop(sections);
     for d in &devs {
         d.unparent()?;
@@ -106,10 +134,10 @@ fn a_tree_saves_and_restores_into_one_built_alike() -> TestResult {
     let set = SaveSet::new("m", Vec::new(), collect_devices(&dst)?);
     let stats = restore(&set, stream.as_slice(), &RestoreOptions::default())?;
     assert_eq!(stats.devices, 2);
-    assert_eq!(*counter(&dst_devs[0])?.lock(), 100);
-    assert_eq!(*counter(&dst_devs[1])?.lock(), 101);
+    assert_eq!(*counter(&dst_devs[0])?.count.lock(), 100);
+    assert_eq!(*counter(&dst_devs[1])?.count.lock(), 101);
     assert_eq!(
-        *counter(&dst_devs[2])?.lock(),
+        *counter(&dst_devs[2])?.count.lock(),
         2,
         "an unrealized device is not restored"
     );
@@ -132,14 +160,20 @@ fn a_tree_saves_and_restores_into_one_built_alike() -> TestResult {
 fn only_device_types_take_a_vmstate_once() -> TestResult {
     register()?;
     let vmsd = VmStateDescription::builder("x").build()?;
-    let ops = Arc::new(CounterVmState(vmsd));
-    let e = register_device_vmstate("container", ops.clone())
+    let refuse = |_: &Object| -> Result<Arc<dyn vmkit_migration::device_state::DynDeviceState>, StateError> {
+        Err(StateError::Refused("unused".into()))
+    };
+    let e = register_device_vmstate("container", Arc::clone(&vmsd), refuse)
         .err()
         .ok_or("accepted")?;
     assert!(matches!(e, SavevmError::Registration { .. }), "{e}");
-    let e = register_device_vmstate(TYPE, ops.clone()).err().ok_or("accepted")?;
+    let e = register_device_model::<Counter>(TYPE, Arc::clone(&vmsd))
+        .err()
+        .ok_or("accepted")?;
     assert!(e.to_string().contains("already"), "{e}");
-    let e = register_device_vmstate("no-such-type", ops).err().ok_or("accepted")?;
+    let e = register_device_vmstate("no-such-type", vmsd, refuse)
+        .err()
+        .ok_or("accepted")?;
     assert!(matches!(e, SavevmError::Qom(_)), "{e}");
     Ok(())
 }

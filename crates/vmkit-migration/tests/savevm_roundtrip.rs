@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use vmkit_memory::RamBlock;
 use vmkit_migration::Error;
-use vmkit_migration::savevm::{
-    DeviceSection, RestoreOptions, SaveOptions, SaveSet, SavevmError, SectionState, StateCell, restore, save,
-};
+use vmkit_migration::device_state::{DeviceState, DynDeviceState, StateError};
+use vmkit_migration::savevm::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, SavevmError, restore, save};
+use vmkit_migration::test_support::ValueDevice;
 use vmkit_migration::vmstate::{ArrayLen, FieldKind, MigrationPriority, VmStateDescription, VmStruct, VmValue};
 use vmkit_migration::wire::{ParserOptions, WireError, analyze_report};
 
@@ -19,9 +19,9 @@ fn timer_vmsd(version: u32) -> Result<Arc<VmStateDescription>, Box<dyn std::erro
         .simple("deadline", FieldKind::U64)
         // As in QEMU, `needed` sees the parent's state.
         .needed(|s| {
-            s.subsection("timer/armed")
+            Ok(s.subsection("timer/armed")
                 .and_then(|a| a.get_u64("deadline"))
-                .is_some_and(|d| d != 0)
+                .is_some_and(|d| d != 0))
         })
         .build()?;
     let mut b = VmStateDescription::builder("timer")
@@ -57,15 +57,15 @@ fn timer_state(ctrl: u64, deadline: u64) -> VmStruct {
         .with_subsection("timer/armed", VmStruct::new().with("deadline", VmValue::UInt(deadline)))
 }
 
-fn device(vmsd: Arc<VmStateDescription>, state: VmStruct) -> Arc<StateCell> {
-    StateCell::new(vmsd, state)
+fn device(vmsd: Arc<VmStateDescription>, state: VmStruct) -> Arc<ValueDevice> {
+    ValueDevice::new(vmsd, state)
 }
 
-fn section(idstr: &str, instance_id: u32, dev: &Arc<StateCell>) -> DeviceSection {
-    DeviceSection {
+fn section(idstr: &str, instance_id: u32, dev: &Arc<ValueDevice>) -> DeviceEntry {
+    DeviceEntry {
         idstr: idstr.into(),
         instance_id,
-        state: Arc::clone(dev) as Arc<dyn SectionState>,
+        device: Arc::clone(dev) as Arc<dyn DynDeviceState>,
     }
 }
 
@@ -79,7 +79,7 @@ fn patterned_ram(name: &str, pages: u64) -> Result<Arc<RamBlock>, Box<dyn std::e
 
 struct Machine {
     ram: Vec<Arc<RamBlock>>,
-    timers: Vec<Arc<StateCell>>,
+    timers: Vec<Arc<ValueDevice>>,
     set: SaveSet,
 }
 
@@ -326,24 +326,25 @@ fn ram_the_receiver_lacks_or_misses_is_refused() -> TestResult {
 #[test]
 fn a_device_that_refuses_to_save_costs_no_bytes() -> TestResult {
     struct Refuses(Arc<VmStateDescription>);
-    impl SectionState for Refuses {
+    impl DeviceState for Refuses {
+        type State = VmStruct;
         fn vmsd(&self) -> Arc<VmStateDescription> {
             Arc::clone(&self.0)
         }
-        fn save_state(&self) -> Result<VmStruct, String> {
-            Err("busy".into())
+        fn save_state(&self) -> Result<VmStruct, StateError> {
+            Err(StateError::Refused("busy".into()))
         }
-        fn load_state(&self, _: VmStruct, _: u32) -> Result<(), String> {
+        fn load_state(&self, _: VmStruct, _: u32) -> Result<(), StateError> {
             Ok(())
         }
     }
     let m = machine(2, 1)?;
     let mut devices = m.set.devices.clone();
-    devices.push(DeviceSection {
-        idstr: "busy".into(),
-        instance_id: 0,
-        state: Arc::new(Refuses(VmStateDescription::builder("busy").build()?)),
-    });
+    devices.push(DeviceEntry::new(
+        "busy",
+        0,
+        Arc::new(Refuses(VmStateDescription::builder("busy").build()?)),
+    ));
     let set = SaveSet::new("pc-q35-vmkit", m.ram.clone(), devices);
     let mut out = Vec::new();
     let Err(e) = save(&set, &mut out, &SaveOptions::default()) else {

@@ -15,7 +15,7 @@ fn sample_desc() -> Result<Arc<VmStateDescription>, VmStateError> {
     let unit_err = VmStateDescription::builder("unit/err")
         .version(1)
         .simple("code", FieldKind::U8)
-        .needed(|unit| unit.get_u64("status").is_some_and(|s| s & 1 != 0))
+        .needed(|unit| Ok(unit.get_u64("status").is_some_and(|s| s & 1 != 0)))
         .build()?;
     let unit = VmStateDescription::builder("unit")
         .version(3)
@@ -159,7 +159,7 @@ fn the_description_matches_qemus_schema() -> TestResult {
 
 #[test]
 fn no_subsections_key_when_none_was_sent() -> TestResult {
-    let sub = VmStateDescription::builder("d/s").needed(|_| false).build()?;
+    let sub = VmStateDescription::builder("d/s").needed(|_| Ok(false)).build()?;
     let desc = VmStateDescription::builder("d")
         .simple("x", FieldKind::U8)
         .subsection(sub)

@@ -110,7 +110,7 @@ impl Gen {
                 1 => field = field.since(version),
                 2 => {
                     let present = self.below(2) == 0;
-                    field = field.exists_if(move |_, _| present);
+                    field = field.exists_if(move |_, _| Ok(present));
                 }
                 _ => {}
             }
@@ -188,7 +188,7 @@ impl Gen {
     fn state(&mut self, desc: &VmStateDescription) -> VmStruct {
         let mut s = VmStruct::new();
         for f in desc.fields() {
-            if !f.is_present(&s, desc.version_id()) {
+            if !f.is_present(&s, desc.version_id()).unwrap_or(false) {
                 continue;
             }
             if let Some(v) = self.value(f.kind(), &s, f.name()) {
@@ -196,7 +196,7 @@ impl Gen {
             }
         }
         for sub in desc.subsections() {
-            if sub.is_needed(&s) {
+            if sub.is_needed(&s).unwrap_or(false) {
                 let st = self.state(sub);
                 s.set_subsection(sub.name(), st);
             }
@@ -210,7 +210,7 @@ fn rebuild_needed(sub: &VmStateDescription, sent: bool) -> Result<Arc<VmStateDes
     let mut b = VmStateDescription::builder(sub.name())
         .version(sub.version_id())
         .minimum_version(sub.minimum_version_id())
-        .needed(move |_| sent);
+        .needed(move |_| Ok(sent));
     for f in sub.fields() {
         b = b.field(f.clone());
     }

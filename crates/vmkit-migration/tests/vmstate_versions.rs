@@ -74,9 +74,9 @@ fn exists_predicates_replace_the_version_rule() -> TestResult {
         .simple("has_extra", FieldKind::Bool)
         .field(
             Field::new("extra", FieldKind::U16)
-                .exists_if(|s, _| s.get("has_extra").and_then(VmValue::as_bool) == Some(true)),
+                .exists_if(|s, _| Ok(s.get("has_extra").and_then(VmValue::as_bool) == Some(true))),
         )
-        .field(Field::new("v2", FieldKind::U8).exists_if(|_, v| v >= 2))
+        .field(Field::new("v2", FieldKind::U8).exists_if(|_, v| Ok(v >= 2)))
         .build()?;
     let mut with = VmStruct::new()
         .with("has_extra", VmValue::Bool(true))
@@ -114,7 +114,7 @@ fn with_subsections() -> Result<Arc<VmStateDescription>, VmStateError> {
     let pio = VmStateDescription::builder("ide/pio")
         .version(1)
         .simple("pos", FieldKind::U32)
-        .needed(|parent| parent.get_u64("mode") == Some(1))
+        .needed(|parent| Ok(parent.get_u64("mode") == Some(1)))
         .build()?;
     let dma = VmStateDescription::builder("ide/dma")
         .version(2)
@@ -275,7 +275,7 @@ fn logging(
         .version(2)
         .field(Field::new("x", FieldKind::U8).exists_if(move |_, v| {
             l5.lock().push(format!("{n5} field x (v{v})"));
-            true
+            Ok(true)
         }))
         .pre_save(move |_| {
             l1.lock().push(format!("{n1} pre_save"));
@@ -295,7 +295,7 @@ fn logging(
         })
         .needed(move |_| {
             l6.lock().push(format!("{n6} needed"));
-            true
+            Ok(true)
         });
     if let Some(sub) = sub {
         b = b.subsection(sub);
@@ -362,7 +362,7 @@ fn hook_failures_are_reported_and_post_save_still_runs() -> TestResult {
         err.problem(),
         Some(&Problem::Hook {
             hook: "post_load",
-            message: "bad index".into()
+            source: "bad index".into()
         })
     );
     assert!(err.to_string().contains("bad index"));
@@ -377,7 +377,7 @@ fn hook_failures_are_reported_and_post_save_still_runs() -> TestResult {
         err.problem(),
         Some(&Problem::Hook {
             hook: "pre_save",
-            message: "busy".into()
+            source: "busy".into()
         })
     );
     Ok(())
@@ -387,10 +387,10 @@ fn hook_failures_are_reported_and_post_save_still_runs() -> TestResult {
 fn whole_section_needed() -> TestResult {
     let desc = VmStateDescription::builder("dev")
         .simple("on", FieldKind::Bool)
-        .needed(|s| s.get("on").and_then(VmValue::as_bool) == Some(true))
+        .needed(|s| Ok(s.get("on").and_then(VmValue::as_bool) == Some(true)))
         .build()?;
-    assert!(!desc.is_needed(&VmStruct::new().with("on", VmValue::Bool(false))));
-    assert!(desc.is_needed(&VmStruct::new().with("on", VmValue::Bool(true))));
+    assert!(!desc.is_needed(&VmStruct::new().with("on", VmValue::Bool(false)))?);
+    assert!(desc.is_needed(&VmStruct::new().with("on", VmValue::Bool(true)))?);
     Ok(())
 }
 

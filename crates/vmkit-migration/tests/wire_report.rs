@@ -33,7 +33,7 @@ fn sample() -> Sample {
     let fifo = ok(VmStateDescription::builder("serial0/fifo")
         .version(2)
         .simple("depth", FieldKind::U16)
-        .needed(|_| true)
+        .needed(|_| Ok(true))
         .build());
     let desc = ok(VmStateDescription::builder("serial0")
         .version(3)

@@ -30,7 +30,7 @@
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use vmkit_qom::{Error, ErrorKind};
+use vmkit_qom::{CallbackError, Error, ErrorKind};
 
 pyo3::create_exception!(
     vmkit.errors,
@@ -175,15 +175,26 @@ pyo3::create_exception!(
     "The host could not provide the memory."
 );
 
-/// Converts a core error to the matching Python exception.
+/// The Python exception a Python callback raised, when `err` was caused
+/// by one: every core error keeps a callback's error as a
+/// [`CallbackError`] in its chain of sources, whichever crate reports it.
+fn raised_by_callback(py: Python<'_>, err: &(dyn std::error::Error + 'static)) -> Option<PyErr> {
+    CallbackError::find(err)?
+        .downcast_ref::<PyErr>()
+        .map(|original| original.clone_ref(py))
+}
+
+/// A Python exception as the error of a callback, for the core to carry
+/// back to the binding that started the call.
+pub(crate) fn callback_error(err: PyErr) -> CallbackError {
+    CallbackError::new(err)
+}
+
+/// Converts a core error to the matching Python exception; a Python
+/// exception raised by a hook is re-raised as it is.
 pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    if let Error::Hook {
-        source: Some(source), ..
-    } = &err
-    {
-        if let Some(original) = source.downcast_ref::<PyErr>() {
-            return original.clone_ref(py);
-        }
+    if let Some(original) = raised_by_callback(py, &err) {
+        return original;
     }
     let msg = err.to_string();
     match err.kind() {
@@ -208,21 +219,22 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
 /// exception raised by a callback is re-raised as it is.
 pub(crate) fn mem_err(py: Python<'_>, err: vmkit_memory::Error) -> PyErr {
     use vmkit_memory::Error as E;
+    if let Some(original) = raised_by_callback(py, &err) {
+        return original;
+    }
     let msg = err.to_string();
     match err {
-        E::Callback { source, .. } => match source.downcast_ref::<PyErr>() {
-            Some(original) => original.clone_ref(py),
-            None => AccessError::new_err(msg),
-        },
         E::Qom(e) => to_py(py, e),
         E::OutOfBounds { .. } | E::Overflow { .. } | E::Unassigned { .. } | E::PageOutOfRange { .. } => {
             AddressError::new_err(msg)
         }
-        E::InvalidAccess { .. } | E::Refused(_) | E::Translation { .. } => AccessError::new_err(msg),
+        E::InvalidAccess { .. } | E::Refused(_) | E::Translation { .. } | E::Callback { .. } => {
+            AccessError::new_err(msg)
+        }
         E::ZeroSize | E::Unaligned { .. } | E::Layout(_) | E::InvalidPageSize { .. } => RegionLayoutError::new_err(msg),
         E::OwnerGone { .. } => DeviceGoneError::new_err(msg),
         E::Io { .. } => HostMemoryError::new_err(msg),
-        _ => GuestMemoryError::new_err(msg),
+        E::DirtyLogBusy { .. } | E::DirtyLogInactive { .. } | E::InvalidConfig { .. } => GuestMemoryError::new_err(msg),
     }
 }
 
@@ -232,27 +244,22 @@ pub(crate) fn mem_err(py: Python<'_>, err: vmkit_memory::Error) -> PyErr {
 pub(crate) fn migration_err(py: Python<'_>, err: vmkit_migration::Error) -> PyErr {
     use vmkit_migration::Error as E;
     use vmkit_migration::savevm::SavevmError as S;
-    use vmkit_migration::wire::WireError as W;
-    if let Some(original) = crate::vmstate::take_pending() {
+    use vmkit_migration::vmstate::VmStateError as V;
+    if let Some(original) = raised_by_callback(py, &err) {
         return original;
     }
     let msg = err.to_string();
     let (exc, offset, section, field): (PyErr, Option<u64>, Option<String>, Option<String>) = match &err {
-        E::Wire(w) => {
-            let section = match w {
-                W::UnknownSection { idstr, .. }
-                | W::DuplicateSection { idstr, .. }
-                | W::BadSectionVersion { idstr, .. }
-                | W::BadBody { idstr, .. } => Some(idstr.clone()).filter(|s| !s.is_empty()),
-                W::UnknownRamBlock { .. } | W::RamBlockLength { .. } | W::PageOutOfRange { .. } => Some("ram".into()),
-                _ => None,
-            };
-            (StreamError::new_err(msg), Some(w.offset()), section, None)
-        }
+        E::Wire(w) => (
+            StreamError::new_err(msg),
+            Some(w.offset()),
+            w.section().map(str::to_owned),
+            None,
+        ),
         E::VmState(v) => {
             let section = match v {
-                vmkit_migration::vmstate::VmStateError::Body { section, .. } => Some(section.clone()),
-                _ => None,
+                V::Body { section, .. } => Some(section.clone()),
+                V::Description { .. } => None,
             };
             (
                 VMStateError::new_err(msg),
@@ -261,13 +268,22 @@ pub(crate) fn migration_err(py: Python<'_>, err: vmkit_migration::Error) -> PyEr
                 v.path().map(str::to_owned),
             )
         }
-        E::Savevm(S::Device { idstr, .. } | S::MissingSection { idstr, .. } | S::DuplicateDevice { idstr, .. }) => {
+        E::Savevm(S::Device {
+            idstr, offset, source, ..
+        }) => (
+            DeviceStateError::new_err(msg),
+            *offset,
+            Some(idstr.clone()),
+            source.path().map(str::to_owned),
+        ),
+        E::Savevm(S::MissingSection { idstr, .. } | S::DuplicateDevice { idstr, .. }) => {
             (DeviceStateError::new_err(msg), None, Some(idstr.clone()), None)
         }
         E::Savevm(S::Qom(_)) => (QomError::new_err(msg), None, None, None),
-        E::Savevm(_) => (DeviceStateError::new_err(msg), None, None, None),
+        E::Savevm(S::IncompleteRam { .. } | S::Registration { .. }) => {
+            (DeviceStateError::new_err(msg), None, None, None)
+        }
         E::Memory(_) => (GuestMemoryError::new_err(msg), None, None, None),
-        _ => (MigrationError::new_err(msg), None, None, None),
     };
     with_location(py, exc, offset, section, field)
 }

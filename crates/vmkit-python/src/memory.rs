@@ -18,7 +18,7 @@ use crate::ram::PyRamBlock;
 fn callback_error(context: String, e: PyErr) -> MemError {
     MemError::Callback {
         context,
-        source: Arc::new(e),
+        source: crate::errors::callback_error(e),
     }
 }
 

@@ -19,7 +19,6 @@ use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, ana
 use crate::errors::migration_err;
 use crate::object::PyObj;
 use crate::ram::PyRamBlock;
-use crate::vmstate::clear_pending;
 
 fn open(path: &PathBuf) -> PyResult<File> {
     File::open(path).map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))
@@ -115,7 +114,6 @@ pub fn save_stream(
     vmdesc: bool,
 ) -> PyResult<Py<PyDict>> {
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
-    clear_pending();
     let opts = SaveOptions { footers, vmdesc };
     let stats = run_on_file(py, &path, |path| Ok(save_to_fd(&set, create_sink(path)?, &opts)))?;
     stats_dict(
@@ -145,7 +143,6 @@ pub fn restore_stream(
     footers: bool,
 ) -> PyResult<Py<PyDict>> {
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
-    clear_pending();
     let opts = RestoreOptions {
         footers,
         ..RestoreOptions::default()

@@ -8,52 +8,21 @@
 //! a field). Values go back to the core by their Python type; the encoder
 //! then checks each against its field's kind and range.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString, PyTuple};
-use vmkit_migration::savevm::{DeviceVmState, register_device_vmstate as core_register};
+use vmkit_migration::device_state::{DeviceState, DynDeviceState, StateError};
+use vmkit_migration::savevm::register_device_vmstate as core_register;
 use vmkit_migration::vmstate::{
-    ArrayLen, Field, FieldKind, MigrationPriority, VmStateDescription, VmStateDescriptionBuilder, VmStruct, VmValue,
+    ArrayLen, Field, FieldKind, MigrationPriority, SpecError, VmStateDescription, VmStateDescriptionBuilder, VmStruct,
+    VmValue,
 };
-use vmkit_qom::Object;
+use vmkit_qom::{CallbackError, Object};
 
-use crate::errors::{TypeRegistrationError, VMStateError, migration_err, with_location};
+use crate::errors::{TypeRegistrationError, VMStateError, callback_error, migration_err, with_location};
 use crate::object::PyObj;
-
-thread_local! {
-    /// The Python exception a callback raised while the core was running
-    /// it; the binding that started the core call re-raises it unchanged.
-    static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
-}
-
-/// Forgets any exception left over from an earlier call.
-pub(crate) fn clear_pending() {
-    PENDING.with(|p| p.borrow_mut().take());
-}
-
-/// The exception a Python callback raised during the last core call, if any.
-pub(crate) fn take_pending() -> Option<PyErr> {
-    PENDING.with(|p| p.borrow_mut().take())
-}
-
-/// Keeps `err` for the binding to re-raise; returns the text the core gets.
-fn stash(py: Python<'_>, err: PyErr) -> String {
-    let text = format!(
-        "{}: {}",
-        err.get_type(py).name().map(|n| n.to_string()).unwrap_or_default(),
-        err.value(py)
-    );
-    PENDING.with(|p| {
-        let mut slot = p.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(err);
-        }
-    });
-    text
-}
 
 // ----- values ---------------------------------------------------------------
 
@@ -150,7 +119,12 @@ pub(crate) fn struct_from_py(d: &Bound<'_, PyDict>, path: &str) -> PyResult<VmSt
 
 /// Runs a hook that may change the state: the dict is handed to `hook`
 /// and read back.
-fn call_with_state(py: Python<'_>, state: &mut VmStruct, hook: &Py<PyAny>, extra: Option<u32>) -> Result<(), String> {
+fn call_with_state(
+    py: Python<'_>,
+    state: &mut VmStruct,
+    hook: &Py<PyAny>,
+    extra: Option<u32>,
+) -> Result<(), CallbackError> {
     let mut run = || -> PyResult<()> {
         let d = struct_to_py(py, state)?;
         match extra {
@@ -160,36 +134,22 @@ fn call_with_state(py: Python<'_>, state: &mut VmStruct, hook: &Py<PyAny>, extra
         *state = struct_from_py(&d, "")?;
         Ok(())
     };
-    run().map_err(|e| stash(py, e))
+    run().map_err(callback_error)
 }
 
 // ----- descriptions ---------------------------------------------------------
 
-fn scalar_kind(name: &str) -> Option<FieldKind> {
-    Some(match name {
-        "bool" => FieldKind::Bool,
-        "uint8" | "u8" => FieldKind::U8,
-        "uint16" | "u16" => FieldKind::U16,
-        "uint32" | "u32" => FieldKind::U32,
-        "uint64" | "u64" => FieldKind::U64,
-        "int8" | "i8" => FieldKind::I8,
-        "int16" | "i16" => FieldKind::I16,
-        "int32" | "i32" => FieldKind::I32,
-        "int64" | "i64" => FieldKind::I64,
-        "timer" => FieldKind::Timer,
-        _ => return None,
-    })
-}
-
-const KIND_HELP: &str = "a kind is a scalar name ('bool', 'uint8'..'uint64', 'int8'..'int64', 'timer') or a dict \
-     from vmkit.migration's kind helpers: buffer(n), vbuffer(field), unused(n), bitmap(nbits), array(of, length), \
-     struct(desc), optional(of), equal(of)";
+const KIND_HELP: &str = "a kind is text the core parses (a scalar name such as 'uint8', or 'buffer(16)', \
+     'array(uint16, count)' ...) or a dict from vmkit.migration's kind helpers: buffer(n), vbuffer(field), unused(n), \
+     bitmap(nbits), array(of, length), struct(desc), optional(of), equal(of)";
 
 /// Parses a kind spec (see [`KIND_HELP`]).
 fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
     if let Ok(s) = spec.cast::<PyString>() {
-        let name = s.to_str()?;
-        return scalar_kind(name).ok_or_else(|| PyValueError::new_err(format!("unknown kind '{name}': {KIND_HELP}")));
+        return s
+            .to_str()?
+            .parse()
+            .map_err(|e: SpecError| PyValueError::new_err(e.to_string()));
     }
     let Ok(d) = spec.cast::<PyDict>() else {
         return Err(PyTypeError::new_err(KIND_HELP));
@@ -244,23 +204,6 @@ fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
     Err(PyValueError::new_err(format!("unknown kind spec: {KIND_HELP}")))
 }
 
-fn priority_from_str(name: &str) -> PyResult<MigrationPriority> {
-    Ok(match name {
-        "low" => MigrationPriority::Low,
-        "default" => MigrationPriority::Default,
-        "iommu" => MigrationPriority::Iommu,
-        "pci-bus" => MigrationPriority::PciBus,
-        "virtio-mem" => MigrationPriority::VirtioMem,
-        "gicv3-its" => MigrationPriority::Gicv3Its,
-        "gicv3" => MigrationPriority::Gicv3,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "unknown migration priority '{name}' (low, default, iommu, pci-bus, virtio-mem, gicv3-its, gicv3)"
-            )));
-        }
-    })
-}
-
 /// One field of a VMState description.
 #[pyclass(name = "VMStateField", module = "vmkit._core", frozen)]
 pub struct PyVmStateField {
@@ -286,10 +229,7 @@ impl PyVmStateField {
                         let d = struct_to_py(py, state)?;
                         pred.call1(py, (d, version))?.bind(py).is_truthy()
                     };
-                    run().unwrap_or_else(|e| {
-                        stash(py, e);
-                        false
-                    })
+                    run().map_err(callback_error)
                 })
             });
         }
@@ -344,10 +284,7 @@ fn hooked(
         b = b.needed(move |s| {
             Python::attach(|py| {
                 let run = || -> PyResult<bool> { h.call1(py, (struct_to_py(py, s)?,))?.bind(py).is_truthy() };
-                run().unwrap_or_else(|e| {
-                    stash(py, e);
-                    false
-                })
+                run().map_err(callback_error)
             })
         });
     }
@@ -383,7 +320,11 @@ impl PyVmStateDescription {
         let mut b = VmStateDescription::builder(name)
             .version(version_id)
             .minimum_version(minimum_version_id.unwrap_or(version_id))
-            .priority(priority_from_str(priority)?);
+            .priority(
+                priority
+                    .parse::<MigrationPriority>()
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            );
         for f in &fields {
             b = b.field(f.get().field.clone());
         }
@@ -431,7 +372,6 @@ impl PyVmStateDescription {
     fn encode(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<Py<PyBytes>> {
         let mut s = struct_from_py(state, "")?;
         let mut out = Vec::new();
-        clear_pending();
         vmkit_migration::vmstate::encode(&self.desc, &mut s, &mut out, 0).map_err(|e| migration_err(py, e.into()))?;
         Ok(PyBytes::new(py, &out).unbind())
     }
@@ -441,7 +381,6 @@ impl PyVmStateDescription {
     #[pyo3(signature = (body, version_id=None))]
     fn decode<'py>(&self, py: Python<'py>, body: &[u8], version_id: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
         let mut r = vmkit_migration::vmstate::VmReader::new(body, 0);
-        clear_pending();
         let version = version_id.unwrap_or(self.desc.version_id());
         let s =
             vmkit_migration::vmstate::decode(&self.desc, version, &mut r).map_err(|e| migration_err(py, e.into()))?;
@@ -476,24 +415,32 @@ impl PyVmStateDescription {
 
 // ----- devices --------------------------------------------------------------
 
-/// VMState of a Python-defined device type: by default the state lives in
-/// the object's `data` dict under the field (and subsection) names.
-struct PyDeviceVmState {
+/// A Python-defined device, seen through the device-state contract: by
+/// default its state lives in the object's `data` dict under the field
+/// (and subsection) names; the type's `save(obj) -> dict` and
+/// `load(obj, state, version)` replace that.
+struct PyDevice {
+    obj: Object,
+    ty: Arc<PyDeviceType>,
+}
+
+/// What a Python device type declared.
+struct PyDeviceType {
     desc: Arc<VmStateDescription>,
     save: Option<Py<PyAny>>,
     load: Option<Py<PyAny>>,
 }
 
-impl PyDeviceVmState {
-    fn default_state<'py>(&self, py: Python<'py>, obj: &Object) -> PyResult<Bound<'py, PyDict>> {
-        let data = PyObj::borrowed(obj).data(py)?.into_bound(py);
+impl PyDevice {
+    fn data_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let data = PyObj::borrowed(&self.obj).data(py)?.into_bound(py);
         let d = PyDict::new(py);
-        let names = self
-            .desc
+        let desc = &self.ty.desc;
+        let names = desc
             .fields()
             .iter()
             .map(|f| f.name())
-            .chain(self.desc.subsections().iter().map(|s| s.name()));
+            .chain(desc.subsections().iter().map(|s| s.name()));
         for name in names {
             if let Some(v) = data.get_item(name)? {
                 d.set_item(name, v)?;
@@ -503,41 +450,44 @@ impl PyDeviceVmState {
     }
 }
 
-impl DeviceVmState for PyDeviceVmState {
+impl DeviceState for PyDevice {
+    type State = VmStruct;
+
     fn vmsd(&self) -> Arc<VmStateDescription> {
-        Arc::clone(&self.desc)
+        Arc::clone(&self.ty.desc)
     }
 
-    fn save(&self, obj: &Object) -> Result<VmStruct, String> {
+    fn save_state(&self) -> Result<VmStruct, StateError> {
         Python::attach(|py| {
             let run = || -> PyResult<VmStruct> {
-                let state = match &self.save {
+                let state = match &self.ty.save {
                     Some(f) => f
-                        .call1(py, (PyObj::borrowed(obj),))?
+                        .call1(py, (PyObj::borrowed(&self.obj),))?
                         .into_bound(py)
                         .cast_into::<PyDict>()
                         .map_err(|_| PyTypeError::new_err("a vmstate save function must return a dict"))?,
-                    None => self.default_state(py, obj)?,
+                    None => self.data_state(py)?,
                 };
                 struct_from_py(&state, "")
             };
-            run().map_err(|e| stash(py, e))
+            run().map_err(|e| StateError::Callback(callback_error(e)))
         })
     }
 
-    fn load(&self, obj: &Object, state: VmStruct, version_id: u32) -> Result<(), String> {
+    fn load_state(&self, state: VmStruct, version_id: u32) -> Result<(), StateError> {
         Python::attach(|py| {
             let run = || -> PyResult<()> {
                 let d = struct_to_py(py, &state)?;
-                match &self.load {
+                let obj = PyObj::borrowed(&self.obj);
+                match &self.ty.load {
                     Some(f) => {
-                        f.call1(py, (PyObj::borrowed(obj), d, version_id))?;
+                        f.call1(py, (obj, d, version_id))?;
                     }
-                    None => PyObj::borrowed(obj).data(py)?.bind(py).update(d.as_mapping())?,
+                    None => obj.data(py)?.bind(py).update(d.as_mapping())?,
                 }
                 Ok(())
             };
-            run().map_err(|e| stash(py, e))
+            run().map_err(|e| StateError::Callback(callback_error(e)))
         })
     }
 }
@@ -555,10 +505,17 @@ pub fn register_device_vmstate(
     save: Option<Py<PyAny>>,
     load: Option<Py<PyAny>>,
 ) -> PyResult<()> {
-    let ops = Arc::new(PyDeviceVmState {
-        desc: Arc::clone(&vmsd.get().desc),
+    let desc = Arc::clone(&vmsd.get().desc);
+    let ty = Arc::new(PyDeviceType {
+        desc: Arc::clone(&desc),
         save,
         load,
     });
-    core_register(type_name, ops).map_err(|e| TypeRegistrationError::new_err(e.to_string()))
+    core_register(type_name, desc, move |obj| {
+        Ok(Arc::new(PyDevice {
+            obj: obj.clone(),
+            ty: Arc::clone(&ty),
+        }) as Arc<dyn DynDeviceState>)
+    })
+    .map_err(|e| TypeRegistrationError::new_err(e.to_string()))
 }

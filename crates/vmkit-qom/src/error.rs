@@ -5,14 +5,10 @@
 //! to a user as it is. Callers that need to branch on the kind of failure use
 //! [`Error::kind`].
 
-use std::sync::Arc;
+use crate::callback::CallbackError;
 
 /// The result type of every fallible object-model operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A failure from a hook (init, realize, complete, property accessor...),
-/// kept as the original error so a binding can re-raise it unchanged.
-pub type HookSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors of the object model.
 #[derive(Debug, thiserror::Error)]
@@ -122,17 +118,15 @@ pub enum Error {
         reason: String,
     },
     /// A hook (init, realize, complete, accessor...) failed.
-    #[error("{hook} of {object} failed: {message}")]
+    #[error("{hook} of {object} failed: {source}")]
     Hook {
-        /// Which hook, e.g. `realize of 'my-dev'`.
+        /// Which hook, e.g. `realize`.
         hook: String,
         /// Description of the object.
         object: String,
-        /// The hook's message.
-        message: String,
-        /// The original error, for bindings to re-raise.
+        /// What the hook raised, kept for bindings to re-raise.
         #[source]
-        source: Option<HookSource>,
+        source: CallbackError,
     },
 }
 
@@ -223,8 +217,7 @@ impl Error {
         Error::Hook {
             hook: hook.into(),
             object: object.into(),
-            message: err.to_string(),
-            source: Some(Arc::new(err)),
+            source: CallbackError::new(err),
         }
     }
 
@@ -233,8 +226,7 @@ impl Error {
         Error::Hook {
             hook: hook.into(),
             object: object.into(),
-            message: message.into(),
-            source: None,
+            source: CallbackError::msg(message),
         }
     }
 }

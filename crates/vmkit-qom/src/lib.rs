@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 
 mod builtin;
+mod callback;
 mod error;
 mod lifecycle;
 mod object;
@@ -48,7 +49,8 @@ mod tree;
 mod type_info;
 mod value;
 
-pub use error::{Error, ErrorKind, HookSource, PathError, Result};
+pub use callback::CallbackError;
+pub use error::{Error, ErrorKind, PathError, Result};
 pub use lifecycle::singleton_instance;
 pub use object::{Object, Phase};
 pub use owned_ref::ObjectRef;

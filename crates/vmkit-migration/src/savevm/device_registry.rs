@@ -2,9 +2,10 @@
 //!
 //! QEMU keeps a device class's VMState in `DeviceClass::vmsd` and
 //! registers one section per realized device. Here the migration layer
-//! keeps a table from QOM type name to [`DeviceVmState`] (the QOM crate
-//! knows nothing of migration), and [`collect_devices`] builds the
-//! sections of a machine from its composition tree when it is saved.
+//! keeps a table from QOM type name to the description and a way to reach
+//! an instance's [`DeviceState`] (the QOM crate knows nothing of
+//! migration), and [`collect_devices`] builds the sections of a machine
+//! from its composition tree when it is saved.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -13,25 +14,33 @@ use parking_lot::RwLock;
 use vmkit_qom::{Object, ObjectRef, lookup_type};
 
 use super::SavevmError;
-use super::section_state::{DeviceSection, SectionState};
+use super::save_set::DeviceEntry;
+use crate::device_state::{DeviceState, DynDeviceState, StateError};
 use crate::vmstate::{VmStateDescription, VmStruct};
 
-/// How a device type's state maps to a VMState body.
-pub trait DeviceVmState: Send + Sync {
-    /// The description (the vmsd); its name is the section idstr.
-    fn vmsd(&self) -> Arc<VmStateDescription>;
-    /// The state of `obj`, a realized instance of the type.
-    fn save(&self, obj: &Object) -> Result<VmStruct, String>;
-    /// Installs `state`, decoded from a stream written at `version_id`.
-    fn load(&self, obj: &Object, state: VmStruct, version_id: u32) -> Result<(), String>;
+/// Reaches the migratable state of a realized instance of a device type
+/// (for a Rust device model, typically its state kept as the object's user
+/// data; for a Python device, a binding-made [`DeviceState`]).
+pub type StateAccessor = Arc<dyn Fn(&Object) -> Result<Arc<dyn DynDeviceState>, StateError> + Send + Sync>;
+
+/// A device type's entry: its description and how to reach an instance's state.
+#[derive(Clone)]
+struct DeviceType {
+    vmsd: Arc<VmStateDescription>,
+    accessor: StateAccessor,
 }
 
-static TABLE: LazyLock<RwLock<HashMap<String, Arc<dyn DeviceVmState>>>> = LazyLock::new(Default::default);
+static TABLE: LazyLock<RwLock<HashMap<String, DeviceType>>> = LazyLock::new(Default::default);
 
-/// Declares the VMState of the device type `type_name` (and of its
-/// subtypes that do not declare their own). The type must exist, derive
-/// from `device`, and not have one already.
-pub fn register_device_vmstate(type_name: &str, ops: Arc<dyn DeviceVmState>) -> Result<(), SavevmError> {
+/// Declares that instances of the device type `type_name` (and of its
+/// subtypes that do not declare their own) migrate as `vmsd`, their state
+/// reached with `accessor`. The type must exist, derive from `device`, and
+/// not have one already. The state `accessor` returns must follow `vmsd`.
+pub fn register_device_vmstate(
+    type_name: &str,
+    vmsd: Arc<VmStateDescription>,
+    accessor: impl Fn(&Object) -> Result<Arc<dyn DynDeviceState>, StateError> + Send + Sync + 'static,
+) -> Result<(), SavevmError> {
     let ty = lookup_type(type_name)?;
     let refuse = |reason: &str| SavevmError::Registration {
         type_name: type_name.to_owned(),
@@ -44,13 +53,35 @@ pub fn register_device_vmstate(type_name: &str, ops: Arc<dyn DeviceVmState>) -> 
     if table.contains_key(type_name) {
         return Err(refuse("a VMState is already declared"));
     }
-    table.insert(type_name.to_owned(), ops);
+    let accessor: StateAccessor = Arc::new(accessor);
+    table.insert(type_name.to_owned(), DeviceType { vmsd, accessor });
     Ok(())
 }
 
-/// The VMState that applies to objects of `type_name`: its own or its
+/// [`register_device_vmstate`] for a Rust device model `D` kept as the
+/// object's user data (`Object::set_user_data(Arc<D>)`).
+pub fn register_device_model<D: DeviceState + 'static>(
+    type_name: &str,
+    vmsd: Arc<VmStateDescription>,
+) -> Result<(), SavevmError> {
+    register_device_vmstate(type_name, vmsd, |obj| {
+        let data = obj
+            .user_data()
+            .ok_or_else(|| StateError::Refused(format!("{} has no device model", obj.describe())))?;
+        let model = data
+            .downcast::<D>()
+            .map_err(|_| StateError::Refused(format!("{} holds another device model", obj.describe())))?;
+        Ok(model as Arc<dyn DynDeviceState>)
+    })
+}
+
+/// The description instances of `type_name` migrate as: its own or its
 /// nearest ancestor's.
-pub fn device_vmstate(type_name: &str) -> Option<Arc<dyn DeviceVmState>> {
+pub fn device_vmstate(type_name: &str) -> Option<Arc<VmStateDescription>> {
+    device_type(type_name).map(|t| t.vmsd)
+}
+
+fn device_type(type_name: &str) -> Option<DeviceType> {
     let ty = lookup_type(type_name).ok()?;
     let table = TABLE.read();
     ty.ancestors().find_map(|t| table.get(t.name()).cloned())
@@ -63,40 +94,52 @@ pub fn device_vmstate(type_name: &str) -> Option<Arc<dyn DeviceVmState>> {
 pub fn known_vmstate(idstr: &str) -> Option<Arc<VmStateDescription>> {
     let tail = idstr.rsplit_once('/').map(|(_, t)| t);
     let table = TABLE.read();
-    let all: Vec<_> = table.values().map(|ops| ops.vmsd()).collect();
-    let by = |name: &str| all.iter().find(|d| d.name() == name).cloned();
+    let by = |name: &str| {
+        table
+            .values()
+            .find(|t| t.vmsd.name() == name)
+            .map(|t| Arc::clone(&t.vmsd))
+    };
     by(idstr).or_else(|| tail.and_then(by))
 }
 
-/// A device's section state: the object (kept referenced) and its type's ops.
-struct ObjectSection {
+/// A QOM device in a save set: the object (kept referenced, so it cannot
+/// go away mid-save) and its type's accessor, asked anew for every save
+/// and load after checking the device is still realized.
+struct QomDevice {
     obj: ObjectRef,
-    ops: Arc<dyn DeviceVmState>,
+    ty: DeviceType,
 }
 
-impl ObjectSection {
-    fn check_live(&self) -> Result<(), String> {
-        if self.obj.is_realized() {
-            Ok(())
-        } else {
-            Err(format!("device {} is no longer realized", self.obj.describe()))
+impl QomDevice {
+    fn state(&self) -> Result<Arc<dyn DynDeviceState>, StateError> {
+        if !self.obj.is_realized() {
+            return Err(StateError::Refused(format!(
+                "device {} is no longer realized",
+                self.obj.describe()
+            )));
         }
+        (self.ty.accessor)(&self.obj)
     }
 }
 
-impl SectionState for ObjectSection {
+impl DeviceState for QomDevice {
+    type State = VmStruct;
+
     fn vmsd(&self) -> Arc<VmStateDescription> {
-        self.ops.vmsd()
+        Arc::clone(&self.ty.vmsd)
     }
 
-    fn save_state(&self) -> Result<VmStruct, String> {
-        self.check_live()?;
-        self.ops.save(&self.obj)
+    fn save_state(&self) -> Result<VmStruct, StateError> {
+        self.state()?.save_vmstate()
     }
 
-    fn load_state(&self, state: VmStruct, version_id: u32) -> Result<(), String> {
-        self.check_live()?;
-        self.ops.load(&self.obj, state, version_id)
+    fn check_state(&self, state: &VmStruct, version_id: u32) -> Result<(), StateError> {
+        self.state()?.check_vmstate(state, version_id)
+    }
+
+    fn load_state(&self, state: VmStruct, version_id: u32) -> Result<(), StateError> {
+        self.state()?.load_vmstate(&state, version_id)
     }
 }
 
@@ -104,7 +147,7 @@ impl SectionState for ObjectSection {
 /// type has a VMState, sorted by canonical QOM path. Devices sharing an
 /// idstr (the vmsd name) are numbered 0, 1, ... in that order, so two
 /// machines built alike number their devices alike.
-pub fn collect_devices(root: &Object) -> Result<Vec<DeviceSection>, SavevmError> {
+pub fn collect_devices(root: &Object) -> Result<Vec<DeviceEntry>, SavevmError> {
     let mut found = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(obj) = stack.pop() {
@@ -112,26 +155,22 @@ pub fn collect_devices(root: &Object) -> Result<Vec<DeviceSection>, SavevmError>
         if !obj.is_realized() {
             continue;
         }
-        let Some(ops) = device_vmstate(obj.type_name()) else {
+        let Some(ty) = device_type(obj.type_name()) else {
             continue;
         };
         let path = obj.canonical_path().unwrap_or_default();
-        found.push((path, obj.try_ref()?, ops));
+        found.push((path, obj.try_ref()?, ty));
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let mut next_instance: HashMap<String, u32> = HashMap::new();
     Ok(found
         .into_iter()
-        .map(|(_, obj, ops)| {
-            let idstr = ops.vmsd().name().to_owned();
+        .map(|(_, obj, ty)| {
+            let idstr = ty.vmsd.name().to_owned();
             let counter = next_instance.entry(idstr.clone()).or_default();
             let instance_id = *counter;
             *counter += 1;
-            DeviceSection {
-                idstr,
-                instance_id,
-                state: Arc::new(ObjectSection { obj, ops }),
-            }
+            DeviceEntry::new(idstr, instance_id, Arc::new(QomDevice { obj, ty }))
         })
         .collect())
 }

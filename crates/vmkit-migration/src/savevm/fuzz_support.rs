@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use vmkit_memory::RamBlock;
 
-use super::{DeviceSection, RestoreOptions, SaveOptions, SaveSet, StateCell, restore, save};
+use super::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, restore, save};
+use crate::test_support::ValueDevice;
 use crate::vmstate::{ArrayLen, DecodeLimits, Field, FieldKind, VmStateDescription, VmStruct, VmValue};
 
 /// Arrays counted by fields, a variable buffer, a nested struct, optional
@@ -20,7 +21,7 @@ fn vmsd() -> Option<Arc<VmStateDescription>> {
     let sub = VmStateDescription::builder("fz/extra")
         .version(1)
         .simple("flags", FieldKind::U16)
-        .needed(|s| s.get_u64("n").is_some_and(|n| n > 1))
+        .needed(|s| Ok(s.get_u64("n").is_some_and(|n| n > 1)))
         .build()
         .ok()?;
     VmStateDescription::builder("fz")
@@ -80,11 +81,7 @@ fn machine() -> Option<SaveSet> {
     ram.write(4096, b"vmkit").ok()?;
     let vmsd = vmsd()?;
     let devices = (0..2u32)
-        .map(|i| DeviceSection {
-            idstr: "fz".into(),
-            instance_id: i,
-            state: StateCell::new(Arc::clone(&vmsd), state(u64::from(i) + 1)),
-        })
+        .map(|i| DeviceEntry::new("fz", i, ValueDevice::new(Arc::clone(&vmsd), state(u64::from(i) + 1))))
         .collect();
     Some(SaveSet::new("pc-q35-vmkit", vec![ram], devices))
 }

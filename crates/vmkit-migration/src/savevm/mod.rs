@@ -2,7 +2,7 @@
 //!
 //! A machine's state, for the stream, is a [`SaveSet`]: the machine type
 //! (the configuration record), its RAM blocks (the `ram` live section) and
-//! one [`DeviceSection`] per device with a VMState (a FULL section each).
+//! one [`DeviceEntry`] per device with a VMState (a FULL section each).
 //! [`save`] writes QEMU's layout: header, configuration, RAM START
 //! (MEM_SIZE), one PART with every page, END, the device sections in
 //! priority order, EOF and the VMDESCRIPTION trailer. [`restore`] reads
@@ -15,8 +15,10 @@
 //! caller must keep the machine from running (vmkit's machine layer marks
 //! it `restore-failed`).
 //!
-//! Devices come from the QOM tree: a type declares its VMState with
-//! [`register_device_vmstate`], and [`collect_devices`] finds every realized
+//! Each device follows the one device-state contract,
+//! [`DeviceState`](crate::device_state::DeviceState). Devices come from the
+//! QOM tree: a type declares its VMState with [`register_device_vmstate`]
+//! (or [`register_device_model`] for a Rust model kept as user data), and [`collect_devices`] finds every realized
 //! device below a root that has one.
 //!
 //! ```
@@ -44,31 +46,35 @@ mod device_registry;
 pub mod fuzz_support;
 mod restore;
 mod save;
-mod section_state;
+mod save_set;
 mod sink;
 
-pub use device_registry::{DeviceVmState, collect_devices, device_vmstate, known_vmstate, register_device_vmstate};
+pub use device_registry::{
+    StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model, register_device_vmstate,
+};
 pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore};
 pub use save::{SaveOptions, SaveStats, save, save_to_fd};
-pub use section_state::{DeviceSection, SaveSet, SectionState, StateCell};
+pub use save_set::{DeviceEntry, SaveSet};
 pub use sink::{PIPE_BUFFER, create_sink};
 
 /// Errors of whole-machine save and restore that are not about the bytes
 /// of the stream (those are [`WireError`](crate::wire::WireError)s and
 /// [`VmStateError`](crate::vmstate::VmStateError)s).
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum SavevmError {
-    /// A device's save or load refused (its hook's message).
-    #[error("device section '{idstr}' instance {instance_id}: {reason}")]
+    /// A device could not give or take its state.
+    #[error("device section '{idstr}' instance {instance_id}: {source}")]
     Device {
         /// The section idstr.
         idstr: String,
         /// The instance id.
         instance_id: u32,
-        /// What the device said.
-        reason: String,
+        /// Where the section starts in the stream (restore only).
+        offset: Option<u64>,
+        /// What went wrong, with the field path where there is one.
+        #[source]
+        source: crate::device_state::StateError,
     },
     /// The stream ended without a section this machine has.
     #[error("the stream has no section '{idstr}' instance {instance_id}, which this machine needs")]

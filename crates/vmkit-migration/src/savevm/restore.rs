@@ -13,7 +13,7 @@ use crate::wire::{
 };
 
 use super::SavevmError;
-use super::section_state::SaveSet;
+use super::save_set::SaveSet;
 
 /// How [`restore`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +78,17 @@ pub(crate) fn decode_section_body<R: Read>(
 struct RestoreHandler<'a> {
     set: &'a SaveSet,
     ram: RamSectionReader,
-    staged: Vec<Option<(VmStruct, u32)>>,
+    staged: Vec<Option<Staged>>,
     limits: DecodeLimits,
+}
+
+/// A device's decoded state, waiting for the end of the stream.
+#[derive(Clone)]
+struct Staged {
+    state: VmStruct,
+    version_id: u32,
+    /// Where its section started, for errors.
+    offset: u64,
 }
 
 impl RestoreHandler<'_> {
@@ -102,13 +111,17 @@ impl RestoreHandler<'_> {
                 instance_id: header.instance_id,
             })?;
         let dev = &self.set.devices[index];
-        let vmsd = dev.state.vmsd();
+        let vmsd = dev.device.description();
         // Decoded over the device's current values, as QEMU loads into the
         // live struct: fields an older version lacks keep their value, and
         // `Equal` fields and optional elements are judged against it.
-        let mut state = dev.state.save_state().map_err(|reason| dev.refused(reason))?;
+        let mut state = dev.device.save_vmstate().map_err(|e| dev.failed(Some(offset), e))?;
         decode_section_body(&vmsd, header, r, &mut state, &self.limits)?;
-        self.staged[index] = Some((state, header.version_id));
+        self.staged[index] = Some(Staged {
+            state,
+            version_id: header.version_id,
+            offset,
+        });
         Ok(())
     }
 }
@@ -125,7 +138,7 @@ impl<R: Read> SectionBodyHandler<R> for RestoreHandler<'_> {
 /// Reads the stream from `source` into `set`: RAM into its blocks as it
 /// arrives, then — only once the stream has ended cleanly (EOF, optional
 /// trailer, nothing after) and every check passed — each device's decoded
-/// state through [`SectionState::load_state`](super::SectionState::load_state),
+/// state through [`DeviceState::load_state`](crate::device_state::DeviceState::load_state),
 /// in the set's order.
 ///
 /// Checked, each failing with an error naming the offset (and section and
@@ -218,7 +231,7 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         stats.normal_pages += seen.normal_pages;
     }
     for (dev, staged) in set.devices.iter().zip(&handler.staged) {
-        if staged.is_none() && !dev.state.vmsd().has_needed() {
+        if staged.is_none() && !dev.device.description().has_needed() {
             return Err(SavevmError::MissingSection {
                 idstr: dev.idstr.clone(),
                 instance_id: dev.instance_id,
@@ -226,11 +239,19 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
             .into());
         }
     }
+    // Every device converts and checks its state before any is loaded,
+    // so a refusal changes no device.
+    for (dev, staged) in set.devices.iter().zip(&handler.staged) {
+        let Some(staged) = staged else { continue };
+        dev.device
+            .check_vmstate(&staged.state, staged.version_id)
+            .map_err(|e| dev.failed(Some(staged.offset), e))?;
+    }
     for (dev, staged) in set.devices.iter().zip(handler.staged) {
-        let Some((state, version)) = staged else { continue };
-        dev.state
-            .load_state(state, version)
-            .map_err(|reason| dev.refused(reason))?;
+        let Some(staged) = staged else { continue };
+        dev.device
+            .load_vmstate(&staged.state, staged.version_id)
+            .map_err(|e| dev.failed(Some(staged.offset), e))?;
         stats.devices += 1;
     }
     Ok(stats)

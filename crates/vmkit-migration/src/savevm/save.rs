@@ -9,7 +9,7 @@ use crate::wire::section::{SectionHeader, write_file_header, write_footer};
 use crate::wire::stream::write_eof;
 use crate::wire::{Configuration, RamSectionWriter, SectionKind, StreamWriter, VmDescDevice, VmDescription, WireError};
 
-use super::section_state::SaveSet;
+use super::save_set::SaveSet;
 use super::sink::FdSink;
 
 /// How [`save`] writes.
@@ -104,12 +104,12 @@ fn save_with<W: Write>(
     set.check()?;
     let mut order: Vec<usize> = (0..set.devices.len()).collect();
     // Highest priority first, FIFO within one priority (a stable sort).
-    order.sort_by_key(|&i| std::cmp::Reverse(set.devices[i].state.vmsd().priority()));
+    order.sort_by_key(|&i| std::cmp::Reverse(set.devices[i].device.description().priority()));
     let mut bodies = Vec::with_capacity(order.len());
     for &i in &order {
         let dev = &set.devices[i];
-        let vmsd = dev.state.vmsd();
-        let mut state = dev.state.save_state().map_err(|reason| dev.refused(reason))?;
+        let vmsd = dev.device.description();
+        let mut state = dev.device.save_vmstate().map_err(|e| dev.failed(None, e))?;
         let mut body = Vec::new();
         // Offsets in encode errors are relative to the body here.
         let (_, desc) = encode_described(&vmsd, &mut state, &mut body, 0)?;

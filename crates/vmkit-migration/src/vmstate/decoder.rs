@@ -222,10 +222,10 @@ impl<'a, R: Read> Decoder<'a, R> {
             }));
         }
         if let Some(hook) = &desc.pre_load {
-            hook(target).map_err(|message| {
+            hook(target).map_err(|source| {
                 self.err(Problem::Hook {
                     hook: "pre_load",
-                    message,
+                    source,
                 })
             })?;
         }
@@ -265,10 +265,10 @@ impl<'a, R: Read> Decoder<'a, R> {
             r?;
         }
         if let Some(hook) = &desc.post_load {
-            hook(target, version).map_err(|message| {
+            hook(target, version).map_err(|source| {
                 self.err(Problem::Hook {
                     hook: "post_load",
-                    message,
+                    source,
                 })
             })?;
         }
@@ -304,7 +304,10 @@ impl<'a, R: Read> Decoder<'a, R> {
     }
 
     fn decode_field(&mut self, field: &Field, version: u32, target: &mut VmStruct) -> Result<(), VmStateError> {
-        if !field.is_present(target, version) {
+        let present = field
+            .is_present(target, version)
+            .map_err(|source| self.err(Problem::Hook { hook: "exists", source }))?;
+        if !present {
             if field.must_exist {
                 return Err(self.err(Problem::MustExist { version }));
             }

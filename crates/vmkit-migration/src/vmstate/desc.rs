@@ -8,18 +8,21 @@
 use std::fmt;
 use std::sync::Arc;
 
+use vmkit_qom::CallbackError;
+
 use super::VmStateError;
 use super::value::VmStruct;
 
-/// A hook that may change the state and may fail with a message
-/// (`pre_save`, `post_save`, `pre_load`).
-pub type StateHook = Arc<dyn Fn(&mut VmStruct) -> Result<(), String> + Send + Sync>;
+/// A hook that may change the state and may fail (`pre_save`, `post_save`,
+/// `pre_load`). Its error travels unchanged to the caller of the encode or
+/// decode (see [`CallbackError`]).
+pub type StateHook = Arc<dyn Fn(&mut VmStruct) -> Result<(), CallbackError> + Send + Sync>;
 /// `post_load`: gets the version the state was loaded at.
-pub type PostLoadHook = Arc<dyn Fn(&mut VmStruct, u32) -> Result<(), String> + Send + Sync>;
+pub type PostLoadHook = Arc<dyn Fn(&mut VmStruct, u32) -> Result<(), CallbackError> + Send + Sync>;
 /// `needed`: whether a subsection (or a whole section) is sent.
-pub type NeededHook = Arc<dyn Fn(&VmStruct) -> bool + Send + Sync>;
+pub type NeededHook = Arc<dyn Fn(&VmStruct) -> Result<bool, CallbackError> + Send + Sync>;
 /// A field's existence predicate: the enclosing state and the version.
-pub type ExistsHook = Arc<dyn Fn(&VmStruct, u32) -> bool + Send + Sync>;
+pub type ExistsHook = Arc<dyn Fn(&VmStruct, u32) -> Result<bool, CallbackError> + Send + Sync>;
 
 /// QEMU's `MigrationPriority`: sections are saved highest first, FIFO within
 /// one priority.
@@ -230,7 +233,10 @@ impl Field {
 
     /// An existence predicate (`VMSTATE_*_TEST`); when set it replaces the
     /// version rule. It gets the enclosing state and the version.
-    pub fn exists_if(mut self, predicate: impl Fn(&VmStruct, u32) -> bool + Send + Sync + 'static) -> Self {
+    pub fn exists_if(
+        mut self,
+        predicate: impl Fn(&VmStruct, u32) -> Result<bool, CallbackError> + Send + Sync + 'static,
+    ) -> Self {
         self.exists = Some(Arc::new(predicate));
         self
     }
@@ -257,10 +263,10 @@ impl Field {
     }
 
     /// Whether the field is present in a struct at `version`.
-    pub fn is_present(&self, state: &VmStruct, version: u32) -> bool {
+    pub fn is_present(&self, state: &VmStruct, version: u32) -> Result<bool, CallbackError> {
         match &self.exists {
             Some(pred) => pred(state, version),
-            None => self.version_id <= version,
+            None => Ok(self.version_id <= version),
         }
     }
 }
@@ -357,8 +363,8 @@ impl VmStateDescription {
     /// Evaluates `needed` (true without a hook). For a top-level section,
     /// `state` is the section's own state and false means the section is not
     /// sent at all; for a subsection, `state` is the parent's state.
-    pub fn is_needed(&self, state: &VmStruct) -> bool {
-        self.needed.as_ref().is_none_or(|n| n(state))
+    pub fn is_needed(&self, state: &VmStruct) -> Result<bool, CallbackError> {
+        self.needed.as_ref().map_or(Ok(true), |n| n(state))
     }
 }
 
@@ -406,20 +412,29 @@ impl VmStateDescriptionBuilder {
 
     /// Runs before the fields are written; may fill fields (for example a
     /// host address saved as an explicit u64).
-    pub fn pre_save(mut self, hook: impl Fn(&mut VmStruct) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn pre_save(
+        mut self,
+        hook: impl Fn(&mut VmStruct) -> Result<(), CallbackError> + Send + Sync + 'static,
+    ) -> Self {
         self.desc.pre_save = Some(Arc::new(hook));
         self
     }
 
     /// Runs after the fields and subsections were written, also when writing
     /// failed.
-    pub fn post_save(mut self, hook: impl Fn(&mut VmStruct) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn post_save(
+        mut self,
+        hook: impl Fn(&mut VmStruct) -> Result<(), CallbackError> + Send + Sync + 'static,
+    ) -> Self {
         self.desc.post_save = Some(Arc::new(hook));
         self
     }
 
     /// Runs before any field is loaded, on the state being loaded into.
-    pub fn pre_load(mut self, hook: impl Fn(&mut VmStruct) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn pre_load(
+        mut self,
+        hook: impl Fn(&mut VmStruct) -> Result<(), CallbackError> + Send + Sync + 'static,
+    ) -> Self {
         self.desc.pre_load = Some(Arc::new(hook));
         self
     }
@@ -428,14 +443,14 @@ impl VmStateDescriptionBuilder {
     /// version.
     pub fn post_load(
         mut self,
-        hook: impl Fn(&mut VmStruct, u32) -> Result<(), String> + Send + Sync + 'static,
+        hook: impl Fn(&mut VmStruct, u32) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> Self {
         self.desc.post_load = Some(Arc::new(hook));
         self
     }
 
     /// Whether the subsection (or the whole section) is sent.
-    pub fn needed(mut self, hook: impl Fn(&VmStruct) -> bool + Send + Sync + 'static) -> Self {
+    pub fn needed(mut self, hook: impl Fn(&VmStruct) -> Result<bool, CallbackError> + Send + Sync + 'static) -> Self {
         self.desc.needed = Some(Arc::new(hook));
         self
     }

@@ -64,19 +64,19 @@ impl<W: Write> Encoder<W> {
         state: &mut VmStruct,
     ) -> Result<Option<Value>, VmStateError> {
         if let Some(hook) = &desc.pre_save {
-            hook(state).map_err(|message| {
+            hook(state).map_err(|source| {
                 self.err(Problem::Hook {
                     hook: "pre_save",
-                    message,
+                    source,
                 })
             })?;
         }
         let body = self.encode_body(desc, state);
         let post = match &desc.post_save {
-            Some(hook) => hook(state).map_err(|message| {
+            Some(hook) => hook(state).map_err(|source| {
                 self.err(Problem::Hook {
                     hook: "post_save",
-                    message,
+                    source,
                 })
             }),
             None => Ok(()),
@@ -97,7 +97,10 @@ impl<W: Write> Encoder<W> {
         }
         let mut subs_json = Vec::new();
         for sub in &desc.subsections {
-            if !sub.is_needed(state) {
+            let needed = sub
+                .is_needed(state)
+                .map_err(|source| self.err(Problem::Hook { hook: "needed", source }))?;
+            if !needed {
                 continue;
             }
             let mark = self.path.push(subsection_segment(&desc.name, &sub.name));
@@ -161,7 +164,10 @@ impl<W: Write> Encoder<W> {
         version: u32,
         entries: &mut Vec<Value>,
     ) -> Result<(), VmStateError> {
-        if !field.is_present(state, version) {
+        let present = field
+            .is_present(state, version)
+            .map_err(|source| self.err(Problem::Hook { hook: "exists", source }))?;
+        if !present {
             if field.must_exist {
                 return Err(self.err(Problem::MustExist { version }));
             }

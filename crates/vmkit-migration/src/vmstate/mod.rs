@@ -10,6 +10,7 @@
 //! * [`json`]: the VMDESCRIPTION device entry of an encoded body, and a
 //!   generic decoder driven by such an entry (for devices vmkit does not
 //!   know).
+//! * [`spec`]: kinds and priorities written as text (`FromStr`).
 //! * [`io`]: the offset-counting, peeking [`VmReader`] and [`VmWriter`].
 //!
 //! A body has no framing: fields are concatenated raw, so sender and
@@ -48,6 +49,7 @@ pub mod desc;
 mod encoder;
 pub mod io;
 pub mod json;
+pub mod spec;
 pub mod value;
 
 pub use codec::{DecodeLimits, decode, decode_into, decode_with_limits, encode};
@@ -57,11 +59,11 @@ pub use desc::{
 };
 pub use io::{VmReader, VmWriter};
 pub use json::{decode_with_vmdesc, device_entry, encode_described};
+pub use spec::{KIND_SYNTAX, SpecError, scalar_kind};
 pub use value::{VmStruct, VmValue};
 
 /// VMState errors.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum VmStateError {
     /// A description that cannot be built.
     #[error("invalid VMState description '{name}': {reason}")]
@@ -82,6 +84,7 @@ pub enum VmStateError {
         /// Absolute byte offset where the failing item starts.
         offset: u64,
         /// What was wrong.
+        #[source]
         problem: Problem,
     },
 }
@@ -114,7 +117,6 @@ impl VmStateError {
 
 /// What went wrong in a body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum Problem {
     /// The input ended inside an item.
     #[error("truncated: needed {needed} bytes, got {got}")]
@@ -190,13 +192,14 @@ pub enum Problem {
         /// The version.
         version: u32,
     },
-    /// A hook failed.
-    #[error("{hook} failed: {message}")]
+    /// A hook (or an `exists` / `needed` predicate) failed.
+    #[error("{hook} failed: {source}")]
     Hook {
         /// Which hook.
         hook: &'static str,
-        /// Its message.
-        message: String,
+        /// What it raised.
+        #[source]
+        source: vmkit_qom::CallbackError,
     },
     /// Encoding: the state has no value for a field.
     #[error("no value to encode")]

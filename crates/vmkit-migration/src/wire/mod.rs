@@ -48,7 +48,6 @@ pub use writer::StreamWriter;
 /// Stream-format errors. Every variant that concerns stream content names
 /// the byte offset (from the start of the stream) where the problem was found.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum WireError {
     /// The stream ended early.
     #[error("stream truncated at offset {offset}: {context}")]
@@ -279,6 +278,37 @@ impl WireError {
             | WireError::Malformed { offset, .. }
             | WireError::Memory { offset, .. }
             | WireError::Io { offset, .. } => *offset,
+        }
+    }
+}
+
+impl WireError {
+    /// The section (idstr) the error is about, where it names one: the
+    /// device section, or `ram` for a RAM block that does not match.
+    pub fn section(&self) -> Option<&str> {
+        match self {
+            WireError::UnknownSection { idstr, .. }
+            | WireError::DuplicateSection { idstr, .. }
+            | WireError::BadSectionVersion { idstr, .. }
+            | WireError::BadBody { idstr, .. } => Some(idstr.as_str()).filter(|s| !s.is_empty()),
+            WireError::UnknownRamBlock { .. } | WireError::RamBlockLength { .. } | WireError::PageOutOfRange { .. } => {
+                Some("ram")
+            }
+            WireError::BadRamFlags { .. }
+            | WireError::ContinueWithoutBlock { .. }
+            | WireError::BadZeroByte { .. }
+            | WireError::Memory { .. }
+            | WireError::Truncated { .. }
+            | WireError::BadMagic { .. }
+            | WireError::UnsupportedVersion { .. }
+            | WireError::UnknownRecord { .. }
+            | WireError::FooterMismatch { .. }
+            | WireError::BadLength { .. }
+            | WireError::ConfigurationMismatch { .. }
+            | WireError::Unsupported { .. }
+            | WireError::BadJson { .. }
+            | WireError::Malformed { .. }
+            | WireError::Io { .. } => None,
         }
     }
 }
