@@ -53,7 +53,7 @@ def machine() -> Iterator[qom.Object]:
     m = qom.create_machine("none-machine")
     yield m
     qom.destroy_machine()
-    for oid in [c.name for _, c in qom.resolve("/objects").children()]:
+    for oid in [c.name for _, c in qom.resolve_path("/objects").children()]:
         if oid is not None:
             qom.object_del(oid)
 

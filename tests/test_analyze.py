@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vmkit import _core, migration
+from vmkit import migration
 from vmkit.cli import main
 
 SAMPLE = Path(__file__).parent / "data" / "sample.stream"
@@ -53,10 +53,6 @@ def test_report_layout() -> None:
     }
     assert [d["idstr"] for d in report["devices"]] == ["serial0"]
     assert report["devices"][0]["fields"] == FIELDS
-
-
-def test_raw_binding_returns_json_text() -> None:
-    assert json.loads(_core.analyze_stream(str(SAMPLE))) == migration.analyze(SAMPLE)
 
 
 def test_truncated_report(truncated: Path) -> None:

@@ -334,7 +334,7 @@ def test_region_of_embedded_child_keeps_container_storage(
         pci_t, "device", instance_init=lambda o: o.embed_child("xhci", core_t), realize=realize
     )
     pci = qom.device_add(pci_t, id="usb")
-    core = qom.resolve("usb/xhci")
+    core = qom.resolve_path("usb/xhci")
     space.read_sized(0xFEB0_0000, 4)
     qom.device_del("usb")  # the wrapper is finalized; the controller is kept by the flat view
     assert pci.phase == "finalized" and core.alive and not core.storage_released
@@ -439,7 +439,7 @@ def test_workload_bad_config() -> None:
 def test_memory_backends_are_user_creatable(machine: qom.Object, tmp_path: Path) -> None:
     names = {t.name for t in qom.list_types("memory-backend")}
     assert {"memory-backend-ram", "memory-backend-memfd", "memory-backend-file"} <= names
-    props = {p.name: p for p in qom.list_properties("memory-backend-file")}
+    props = {p.name: p for p in qom.type_properties("memory-backend-file")}
     assert props["size"].type == "size" and props["mem-path"].type == "str"
     be = qom.object_add("memory-backend-memfd", "ram0", size="8M")
     block = RamBlock.of_backend(be)

@@ -42,8 +42,8 @@ def test_embedded_children_share_the_container_storage(
     machine: qom.Object, xhci_types: dict[str, str]
 ) -> None:
     pci = qom.device_add(xhci_types["pci"], id="usb")
-    core = qom.resolve("/machine/peripheral/usb/xhci")
-    bar = qom.resolve("/machine/peripheral/usb/xhci/bar0")
+    core = qom.resolve_path("/machine/peripheral/usb/xhci")
+    bar = qom.resolve_path("/machine/peripheral/usb/xhci/bar0")
     assert core.is_embedded and bar.is_embedded and not pci.is_embedded
     assert pci.storage_id == core.storage_id == bar.storage_id
     assert pci.storage_refcount == 3  # three members, none finalized
@@ -57,8 +57,8 @@ def test_hot_unplug_keeps_storage_while_the_region_is_referenced(
     base = qom.stats()
     qom.device_add(xhci_types["pci"], id="usb")
     # The memory core (here: the test) holds the BAR region, as a flat view would.
-    bar = qom.resolve("/machine/peripheral/usb/xhci/bar0").ref()
-    core = qom.resolve("usb/xhci")
+    bar = qom.resolve_path("/machine/peripheral/usb/xhci/bar0").ref()
+    core = qom.resolve_path("usb/xhci")
     assert qom.stats().live_storages == base.live_storages + 1
 
     qom.device_del("usb")  # unplug: unrealize, unparent, unreference
@@ -201,9 +201,9 @@ def test_introspecting_a_singleton_lists_everything_and_leaves_nothing(
     machine: qom.Object, iommu_type: str, no_leaks: None
 ) -> None:
     before = qom.stats()
-    names = {p.name for p in qom.list_properties(iommu_type)}
+    names = {p.name for p in qom.type_properties(iommu_type)}
     assert {"aw-bits", "caching-mode", "intremap", "version", "realized", "type"} <= names
-    dev_names = {p.name for p in qom.device_list_properties(iommu_type)}
+    dev_names = {p.name for p in qom.device_type_properties(iommu_type)}
     assert {"aw-bits", "caching-mode", "intremap", "version"} == dev_names
     after = qom.stats()
     assert (
@@ -224,7 +224,7 @@ def test_second_realized_singleton_is_refused(
         errors.SingletonError, match="already active at '/machine/peripheral/iommu0'"
     ):
         qom.device_add(iommu_type, id="iommu1")
-    assert qom.resolve("/machine/peripheral").child("iommu1") is None  # rolled back
+    assert qom.resolve_path("/machine/peripheral").child("iommu1") is None  # rolled back
     with qom.new(iommu_type) as second:
         with pytest.raises(errors.SingletonError):
             second.realize()
@@ -297,7 +297,7 @@ def test_garbage_collected_handle_gives_its_references_back(no_leaks: None) -> N
 
 
 def test_borrowed_handles_own_nothing(machine: qom.Object) -> None:
-    looked_up = qom.resolve("/machine/peripheral")
+    looked_up = qom.resolve_path("/machine/peripheral")
     assert looked_up.owned_refs == 0
     with pytest.raises(errors.LifecycleError):
         looked_up.unref()
@@ -358,7 +358,7 @@ def test_construction_of_every_concrete_type_has_no_side_effects(
     machine: qom.Object, xhci_types: dict[str, str], iommu_type: str
 ) -> None:
     """Principle 2: new + drop of any concrete type changes nothing else."""
-    tree_before = qom.tree("/")
+    tree_before = qom.qom_tree("/")
     # Types other tests registered on purpose with failing hooks are left out.
     types = [
         t.name
@@ -383,4 +383,4 @@ def test_construction_of_every_concrete_type_has_no_side_effects(
         ), name
         if qom.type_is_a(name, "singleton"):
             assert qom.singleton_instance(name) == singleton_before, name
-    assert qom.tree("/") == tree_before
+    assert qom.qom_tree("/") == tree_before

@@ -16,7 +16,7 @@ def test_root_and_machine_containers(machine: qom.Object) -> None:
     assert {"objects", "chardevs", "backend", "machine"} <= set(names)
     assert machine.path == "/machine"
     assert [n for n, _ in machine.children()] == ["peripheral", "peripheral-anon", "unattached"]
-    assert qom.resolve("/machine/unattached").type_name == "container"
+    assert qom.resolve_path("/machine/unattached").type_name == "container"
     with pytest.raises(errors.LifecycleError, match="a machine already exists"):
         qom.create_machine("none-machine")
     with pytest.raises(errors.WrongTypeError):
@@ -59,25 +59,25 @@ def test_paths_and_resolution(machine: qom.Object, uniq: Callable[[str], str]) -
     d1 = qom.device_add(dev)
     assert d0.path == "/machine/peripheral/d0"
     assert d1.path == "/machine/peripheral-anon/device[0]"
-    assert qom.resolve("/machine/peripheral/d0") == d0
-    assert qom.resolve("d0") == d0
-    assert qom.resolve("peripheral/d0") == d0
-    assert qom.resolve("d0/bus").path == "/machine/peripheral/d0/bus"
-    assert qom.resolve("/") == qom.root()
-    assert qom.resolve("/machine//peripheral/d0/") == d0
+    assert qom.resolve_path("/machine/peripheral/d0") == d0
+    assert qom.resolve_path("d0") == d0
+    assert qom.resolve_path("peripheral/d0") == d0
+    assert qom.resolve_path("d0/bus").path == "/machine/peripheral/d0/bus"
+    assert qom.resolve_path("/") == qom.root()
+    assert qom.resolve_path("/machine//peripheral/d0/") == d0
     with pytest.raises(errors.PathError, match="ambiguous: it matches"):
-        qom.resolve("bus")
+        qom.resolve_path("bus")
     with pytest.raises(errors.PathError, match="no object at path 'nothing'"):
-        qom.resolve("nothing")
+        qom.resolve_path("nothing")
     with pytest.raises(errors.PathError, match="no object at path '/machine/nothing'"):
-        qom.resolve("/machine/nothing")
+        qom.resolve_path("/machine/nothing")
     with pytest.raises(errors.PathError, match="empty path"):
-        qom.resolve("")
+        qom.resolve_path("")
     with pytest.raises(errors.PathError, match="empty path component"):
-        qom.resolve("a//b")
+        qom.resolve_path("a//b")
     with pytest.raises(errors.WrongTypeError):
-        qom.resolve("/machine/peripheral/d0", "container")
-    assert qom.resolve("d0", dev) == d0
+        qom.resolve_path("/machine/peripheral/d0", "container")
+    assert qom.resolve_path("d0", dev) == d0
     # qom-list: every property with its type
     listing = {p.name: p.type for p in d0.properties()}
     assert (
@@ -94,7 +94,7 @@ def test_link_path_components_are_followed(machine: qom.Object, uniq: Callable[[
     qom.register_type(dev, "device", class_properties=[Property("peer", f"link<{target}>")])
     t = qom.device_add(target, id="t")
     d = qom.device_add(dev, id="d", peer="/machine/peripheral/t")
-    assert qom.resolve("/machine/peripheral/d/peer") == t
+    assert qom.resolve_path("/machine/peripheral/d/peer") == t
     assert d["peer"] == "/machine/peripheral/t"
 
 
@@ -112,9 +112,9 @@ def test_qom_tree_shape(machine: qom.Object, uniq: Callable[[str], str]) -> None
   /peripheral-anon (container)
   /unattached (container)
 """
-    assert qom.tree("/machine") == expected
+    assert qom.qom_tree("/machine") == expected
     assert (
-        qom.tree("/machine/peripheral/alpha")
+        qom.qom_tree("/machine/peripheral/alpha")
         == f"/machine/peripheral/alpha ({dev})\n  /core (container)\n"
     )
 
@@ -144,7 +144,7 @@ def test_device_add_and_del(
         qom.device_add("container", id="c")
     with pytest.raises(errors.PropertyNotFoundError):
         qom.device_add(dev, id="net1", bogus=1)
-    assert qom.resolve("/machine/peripheral").child("net1") is None
+    assert qom.resolve_path("/machine/peripheral").child("net1") is None
     qom.device_del("net0")
     assert d.phase == "finalized" and not d.realized
     with pytest.raises(errors.PathError):
@@ -162,7 +162,7 @@ def test_failed_realize_leaves_nothing_behind(
     qom.register_type(dev, "device", realize=realize)
     with pytest.raises(OSError, match="device busy"):
         qom.device_add(dev, id="f")
-    assert qom.resolve("/machine/peripheral").children() == []
+    assert qom.resolve_path("/machine/peripheral").children() == []
 
 
 def test_realize_without_parent_goes_to_unattached(

@@ -164,7 +164,7 @@ def test_list_properties_of_abstract_type_lists_class_properties(
         class_properties=[Property("irq", "uint8")],
         properties=[Property("dyn", "str")],
     )
-    names = [p.name for p in qom.list_properties(base)]
+    names = [p.name for p in qom.type_properties(base)]
     assert "irq" in names and "realized" in names and "dyn" not in names
 
 

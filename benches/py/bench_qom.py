@@ -57,12 +57,12 @@ def main() -> None:
             set_("irq", 7)
 
     def create_drop(n: int) -> None:
-        new = qom._core.new_object
+        new = qom._core.new
         for _ in range(n):
             new("bench-leaf")
 
     def create_realize_drop(n: int) -> None:
-        new = qom._core.new_object
+        new = qom._core.new
         for _ in range(n):
             o = new("bench-leaf")
             o.realize()

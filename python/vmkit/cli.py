@@ -22,7 +22,7 @@ def _cmd_types(args: argparse.Namespace) -> int:
 
 
 def _cmd_props(args: argparse.Namespace) -> int:
-    for p in qom.list_properties(args.type):
+    for p in qom.type_properties(args.type):
         default = "" if p.default_value is None else f" = {p.default_value!r}"
         descr = f"  # {p.description}" if p.description else ""
         print(f"{p.name}: {p.type}{default}{descr}")
@@ -31,7 +31,7 @@ def _cmd_props(args: argparse.Namespace) -> int:
 
 def _cmd_tree(args: argparse.Namespace) -> int:
     qom.create_machine(args.machine)
-    print(qom.tree(args.path), end="")
+    print(qom.qom_tree(args.path), end="")
     return 0
 
 

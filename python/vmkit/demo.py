@@ -51,12 +51,12 @@ def tour() -> None:
     qom.device_add("demo-isa-serial")
 
     _section("info qom-tree")
-    print(qom.tree("/machine"), end="")
-    print(qom.tree("/objects"), end="")
+    print(qom.qom_tree("/machine"), end="")
+    print(qom.qom_tree("/objects"), end="")
 
     _section("qom-list-properties demo-intel-iommu (a singleton type)")
     before = qom.stats()
-    for p in qom.list_properties("demo-intel-iommu"):
+    for p in qom.type_properties("demo-intel-iommu"):
         default = "" if p.default_value is None else f" (default {p.default_value!r})"
         print(f"  {p.name:<14} {p.type:<10}{default}")
     after = qom.stats()
@@ -86,7 +86,7 @@ def tour() -> None:
     print(f"  object is now {zombie.phase}; finalize ran once")
 
     _section("hot-unplug of usb0 while its BAR region is referenced")
-    bar = qom.resolve("/machine/peripheral/usb0/xhci/bar0").ref()
+    bar = qom.resolve_path("/machine/peripheral/usb0/xhci/bar0").ref()
     s0 = qom.stats()
     qom.device_del("usb0")
     s1 = qom.stats()
@@ -106,7 +106,7 @@ def tour() -> None:
     print(f"  region released: live storages {s1.live_storages} -> {s2.live_storages}")
 
     _section("tree after unplug")
-    print(qom.tree("/machine/peripheral"), end="")
+    print(qom.qom_tree("/machine/peripheral"), end="")
 
     show_memory()
     qom.destroy_machine()
@@ -117,7 +117,7 @@ def tour() -> None:
 def show_memory() -> None:
     """Guest RAM from the pc.ram backend, a device register window, a workload."""
     machine = qom.machine()
-    ram = memory.RamBlock.of_backend(qom.resolve("/objects/pc.ram"))
+    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
     system, space = memory.pc_memory(ram, owner=machine)
     regs: dict[int, int] = {}
     system.add_subregion(

@@ -34,7 +34,8 @@ from typing import Any, Self
 
 from vmkit import errors, migration, qom
 from vmkit import memory as guest_memory
-from vmkit._core import AddressSpace, MemoryRegion, Object, RamBlock, Workload
+from vmkit._core.memory import AddressSpace, MemoryRegion, RamBlock, Workload
+from vmkit._core.qom import Object
 
 __all__ = ["DEFAULT_MACHINE_TYPE", "RUN_STATES", "Machine", "MachineStateError"]
 

@@ -44,8 +44,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vmkit import _core
-from vmkit._core import (
+from vmkit._core import memory as _core
+from vmkit._core.memory import (
     AddressSpace,
     DirtyPages,
     FlatRange,
@@ -53,6 +53,7 @@ from vmkit._core import (
     RamBlock,
     Workload,
 )
+from vmkit._core.qom import Object
 
 __all__ = [
     "FULL_SPACE",
@@ -104,11 +105,11 @@ def csum64(data: bytes) -> int:
 @contextmanager
 def transaction() -> Iterator[None]:
     """Batches region changes: flat views are re-rendered once, at the end."""
-    _core.memory_begin()
+    _core.begin()
     try:
         yield
     finally:
-        _core.memory_commit()
+        _core.commit()
 
 
 def mtree() -> str:
@@ -132,9 +133,7 @@ def measure_dirty_rate(blocks: list[RamBlock], seconds: float) -> dict[str, obje
     return _core.measure_dirty_rate(blocks, seconds)
 
 
-def pc_memory(
-    ram: RamBlock, owner: _core.Object | None = None
-) -> tuple[MemoryRegion, AddressSpace]:
+def pc_memory(ram: RamBlock, owner: Object | None = None) -> tuple[MemoryRegion, AddressSpace]:
     """A PC board's memory map over ``ram``, split around the PCI hole as
     q35 does (``ram-below-4g`` at 0, ``ram-above-4g`` at 4 GiB when needed).
 

@@ -91,8 +91,10 @@ import json
 import os
 from typing import Any
 
-from vmkit import _core
-from vmkit._core import Object, RamBlock, VMStateDescription, VMStateField
+from vmkit._core import migration as _core
+from vmkit._core.memory import RamBlock
+from vmkit._core.migration import VMStateDescription, VMStateField
+from vmkit._core.qom import Object
 
 __all__ = [
     "KindSpec",
@@ -163,7 +165,7 @@ def analyze(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises :class:`OSError` only when the file cannot be opened.
     """
-    report: dict[str, Any] = json.loads(_core.analyze_stream(path))
+    report: dict[str, Any] = json.loads(_core.analyze(path))
     return report
 
 
@@ -183,7 +185,7 @@ def load_ram(path: str | os.PathLike[str], blocks: list[RamBlock]) -> dict[str, 
     :class:`OSError` when the file cannot be opened and :class:`ValueError`
     when two blocks share a name. The GIL is released while parsing.
     """
-    report: dict[str, Any] = json.loads(_core.load_ram_from_stream(path, blocks))
+    report: dict[str, Any] = json.loads(_core.load_ram(path, blocks))
     return report
 
 
@@ -213,7 +215,7 @@ def save(
     :raises VMStateError: a device's state does not fit its description.
     :raises OSError: the file cannot be written.
     """
-    return _core.save_stream(
+    return _core.save(
         path, machine_type=machine_type, ram=ram, devices=devices, footers=footers, vmdesc=vmdesc
     )
 
@@ -245,6 +247,4 @@ def restore(
         lacks one of this machine's devices or RAM blocks.
     :raises OSError: the file cannot be opened.
     """
-    return _core.restore_stream(
-        path, machine_type=machine_type, ram=ram, devices=devices, footers=footers
-    )
+    return _core.restore(path, machine_type=machine_type, ram=ram, devices=devices, footers=footers)

@@ -68,7 +68,7 @@ def _property_info(p: qom.PropertyInfo) -> dict[str, JSONValue]:
 def _resolve(path: str) -> qom.Object:
     """QEMU's ``object_resolve_path`` errors: DeviceNotFound / ambiguous."""
     try:
-        return qom.resolve(path)
+        return qom.resolve_path(path)
     except errors.PathError as e:
         if "ambiguous" in str(e):
             raise GenericError(f"Path '{path}' is ambiguous") from None
@@ -278,7 +278,7 @@ class MachineMonitor:
     def _qom_list_properties(self, ctx: CommandContext) -> JSONValue:
         name = str(ctx.arguments["typename"])
         try:
-            props = qom.list_properties(name)
+            props = qom.type_properties(name)
         except errors.TypeNotFoundError:
             # QEMU's qmp_qom_list_properties: error_set(ERROR_CLASS_DEVICE_NOT_FOUND, ...).
             raise DeviceNotFound(f"Class '{name}' not found") from None
@@ -298,7 +298,7 @@ class MachineMonitor:
             raise GenericError("Parameter 'typename' expects device")
         if summaries[name].abstract:
             raise GenericError("Parameter 'typename' expects non-abstract device")
-        return [_property_info(p) for p in qom.device_list_properties(name)]
+        return [_property_info(p) for p in qom.device_type_properties(name)]
 
     def _device_add(self, ctx: CommandContext) -> JSONValue:
         args = dict(ctx.arguments)
@@ -313,7 +313,7 @@ class MachineMonitor:
         if "bus" in args:
             raise GenericError(f"Bus '{args['bus']}' not found")
         if dev_id is not None and qom.machine() is not None:
-            taken = [c for c, _ in qom.resolve("/machine/peripheral").children()]
+            taken = [c for c, _ in qom.resolve_path("/machine/peripheral").children()]
             if dev_id in taken:
                 raise GenericError(f"Duplicate device ID '{dev_id}'")
         props = self._scalar_props(args)
@@ -335,7 +335,9 @@ class MachineMonitor:
     def _device_del(self, ctx: CommandContext) -> JSONValue:
         ident = str(ctx.arguments["id"])
         try:
-            dev = qom.resolve(ident if ident.startswith("/") else f"/machine/peripheral/{ident}")
+            dev = qom.resolve_path(
+                ident if ident.startswith("/") else f"/machine/peripheral/{ident}"
+            )
         except errors.PathError:
             raise DeviceNotFound(f"Device '{ident}' not found") from None
         if not dev.is_a("device"):
@@ -376,7 +378,7 @@ class MachineMonitor:
     def _object_del(self, ctx: CommandContext) -> JSONValue:
         obj_id = str(ctx.arguments["id"])
         try:
-            qom.resolve(f"/objects/{obj_id}")
+            qom.resolve_path(f"/objects/{obj_id}")
         except errors.PathError:
             raise GenericError(f"object '{obj_id}' not found") from None
         try:
@@ -442,7 +444,7 @@ class MachineMonitor:
         line = command_line.strip()
         words = line.split()
         if words[:2] == ["info", "qom-tree"]:
-            return qom.tree(words[2] if len(words) > 2 else "/machine")
+            return qom.qom_tree(words[2] if len(words) > 2 else "/machine")
         if words == ["info", "mtree"]:
             return memory.mtree()
         if words in (["info", "mtree", "-f"], ["info", "mtree", "-f", "-d"]):

@@ -14,8 +14,8 @@ and reference counted with checked lifetimes::
     )
     qom.create_machine("none-machine")
     uart = qom.device_add("my-uart", id="uart0", baud=9600)
-    assert qom.resolve("uart0") == uart
-    print(qom.tree("/machine"))
+    assert qom.resolve_path("uart0") == uart
+    print(qom.qom_tree("/machine"))
     qom.device_del("uart0")
 
 A handle returned by :func:`new` owns one reference; ``obj.ref()`` and
@@ -30,15 +30,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vmkit import _core
-from vmkit._core import (
+from vmkit import errors
+from vmkit._core import migration as _migration
+from vmkit._core import qom as _core
+from vmkit._core.migration import VMStateDescription
+from vmkit._core.qom import (
     ClassInit,
     Object,
     Property,
     PropertyInfo,
     StorageGuard,
     TypeSummary,
-    VMStateDescription,
 )
 
 __all__ = [
@@ -54,9 +56,8 @@ __all__ = [
     "destroy_machine",
     "device_add",
     "device_del",
-    "device_list_properties",
+    "device_type_properties",
     "format_size",
-    "list_properties",
     "list_types",
     "machine",
     "machine_creation_done",
@@ -64,14 +65,15 @@ __all__ = [
     "object_add",
     "object_del",
     "parse_size",
+    "qom_tree",
     "register_type",
-    "resolve",
+    "resolve_path",
     "root",
     "singleton_instance",
     "stats",
-    "tree",
     "type_interfaces",
     "type_is_a",
+    "type_properties",
     "walk",
 ]
 
@@ -97,7 +99,7 @@ def _prop_names_for(type_name: str, props: Mapping[str, PropertyValue]) -> dict[
         return dict(props)
     try:
         known = {p.name for p in _core.type_properties(type_name)}
-    except _core.QomError:
+    except errors.QomError:
         known = set()  # the command itself will report the bad type
     out: dict[str, PropertyValue] = {}
     for key, value in props.items():
@@ -122,7 +124,7 @@ def new(type_name: str, /, **props: PropertyValue | Object) -> Object:
     :raises AbstractTypeError: the type is abstract.
     :raises PropertyError: a property is unknown or its value is refused.
     """
-    obj = _core.new_object(type_name)
+    obj = _core.new(type_name)
     try:
         _apply(obj, props)
     except BaseException:
@@ -178,7 +180,7 @@ def register_type(
     if vmstate is None and (vmstate_save or vmstate_load):
         raise TypeError("vmstate_save and vmstate_load need a vmstate description")
     if vmstate is not None and not (parent == "device" or _core.type_is_a(parent, "device")):
-        raise _core.TypeRegistrationError(
+        raise errors.TypeRegistrationError(
             f"type '{name}': only device types have a VMState (parent '{parent}' is not a device)"
         )
     _core.register_type(
@@ -199,7 +201,7 @@ def register_type(
         can_be_deleted=can_be_deleted,
     )
     if vmstate is not None:
-        _core.register_device_vmstate(name, vmstate, save=vmstate_save, load=vmstate_load)
+        _migration.register_device_vmstate(name, vmstate, save=vmstate_save, load=vmstate_load)
 
 
 def list_types(
@@ -219,7 +221,7 @@ def type_interfaces(type_name: str) -> list[str]:
     return _core.type_interfaces(type_name)
 
 
-def list_properties(type_name: str) -> list[PropertyInfo]:
+def type_properties(type_name: str) -> list[PropertyInfo]:
     """Every property of a type (QMP ``qom-list-properties``).
 
     A concrete type is instantiated temporarily, so instance properties are
@@ -228,7 +230,7 @@ def list_properties(type_name: str) -> list[PropertyInfo]:
     return _core.type_properties(type_name)
 
 
-def device_list_properties(type_name: str) -> list[PropertyInfo]:
+def device_type_properties(type_name: str) -> list[PropertyInfo]:
     """The user-settable properties of a device type (QMP ``device-list-properties``)."""
     return _core.device_type_properties(type_name)
 
@@ -238,7 +240,7 @@ def root() -> Object:
     return _core.root()
 
 
-def resolve(path: str, type_name: str | None = None) -> Object:
+def resolve_path(path: str, type_name: str | None = None) -> Object:
     """Resolves an absolute path or an unambiguous partial one.
 
     :raises PathError: malformed, not found, or ambiguous.
@@ -247,7 +249,7 @@ def resolve(path: str, type_name: str | None = None) -> Object:
     return _core.resolve_path(path, type_name)
 
 
-def tree(path: str = "/") -> str:
+def qom_tree(path: str = "/") -> str:
     """The subtree at ``path`` as QEMU's ``info qom-tree`` prints it."""
     return _core.qom_tree(path)
 

@@ -12,8 +12,8 @@ use vmkit_memory::{
 };
 
 use crate::errors::mem_err;
-use crate::object::PyObj;
-use crate::ram::PyRamBlock;
+use crate::memory::ram::PyRamBlock;
+use crate::qom::object::PyObj;
 
 fn callback_error(context: String, e: PyErr) -> MemError {
     MemError::Callback {
@@ -109,7 +109,7 @@ fn block_window(
 }
 
 /// A memory region (RAM, ROM, MMIO, alias, container or IOMMU).
-#[pyclass(name = "MemoryRegion", module = "vmkit._core", frozen)]
+#[pyclass(name = "MemoryRegion", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyMemoryRegion {
     pub(crate) region: MemoryRegion,
 }
@@ -346,7 +346,7 @@ impl PyMemoryRegion {
 }
 
 /// One range of a flat view.
-#[pyclass(name = "FlatRange", module = "vmkit._core", frozen)]
+#[pyclass(name = "FlatRange", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyFlatRange {
     #[pyo3(get)]
     start: u64,
@@ -385,7 +385,7 @@ impl PyFlatRange {
 }
 
 /// An address space: a root region and the flat view accesses go through.
-#[pyclass(name = "AddressSpace", module = "vmkit._core", frozen)]
+#[pyclass(name = "AddressSpace", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyAddressSpace {
     pub(crate) space: Arc<AddressSpace>,
 }
@@ -488,13 +488,13 @@ pub(crate) fn mtree_flat() -> String {
 
 /// Starts a memory transaction (changes are rendered once, at the matching commit).
 #[pyfunction]
-pub(crate) fn memory_begin() {
+pub(crate) fn begin() {
     vmkit_memory::begin();
 }
 
 /// Ends a memory transaction.
 #[pyfunction]
-pub(crate) fn memory_commit() {
+pub(crate) fn commit() {
     vmkit_memory::commit();
 }
 

@@ -12,7 +12,7 @@ use vmkit_memory::{
 };
 
 use crate::errors::{PropertyValueError, mem_err};
-use crate::object::PyObj;
+use crate::qom::object::PyObj;
 
 fn client(name: &str) -> PyResult<DirtyClient> {
     DirtyClient::from_name(name).ok_or_else(|| {
@@ -26,7 +26,7 @@ fn client(name: &str) -> PyResult<DirtyClient> {
 
 /// A block of guest RAM. `memoryview(block)` exposes it without copying;
 /// writes through the view do not mark pages dirty.
-#[pyclass(name = "RamBlock", module = "vmkit._core", frozen)]
+#[pyclass(name = "RamBlock", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyRamBlock {
     pub(crate) block: Arc<RamBlock>,
 }
@@ -156,7 +156,7 @@ impl PyRamBlock {
         flags: std::os::raw::c_int,
     ) -> PyResult<()> {
         // SAFETY: forwarded from CPython's bf_getbuffer with its own arguments.
-        unsafe { crate::buffer::fill_ram_buffer(&slf, view, flags) }
+        unsafe { crate::memory::buffer::fill_ram_buffer(&slf, view, flags) }
     }
     fn __len__(&self) -> usize {
         usize::try_from(self.block.used_length()).unwrap_or(usize::MAX)
@@ -172,7 +172,7 @@ impl PyRamBlock {
 }
 
 /// Pages a dirty-log sync returned.
-#[pyclass(name = "DirtyPages", module = "vmkit._core", frozen)]
+#[pyclass(name = "DirtyPages", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyDirtyPages {
     pages: DirtyPages,
 }
@@ -258,7 +258,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &WorkloadStats) -> PyResult<Bound<'py, Py
 }
 
 /// The guest stand-in: threads writing guest RAM through the dirty-marking path.
-#[pyclass(name = "Workload", module = "vmkit._core", frozen)]
+#[pyclass(name = "Workload", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyWorkload {
     inner: Mutex<Option<Workload>>,
 }

@@ -9,8 +9,8 @@ use vmkit_qom::{self as qom, Error, InstanceHook, Object, PropertyDef, TypeHooks
 
 use crate::convert::to_value;
 use crate::errors::IntoPyResult;
-use crate::object::PyObj;
-use crate::property::{PyProperty, PyPropertyInfo, infos};
+use crate::qom::object::PyObj;
+use crate::qom::property::{PyProperty, PyPropertyInfo, infos};
 
 /// Wraps a Python callable `hook(obj)` as an instance hook. A Python
 /// exception becomes the hook's error and is re-raised unchanged by bindings.
@@ -43,7 +43,7 @@ fn unraisable_hook(callable: Py<PyAny>) -> InstanceHook {
 }
 
 /// What a Python `class_init(cls)` hook can do: add class properties and change defaults.
-#[pyclass(name = "ClassInit", module = "vmkit._core", frozen)]
+#[pyclass(name = "ClassInit", module = "vmkit._core.qom", frozen)]
 pub(crate) struct PyClassInit {
     type_name: String,
     ops: Mutex<Vec<ClassOp>>,
@@ -162,7 +162,7 @@ pub(crate) fn register_type(
 }
 
 /// A registered type, as `qom-list-types` reports it.
-#[pyclass(name = "TypeSummary", module = "vmkit._core", frozen)]
+#[pyclass(name = "TypeSummary", module = "vmkit._core.qom", frozen)]
 pub(crate) struct PyTypeSummary {
     s: qom::TypeSummary,
 }
@@ -249,7 +249,7 @@ pub(crate) fn device_type_properties(py: Python<'_>, name: &str) -> PyResult<Vec
 
 /// Creates an object of `type_name`; the returned handle owns its one reference.
 #[pyfunction]
-pub(crate) fn new_object(py: Python<'_>, type_name: &str) -> PyResult<PyObj> {
+pub(crate) fn new(py: Python<'_>, type_name: &str) -> PyResult<PyObj> {
     Object::new(type_name).py_err(py).map(PyObj::owning)
 }
 

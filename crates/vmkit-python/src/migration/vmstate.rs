@@ -22,7 +22,7 @@ use vmkit_migration::vmstate::{
 use vmkit_qom::{CallbackError, Object};
 
 use crate::errors::{TypeRegistrationError, VMStateError, callback_error, migration_err, with_location};
-use crate::object::PyObj;
+use crate::qom::object::PyObj;
 
 // ----- values ---------------------------------------------------------------
 
@@ -205,7 +205,7 @@ fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
 }
 
 /// One field of a VMState description.
-#[pyclass(name = "VMStateField", module = "vmkit._core", frozen)]
+#[pyclass(name = "VMStateField", module = "vmkit._core.migration", frozen)]
 pub struct PyVmStateField {
     field: Field,
 }
@@ -258,7 +258,7 @@ impl PyVmStateField {
 }
 
 /// A VMState description: how a device's state is laid out on the wire.
-#[pyclass(name = "VMStateDescription", module = "vmkit._core", frozen)]
+#[pyclass(name = "VMStateDescription", module = "vmkit._core.migration", frozen)]
 pub struct PyVmStateDescription {
     pub(crate) desc: Arc<VmStateDescription>,
 }

@@ -8,13 +8,13 @@ use vmkit_qom::{Error, PropertyDef, PropertyInfo as CoreInfo, PropertyKind, Valu
 
 use crate::convert::{from_value, to_value};
 use crate::errors::IntoPyResult;
-use crate::object::PyObj;
+use crate::qom::object::PyObj;
 
 /// A property definition, for `register_type` and `Object.add_property`.
 ///
 /// `type` is a QOM type string: `bool`, `int8`..`int64`, `uint8`..`uint64`,
 /// `str`, `size`, `enum` (with `values`) or `link<TYPE>`.
-#[pyclass(name = "Property", module = "vmkit._core", frozen)]
+#[pyclass(name = "Property", module = "vmkit._core.qom", frozen)]
 pub(crate) struct PyProperty {
     pub(crate) def: PropertyDef,
 }
@@ -181,7 +181,7 @@ impl PyProperty {
 }
 
 /// What introspection reports about a property.
-#[pyclass(name = "PropertyInfo", module = "vmkit._core", frozen)]
+#[pyclass(name = "PropertyInfo", module = "vmkit._core.qom", frozen)]
 pub(crate) struct PyPropertyInfo {
     pub(crate) info: CoreInfo,
 }

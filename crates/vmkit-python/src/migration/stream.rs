@@ -10,15 +10,13 @@ use std::io::BufReader;
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vmkit_migration::savevm::{
-    RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, restore, save_to_fd,
-};
+use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, save_to_fd};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
 
 use crate::errors::migration_err;
-use crate::object::PyObj;
-use crate::ram::PyRamBlock;
+use crate::memory::ram::PyRamBlock;
+use crate::qom::object::PyObj;
 
 fn open(path: &PathBuf) -> PyResult<File> {
     File::open(path).map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))
@@ -29,7 +27,7 @@ fn open(path: &PathBuf) -> PyResult<File> {
 /// open the file raises (`OSError`); a damaged stream is described by the
 /// report's `"error"`.
 #[pyfunction]
-pub fn analyze_stream(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+pub fn analyze(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     py.detach(move || {
         let mut f = open(&path)?;
         let report = analyze_report(&mut f, ParserOptions::default());
@@ -46,7 +44,7 @@ pub fn analyze_stream(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 /// discarded ones); a damaged stream (or a length mismatch) is
 /// described by its `"error"`, with the pages before it applied.
 #[pyfunction]
-pub fn load_ram_from_stream(py: Python<'_>, path: PathBuf, blocks: Vec<Bound<'_, PyRamBlock>>) -> PyResult<String> {
+pub fn load_ram(py: Python<'_>, path: PathBuf, blocks: Vec<Bound<'_, PyRamBlock>>) -> PyResult<String> {
     let blocks: Vec<_> = blocks.iter().map(|b| b.get().block.clone()).collect();
     let mut names = HashSet::new();
     if let Some(b) = blocks.iter().find(|b| !names.insert(b.name())) {
@@ -104,7 +102,7 @@ fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict
 /// `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`, `devices`.
 #[pyfunction]
 #[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true))]
-pub fn save_stream(
+pub fn save(
     py: Python<'_>,
     path: PathBuf,
     machine_type: String,
@@ -134,7 +132,7 @@ pub fn save_stream(
 /// `normal_pages`, `devices`.
 #[pyfunction]
 #[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true))]
-pub fn restore_stream(
+pub fn restore(
     py: Python<'_>,
     path: PathBuf,
     machine_type: String,
@@ -149,7 +147,7 @@ pub fn restore_stream(
     };
     let stats = run_on_file(py, &path, |path| {
         let f = std::fs::File::open(path)?;
-        Ok(restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+        Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
     })?;
     stats_dict(
         py,

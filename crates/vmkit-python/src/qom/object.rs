@@ -9,7 +9,7 @@ use vmkit_qom::{Object, ObjectRef, StorageGuard};
 
 use crate::convert::{from_value, to_value};
 use crate::errors::{IntoPyResult, LifecycleError, PropertyTypeError};
-use crate::property::{PyProperty, PyPropertyInfo, infos};
+use crate::qom::property::{PyProperty, PyPropertyInfo, infos};
 
 /// A handle to a QOM object.
 ///
@@ -18,7 +18,7 @@ use crate::property::{PyProperty, PyPropertyInfo, infos};
 /// handle is garbage-collected (or at the end of a `with` block). Handles
 /// returned by lookups (`resolve`, `children`, hooks) own none. Using a handle
 /// whose object was finalized raises `ObjectFinalizedError`.
-#[pyclass(name = "Object", module = "vmkit._core", frozen, weakref)]
+#[pyclass(name = "Object", module = "vmkit._core.qom", frozen, weakref)]
 pub(crate) struct PyObj {
     pub(crate) handle: Object,
     owned: Mutex<Vec<ObjectRef>>,
@@ -357,7 +357,7 @@ impl PyObj {
 }
 
 /// Keeps an object's storage allocated until released.
-#[pyclass(name = "StorageGuard", module = "vmkit._core", frozen)]
+#[pyclass(name = "StorageGuard", module = "vmkit._core.qom", frozen)]
 pub(crate) struct PyStorageGuard {
     guard: Mutex<Option<StorageGuard>>,
 }

@@ -4,7 +4,7 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::ram::PyRamBlock;
+use crate::memory::ram::PyRamBlock;
 
 /// Fills `view` to expose the whole of `slf`'s RAM block, writable, without copying.
 ///
