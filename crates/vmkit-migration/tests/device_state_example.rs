@@ -211,6 +211,15 @@ fn save_board(board: &Object) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     Ok(out)
 }
 
+/// Restores `stream` into the timers below `board`.
+fn restore_board(
+    board: &Object,
+    stream: &[u8],
+) -> Result<Result<vmkit_migration::savevm::RestoreStats, Error>, Box<dyn std::error::Error>> {
+    let set = SaveSet::new("m", Vec::new(), collect_devices(board)?);
+    Ok(restore(&set, stream, &RestoreOptions::default()))
+}
+
 #[test]
 fn the_typed_state_round_trips_through_a_saved_machine() -> TestResult {
     let (src, src_devs) = board("example-src")?;
@@ -225,11 +234,7 @@ fn the_typed_state_round_trips_through_a_saved_machine() -> TestResult {
     let stream = save_board(&src)?;
 
     let (dst, dst_devs) = board("example-dst")?;
-    let stats = restore(
-        &SaveSet::new("m", Vec::new(), collect_devices(&dst)?),
-        stream.as_slice(),
-        &RestoreOptions::default(),
-    )?;
+    let stats = restore_board(&dst, &stream)??;
     assert_eq!(stats.devices, 2);
     assert_eq!(*model(&dst_devs[1])?.regs.lock(), regs);
     assert_eq!(model(&dst_devs[0])?.regs.lock().mode, Mode::Stopped);
@@ -260,13 +265,7 @@ fn a_state_the_device_refuses_names_section_field_and_offset_and_changes_nothing
         .iter()
         .map(|d| model(d).map(|m| m.regs.lock().clone()))
         .collect::<Result<_, _>>()?;
-    let err = restore(
-        &SaveSet::new("m", Vec::new(), collect_devices(&dst)?),
-        stream.as_slice(),
-        &RestoreOptions::default(),
-    )
-    .err()
-    .ok_or("accepted")?;
+    let err = restore_board(&dst, &stream)?.err().ok_or("accepted")?;
     let Error::Savevm(SavevmError::Device {
         idstr,
         instance_id,
@@ -311,13 +310,7 @@ fn a_load_the_model_refuses_is_a_field_error() -> TestResult {
         counter: 7,
         pending: vec![1],
     };
-    let err = restore(
-        &SaveSet::new("m", Vec::new(), collect_devices(&dst)?),
-        stream.as_slice(),
-        &RestoreOptions::default(),
-    )
-    .err()
-    .ok_or("accepted")?;
+    let err = restore_board(&dst, &stream)?.err().ok_or("accepted")?;
     assert!(
         matches!(&err, Error::Savevm(SavevmError::Device { source, .. }) if source.path() == Some("counter")),
         "{err}"
