@@ -41,9 +41,11 @@ mod object;
 mod owned_ref;
 mod placement;
 mod property;
+mod refcount;
 mod size;
 mod stats;
 mod storage;
+mod sync;
 mod tree;
 mod type_info;
 mod value;
@@ -57,6 +59,7 @@ pub use placement::{
     object_add, object_del,
 };
 pub use property::{Accessor, Getter, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter};
+pub use refcount::{MAX_REFS, RefCount};
 pub use size::{format_size, parse_size};
 pub use stats::{Stats, stats};
 pub use storage::StorageGuard;

@@ -8,13 +8,14 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::owned_ref::ObjectRef;
+use crate::refcount::RefCount;
 use crate::property::{Accessor, PropCtx, PropertyDef, PropertyInfo, PropertyKind};
 use crate::stats;
 use crate::storage::{Storage, StorageGuard};
@@ -57,7 +58,7 @@ impl Phase {
 pub(crate) struct ObjectInner {
     id: u64,
     pub(crate) class: Arc<Class>,
-    pub(crate) refs: AtomicU32,
+    pub(crate) refs: RefCount,
     /// Whether the device is realized; an atomic so that MMIO dispatch can
     /// check it on every access without taking the data lock.
     pub(crate) realized: AtomicBool,
@@ -227,7 +228,7 @@ impl Object {
         let inner = Arc::new(ObjectInner {
             id: NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
             class,
-            refs: AtomicU32::new(1),
+            refs: RefCount::one(),
             realized: AtomicBool::new(false),
             hotplugged,
             phase: AtomicU8::new(0),
@@ -281,7 +282,7 @@ impl Object {
 
     /// The number of QOM references held on the object.
     pub fn refcount(&self) -> u32 {
-        self.0.refs.load(Ordering::Acquire)
+        self.0.refs.get()
     }
 
     /// The error of a refused `try_ref`, kept out of its inlined fast path.
