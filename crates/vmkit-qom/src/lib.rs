@@ -52,11 +52,11 @@ mod value;
 
 pub use error::{Error, ErrorKind, HookSource, PathError, Result};
 pub use lifecycle::singleton_instance;
-pub use object::{Object, Phase};
+pub use object::{Creation, Object, Phase};
 pub use owned_ref::ObjectRef;
 pub use placement::{
     check_id, create_machine, destroy_machine, device_add, device_del, machine, machine_creation_done, machine_ready,
-    object_add, object_del,
+    new_object, object_add, object_del,
 };
 pub use property::{Accessor, Getter, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter};
 pub use refcount::{MAX_REFS, RefCount};

@@ -110,6 +110,17 @@ pub(crate) struct InstanceProp {
     pub(crate) slot: Slot,
 }
 
+/// What an object's creator knows about its creation that the object layer
+/// does not (the object model knows no machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Creation {
+    /// The object is a device created into a complete machine: QEMU's
+    /// `hotplugged` (set by [`device_add`](crate::device_add) once
+    /// [`machine_creation_done`](crate::machine_creation_done) was called).
+    /// Ignored for objects that are not devices.
+    pub hotplugged: bool,
+}
+
 /// A handle to an object. It does not keep the object from being finalized;
 /// see [`ObjectRef`] for that.
 #[derive(Clone)]
@@ -179,12 +190,18 @@ impl Object {
 
     /// Creates an object of an already looked-up type.
     pub fn new_of(ty: &TypeRef) -> Result<ObjectRef> {
+        Self::create(ty, Creation::default())
+    }
+
+    /// Creates an object of `ty` with what its creator knows about the
+    /// creation (see [`Creation`]).
+    pub fn create(ty: &TypeRef, creation: Creation) -> Result<ObjectRef> {
         if ty.is_abstract() {
             return Err(Error::AbstractType(ty.name().to_string()));
         }
         let class = ty.class()?;
         let storage = Storage::new();
-        let obj = Self::allocate(class, storage, None);
+        let obj = Self::allocate(class, storage, None, creation);
         crate::lifecycle::initialize(obj)
     }
 
@@ -206,13 +223,27 @@ impl Object {
         }
         let class = ty.class()?;
         self.0.storage.acquire()?;
-        let child = Self::allocate(class, self.0.storage.clone(), Some(Arc::downgrade(&self.0)));
+        // A device embedded in a hot-plugged device is created hot-plugged too.
+        let creation = Creation {
+            hotplugged: self.is_hotplugged(),
+        };
+        let child = Self::allocate(
+            class,
+            self.0.storage.clone(),
+            Some(Arc::downgrade(&self.0)),
+            creation,
+        );
         let child = crate::lifecycle::initialize(child)?;
         self.add_child(name, &child)?;
         Ok(child.handle())
     }
 
-    fn allocate(class: Arc<Class>, storage: Arc<Storage>, embedded_in: Option<Weak<ObjectInner>>) -> ObjectRef {
+    fn allocate(
+        class: Arc<Class>,
+        storage: Arc<Storage>,
+        embedded_in: Option<Weak<ObjectInner>>,
+        creation: Creation,
+    ) -> ObjectRef {
         let slots = class
             .properties
             .iter()
@@ -222,9 +253,7 @@ impl Object {
                 _ => Slot::Value(p.initial_value()),
             })
             .collect();
-        // As QEMU's device_initfn: a device made once the machine is ready
-        // (every QMP device_add) is hot-plugged.
-        let hotplugged = class.is_device() && crate::placement::machine_ready();
+        let hotplugged = class.is_device() && creation.hotplugged;
         let inner = Arc::new(ObjectInner {
             id: NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
             class,
@@ -386,8 +415,9 @@ impl Object {
         }
     }
 
-    /// Whether this device was created after the machine was complete
-    /// ([`machine_creation_done`](crate::machine_creation_done)).
+    /// Whether this device was created hot-plugged ([`Creation::hotplugged`]:
+    /// after [`machine_creation_done`](crate::machine_creation_done), or
+    /// embedded in such a device).
     pub fn is_hotplugged(&self) -> bool {
         self.0.hotplugged
     }
