@@ -78,6 +78,23 @@ def test_paths_and_resolution(machine: qom.Object, uniq: Callable[[str], str]) -
     with pytest.raises(errors.WrongTypeError):
         qom.resolve("/machine/peripheral/d0", "container")
     assert qom.resolve("d0", dev) == d0
+
+
+def test_an_ambiguous_partial_path_is_its_own_error(
+    machine: qom.Object, uniq: Callable[[str], str]
+) -> None:
+    dev = uniq("dev")
+    qom.register_type(dev, "device", instance_init=lambda o: o.embed_child("port", "container"))
+    qom.device_add(dev, id="a0")
+    qom.device_add(dev, id="a1")
+    with pytest.raises(errors.AmbiguousPathError, match="ambiguous: it matches") as amb:
+        qom.resolve("port")
+    assert isinstance(amb.value, errors.PathError)
+    assert "/machine/peripheral/a0/port" in str(amb.value)
+    with pytest.raises(errors.PathError) as missing:
+        qom.resolve("no-such-port")
+    assert not isinstance(missing.value, errors.AmbiguousPathError)
+    assert qom.resolve("a1/port").path == "/machine/peripheral/a1/port"
     # qom-list: every property with its type
     listing = {p.name: p.type for p in d0.properties()}
     assert (

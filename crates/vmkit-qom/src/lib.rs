@@ -58,7 +58,9 @@ pub use placement::{
     check_id, create_machine, destroy_machine, device_add, device_del, machine, machine_creation_done, machine_ready,
     new_object, object_add, object_del,
 };
-pub use property::{Accessor, Getter, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter};
+pub use property::{
+    Accessor, Getter, KindOptions, ParseKindError, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter,
+};
 pub use refcount::{MAX_REFS, RefCount};
 pub use size::{format_size, parse_size};
 pub use stats::{Stats, stats};

@@ -15,8 +15,8 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::owned_ref::ObjectRef;
-use crate::refcount::RefCount;
 use crate::property::{Accessor, PropCtx, PropertyDef, PropertyInfo, PropertyKind};
+use crate::refcount::RefCount;
 use crate::stats;
 use crate::storage::{Storage, StorageGuard};
 use crate::type_info::{Class, TypeRef, lookup_type};
@@ -227,12 +227,7 @@ impl Object {
         let creation = Creation {
             hotplugged: self.is_hotplugged(),
         };
-        let child = Self::allocate(
-            class,
-            self.0.storage.clone(),
-            Some(Arc::downgrade(&self.0)),
-            creation,
-        );
+        let child = Self::allocate(class, self.0.storage.clone(), Some(Arc::downgrade(&self.0)), creation);
         let child = crate::lifecycle::initialize(child)?;
         self.add_child(name, &child)?;
         Ok(child.handle())

@@ -69,7 +69,11 @@ impl Counted {
     fn check_finalized_once(&self) {
         assert_eq!(self.finalized.load(Ordering::Relaxed), 1, "finalized other than once");
         assert_eq!(self.refs.get(), 0);
-        assert_eq!(self.refs.try_acquire(), Err(0), "a reference taken after the count hit zero");
+        assert_eq!(
+            self.refs.try_acquire(),
+            Err(0),
+            "a reference taken after the count hit zero"
+        );
     }
 }
 

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use vmkit_qom::{
-    Creation, Error, ErrorKind, Object, PathError, Phase, PropertyDef, PropertyKind, TYPE_DEVICE, TYPE_MACHINE, TYPE_SINGLETON,
-    TYPE_USER_CREATABLE, TypeInfo, Value, create_machine, destroy_machine, device_add, device_del, machine,
-    machine_creation_done, machine_ready, new_object, object_add, object_del, qom_tree, resolve_path, singleton_instance,
+    Creation, Error, ErrorKind, Object, PathError, Phase, PropertyDef, PropertyKind, TYPE_DEVICE, TYPE_MACHINE,
+    TYPE_SINGLETON, TYPE_USER_CREATABLE, TypeInfo, Value, create_machine, destroy_machine, device_add, device_del,
+    machine, machine_creation_done, machine_ready, new_object, object_add, object_del, qom_tree, resolve_path,
+    singleton_instance,
 };
 
 mod common;
