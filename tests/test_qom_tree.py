@@ -79,6 +79,14 @@ def test_paths_and_resolution(machine: qom.Object, uniq: Callable[[str], str]) -
         qom.resolve("/machine/peripheral/d0", "container")
     assert qom.resolve("d0", dev) == d0
 
+    # qom-list: every property with its type
+    listing = {p.name: p.type for p in d0.properties()}
+    assert (
+        listing["bus"] == "child<container>"
+        and listing["type"] == "str"
+        and listing["realized"] == "bool"
+    )
+
 
 def test_an_ambiguous_partial_path_is_its_own_error(
     machine: qom.Object, uniq: Callable[[str], str]
@@ -95,13 +103,6 @@ def test_an_ambiguous_partial_path_is_its_own_error(
         qom.resolve("no-such-port")
     assert not isinstance(missing.value, errors.AmbiguousPathError)
     assert qom.resolve("a1/port").path == "/machine/peripheral/a1/port"
-    # qom-list: every property with its type
-    listing = {p.name: p.type for p in d0.properties()}
-    assert (
-        listing["bus"] == "child<container>"
-        and listing["type"] == "str"
-        and listing["realized"] == "bool"
-    )
 
 
 def test_link_path_components_are_followed(machine: qom.Object, uniq: Callable[[str], str]) -> None:
