@@ -5,12 +5,13 @@ use std::any::Any;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use vmkit_migration::analyze::analyze_report;
 use vmkit_migration::savevm::{
     DeviceVmState, RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_vmstate,
     restore, save,
 };
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
-use vmkit_migration::wire::{ParserOptions, analyze_report};
+use vmkit_migration::wire::ParserOptions;
 use vmkit_qom::{Object, ObjectRef, TypeInfo, root};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
