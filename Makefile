@@ -1,7 +1,7 @@
 # Developer and CI entry points for vmkit (Rust core + Python package).
 #
 #   make build        build the extension into .venv (maturin develop --release)
-#   make test         test-rust, lint-rust, test-python, lint-python, in that order
+#   make test         test-rust (with test-loom), lint-rust, test-python, lint-python, in that order
 #   make system-deps  install QEMU (qemu-system-x86) for the interop tests, if missing
 #   make demo         run the demo against the built package
 #   make bench        criterion benches, then the Python-level benchmarks (QEMU side by side)
@@ -37,7 +37,7 @@ RUST_SRC := $(shell find crates -name '*.rs' -o -name Cargo.toml)
 # Python paths that exist (git does not track empty directories).
 PY_PATHS := $(wildcard python tests benches/py)
 
-.PHONY: build demo test test-rust lint-rust test-python lint-python system-deps bench fmt clean
+.PHONY: build demo test test-rust test-loom lint-rust test-python lint-python system-deps bench fmt clean
 
 # Venv with the build backend and the test extras, both read from pyproject.toml.
 $(DEPS_STAMP): pyproject.toml
@@ -67,6 +67,13 @@ test: build
 
 test-rust: $(DEPS_STAMP)
 	$(WITH_LIBPYTHON) cargo test --workspace
+	@$(MAKE) --no-print-directory test-loom
+
+# The model check of vmkit-qom's reference count under loom (--cfg loom),
+# built in a target directory of its own so the main build stays valid.
+# The test bounds preemptions to 3 unless LOOM_MAX_PREEMPTIONS says otherwise.
+test-loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p vmkit-qom --test loom_refcount --release
 
 lint-rust: $(DEPS_STAMP)
 	cargo fmt --all --check

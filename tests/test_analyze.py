@@ -1,13 +1,17 @@
 """`vmkit.migration.analyze` and `vmkit analyze` on a sample stream.
 
 ``tests/data/sample.stream`` is written by the Rust test
-``python_fixture_is_up_to_date`` in ``crates/vmkit-migration/tests/wire_report.rs``
+``python_fixture_is_up_to_date`` in ``crates/vmkit-migration/tests/analyze_report.rs``
 (``VMKIT_WRITE_FIXTURES=1`` regenerates it).
 """
 
 from __future__ import annotations
 
 import json
+import resource
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,61 @@ def test_cli_truncated(truncated: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(tmp_path / "missing.stream")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def crafted_trailer_stream(path: Path) -> Path:
+    """A stream whose trailer nests a capped array of structs in another:
+    2**40 zero-size elements described over an empty device body."""
+    cap = 1 << 20
+    inner = {"name": "inner", "array_len": cap, "type": "buffer", "size": 0}
+    outer = {
+        "name": "outer",
+        "array_len": cap,
+        "type": "struct",
+        "struct": {"vmsd_name": "elem", "version": 1, "fields": [inner]},
+        "size": 0,
+    }
+    device = {
+        "name": "crafted",
+        "instance_id": 0,
+        "vmsd_name": "crafted",
+        "version": 1,
+        "fields": [outer],
+    }
+    trailer = json.dumps({"page_size": 4096, "devices": [device]}, separators=(",", ":")).encode()
+    idstr = b"crafted"
+    stream = b"QEVM" + struct.pack(">I", 3)
+    # FULL section 1 (idstr, instance 0, version 1), empty body, footer.
+    stream += b"\x04" + struct.pack(">IB", 1, len(idstr)) + idstr + struct.pack(">II", 0, 1)
+    stream += b"\x7e" + struct.pack(">I", 1)
+    stream += b"\x00" + b"\x06" + struct.pack(">I", len(trailer)) + trailer
+    path.write_bytes(stream)
+    return path
+
+
+def _limit_memory() -> None:
+    # Should the budget ever regress, fail fast instead of eating the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_a_trailer_describing_too_much_is_one_clear_error(tmp_path: Path) -> None:
+    stream = crafted_trailer_stream(tmp_path / "crafted.stream")
+    report = migration.analyze(stream)
+    assert report["error"] is not None
+    assert "trailer too large" in report["error"]["message"]
+    assert report["devices"] == []
+    cli = "import sys; from vmkit.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run(
+        [sys.executable, "-c", cli, "analyze", str(stream)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_limit_memory,
+    )
+    assert run.returncode == 1, run.stderr
+    errors = run.stderr.splitlines()
+    assert len(errors) == 1, run.stderr
+    assert errors[0].startswith("vmkit: error at offset "), errors[0]
+    assert "VMDESCRIPTION trailer too large" in errors[0]
+    assert "Traceback" not in run.stderr

@@ -78,6 +78,7 @@ def test_paths_and_resolution(machine: qom.Object, uniq: Callable[[str], str]) -
     with pytest.raises(errors.WrongTypeError):
         qom.resolve_path("/machine/peripheral/d0", "container")
     assert qom.resolve_path("d0", dev) == d0
+
     # qom-list: every property with its type
     listing = {p.name: p.type for p in d0.properties()}
     assert (
@@ -85,6 +86,23 @@ def test_paths_and_resolution(machine: qom.Object, uniq: Callable[[str], str]) -
         and listing["type"] == "str"
         and listing["realized"] == "bool"
     )
+
+
+def test_an_ambiguous_partial_path_is_its_own_error(
+    machine: qom.Object, uniq: Callable[[str], str]
+) -> None:
+    dev = uniq("dev")
+    qom.register_type(dev, "device", instance_init=lambda o: o.embed_child("port", "container"))
+    qom.device_add(dev, id="a0")
+    qom.device_add(dev, id="a1")
+    with pytest.raises(errors.AmbiguousPathError, match="ambiguous: it matches") as amb:
+        qom.resolve_path("port")
+    assert isinstance(amb.value, errors.PathError)
+    assert "/machine/peripheral/a0/port" in str(amb.value)
+    with pytest.raises(errors.PathError) as missing:
+        qom.resolve_path("no-such-port")
+    assert not isinstance(missing.value, errors.AmbiguousPathError)
+    assert qom.resolve_path("a1/port").path == "/machine/peripheral/a1/port"
 
 
 def test_link_path_components_are_followed(machine: qom.Object, uniq: Callable[[str], str]) -> None:

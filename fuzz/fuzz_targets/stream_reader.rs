@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = vmkit_migration::wire::analyze::fuzz_stream(data);
+    let _ = vmkit_migration::analyze::fuzz_stream(data);
 });

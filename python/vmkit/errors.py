@@ -10,6 +10,7 @@ Every vmkit error derives from :class:`VmkitError`; object-model errors from
         │   ├── PropertyNotFoundError, DuplicatePropertyError
         │   └── PropertyTypeError, PropertyValueError, PropertyAccessError
         ├── PathError
+        │   └── AmbiguousPathError  (a partial path that matches more than one object)
         ├── ObjectFinalizedError
         ├── SingletonError
         ├── LifecycleError
@@ -35,6 +36,7 @@ from vmkit._core import (
     AbstractTypeError,
     AccessError,
     AddressError,
+    AmbiguousPathError,
     DeviceGoneError,
     DeviceStateError,
     DuplicatePropertyError,
@@ -65,6 +67,7 @@ __all__ = [
     "AbstractTypeError",
     "AccessError",
     "AddressError",
+    "AmbiguousPathError",
     "DeviceGoneError",
     "DeviceStateError",
     "DuplicatePropertyError",

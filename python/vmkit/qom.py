@@ -243,7 +243,9 @@ def root() -> Object:
 def resolve_path(path: str, type_name: str | None = None) -> Object:
     """Resolves an absolute path or an unambiguous partial one.
 
-    :raises PathError: malformed, not found, or ambiguous.
+    :raises AmbiguousPathError: a partial path that matches more than one
+        object (a :class:`PathError`).
+    :raises PathError: malformed or not found.
     :raises WrongTypeError: the object is not of ``type_name``.
     """
     return _core.resolve_path(path, type_name)

@@ -4,8 +4,8 @@
 //!
 //! * [`wire`]: the byte level — a bounded, offset-tracking reader and a
 //!   writer, the file header, configuration record, section headers and
-//!   footers, RAM sections, the VMDESCRIPTION JSON trailer, and a record
-//!   parser for analysis. Streams are untrusted input: every length is
+//!   footers, RAM sections, the VMDESCRIPTION JSON trailer, and the
+//!   record parser. Streams are untrusted input: every length is
 //!   checked before anything is allocated from it, and every error names
 //!   the byte offset.
 //! * [`vmstate`]: VMState descriptions of device state (fields, arrays,
@@ -15,8 +15,12 @@
 //!   VMState description, saved and loaded through one trait.
 //! * [`savevm`]: a whole machine (RAM and device sections) saved to a
 //!   stream and restored from one; device types declare their VMState.
+//! * [`analyze`](mod@analyze): what a stream holds, record by record (the
+//!   report behind `vmkit analyze`) or counted; above both `wire` and
+//!   `savevm`, used by neither.
 #![deny(unsafe_code)]
 
+pub mod analyze;
 pub mod device_state;
 mod error;
 pub mod savevm;

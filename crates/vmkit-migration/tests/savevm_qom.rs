@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use vmkit_migration::analyze::analyze_report;
 use vmkit_migration::device_state::{DeviceState, MigrationState, StateError};
 use vmkit_migration::savevm::{
     RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_model, register_device_vmstate,
     restore, save,
 };
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
-use vmkit_migration::wire::{ParserOptions, analyze_report};
+use vmkit_migration::wire::ParserOptions;
 use vmkit_qom::{Object, ObjectRef, TypeInfo, root};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use vmkit_memory::RamBlock;
 use vmkit_migration::Error;
+use vmkit_migration::analyze::analyze_report;
 use vmkit_migration::device_state::{DeviceState, DynDeviceState, StateError};
 use vmkit_migration::savevm::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, SavevmError, restore, save};
 use vmkit_migration::test_support::ValueDevice;
 use vmkit_migration::vmstate::{ArrayLen, FieldKind, MigrationPriority, VmStateDescription, VmStruct, VmValue};
-use vmkit_migration::wire::{ParserOptions, WireError, analyze_report};
+use vmkit_migration::wire::{ParserOptions, WireError};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

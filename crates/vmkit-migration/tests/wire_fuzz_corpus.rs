@@ -8,7 +8,7 @@ mod wire_support;
 use std::path::PathBuf;
 
 use vmkit_memory::RamBlock;
-use vmkit_migration::wire::analyze::{FUZZ_BLOCK, fuzz_stream};
+use vmkit_migration::analyze::{FUZZ_BLOCK, fuzz_stream};
 use vmkit_migration::wire::format::VmCommand;
 use vmkit_migration::wire::section::write_file_header;
 use vmkit_migration::wire::stream::{write_command, write_eof};

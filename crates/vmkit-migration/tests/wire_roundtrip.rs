@@ -9,7 +9,7 @@ use vmkit_migration::wire::section::{SectionHeader, read_file_header, read_foote
 use vmkit_migration::wire::stream::{write_command, write_eof};
 use vmkit_migration::wire::{
     AnalysisHandler, Configuration, ParserOptions, RamSectionReader, RamSectionWriter, Record, StreamParser,
-    StreamReader, StreamWriter, VmDescBodySkipper, VmDescription, analyze, locate_vmdesc, read_vmdesc_from_end,
+    StreamReader, StreamWriter, VmDescBodySkipper, VmDescription, locate_vmdesc, read_vmdesc_from_end,
 };
 use wire_support::*;
 
@@ -275,7 +275,10 @@ fn vmdesc_is_located_from_the_end() {
 #[test]
 fn analyze_summarises_a_file() {
     let bytes = small_stream();
-    let a = ok(analyze(&mut Cursor::new(&bytes), ParserOptions::default()));
+    let a = ok(vmkit_migration::analyze::analyze(
+        &mut Cursor::new(&bytes),
+        ParserOptions::default(),
+    ));
     assert_eq!(a.configuration.map(|c| c.machine_type), Some("pc-q35-9.2".to_owned()));
     assert_eq!(a.section_counts, [1, 1, 1, 1]);
     assert_eq!(a.ram.blocks.len(), 1);
@@ -283,7 +286,7 @@ fn analyze_summarises_a_file() {
     assert_eq!(a.vmdesc, Some(vmdesc()));
     assert_eq!(a.length, bytes.len() as u64);
     // The fuzz entry point applies RAM to a 16-page `pc.ram`.
-    assert!(!vmkit_migration::wire::analyze::fuzz_stream(&bytes));
+    assert!(!vmkit_migration::analyze::fuzz_stream(&bytes));
     let fits = small_stream_with(vec![random_block("pc.ram", 16, 7)]);
-    assert!(vmkit_migration::wire::analyze::fuzz_stream(&fits));
+    assert!(vmkit_migration::analyze::fuzz_stream(&fits));
 }

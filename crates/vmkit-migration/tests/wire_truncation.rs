@@ -6,9 +6,9 @@ mod wire_support;
 use std::io::Cursor;
 
 use vmkit_migration::Error;
-use vmkit_migration::wire::analyze::fuzz_stream;
+use vmkit_migration::analyze::{analyze, fuzz_stream};
 use vmkit_migration::wire::{
-    AnalysisHandler, ParserOptions, RamSectionReader, StreamParser, VmDescBodySkipper, WireError, analyze,
+    AnalysisHandler, ParserOptions, RamSectionReader, StreamParser, VmDescBodySkipper, WireError,
 };
 use wire_support::*;
 

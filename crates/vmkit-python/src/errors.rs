@@ -8,6 +8,7 @@
 //!     │   ├── PropertyNotFoundError, DuplicatePropertyError
 //!     │   ├── PropertyTypeError, PropertyValueError, PropertyAccessError
 //!     ├── PathError
+//!     │   └── AmbiguousPathError
 //!     ├── ObjectFinalizedError
 //!     ├── SingletonError
 //!     ├── LifecycleError
@@ -99,6 +100,12 @@ pyo3::create_exception!(
     PathError,
     QomError,
     "A path is malformed, names nothing, or is ambiguous."
+);
+pyo3::create_exception!(
+    vmkit.errors,
+    AmbiguousPathError,
+    PathError,
+    "A partial path matches more than one object."
 );
 pyo3::create_exception!(
     vmkit.errors,
@@ -208,6 +215,7 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         ErrorKind::PropertyValue => PropertyValueError::new_err(msg),
         ErrorKind::PropertyAccess => PropertyAccessError::new_err(msg),
         ErrorKind::Path => PathError::new_err(msg),
+        ErrorKind::AmbiguousPath => AmbiguousPathError::new_err(msg),
         ErrorKind::ObjectFinalized => ObjectFinalizedError::new_err(msg),
         ErrorKind::Singleton => SingletonError::new_err(msg),
         ErrorKind::Lifecycle => LifecycleError::new_err(msg),
@@ -330,6 +338,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PropertyValueError", py.get_type::<PropertyValueError>())?;
     m.add("PropertyAccessError", py.get_type::<PropertyAccessError>())?;
     m.add("PathError", py.get_type::<PathError>())?;
+    m.add("AmbiguousPathError", py.get_type::<AmbiguousPathError>())?;
     m.add("ObjectFinalizedError", py.get_type::<ObjectFinalizedError>())?;
     m.add("SingletonError", py.get_type::<SingletonError>())?;
     m.add("LifecycleError", py.get_type::<LifecycleError>())?;

@@ -176,8 +176,11 @@ pub enum ErrorKind {
     PropertyValue,
     /// [`Error::PropertyAccess`]
     PropertyAccess,
-    /// [`Error::Path`]
+    /// [`Error::Path`], except an ambiguous partial path
     Path,
+    /// [`Error::Path`] with [`PathError::Ambiguous`]: a partial path that
+    /// matches more than one object (callers tell it apart from "not found")
+    AmbiguousPath,
     /// [`Error::ObjectFinalized`]
     ObjectFinalized,
     /// [`Error::Singleton`]
@@ -201,6 +204,7 @@ impl Error {
             Error::PropertyType { .. } => ErrorKind::PropertyType,
             Error::PropertyValue { .. } => ErrorKind::PropertyValue,
             Error::PropertyAccess { .. } => ErrorKind::PropertyAccess,
+            Error::Path(PathError::Ambiguous { .. }) => ErrorKind::AmbiguousPath,
             Error::Path(_) => ErrorKind::Path,
             Error::ObjectFinalized { .. } => ErrorKind::ObjectFinalized,
             Error::Singleton { .. } => ErrorKind::Singleton,

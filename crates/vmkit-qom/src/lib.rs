@@ -42,9 +42,11 @@ mod object;
 mod owned_ref;
 mod placement;
 mod property;
+mod refcount;
 mod size;
 mod stats;
 mod storage;
+mod sync;
 mod tree;
 mod type_info;
 mod value;
@@ -52,13 +54,16 @@ mod value;
 pub use callback::CallbackError;
 pub use error::{Error, ErrorKind, PathError, Result};
 pub use lifecycle::singleton_instance;
-pub use object::{Object, Phase};
+pub use object::{Creation, Object, Phase};
 pub use owned_ref::ObjectRef;
 pub use placement::{
     check_id, create_machine, destroy_machine, device_add, device_del, machine, machine_creation_done, machine_ready,
-    object_add, object_del,
+    new_object, object_add, object_del,
 };
-pub use property::{Accessor, Getter, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter};
+pub use property::{
+    Accessor, Getter, KindOptions, ParseKindError, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter,
+};
+pub use refcount::{MAX_REFS, RefCount};
 pub use size::{format_size, parse_size};
 pub use stats::{Stats, stats};
 pub use storage::StorageGuard;

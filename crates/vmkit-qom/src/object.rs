@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::owned_ref::ObjectRef;
 use crate::property::{Accessor, PropCtx, PropertyDef, PropertyInfo, PropertyKind};
+use crate::refcount::RefCount;
 use crate::stats;
 use crate::storage::{Storage, StorageGuard};
 use crate::type_info::{Class, TypeRef, lookup_type};
@@ -57,7 +58,7 @@ impl Phase {
 pub(crate) struct ObjectInner {
     id: u64,
     pub(crate) class: Arc<Class>,
-    pub(crate) refs: AtomicU32,
+    pub(crate) refs: RefCount,
     /// Whether the device is realized; an atomic so that MMIO dispatch can
     /// check it on every access without taking the data lock.
     pub(crate) realized: AtomicBool,
@@ -107,6 +108,17 @@ pub(crate) struct LinkTarget {
 pub(crate) struct InstanceProp {
     pub(crate) def: Arc<PropertyDef>,
     pub(crate) slot: Slot,
+}
+
+/// What an object's creator knows about its creation that the object layer
+/// does not (the object model knows no machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Creation {
+    /// The object is a device created into a complete machine: QEMU's
+    /// `hotplugged` (set by [`device_add`](crate::device_add) once
+    /// [`machine_creation_done`](crate::machine_creation_done) was called).
+    /// Ignored for objects that are not devices.
+    pub hotplugged: bool,
 }
 
 /// A handle to an object. It does not keep the object from being finalized;
@@ -178,12 +190,18 @@ impl Object {
 
     /// Creates an object of an already looked-up type.
     pub fn new_of(ty: &TypeRef) -> Result<ObjectRef> {
+        Self::create(ty, Creation::default())
+    }
+
+    /// Creates an object of `ty` with what its creator knows about the
+    /// creation (see [`Creation`]).
+    pub fn create(ty: &TypeRef, creation: Creation) -> Result<ObjectRef> {
         if ty.is_abstract() {
             return Err(Error::AbstractType(ty.name().to_string()));
         }
         let class = ty.class()?;
         let storage = Storage::new();
-        let obj = Self::allocate(class, storage, None);
+        let obj = Self::allocate(class, storage, None, creation);
         crate::lifecycle::initialize(obj)
     }
 
@@ -205,13 +223,22 @@ impl Object {
         }
         let class = ty.class()?;
         self.0.storage.acquire()?;
-        let child = Self::allocate(class, self.0.storage.clone(), Some(Arc::downgrade(&self.0)));
+        // A device embedded in a hot-plugged device is created hot-plugged too.
+        let creation = Creation {
+            hotplugged: self.is_hotplugged(),
+        };
+        let child = Self::allocate(class, self.0.storage.clone(), Some(Arc::downgrade(&self.0)), creation);
         let child = crate::lifecycle::initialize(child)?;
         self.add_child(name, &child)?;
         Ok(child.handle())
     }
 
-    fn allocate(class: Arc<Class>, storage: Arc<Storage>, embedded_in: Option<Weak<ObjectInner>>) -> ObjectRef {
+    fn allocate(
+        class: Arc<Class>,
+        storage: Arc<Storage>,
+        embedded_in: Option<Weak<ObjectInner>>,
+        creation: Creation,
+    ) -> ObjectRef {
         let slots = class
             .properties
             .iter()
@@ -221,13 +248,11 @@ impl Object {
                 _ => Slot::Value(p.initial_value()),
             })
             .collect();
-        // As QEMU's device_initfn: a device made once the machine is ready
-        // (every QMP device_add) is hot-plugged.
-        let hotplugged = class.is_device() && crate::placement::machine_ready();
+        let hotplugged = class.is_device() && creation.hotplugged;
         let inner = Arc::new(ObjectInner {
             id: NEXT_OBJECT_ID.fetch_add(1, Ordering::Relaxed),
             class,
-            refs: AtomicU32::new(1),
+            refs: RefCount::one(),
             realized: AtomicBool::new(false),
             hotplugged,
             phase: AtomicU8::new(0),
@@ -281,7 +306,7 @@ impl Object {
 
     /// The number of QOM references held on the object.
     pub fn refcount(&self) -> u32 {
-        self.0.refs.load(Ordering::Acquire)
+        self.0.refs.get()
     }
 
     /// The error of a refused `try_ref`, kept out of its inlined fast path.
@@ -385,8 +410,9 @@ impl Object {
         }
     }
 
-    /// Whether this device was created after the machine was complete
-    /// ([`machine_creation_done`](crate::machine_creation_done)).
+    /// Whether this device was created hot-plugged ([`Creation::hotplugged`]:
+    /// after [`machine_creation_done`](crate::machine_creation_done), or
+    /// embedded in such a device).
     pub fn is_hotplugged(&self) -> bool {
         self.0.hotplugged
     }

@@ -3,7 +3,8 @@
 //! This is the crate's only module with `unsafe` code. All `ObjectRef`s of
 //! an object share the single `Arc` strong count the object was created
 //! with: taking or dropping a reference is then one atomic operation on the
-//! QOM count instead of two (QOM count and `Arc` count). The invariant:
+//! QOM count ([`RefCount`](crate::RefCount)) instead of two (QOM count and
+//! `Arc` count). The invariant:
 //!
 //! * every `ObjectRef` stands for exactly one unit of `ObjectInner::refs`;
 //! * while `refs > 0`, one `Arc` strong count is held on their behalf;
@@ -15,7 +16,6 @@
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
-use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::object::Object;
@@ -43,11 +43,7 @@ impl Deref for ObjectRef {
 impl Clone for ObjectRef {
     #[inline]
     fn clone(&self) -> Self {
-        let prev = self.0.0.refs.fetch_add(1, Ordering::Relaxed);
-        // Far below u32 overflow; like Arc, an impossible count aborts rather than wraps.
-        if prev > u32::MAX / 2 {
-            std::process::abort();
-        }
+        self.0.0.refs.acquire();
         // SAFETY: `self` is a counted reference, so the count was above zero
         // and the shared strong count exists; it was just raised for the copy.
         unsafe { ObjectRef::counted(&self.0) }
@@ -57,8 +53,7 @@ impl Clone for ObjectRef {
 impl Drop for ObjectRef {
     #[inline]
     fn drop(&mut self) {
-        if self.0.0.refs.fetch_sub(1, Ordering::Release) == 1 {
-            std::sync::atomic::fence(Ordering::Acquire);
+        if self.0.0.refs.release() {
             // SAFETY: the count went from one to zero, so this was the last
             // reference and no other can ever be made (`try_ref` refuses a
             // zero count): the shared strong count is this one's to give back,
@@ -106,17 +101,10 @@ impl Object {
     /// an object whose count reached zero can never be brought back.
     #[inline]
     pub fn try_ref(&self) -> Result<ObjectRef> {
-        let refs = &self.0.refs;
-        let mut cur = refs.load(Ordering::Acquire);
-        loop {
-            if cur == 0 || cur >= u32::MAX / 2 {
-                return Err(self.try_ref_refused(cur));
-            }
-            match refs.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Acquire) {
-                // SAFETY: the count was raised from `cur`, above zero, for the new reference.
-                Ok(_) => return Ok(unsafe { ObjectRef::counted(self) }),
-                Err(seen) => cur = seen,
-            }
+        match self.0.refs.try_acquire() {
+            // SAFETY: the count was raised from a value above zero for the new reference.
+            Ok(()) => Ok(unsafe { ObjectRef::counted(self) }),
+            Err(seen) => Err(self.try_ref_refused(seen)),
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, PathError, Result};
-use crate::object::Object;
+use crate::object::{Creation, Object};
+use crate::owned_ref::ObjectRef;
 use crate::tree::{resolve_path, root};
 use crate::type_info::{TYPE_DEVICE, TYPE_MACHINE, TYPE_USER_CREATABLE, lookup_type};
 use crate::value::Value;
@@ -48,6 +49,21 @@ pub fn machine_ready() -> bool {
     MACHINE_READY.load(Ordering::Acquire)
 }
 
+/// How the management layer creates objects now: as QEMU's `device_initfn`,
+/// a device made once the machine is complete is hot-plugged.
+fn creation() -> Creation {
+    Creation {
+        hotplugged: machine_ready(),
+    }
+}
+
+/// Creates an object of the named type as the management commands do: a
+/// device created after [`machine_creation_done`] is hot-plugged.
+/// ([`Object::new`] knows no machine: its devices are cold-plugged.)
+pub fn new_object(type_name: &str) -> Result<ObjectRef> {
+    Object::create(&lookup_type(type_name)?, creation())
+}
+
 /// The machine at `/machine`, if one was created.
 pub fn machine() -> Option<Object> {
     root().child("machine")
@@ -70,7 +86,7 @@ pub fn create_machine(type_name: &str) -> Result<Object> {
         });
     }
     MACHINE_READY.store(false, Ordering::Release);
-    let m = Object::new_of(&ty)?;
+    let m = Object::create(&ty, creation())?;
     root().add_child("machine", &m)?;
     Ok(m.handle())
 }
@@ -123,7 +139,7 @@ pub fn device_add(type_name: &str, id: Option<&str>, props: &[(String, Value)]) 
             reason: format!("duplicate device id '{name}'"),
         });
     }
-    let dev = Object::new_of(&ty)?;
+    let dev = Object::create(&ty, creation())?;
     set_all(&dev, props)?;
     parent.add_child(&name, &dev)?;
     if let Err(e) = dev.realize() {
@@ -169,7 +185,7 @@ pub fn object_add(type_name: &str, id: &str, props: &[(String, Value)]) -> Resul
             reason: format!("duplicate object id '{id}'"),
         });
     }
-    let obj = Object::new_of(&ty)?;
+    let obj = Object::create(&ty, creation())?;
     set_all(&obj, props)?;
     objects.add_child(id, &obj)?;
     if let Err(e) = obj.complete() {

@@ -7,6 +7,7 @@
 //! a property with a custom accessor computes it.
 
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -207,6 +208,162 @@ impl PropertyKind {
             _ => Value::str(text),
         };
         self.coerce(value, ctx)
+    }
+}
+
+/// Why a property type name (with its options) does not make a [`PropertyKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseKindError {
+    /// Not a type name that can be declared.
+    #[error("unknown property type '{0}' (expected bool, int8..int64, uint8..uint64, str, size, enum or link<TYPE>)")]
+    Unknown(String),
+    /// `child<TYPE>`: such properties come from adding a child, not from a declaration.
+    #[error("'{0}' cannot be declared: child<> properties are made by adding a child")]
+    Child(String),
+    /// `enum` without its values.
+    #[error("an enum property needs 'values'")]
+    EnumWithoutValues,
+    /// `enum` with an empty list of values.
+    #[error("an enum property needs at least one value")]
+    EnumEmpty,
+    /// A bound outside what the integer type can hold.
+    #[error("{0} out of range")]
+    BoundOutOfRange(&'static str),
+    /// `min` above `max` (after both were narrowed to the type's range).
+    #[error("min is greater than max")]
+    EmptyRange,
+    /// `min`/`max` on a type that is not an integer.
+    #[error("min/max apply to integer properties only")]
+    RangeOnNonInteger,
+}
+
+/// What a property declaration may say besides its type name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindOptions {
+    /// Smallest accepted value (integers only); narrows the type's range.
+    pub min: Option<i128>,
+    /// Largest accepted value (integers only); narrows the type's range.
+    pub max: Option<i128>,
+    /// The members of an `enum` (required for it).
+    pub values: Option<Vec<String>>,
+    /// The name of an `enum` type (`enum` when not given).
+    pub enum_name: Option<String>,
+    /// Whether a `link<>` holds a reference on its target.
+    pub strong: bool,
+}
+
+impl Default for KindOptions {
+    /// No range, no enum values, strong links.
+    fn default() -> KindOptions {
+        KindOptions {
+            min: None,
+            max: None,
+            values: None,
+            enum_name: None,
+            strong: true,
+        }
+    }
+}
+
+/// Parses a declarable type name: `bool`, `int8`..`int64`, `uint8`..`uint64`,
+/// `str` (or `string`), `size`, `link<TYPE>` (strong). `enum` needs its
+/// values: see [`PropertyKind::parse_with`].
+impl FromStr for PropertyKind {
+    type Err = ParseKindError;
+
+    fn from_str(type_name: &str) -> std::result::Result<PropertyKind, ParseKindError> {
+        PropertyKind::parse_with(type_name, KindOptions::default())
+    }
+}
+
+impl PropertyKind {
+    /// Parses a type name with the rest of a declaration (range, enum
+    /// values, link strength), as a binding's property definition gives them.
+    pub fn parse_with(type_name: &str, options: KindOptions) -> std::result::Result<PropertyKind, ParseKindError> {
+        let KindOptions {
+            min,
+            max,
+            values,
+            enum_name,
+            strong,
+        } = options;
+        let int_bits = |prefix: &str| -> Option<u8> {
+            type_name.strip_prefix(prefix).and_then(|b| match b {
+                "8" => Some(8),
+                "16" => Some(16),
+                "32" => Some(32),
+                "64" => Some(64),
+                _ => None,
+            })
+        };
+        let angle = |prefix: &str| type_name.strip_prefix(prefix).and_then(|t| t.strip_suffix('>'));
+        let mut kind = match type_name {
+            "bool" => PropertyKind::Bool,
+            "str" | "string" => PropertyKind::Str,
+            "size" => PropertyKind::Size,
+            "enum" => {
+                let values = values.ok_or(ParseKindError::EnumWithoutValues)?;
+                if values.is_empty() {
+                    return Err(ParseKindError::EnumEmpty);
+                }
+                PropertyKind::Enum {
+                    name: enum_name.unwrap_or_else(|| "enum".into()).into(),
+                    values: values.into_iter().map(Arc::from).collect(),
+                }
+            }
+            _ => {
+                if let Some(bits) = int_bits("uint") {
+                    PropertyKind::uint(bits)
+                } else if let Some(bits) = int_bits("int") {
+                    PropertyKind::int(bits)
+                } else if let Some(target) = angle("link<") {
+                    PropertyKind::Link {
+                        target: target.into(),
+                        strong,
+                    }
+                } else if angle("child<").is_some() {
+                    return Err(ParseKindError::Child(type_name.to_string()));
+                } else {
+                    return Err(ParseKindError::Unknown(type_name.to_string()));
+                }
+            }
+        };
+        match &mut kind {
+            PropertyKind::Int { min: lo, max: hi, .. } => {
+                if let Some(m) = min {
+                    *lo = i64::try_from(m)
+                        .map_err(|_| ParseKindError::BoundOutOfRange("min"))?
+                        .max(*lo);
+                }
+                if let Some(m) = max {
+                    *hi = i64::try_from(m)
+                        .map_err(|_| ParseKindError::BoundOutOfRange("max"))?
+                        .min(*hi);
+                }
+                if lo > hi {
+                    return Err(ParseKindError::EmptyRange);
+                }
+            }
+            PropertyKind::UInt { min: lo, max: hi, .. } => {
+                if let Some(m) = min {
+                    *lo = u64::try_from(m)
+                        .map_err(|_| ParseKindError::BoundOutOfRange("min"))?
+                        .max(*lo);
+                }
+                if let Some(m) = max {
+                    *hi = u64::try_from(m)
+                        .map_err(|_| ParseKindError::BoundOutOfRange("max"))?
+                        .min(*hi);
+                }
+                if lo > hi {
+                    return Err(ParseKindError::EmptyRange);
+                }
+            }
+            _ if min.is_some() || max.is_some() => return Err(ParseKindError::RangeOnNonInteger),
+            _ => {}
+        }
+        Ok(kind)
     }
 }
 
@@ -502,6 +659,125 @@ mod tests {
             "{err}"
         );
         assert_eq!(e.zero(), Value::str("on"));
+    }
+
+    #[test]
+    fn type_names_parse_into_kinds() {
+        let parse = |t: &str| t.parse::<PropertyKind>();
+        assert_eq!(parse("bool"), Ok(PropertyKind::Bool));
+        assert_eq!(parse("str"), Ok(PropertyKind::Str));
+        assert_eq!(parse("string"), Ok(PropertyKind::Str));
+        assert_eq!(parse("size"), Ok(PropertyKind::Size));
+        for bits in [8u8, 16, 32, 64] {
+            assert_eq!(parse(&format!("uint{bits}")), Ok(PropertyKind::uint(bits)));
+            assert_eq!(parse(&format!("int{bits}")), Ok(PropertyKind::int(bits)));
+        }
+        assert_eq!(
+            parse("link<pci-device>"),
+            Ok(PropertyKind::Link {
+                target: "pci-device".into(),
+                strong: true
+            })
+        );
+        // What a kind reports as its type name parses back to it (enums
+        // report their own name, which needs their values).
+        for kind in [
+            PropertyKind::Bool,
+            PropertyKind::int(16),
+            PropertyKind::uint(64),
+            PropertyKind::Size,
+        ] {
+            assert_eq!(parse(&kind.type_name()), Ok(kind));
+        }
+        for bad in ["float", "uint", "int7", "uint128", "link<x", "link", "", "Bool"] {
+            let e = parse(bad);
+            assert_eq!(e, Err(ParseKindError::Unknown(bad.to_string())), "{bad}");
+        }
+        let msg = parse("float").err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            msg,
+            "unknown property type 'float' (expected bool, int8..int64, uint8..uint64, str, size, enum or link<TYPE>)"
+        );
+        assert_eq!(parse("child<dev>"), Err(ParseKindError::Child("child<dev>".into())));
+        assert_eq!(parse("enum"), Err(ParseKindError::EnumWithoutValues));
+        assert_eq!(
+            ParseKindError::EnumWithoutValues.to_string(),
+            "an enum property needs 'values'"
+        );
+    }
+
+    #[test]
+    fn declaration_options_shape_the_kind() {
+        let with = |t: &str, o: KindOptions| PropertyKind::parse_with(t, o);
+        let range = |min, max| KindOptions {
+            min,
+            max,
+            ..KindOptions::default()
+        };
+        assert_eq!(
+            with("uint16", range(Some(1), Some(1000))),
+            Ok(PropertyKind::UInt {
+                bits: 16,
+                min: 1,
+                max: 1000
+            })
+        );
+        // Bounds only narrow the type's own range.
+        assert_eq!(
+            with("int8", range(Some(-1000), Some(5))),
+            Ok(PropertyKind::Int {
+                bits: 8,
+                min: -128,
+                max: 5
+            })
+        );
+        assert_eq!(
+            with("uint8", range(Some(-1), None)),
+            Err(ParseKindError::BoundOutOfRange("min"))
+        );
+        assert_eq!(
+            with("int64", range(None, Some(i128::MAX))),
+            Err(ParseKindError::BoundOutOfRange("max"))
+        );
+        assert_eq!(with("uint8", range(Some(9), Some(3))), Err(ParseKindError::EmptyRange));
+        assert_eq!(
+            with("str", range(Some(0), None)),
+            Err(ParseKindError::RangeOnNonInteger)
+        );
+        assert_eq!(
+            ParseKindError::RangeOnNonInteger.to_string(),
+            "min/max apply to integer properties only"
+        );
+        assert_eq!(ParseKindError::BoundOutOfRange("min").to_string(), "min out of range");
+        assert_eq!(ParseKindError::EmptyRange.to_string(), "min is greater than max");
+        let values = |v: &[&str]| KindOptions {
+            values: Some(v.iter().map(|s| s.to_string()).collect()),
+            ..KindOptions::default()
+        };
+        assert_eq!(
+            with("enum", values(&["on", "off"])),
+            Ok(PropertyKind::Enum {
+                name: "enum".into(),
+                values: vec![Arc::from("on"), Arc::from("off")].into()
+            })
+        );
+        let named = KindOptions {
+            enum_name: Some("OnOffAuto".into()),
+            ..values(&["auto"])
+        };
+        assert_eq!(with("enum", named).map(|k| k.type_name()), Ok("OnOffAuto".to_string()));
+        assert_eq!(with("enum", values(&[])), Err(ParseKindError::EnumEmpty));
+        let weak = KindOptions {
+            strong: false,
+            ..KindOptions::default()
+        };
+        assert_eq!(
+            with("link<dev>", weak),
+            Ok(PropertyKind::Link {
+                target: "dev".into(),
+                strong: false
+            })
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `peripheral`, `peripheral-anon` and `unattached` containers.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, PathError, Result};
 use crate::object::{InstanceProp, Object, ParentEdge, Slot};
@@ -14,7 +14,10 @@ use crate::owned_ref::ObjectRef;
 use crate::property::{PropertyDef, PropertyKind};
 use crate::type_info::TYPE_CONTAINER;
 
-static ROOT: LazyLock<Result<ObjectRef, String>> = LazyLock::new(|| {
+/// The root, built on first use (by [`root`]; looking up a path does not build it).
+static ROOT: OnceLock<Result<ObjectRef, String>> = OnceLock::new();
+
+fn build_root() -> Result<ObjectRef, String> {
     let build = || -> Result<ObjectRef> {
         let root = Object::new(TYPE_CONTAINER)?;
         for name in ["objects", "chardevs", "backend"] {
@@ -24,11 +27,11 @@ static ROOT: LazyLock<Result<ObjectRef, String>> = LazyLock::new(|| {
         Ok(root)
     };
     build().map_err(|e| e.to_string())
-});
+}
 
 /// The root of the composition tree (`/`).
 pub fn root() -> Object {
-    match &*ROOT {
+    match ROOT.get_or_init(build_root) {
         Ok(r) => r.handle(),
         // The built-in types always register, so this cannot happen; abort
         // loudly rather than hand out a half-built tree.
@@ -223,7 +226,12 @@ impl Object {
     /// The canonical path (`/machine/peripheral/net0`), or `None` when the
     /// object is not attached below the root.
     pub fn canonical_path(&self) -> Option<String> {
-        let root = root();
+        // Before the tree exists nothing is attached below its root; naming
+        // an object (in an error, say) does not build it.
+        let root = match ROOT.get() {
+            Some(Ok(r)) => r.handle(),
+            _ => return None,
+        };
         if *self == root {
             return Some("/".into());
         }

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use vmkit_qom::{
-    Error, ErrorKind, Object, PathError, Phase, PropertyDef, PropertyKind, TYPE_DEVICE, TYPE_MACHINE, TYPE_SINGLETON,
-    TYPE_USER_CREATABLE, TypeInfo, Value, create_machine, destroy_machine, device_add, device_del, machine,
-    machine_creation_done, machine_ready, object_add, object_del, qom_tree, resolve_path, singleton_instance,
+    Creation, Error, ErrorKind, Object, PathError, Phase, PropertyDef, PropertyKind, TYPE_DEVICE, TYPE_MACHINE,
+    TYPE_SINGLETON, TYPE_USER_CREATABLE, TypeInfo, Value, create_machine, destroy_machine, device_add, device_del,
+    machine, machine_creation_done, machine_ready, new_object, object_add, object_del, qom_tree, resolve_path,
+    singleton_instance,
 };
 
 mod common;
@@ -401,6 +402,7 @@ fn devices_made_after_machine_creation_done_are_hotplugged() -> TestResult {
     TypeInfo::new("place-hotplug-dev").parent(TYPE_DEVICE).register()?;
     assert!(!machine_ready());
     let cold = device_add("place-hotplug-dev", Some("cold"), &[])?;
+    assert!(!new_object("place-hotplug-dev")?.is_hotplugged());
     machine_creation_done()?;
     assert!(machine_ready());
     let hot = device_add("place-hotplug-dev", Some("hot"), &[])?;
@@ -410,6 +412,19 @@ fn devices_made_after_machine_creation_done_are_hotplugged() -> TestResult {
     // Only devices: other objects have no such notion.
     let plain = Object::new("container")?;
     assert!(!plain.is_hotplugged());
+    // Created the management layer's way, a device is hot-plugged too, and
+    // so is a device embedded in it; the object layer itself creates cold
+    // unless told otherwise.
+    let loose = new_object("place-hotplug-dev")?;
+    assert!(loose.is_hotplugged());
+    let inner = loose.embed_child("inner", "place-hotplug-dev")?;
+    assert!(inner.is_hotplugged());
+    assert!(!new_object("container")?.is_hotplugged());
+    assert!(!Object::new("place-hotplug-dev")?.is_hotplugged());
+    let ty = vmkit_qom::lookup_type("place-hotplug-dev")?;
+    assert!(Object::create(&ty, Creation { hotplugged: true })?.is_hotplugged());
+    let container = vmkit_qom::lookup_type("container")?;
+    assert!(!Object::create(&container, Creation { hotplugged: true })?.is_hotplugged());
     drop(m);
     assert!(!machine_ready(), "destroying the machine clears the flag");
     assert_eq!(err_of(machine_creation_done()).kind(), ErrorKind::Lifecycle);

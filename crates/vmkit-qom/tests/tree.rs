@@ -248,6 +248,12 @@ fn partial_paths_and_ambiguity() -> TestResult {
         other => panic!("{other:?}"),
     }
     assert!(e.to_string().contains("is ambiguous"));
+    // A kind of its own, so callers need not search the message.
+    assert_eq!(e.kind(), vmkit_qom::ErrorKind::AmbiguousPath);
+    assert_eq!(
+        err_of(resolve_path("tree-partial-onl", None)).kind(),
+        vmkit_qom::ErrorKind::Path
+    );
     // A longer partial path or a type filter disambiguates.
     assert_eq!(resolve_path("left/tree-partial-nic", None)?, nic_l.handle());
     assert_eq!(resolve_path("tree-partial-nic", Some(TYPE_DEVICE))?, nic_l.handle());

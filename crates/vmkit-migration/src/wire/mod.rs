@@ -11,38 +11,35 @@
 //! | [`vmdesc`] | the VMDESCRIPTION JSON trailer and how to find it in a file |
 //! | [`skip`] | [`VmDescBodySkipper`]: walks device bodies by their vmdesc sizes |
 //! | [`stream`] | [`StreamParser`]: the record-level parser |
-//! | [`analyze`](mod@analyze) | [`analyze()`](fn@analyze): whole-file analysis (RAM summary, device skipping) |
-//! | [`report`] | [`analyze_report`]: the record-by-record report behind `vmkit analyze` |
+//!
+//! The analyzer built on them lives above this layer, in
+//! [`crate::analyze`]: nothing here uses `savevm` or the analyzer.
 //!
 //! Everything read from a stream is untrusted: lengths are checked against
 //! caps before anything is allocated from them, and every error carries the
 //! byte offset where it was found.
 
-pub mod analyze;
 pub mod config;
 pub mod format;
 pub mod ram;
 pub mod reader;
-pub mod report;
 pub mod section;
 pub mod skip;
 pub mod stream;
 pub mod vmdesc;
 pub mod writer;
 
-pub use analyze::{StreamAnalysis, analyze};
 pub use config::Configuration;
 pub use format::{RamFlag, RecordType, SectionKind, VmCommand};
 pub use ram::{RamBlockSummary, RamSectionReader, RamSectionWriter, RamSummary};
 pub use reader::StreamReader;
-pub use report::{
-    AnalysisReport, DeviceReport, RamBlockReport, RamReport, RecordReport, ReportError, analyze_report,
-    analyze_report_with_ram,
-};
 pub use section::SectionHeader;
 pub use skip::VmDescBodySkipper;
 pub use stream::{AnalysisHandler, ParserOptions, Record, SectionBodyHandler, StreamParser};
-pub use vmdesc::{VmDescDevice, VmDescField, VmDescStruct, VmDescription, locate_vmdesc, read_vmdesc_from_end};
+pub use vmdesc::{
+    TrailerBudget, VmDescDevice, VmDescField, VmDescStruct, VmDescription, locate_vmdesc, read_vmdesc_from_end,
+    read_vmdesc_from_end_within,
+};
 pub use writer::StreamWriter;
 
 /// Stream-format errors. Every variant that concerns stream content names
@@ -214,6 +211,18 @@ pub enum WireError {
         /// Why.
         reason: String,
     },
+    /// The VMDESCRIPTION trailer describes more than any trailer may
+    /// ([`TrailerBudget`]): nested or sibling arrays whose element counts
+    /// multiply or add up past the budget.
+    #[error("VMDESCRIPTION trailer too large at offset {offset}: it describes more than {limit} {what}")]
+    TrailerTooLarge {
+        /// Offset of the trailer's JSON.
+        offset: u64,
+        /// What ran over: `elements` or `bytes of device state`.
+        what: &'static str,
+        /// The budget.
+        limit: u64,
+    },
     /// A device body that does not match its description (vmdesc skipper).
     #[error("section '{idstr}' at offset {offset}: {reason}")]
     BadBody {
@@ -274,6 +283,7 @@ impl WireError {
             | WireError::ContinueWithoutBlock { offset }
             | WireError::BadZeroByte { offset, .. }
             | WireError::BadJson { offset, .. }
+            | WireError::TrailerTooLarge { offset, .. }
             | WireError::BadBody { offset, .. }
             | WireError::Malformed { offset, .. }
             | WireError::Memory { offset, .. }
@@ -308,6 +318,7 @@ impl WireError {
             | WireError::Unsupported { .. }
             | WireError::BadJson { .. }
             | WireError::Malformed { .. }
+            | WireError::TrailerTooLarge { .. }
             | WireError::Io { .. } => None,
         }
     }

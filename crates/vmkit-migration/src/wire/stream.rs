@@ -31,7 +31,7 @@ pub trait SectionBodyHandler<R: Read> {
 }
 
 /// Routes `ram` sections to a RAM decoder and the others to a device
-/// handler (if any) — the analyzer's handler.
+/// handler (if any): a whole stream's handler when no device is decoded.
 #[derive(Debug)]
 pub struct AnalysisHandler<D = VmDescBodySkipper> {
     /// The RAM decoder (usually [`RamSectionReader::summarise`]).

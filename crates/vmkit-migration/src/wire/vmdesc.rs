@@ -123,11 +123,119 @@ impl VmDescription {
         VmDescription::from_json(&json, at)
     }
 
+    /// Checks that everything the description describes, over all its
+    /// devices, keeps within `budget`; `offset` (of the JSON) is for the
+    /// error, [`WireError::TrailerTooLarge`]. Stops as soon as the budget
+    /// is spent, so a description whose counts multiply to astronomical
+    /// numbers costs no more than one that just exceeds it.
+    pub fn check_budget(&self, budget: &TrailerBudget, offset: u64) -> WireResult<()> {
+        let mut tally = Tally {
+            budget,
+            offset,
+            elements: 0,
+            bytes: 0,
+        };
+        if let Some(config) = &self.configuration {
+            tally.add_struct(config, 1)?;
+        }
+        for d in &self.devices {
+            tally.add_elements(1)?;
+            if d.fields.is_empty() {
+                tally.add_bytes(d.size.unwrap_or(0))?;
+            }
+            tally.add_fields(&d.fields, &d.subsections, 1)?;
+        }
+        Ok(())
+    }
+
     /// The device for a FULL section.
     pub fn device(&self, idstr: &str, instance_id: u32) -> Option<&VmDescDevice> {
         self.devices
             .iter()
             .find(|d| d.name == idstr && d.instance_id == instance_id)
+    }
+}
+
+/// What one trailer may describe in total, over all its devices.
+///
+/// Arrays are capped one by one where they are decoded; a trailer can still
+/// nest capped arrays in capped arrays (their counts multiply) or list many
+/// of them side by side (their counts add up), and decoding what it
+/// describes would then take gigabytes. The budget caps the totals:
+/// *elements* count every field entry times its `array_len`, multiplied
+/// through nested structs, plus devices and subsections; *bytes* count each
+/// leaf element's `size` (and old-style devices' body size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrailerBudget {
+    /// Most elements a trailer may describe.
+    pub max_elements: u64,
+    /// Most bytes of device state a trailer may describe.
+    pub max_bytes: u64,
+}
+
+impl Default for TrailerBudget {
+    /// 1 Mi elements and 1 GiB: far above what a machine's device state
+    /// takes (RAM is not in the trailer), far below what exhausts memory.
+    fn default() -> TrailerBudget {
+        TrailerBudget {
+            max_elements: 1 << 20,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The running totals of [`VmDescription::check_budget`].
+struct Tally<'a> {
+    budget: &'a TrailerBudget,
+    offset: u64,
+    elements: u64,
+    bytes: u64,
+}
+
+impl Tally<'_> {
+    fn add_elements(&mut self, n: u64) -> WireResult<()> {
+        self.elements = self.elements.saturating_add(n);
+        if self.elements > self.budget.max_elements {
+            return Err(WireError::TrailerTooLarge {
+                offset: self.offset,
+                what: "elements",
+                limit: self.budget.max_elements,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_bytes(&mut self, n: u64) -> WireResult<()> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.budget.max_bytes {
+            return Err(WireError::TrailerTooLarge {
+                offset: self.offset,
+                what: "bytes of device state",
+                limit: self.budget.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_struct(&mut self, s: &VmDescStruct, times: u64) -> WireResult<()> {
+        self.add_fields(&s.fields, &s.subsections, times)
+    }
+
+    /// Adds `times` copies of a struct body: its fields, then its subsections.
+    fn add_fields(&mut self, fields: &[VmDescField], subsections: &[VmDescStruct], times: u64) -> WireResult<()> {
+        for f in fields {
+            let n = times.saturating_mul(f.array_len.unwrap_or(1));
+            self.add_elements(n)?;
+            match &f.nested {
+                Some(nested) => self.add_struct(nested, n)?,
+                None => self.add_bytes(n.saturating_mul(f.size))?,
+            }
+        }
+        for sub in subsections {
+            self.add_elements(times)?;
+            self.add_struct(sub, times)?;
+        }
+        Ok(())
     }
 }
 
@@ -205,6 +313,25 @@ fn check_candidate<F: Read + Seek>(f: &mut F, p: u64, end: u64) -> WireResult<Op
 
 /// Locates ([`locate_vmdesc`]) and parses the trailer of a seekable stream.
 pub fn read_vmdesc_from_end<F: Read + Seek>(f: &mut F) -> WireResult<Option<VmDescription>> {
+    Ok(read_located_vmdesc(f)?.map(|(desc, _)| desc))
+}
+
+/// [`read_vmdesc_from_end`] within `budget` ([`VmDescription::check_budget`]):
+/// for callers that do work per element described (decoding device bodies
+/// by the trailer), where the trailer, not the stream, says how much.
+pub fn read_vmdesc_from_end_within<F: Read + Seek>(
+    f: &mut F,
+    budget: &TrailerBudget,
+) -> WireResult<Option<VmDescription>> {
+    let Some((desc, json_at)) = read_located_vmdesc(f)? else {
+        return Ok(None);
+    };
+    desc.check_budget(budget, json_at)?;
+    Ok(Some(desc))
+}
+
+/// The trailer at the end of `f` and the offset of its JSON.
+fn read_located_vmdesc<F: Read + Seek>(f: &mut F) -> WireResult<Option<(VmDescription, u64)>> {
     let Some(loc) = locate_vmdesc(f)? else {
         return Ok(None);
     };
@@ -212,5 +339,7 @@ pub fn read_vmdesc_from_end<F: Read + Seek>(f: &mut F) -> WireResult<Option<VmDe
     f.seek(SeekFrom::Start(at))
         .map_err(|source| WireError::Io { offset: at, source })?;
     let mut r = StreamReader::with_offset(f, at);
-    VmDescription::read_body(&mut r).map(Some)
+    let desc = VmDescription::read_body(&mut r)?;
+    // The JSON follows the be32 length.
+    Ok(Some((desc, at + 4)))
 }

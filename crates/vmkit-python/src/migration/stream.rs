@@ -10,9 +10,10 @@ use std::io::BufReader;
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use vmkit_migration::analyze::{analyze_report, analyze_report_with_ram};
 use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, save_to_fd};
 use vmkit_migration::wire::reader::READ_BUFFER;
-use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
+use vmkit_migration::wire::{ParserOptions, RamSectionReader};
 
 use crate::errors::migration_err;
 use crate::memory::ram::PyRamBlock;

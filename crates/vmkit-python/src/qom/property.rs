@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use vmkit_qom::{Error, PropertyDef, PropertyInfo as CoreInfo, PropertyKind, Value};
+use vmkit_qom::{Error, KindOptions, PropertyDef, PropertyInfo as CoreInfo, PropertyKind, Value};
 
 use crate::convert::{from_value, to_value};
 use crate::errors::IntoPyResult;
@@ -17,81 +17,6 @@ use crate::qom::object::PyObj;
 #[pyclass(name = "Property", module = "vmkit._core.qom", frozen)]
 pub(crate) struct PyProperty {
     pub(crate) def: PropertyDef,
-}
-
-fn parse_kind(
-    type_name: &str,
-    min: Option<i128>,
-    max: Option<i128>,
-    values: Option<Vec<String>>,
-    enum_name: Option<String>,
-    strong: bool,
-) -> Result<PropertyKind, String> {
-    let int_bits = |prefix: &str| -> Option<u8> {
-        type_name.strip_prefix(prefix).and_then(|b| match b {
-            "8" => Some(8),
-            "16" => Some(16),
-            "32" => Some(32),
-            "64" => Some(64),
-            _ => None,
-        })
-    };
-    let mut kind = if type_name == "bool" {
-        PropertyKind::Bool
-    } else if type_name == "str" || type_name == "string" {
-        PropertyKind::Str
-    } else if type_name == "size" {
-        PropertyKind::Size
-    } else if let Some(bits) = int_bits("uint") {
-        PropertyKind::uint(bits)
-    } else if let Some(bits) = int_bits("int") {
-        PropertyKind::int(bits)
-    } else if type_name == "enum" {
-        let values = values.ok_or("an enum property needs 'values'")?;
-        if values.is_empty() {
-            return Err("an enum property needs at least one value".into());
-        }
-        PropertyKind::Enum {
-            name: enum_name.unwrap_or_else(|| "enum".into()).into(),
-            values: values.into_iter().map(Arc::from).collect(),
-        }
-    } else if let Some(target) = type_name.strip_prefix("link<").and_then(|t| t.strip_suffix('>')) {
-        PropertyKind::Link {
-            target: target.into(),
-            strong,
-        }
-    } else {
-        return Err(format!(
-            "unknown property type '{type_name}' (expected bool, int8..int64, uint8..uint64, str, size, enum or link<TYPE>)"
-        ));
-    };
-    match &mut kind {
-        PropertyKind::Int { min: lo, max: hi, .. } => {
-            if let Some(m) = min {
-                *lo = i64::try_from(m).map_err(|_| "min out of range")?.max(*lo);
-            }
-            if let Some(m) = max {
-                *hi = i64::try_from(m).map_err(|_| "max out of range")?.min(*hi);
-            }
-            if lo > hi {
-                return Err("min is greater than max".into());
-            }
-        }
-        PropertyKind::UInt { min: lo, max: hi, .. } => {
-            if let Some(m) = min {
-                *lo = u64::try_from(m).map_err(|_| "min out of range")?.max(*lo);
-            }
-            if let Some(m) = max {
-                *hi = u64::try_from(m).map_err(|_| "max out of range")?.min(*hi);
-            }
-            if lo > hi {
-                return Err("min is greater than max".into());
-            }
-        }
-        _ if min.is_some() || max.is_some() => return Err("min/max apply to integer properties only".into()),
-        _ => {}
-    }
-    Ok(kind)
 }
 
 #[pymethods]
@@ -123,8 +48,15 @@ impl PyProperty {
         if name.is_empty() || name.contains('/') {
             return Err(fail("a property name must be non-empty and contain no '/'".into())).py_err(py);
         }
-        let kind = parse_kind(r#type, min, max, values, enum_name, strong)
-            .map_err(fail)
+        let options = KindOptions {
+            min,
+            max,
+            values,
+            enum_name,
+            strong,
+        };
+        let kind = PropertyKind::parse_with(r#type, options)
+            .map_err(|e| fail(e.to_string()))
             .py_err(py)?;
         let mut def = PropertyDef::new(name, kind);
         if let Some(d) = default {

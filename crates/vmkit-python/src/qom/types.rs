@@ -250,7 +250,7 @@ pub(crate) fn device_type_properties(py: Python<'_>, name: &str) -> PyResult<Vec
 /// Creates an object of `type_name`; the returned handle owns its one reference.
 #[pyfunction]
 pub(crate) fn new(py: Python<'_>, type_name: &str) -> PyResult<PyObj> {
-    Object::new(type_name).py_err(py).map(PyObj::owning)
+    qom::new_object(type_name).py_err(py).map(PyObj::owning)
 }
 
 /// The root of the composition tree.

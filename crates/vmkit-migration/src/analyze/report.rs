@@ -3,9 +3,11 @@
 //! Unlike [`analyze`](super::analyze()), which only counts, the report lists
 //! every record with its offset, the RAM blocks seen, and the fields of each
 //! device (FULL) section decoded generically from the VMDESCRIPTION trailer
-//! ([`decode_with_vmdesc`]), or — for a section the trailer does not
-//! describe (no trailer: a cut file, `suppress-vmdesc`) — by a known
-//! VMState ([`known_vmstate`](crate::savevm::known_vmstate)). A damaged stream is not an `Err`: the report
+//! ([`decode_with_vmdesc`](crate::vmstate::decode_with_vmdesc)), or — for a
+//! section the trailer does not describe (no trailer: a cut file,
+//! `suppress-vmdesc`) — by a known VMState
+//! ([`known_vmstate`](crate::savevm::known_vmstate)). Both come from the
+//! same [`Walk`]. A damaged stream is not an `Err`: the report
 //! keeps the records parsed before the damage and says what broke, where,
 //! and in which section.
 //!
@@ -19,27 +21,14 @@
 //!  "error": null | {"offset", "message", "section", "field"}}
 //! ```
 
-use std::cell::RefCell;
-use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::rc::Rc;
+use std::io::{Read, Seek};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::format::{RAM_IDSTR, SectionKind, VmCommand};
-use super::ram::RamSectionReader;
-use super::reader::READ_BUFFER;
-use super::section::SectionHeader;
-use super::skip::VmDescBodySkipper;
-use super::stream::{ParserOptions, Record, SectionBodyHandler, StreamParser};
-use super::vmdesc::{VmDescription, read_vmdesc_from_end};
-use super::{StreamReader, WireError};
-use crate::savevm::{decode_section_body, known_vmstate};
-use crate::vmstate::{DecodeLimits, VmReader, VmStruct, decode_with_vmdesc};
-
-/// Largest device body whose fields are decoded (larger ones are skipped,
-/// their `"fields"` left `null`).
-pub const MAX_DECODED_BODY: usize = 16 << 20;
+use super::walk::{Bodies, Walk, read_trailer};
+use crate::wire::ParserOptions;
+use crate::wire::{RamSectionReader, Record, SectionKind, VmCommand, WireError};
 
 /// One record of the stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,121 +166,6 @@ impl AnalysisReport {
     }
 }
 
-/// Bytes of device bodies, captured as the parser reads them.
-#[derive(Debug, Default)]
-struct Capture {
-    on: bool,
-    overflow: bool,
-    buf: Vec<u8>,
-}
-
-/// A reader that copies what it reads into a [`Capture`] while it is on.
-#[derive(Debug)]
-struct Tee<R> {
-    inner: R,
-    capture: Rc<RefCell<Capture>>,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut c = self.capture.borrow_mut();
-        if c.on && !c.overflow {
-            if c.buf.len() + n > MAX_DECODED_BODY + 1 {
-                c.overflow = true;
-                c.buf = Vec::new();
-            } else {
-                c.buf.extend_from_slice(&buf[..n]);
-            }
-        }
-        Ok(n)
-    }
-}
-
-struct ReportHandler {
-    ram: RamSectionReader,
-    vmdesc: Option<VmDescription>,
-    skipper: Option<VmDescBodySkipper>,
-    capture: Rc<RefCell<Capture>>,
-    /// The section whose body is being (or was last) parsed.
-    current: Option<String>,
-    /// The last decoded device fields.
-    decoded: Option<Value>,
-    limits: DecodeLimits,
-}
-
-impl ReportHandler {
-    fn device_body<R: Read>(
-        &mut self,
-        header: &SectionHeader,
-        offset: u64,
-        r: &mut StreamReader<Tee<R>>,
-    ) -> crate::Result<()> {
-        let described = self
-            .vmdesc
-            .as_ref()
-            .is_some_and(|d| d.device(&header.idstr, header.instance_id).is_some());
-        if !described && header.kind == SectionKind::Full {
-            if let Some(vmsd) = known_vmstate(&header.idstr) {
-                let mut state = VmStruct::new();
-                decode_section_body(&vmsd, header, r, &mut state, &self.limits)?;
-                self.decoded = Some(state.to_json());
-                return Ok(());
-            }
-        }
-        let (Some(vmdesc), Some(skipper)) = (&self.vmdesc, &mut self.skipper) else {
-            return Err(WireError::BadBody {
-                offset,
-                idstr: header.idstr.clone(),
-                reason: "no VMDESCRIPTION trailer to decode this device by (file truncated, or written with \
-                         suppress-vmdesc)"
-                    .into(),
-            }
-            .into());
-        };
-        let entry = vmdesc
-            .device(&header.idstr, header.instance_id)
-            .filter(|_| header.kind == SectionKind::Full)
-            .map(serde_json::to_value);
-        let start = r.offset();
-        {
-            let mut c = self.capture.borrow_mut();
-            c.on = entry.is_some();
-            c.overflow = false;
-            c.buf.clear();
-        }
-        let framed = skipper.skip_body(header, offset, r);
-        let (overflow, body) = {
-            let mut c = self.capture.borrow_mut();
-            c.on = false;
-            (c.overflow, std::mem::take(&mut c.buf))
-        };
-        framed?;
-        let len = usize::try_from(r.offset() - start).unwrap_or(usize::MAX);
-        let Some(Ok(entry)) = entry else {
-            return Ok(());
-        };
-        if overflow || body.len() < len {
-            self.decoded = Some(Value::Null);
-            return Ok(());
-        }
-        let mut vr = VmReader::new(&body[..len], start);
-        let fields = decode_with_vmdesc(&entry, &mut vr, &self.limits)?;
-        self.decoded = Some(fields.to_json());
-        Ok(())
-    }
-}
-
-impl<R: Read> SectionBodyHandler<Tee<R>> for ReportHandler {
-    fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<Tee<R>>) -> crate::Result<()> {
-        self.current = Some(header.idstr.clone());
-        if header.idstr == RAM_IDSTR && header.instance_id == 0 {
-            return self.ram.section_body(header, offset, r);
-        }
-        self.device_body(header, offset, r)
-    }
-}
-
 fn kind_name(kind: SectionKind) -> &'static str {
     match kind {
         SectionKind::Start => "START",
@@ -343,45 +217,35 @@ pub fn analyze_report_with_ram<F: Read + Seek>(
     opts: ParserOptions,
     ram: RamSectionReader,
 ) -> AnalysisReport {
-    // A trailer that does not parse is reported when the parser reaches it.
-    let vmdesc = read_vmdesc_from_end(f).ok().flatten();
+    // A trailer that does not read is reported by the first device section
+    // that needs it, or when the parser reaches it.
+    let (trailer, rewound) = read_trailer(f);
     let mut report = AnalysisReport::default();
-    if let Err(source) = f.seek(SeekFrom::Start(0)) {
+    if let Err(e) = rewound {
         report.error = Some(ReportError {
             offset: 0,
-            message: WireError::Io { offset: 0, source }.to_string(),
+            message: e.to_string(),
             section: None,
             field: None,
         });
         return report;
     }
-    let capture = Rc::new(RefCell::new(Capture::default()));
-    let mut handler = ReportHandler {
-        ram,
-        skipper: vmdesc.as_ref().map(VmDescBodySkipper::new),
-        vmdesc,
-        capture: Rc::clone(&capture),
-        current: None,
-        decoded: None,
-        limits: DecodeLimits::default(),
-    };
-    let tee = Tee {
-        inner: BufReader::with_capacity(READ_BUFFER, f),
-        capture,
-    };
-    let mut parser = StreamParser::from_reader(StreamReader::new(tee), opts);
+    let mut walk = Walk::new(f, opts, ram, trailer, Bodies::Decode);
     loop {
-        handler.current = None;
-        handler.decoded = None;
-        let rec = match parser.next_record(&mut handler) {
-            Ok(Some(rec)) => rec,
+        let (rec, decoded) = match walk.next() {
+            Ok(Some(step)) => (step.record, step.fields),
             Ok(None) => break,
             Err(e) => {
-                let offset = error_offset(&e, parser.offset());
+                let offset = error_offset(&e, walk.offset());
+                let section = match &e {
+                    // The trailer's own fault, not the section's that needed it.
+                    crate::Error::Wire(WireError::BadJson { .. } | WireError::TrailerTooLarge { .. }) => None,
+                    _ => error_section(&e).or_else(|| walk.current_section().map(str::to_owned)),
+                };
                 report.error = Some(ReportError {
                     offset,
                     message: e.to_string(),
-                    section: error_section(&e).or_else(|| handler.current.clone()),
+                    section,
                     field: match &e {
                         crate::Error::VmState(v) => v.path().map(str::to_owned),
                         _ => None,
@@ -415,7 +279,7 @@ pub fn analyze_report_with_ram<F: Read + Seek>(
                 r.instance_id = Some(header.instance_id);
                 r.version_id = Some(header.version_id);
                 r.body_len = Some(body_len);
-                if let Some(fields) = handler.decoded.take() {
+                if let Some(fields) = decoded {
                     r.fields = Some(fields.clone());
                     report.devices.push(DeviceReport {
                         offset,
@@ -444,10 +308,9 @@ pub fn analyze_report_with_ram<F: Read + Seek>(
             }
         }
     }
-    report.length = parser.offset();
-    report.ram.blocks = handler
-        .ram
-        .into_summary()
+    report.length = walk.offset();
+    let (ram, _) = walk.finish();
+    report.ram.blocks = ram
         .blocks
         .into_iter()
         .map(|b| RamBlockReport {

@@ -1,18 +1,12 @@
-//! Whole-stream analysis of a seekable stream (a migration file): find the
-//! VMDESCRIPTION trailer at the end, then parse the stream front to back
-//! with the RAM summariser and the vmdesc body skipper. Memory stays
-//! bounded: records are counted, not kept.
+//! [`analyze`]: the counting summary of a stream (a migration file), built
+//! by the same [`Walk`] as the report, with device bodies stepped over, not
+//! decoded. Memory stays bounded: records are counted, not kept.
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek};
 
-use super::config::Configuration;
-use super::format::SectionKind;
-use super::ram::{RamSectionReader, RamSummary};
-use super::reader::READ_BUFFER;
-use super::skip::{SkipStats, VmDescBodySkipper};
-use super::stream::{AnalysisHandler, ParserOptions, Record, StreamParser};
-use super::vmdesc::{VmDescription, read_vmdesc_from_end};
-use super::{StreamReader, WireError};
+use super::walk::{Bodies, Walk, read_trailer};
+use crate::wire::skip::SkipStats;
+use crate::wire::{Configuration, ParserOptions, RamSectionReader, RamSummary, Record, SectionKind, VmDescription};
 
 /// What [`analyze`] found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,21 +36,20 @@ const MAX_COMMANDS_KEPT: usize = 1024;
 
 /// Analyzes a seekable stream.
 ///
-/// Device bodies can only be stepped over with the trailer's field sizes,
-/// so the trailer is located first ([`read_vmdesc_from_end`]); without one,
-/// the first FULL section is an error ([`WireError::UnknownSection`]).
+/// Device bodies can only be stepped over with the trailer's field sizes
+/// (or a known VMState), so the trailer is located first
+/// ([`read_vmdesc_from_end`](crate::wire::read_vmdesc_from_end)); a trailer
+/// that does not read is an error, and without one the first device
+/// section no known VMState describes is an error
+/// ([`WireError::BadBody`](crate::wire::WireError::BadBody)).
 pub fn analyze<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> crate::Result<StreamAnalysis> {
-    let vmdesc = read_vmdesc_from_end(f)?;
-    f.seek(SeekFrom::Start(0))
-        .map_err(|source| WireError::Io { offset: 0, source })?;
-    let mut handler = AnalysisHandler {
-        ram: RamSectionReader::summarise(),
-        devices: vmdesc.as_ref().map(VmDescBodySkipper::new),
-    };
-    let mut parser = StreamParser::from_reader(StreamReader::new(BufReader::with_capacity(READ_BUFFER, f)), opts);
+    let (trailer, rewound) = read_trailer(f);
+    let trailer = trailer?;
+    rewound?;
+    let mut walk = Walk::new(f, opts, RamSectionReader::summarise(), Ok(trailer), Bodies::Skip);
     let mut out = StreamAnalysis::default();
-    while let Some(rec) = parser.next_record(&mut handler)? {
-        match rec {
+    while let Some(step) = walk.next()? {
+        match step.record {
             Record::Header { .. } => {}
             Record::Configuration { config, .. } => out.configuration = Some(config),
             Record::Command { offset, cmd, data } => {
@@ -78,9 +71,8 @@ pub fn analyze<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> crate::Result<
             Record::Trailing { offset, .. } => out.trailing_offset = Some(offset),
         }
     }
-    out.length = parser.offset();
-    out.ram = handler.ram.into_summary();
-    out.devices = handler.devices.map(|d| d.stats()).unwrap_or_default();
+    out.length = walk.offset();
+    (out.ram, out.devices) = walk.finish();
     Ok(out)
 }
 
@@ -90,8 +82,8 @@ pub const FUZZ_BLOCK: (&str, u64) = ("pc.ram", 16 * 4096);
 /// The fuzzing entry point. Must never panic, whatever `data` is; returns
 /// whether the stream was accepted. Runs [`analyze`] (trailer required),
 /// then, if that succeeded, parses again applying the RAM sections to a
-/// destination block named [`FUZZ_BLOCK`] (devices skipped by the
-/// trailer).
+/// destination block named [`FUZZ_BLOCK`] (devices stepped over as in the
+/// first pass).
 pub fn fuzz_stream(data: &[u8]) -> bool {
     let opts = ParserOptions {
         require_vmdesc: true,
@@ -103,13 +95,11 @@ pub fn fuzz_stream(data: &[u8]) -> bool {
     let Ok(block) = vmkit_memory::RamBlock::anonymous(FUZZ_BLOCK.0, FUZZ_BLOCK.1) else {
         return false;
     };
-    let mut handler = AnalysisHandler {
-        ram: RamSectionReader::apply_to(vec![block]),
-        devices: analysis.vmdesc.as_ref().map(VmDescBodySkipper::new),
-    };
-    let mut parser = StreamParser::new(data, opts);
+    let mut input = std::io::Cursor::new(data);
+    let ram = RamSectionReader::apply_to(vec![block]);
+    let mut walk = Walk::new(&mut input, opts, ram, Ok(analysis.vmdesc), Bodies::Skip);
     loop {
-        match parser.next_record(&mut handler) {
+        match walk.next() {
             Ok(Some(_)) => {}
             Ok(None) => return true,
             Err(_) => return false,

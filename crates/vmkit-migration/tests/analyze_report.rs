@@ -6,6 +6,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use vmkit_migration::analyze::{AnalysisReport, analyze_report};
 use vmkit_migration::vmstate::{
     ArrayLen, FieldKind, VmStateDescription, VmStruct, VmValue, device_entry, encode_described,
 };
@@ -13,8 +14,7 @@ use vmkit_migration::wire::format::SectionKind;
 use vmkit_migration::wire::section::{SectionHeader, write_file_header, write_footer};
 use vmkit_migration::wire::stream::write_eof;
 use vmkit_migration::wire::{
-    AnalysisReport, Configuration, ParserOptions, RamSectionWriter, StreamWriter, VmDescDevice, VmDescription,
-    analyze_report,
+    Configuration, ParserOptions, RamSectionWriter, StreamWriter, VmDescDevice, VmDescription,
 };
 use wire_support::*;
 

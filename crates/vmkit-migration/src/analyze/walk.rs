@@ -1,0 +1,261 @@
+//! [`Walk`]: the one pass over a stream that both the report and the
+//! summary are built from.
+//!
+//! The trailer is read first (device bodies have no framing: only its field
+//! sizes, or a known VMState, say where a body ends), then records are read
+//! front to back. RAM sections go to the RAM decoder; device sections are
+//! stepped over by the trailer and, when [`Bodies::Decode`], their fields
+//! decoded — generically by the trailer entry, or by a known VMState for a
+//! section the trailer does not describe.
+
+use std::cell::RefCell;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use crate::savevm::{decode_section_body, known_vmstate};
+use crate::vmstate::{DecodeLimits, VmReader, VmStruct, decode_with_vmdesc};
+use crate::wire::format::{RAM_IDSTR, SectionKind};
+use crate::wire::ram::{RamSectionReader, RamSummary};
+use crate::wire::reader::READ_BUFFER;
+use crate::wire::skip::SkipStats;
+use crate::wire::{
+    ParserOptions, Record, SectionBodyHandler, SectionHeader, StreamParser, StreamReader, TrailerBudget,
+    VmDescBodySkipper, VmDescription, WireError, WireResult, read_vmdesc_from_end_within,
+};
+
+/// Largest device body whose fields are decoded (larger ones are skipped,
+/// their `"fields"` left `null`).
+pub const MAX_DECODED_BODY: usize = 16 << 20;
+
+/// What the walk does with device bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bodies {
+    /// Step over them (by the trailer); memory stays bounded by the trailer.
+    Skip,
+    /// Also decode their fields (each body up to [`MAX_DECODED_BODY`]).
+    Decode,
+}
+
+/// Reads the trailer from the end of `f` and rewinds to the start. The
+/// trailer must keep within the default [`TrailerBudget`]: the walk does
+/// work for every element it describes (decoding it, for the report), so
+/// a trailer that nests or repeats capped arrays past the budget is refused
+/// before anything is decoded ([`WireError::TrailerTooLarge`]).
+pub(crate) fn read_trailer<F: Read + Seek>(f: &mut F) -> (WireResult<Option<VmDescription>>, WireResult<()>) {
+    let trailer = read_vmdesc_from_end_within(f, &TrailerBudget::default());
+    let rewound = f
+        .seek(SeekFrom::Start(0))
+        .map(|_| ())
+        .map_err(|source| WireError::Io { offset: 0, source });
+    (trailer, rewound)
+}
+
+/// One record of the walk, with a device section's decoded fields.
+pub(crate) struct Step {
+    /// The record.
+    pub(crate) record: Record,
+    /// A device section's fields (`Value::Null` when the body was too large
+    /// to decode); `None` for other records and with [`Bodies::Skip`].
+    pub(crate) fields: Option<Value>,
+}
+
+/// The pass over a stream (see the [module](self) documentation).
+pub(crate) struct Walk<R: Read> {
+    parser: StreamParser<Tee<R>>,
+    handler: WalkHandler,
+}
+
+impl<'f, F: Read + Seek> Walk<BufReader<&'f mut F>> {
+    /// Starts at the current position of `f` (its start: see
+    /// [`read_trailer`]). `trailer` is what reading the trailer gave: a
+    /// trailer that failed to read is the error of the first device section
+    /// that needs it.
+    pub(crate) fn new(
+        f: &'f mut F,
+        opts: ParserOptions,
+        ram: RamSectionReader,
+        trailer: WireResult<Option<VmDescription>>,
+        bodies: Bodies,
+    ) -> Self {
+        let (vmdesc, trailer_error) = match trailer {
+            Ok(d) => (d, None),
+            Err(e) => (None, Some(e)),
+        };
+        let capture = Rc::new(RefCell::new(Capture::default()));
+        let handler = WalkHandler {
+            ram,
+            skipper: vmdesc.as_ref().map(VmDescBodySkipper::new),
+            vmdesc,
+            trailer_error,
+            bodies,
+            capture: Rc::clone(&capture),
+            current: None,
+            decoded: None,
+            limits: DecodeLimits::default(),
+        };
+        let tee = Tee {
+            inner: BufReader::with_capacity(READ_BUFFER, f),
+            capture,
+        };
+        Walk {
+            parser: StreamParser::from_reader(StreamReader::new(tee), opts),
+            handler,
+        }
+    }
+}
+
+impl<R: Read> Walk<R> {
+    /// The next record; `Ok(None)` at the end of the stream.
+    pub(crate) fn next(&mut self) -> crate::Result<Option<Step>> {
+        self.handler.current = None;
+        self.handler.decoded = None;
+        let record = self.parser.next_record(&mut self.handler)?;
+        Ok(record.map(|record| Step {
+            record,
+            fields: self.handler.decoded.take(),
+        }))
+    }
+
+    /// Bytes parsed so far.
+    pub(crate) fn offset(&self) -> u64 {
+        self.parser.offset()
+    }
+
+    /// The idstr of the section whose body was being read when the last
+    /// [`next`](Self::next) stopped, if any.
+    pub(crate) fn current_section(&self) -> Option<&str> {
+        self.handler.current.as_deref()
+    }
+
+    /// The RAM summary and the device bodies stepped over.
+    pub(crate) fn finish(self) -> (RamSummary, SkipStats) {
+        let skipped = self.handler.skipper.map(|s| s.stats()).unwrap_or_default();
+        (self.handler.ram.into_summary(), skipped)
+    }
+}
+
+/// Bytes of device bodies, captured as the parser reads them.
+#[derive(Debug, Default)]
+struct Capture {
+    on: bool,
+    overflow: bool,
+    buf: Vec<u8>,
+}
+
+/// A reader that copies what it reads into a [`Capture`] while it is on.
+#[derive(Debug)]
+pub(crate) struct Tee<R> {
+    inner: R,
+    capture: Rc<RefCell<Capture>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut c = self.capture.borrow_mut();
+        if c.on && !c.overflow {
+            if c.buf.len() + n > MAX_DECODED_BODY + 1 {
+                c.overflow = true;
+                c.buf = Vec::new();
+            } else {
+                c.buf.extend_from_slice(&buf[..n]);
+            }
+        }
+        Ok(n)
+    }
+}
+
+struct WalkHandler {
+    ram: RamSectionReader,
+    vmdesc: Option<VmDescription>,
+    /// Why the trailer could not be read (reported once, by the first
+    /// device section that needs it).
+    trailer_error: Option<WireError>,
+    skipper: Option<VmDescBodySkipper>,
+    bodies: Bodies,
+    capture: Rc<RefCell<Capture>>,
+    /// The section whose body is being (or was last) parsed.
+    current: Option<String>,
+    /// The last decoded device fields.
+    decoded: Option<Value>,
+    limits: DecodeLimits,
+}
+
+impl WalkHandler {
+    fn device_body<R: Read>(
+        &mut self,
+        header: &SectionHeader,
+        offset: u64,
+        r: &mut StreamReader<Tee<R>>,
+    ) -> crate::Result<()> {
+        let described = self
+            .vmdesc
+            .as_ref()
+            .is_some_and(|d| d.device(&header.idstr, header.instance_id).is_some());
+        if !described && header.kind == SectionKind::Full {
+            if let Some(vmsd) = known_vmstate(&header.idstr) {
+                let mut state = VmStruct::new();
+                decode_section_body(&vmsd, header, r, &mut state, &self.limits)?;
+                if self.bodies == Bodies::Decode {
+                    self.decoded = Some(state.to_json());
+                }
+                return Ok(());
+            }
+        }
+        let (Some(vmdesc), Some(skipper)) = (&self.vmdesc, &mut self.skipper) else {
+            if let Some(e) = self.trailer_error.take() {
+                return Err(e.into());
+            }
+            return Err(WireError::BadBody {
+                offset,
+                idstr: header.idstr.clone(),
+                reason: "no VMDESCRIPTION trailer to decode this device by (file truncated, or written with \
+                         suppress-vmdesc)"
+                    .into(),
+            }
+            .into());
+        };
+        let entry = vmdesc
+            .device(&header.idstr, header.instance_id)
+            .filter(|_| self.bodies == Bodies::Decode && header.kind == SectionKind::Full)
+            .map(serde_json::to_value);
+        let start = r.offset();
+        {
+            let mut c = self.capture.borrow_mut();
+            c.on = entry.is_some();
+            c.overflow = false;
+            c.buf.clear();
+        }
+        let framed = skipper.skip_body(header, offset, r);
+        let (overflow, body) = {
+            let mut c = self.capture.borrow_mut();
+            c.on = false;
+            (c.overflow, std::mem::take(&mut c.buf))
+        };
+        framed?;
+        let len = usize::try_from(r.offset() - start).unwrap_or(usize::MAX);
+        let Some(Ok(entry)) = entry else {
+            return Ok(());
+        };
+        if overflow || body.len() < len {
+            self.decoded = Some(Value::Null);
+            return Ok(());
+        }
+        let mut vr = VmReader::new(&body[..len], start);
+        let fields = decode_with_vmdesc(&entry, &mut vr, &self.limits)?;
+        self.decoded = Some(fields.to_json());
+        Ok(())
+    }
+}
+
+impl<R: Read> SectionBodyHandler<Tee<R>> for WalkHandler {
+    fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<Tee<R>>) -> crate::Result<()> {
+        self.current = Some(header.idstr.clone());
+        if header.idstr == RAM_IDSTR && header.instance_id == 0 {
+            return self.ram.section_body(header, offset, r);
+        }
+        self.device_body(header, offset, r)
+    }
+}
