@@ -6,7 +6,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use vmkit_migration::analyze::{AnalysisReport, analyze_report};
+use vmkit_migration::analyze::{AnalysisReport, analyze};
 use vmkit_migration::vmstate::{
     ArrayLen, FieldKind, VmStateDescription, VmStruct, VmValue, device_entry, encode_described,
 };
@@ -95,7 +95,7 @@ fn sample() -> Sample {
 }
 
 fn report(bytes: &[u8]) -> AnalysisReport {
-    analyze_report(&mut Cursor::new(bytes), ParserOptions::default())
+    analyze(&mut Cursor::new(bytes), ParserOptions::default())
 }
 
 fn expected_fields() -> Value {

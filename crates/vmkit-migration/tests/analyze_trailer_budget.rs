@@ -12,7 +12,7 @@ mod wire_support;
 use std::io::Cursor;
 
 use vmkit_migration::Error;
-use vmkit_migration::analyze::{analyze, analyze_report, fuzz_stream};
+use vmkit_migration::analyze::{analyze, fuzz_stream, summarize};
 use vmkit_migration::vmstate::DecodeLimits;
 use vmkit_migration::wire::section::{SectionHeader, write_file_header, write_footer};
 use vmkit_migration::wire::stream::write_eof;
@@ -96,7 +96,7 @@ fn stream_with(desc: &VmDescription) -> (Vec<u8>, u64) {
 
 fn check_refused(desc: &VmDescription) {
     let (bytes, json_at) = stream_with(desc);
-    let report = analyze_report(&mut Cursor::new(&bytes), ParserOptions::default());
+    let report = analyze(&mut Cursor::new(&bytes), ParserOptions::default());
     let Some(err) = &report.error else {
         panic!("a trailer describing {} elements was accepted", described(desc));
     };
@@ -104,7 +104,7 @@ fn check_refused(desc: &VmDescription) {
     assert_eq!(err.offset, json_at, "{}", err.message);
     assert_eq!(err.section, None, "the trailer is at fault, not the section");
     assert!(report.devices.is_empty());
-    match analyze(&mut Cursor::new(&bytes), ParserOptions::default()) {
+    match summarize(&mut Cursor::new(&bytes), ParserOptions::default()) {
         Err(Error::Wire(WireError::TrailerTooLarge { offset, what, limit })) => {
             assert_eq!(offset, json_at);
             assert_eq!((what, limit), ("elements", TrailerBudget::default().max_elements));
@@ -188,7 +188,7 @@ fn a_trailer_within_the_budget_still_decodes() {
     let n = TrailerBudget::default().max_elements / 2;
     let desc = description(vec![empty_array("half", n)]);
     let (bytes, _) = stream_with(&desc);
-    let report = analyze_report(&mut Cursor::new(&bytes), ParserOptions::default());
+    let report = analyze(&mut Cursor::new(&bytes), ParserOptions::default());
     assert_eq!(report.error, None);
     let fields = &report.devices[0].fields;
     assert_eq!(fields["half"].as_array().map(Vec::len), Some(n as usize));

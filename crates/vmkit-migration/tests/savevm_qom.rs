@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use vmkit_migration::analyze::analyze_report;
+use vmkit_migration::analyze::analyze;
 use vmkit_migration::device_state::{DeviceState, MigrationState, StateError};
 use vmkit_migration::savevm::{
     RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_model, register_device_vmstate,
@@ -192,14 +192,14 @@ fn the_analyzer_decodes_known_sections_without_a_trailer() -> TestResult {
         &mut stream,
         &opts,
     )?;
-    let report = analyze_report(&mut std::io::Cursor::new(&stream), ParserOptions::default());
+    let report = analyze(&mut std::io::Cursor::new(&stream), ParserOptions::default());
     assert!(report.error.is_none(), "{:?}", report.error);
     let counts: Vec<_> = report.devices.iter().map(|d| d.fields["count"].clone()).collect();
     assert_eq!(counts, [serde_json::json!(8), serde_json::json!(7)]);
     // A cut inside the second body: the error names the section and field.
     let second = report.devices[1].offset as usize;
     let cut = &stream[..second + 1 + 4 + 1 + "counter".len() + 8 + 3];
-    let report = analyze_report(&mut std::io::Cursor::new(cut), ParserOptions::default());
+    let report = analyze(&mut std::io::Cursor::new(cut), ParserOptions::default());
     let err = report.error.ok_or("no error")?;
     assert_eq!(err.section.as_deref(), Some("counter"));
     assert_eq!(err.field.as_deref(), Some("counter/count"));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use vmkit_memory::RamBlock;
 use vmkit_migration::Error;
-use vmkit_migration::analyze::analyze_report;
+use vmkit_migration::analyze::analyze;
 use vmkit_migration::device_state::{DeviceState, DynDeviceState, StateError};
 use vmkit_migration::savevm::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, SavevmError, restore, save};
 use vmkit_migration::test_support::ValueDevice;
@@ -163,7 +163,7 @@ fn ram_and_devices_round_trip() -> TestResult {
 fn the_analyzer_decodes_a_saved_stream_by_its_trailer() -> TestResult {
     let src = machine(2, 0x40)?;
     let stream = saved(&src)?;
-    let report = analyze_report(&mut std::io::Cursor::new(&stream), ParserOptions::default());
+    let report = analyze(&mut std::io::Cursor::new(&stream), ParserOptions::default());
     assert!(report.error.is_none(), "{:?}", report.error);
     let kinds: Vec<_> = report.records.iter().map(|r| r.record_type).collect();
     assert_eq!(
@@ -224,7 +224,7 @@ fn truncation_at_any_byte_is_refused_without_touching_devices() -> TestResult {
     let stream = saved(&machine(2, 1)?)?;
     // Everything up to the end of EOF must be there; the trailer is optional.
     let through_eof = {
-        let report = analyze_report(&mut std::io::Cursor::new(&stream), ParserOptions::default());
+        let report = analyze(&mut std::io::Cursor::new(&stream), ParserOptions::default());
         let eof = report.records.iter().find(|r| r.record_type == "EOF").ok_or("no EOF")?;
         eof.offset as usize + 1
     };
@@ -372,7 +372,7 @@ fn priority_orders_device_sections() -> TestResult {
     );
     let mut out = Vec::new();
     save(&set, &mut out, &SaveOptions::default())?;
-    let report = analyze_report(&mut std::io::Cursor::new(&out), ParserOptions::default());
+    let report = analyze(&mut std::io::Cursor::new(&out), ParserOptions::default());
     let names: Vec<_> = report.devices.iter().map(|d| d.idstr.as_str()).collect();
     assert_eq!(names, ["iommu", "low"]);
     restore(&set, out.as_slice(), &RestoreOptions::default())?;

@@ -275,7 +275,7 @@ fn vmdesc_is_located_from_the_end() {
 #[test]
 fn analyze_summarises_a_file() {
     let bytes = small_stream();
-    let a = ok(vmkit_migration::analyze::analyze(
+    let a = ok(vmkit_migration::analyze::summarize(
         &mut Cursor::new(&bytes),
         ParserOptions::default(),
     ));

@@ -6,7 +6,7 @@ mod wire_support;
 use std::io::Cursor;
 
 use vmkit_migration::Error;
-use vmkit_migration::analyze::{analyze, fuzz_stream};
+use vmkit_migration::analyze::{fuzz_stream, summarize};
 use vmkit_migration::wire::{
     AnalysisHandler, ParserOptions, RamSectionReader, StreamParser, VmDescBodySkipper, WireError,
 };
@@ -15,7 +15,7 @@ use wire_support::*;
 #[test]
 fn every_prefix_is_truncated_at_its_length() {
     let bytes = small_stream_with(vec![random_block("pc.ram", 3, 9)]);
-    assert!(analyze(&mut Cursor::new(&bytes), ParserOptions::default()).is_ok());
+    assert!(summarize(&mut Cursor::new(&bytes), ParserOptions::default()).is_ok());
     let desc = vmdesc();
     let opts = ParserOptions {
         require_vmdesc: true,

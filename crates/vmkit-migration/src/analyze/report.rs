@@ -1,6 +1,6 @@
-//! [`analyze_report`]: the record-by-record analysis behind `vmkit analyze`.
+//! [`analyze`]: the record-by-record analysis behind `vmkit analyze`.
 //!
-//! Unlike [`analyze`](super::analyze()), which only counts, the report lists
+//! Unlike [`summarize`](super::summarize), which only counts, the report lists
 //! every record with its offset, the RAM blocks seen, and the fields of each
 //! device (FULL) section decoded generically from the VMDESCRIPTION trailer
 //! ([`decode_with_vmdesc`](crate::vmstate::decode_with_vmdesc)), or — for a
@@ -143,7 +143,7 @@ pub struct ReportError {
     pub field: Option<String>,
 }
 
-/// What [`analyze_report`] found.
+/// What [`analyze`] found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AnalysisReport {
     /// The records, in stream order (the file header is not listed).
@@ -202,21 +202,17 @@ fn error_offset(e: &crate::Error, fallback: u64) -> u64 {
 /// Analyzes a seekable stream record by record (see the [module](self)
 /// documentation). Never fails: problems, including I/O errors, end up in
 /// [`AnalysisReport::error`].
-pub fn analyze_report<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> AnalysisReport {
-    analyze_report_with_ram(f, opts, RamSectionReader::summarise())
+pub fn analyze<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> AnalysisReport {
+    analyze_with_ram(f, opts, RamSectionReader::summarise())
 }
 
-/// [`analyze_report`] with the given RAM decoder: with one from
+/// [`analyze`] with the given RAM decoder: with one from
 /// [`RamSectionReader::apply_to`] or [`RamSectionReader::apply_to_some`]
 /// the RAM sections are loaded into its destination blocks while the
 /// report is built (the report's `ram.blocks` then follow the decoder's
 /// summary order: destination blocks first). An error applying a page ends
 /// the report like any other damage; pages before it stay applied.
-pub fn analyze_report_with_ram<F: Read + Seek>(
-    f: &mut F,
-    opts: ParserOptions,
-    ram: RamSectionReader,
-) -> AnalysisReport {
+pub fn analyze_with_ram<F: Read + Seek>(f: &mut F, opts: ParserOptions, ram: RamSectionReader) -> AnalysisReport {
     // A trailer that does not read is reported by the first device section
     // that needs it, or when the parser reaches it.
     let (trailer, rewound) = read_trailer(f);

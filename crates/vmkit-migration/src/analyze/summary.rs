@@ -42,7 +42,7 @@ const MAX_COMMANDS_KEPT: usize = 1024;
 /// that does not read is an error, and without one the first device
 /// section no known VMState describes is an error
 /// ([`WireError::BadBody`](crate::wire::WireError::BadBody)).
-pub fn analyze<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> crate::Result<StreamAnalysis> {
+pub fn summarize<F: Read + Seek>(f: &mut F, opts: ParserOptions) -> crate::Result<StreamAnalysis> {
     let (trailer, rewound) = read_trailer(f);
     let trailer = trailer?;
     rewound?;
@@ -89,7 +89,7 @@ pub fn fuzz_stream(data: &[u8]) -> bool {
         require_vmdesc: true,
         ..ParserOptions::default()
     };
-    let Ok(analysis) = analyze(&mut std::io::Cursor::new(data), opts.clone()) else {
+    let Ok(analysis) = summarize(&mut std::io::Cursor::new(data), opts.clone()) else {
         return false;
     };
     let Ok(block) = vmkit_memory::RamBlock::anonymous(FUZZ_BLOCK.0, FUZZ_BLOCK.1) else {

@@ -10,7 +10,7 @@ use std::io::BufReader;
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vmkit_migration::analyze::{analyze_report, analyze_report_with_ram};
+use vmkit_migration::analyze::analyze_with_ram;
 use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, save_to_fd};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader};
@@ -31,7 +31,7 @@ fn open(path: &PathBuf) -> PyResult<File> {
 pub fn analyze(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     py.detach(move || {
         let mut f = open(&path)?;
-        let report = analyze_report(&mut f, ParserOptions::default());
+        let report = vmkit_migration::analyze::analyze(&mut f, ParserOptions::default());
         serde_json::to_string(&report).map_err(|e| PyIOError::new_err(e.to_string()))
     })
 }
@@ -55,7 +55,7 @@ pub fn load_ram(py: Python<'_>, path: PathBuf, blocks: Vec<Bound<'_, PyRamBlock>
     py.detach(move || {
         let mut f = open(&path)?;
         let ram = RamSectionReader::apply_to_some(blocks);
-        let report = analyze_report_with_ram(&mut f, ParserOptions::default(), ram);
+        let report = analyze_with_ram(&mut f, ParserOptions::default(), ram);
         serde_json::to_string(&report).map_err(|e| PyIOError::new_err(e.to_string()))
     })
 }
