@@ -627,11 +627,13 @@ fn build(shape: &Shape, name: &str, era: Era, needed: Option<bool>) -> Result<Ar
 
 // ---- an independent model of the wire format ----
 
-/// The bytes a body must have, and where each present optional element
+/// The bytes a body must have, where each field starts (by
+/// `struct name/field name`), and where each present optional element
 /// starts (the loader peeks there when it has no value of its own).
 #[derive(Default)]
 struct Wire {
     bytes: Vec<u8>,
+    field_starts: Vec<(String, usize)>,
     present_optionals: Vec<usize>,
 }
 
@@ -677,6 +679,7 @@ impl Wire {
             if !f.gate.present(version) {
                 continue;
             }
+            self.field_starts.push((format!("{name}/{fname}"), self.bytes.len()));
             let v = s.get(&fname);
             match (&f.kind, v) {
                 (Kind::Unused(n), _) => self.bytes.extend(vec![0; *n as usize]),
@@ -867,6 +870,60 @@ fn check(shape: &Shape, era: Era) -> Result<(), TestCaseError> {
     prop_assert_eq!(&generic, &without_empty_arrays(&original));
     prop_assert_eq!(r.offset(), end);
 
+    // A receiver whose Equal field holds another value refuses the stream
+    // there.
+    let equal = shape.fields.iter().enumerate().find_map(|(i, f)| match &f.kind {
+        Kind::Equal(_, v) if f.gate.present(version) => Some((field_name(i), v)),
+        _ => None,
+    });
+    if let Some((fname, v)) = equal {
+        let other = match v {
+            VmValue::Int(x) => VmValue::Int(x ^ 1),
+            VmValue::UInt(x) => VmValue::UInt(x ^ 1),
+            other => other.clone(),
+        };
+        let mut target = blank_struct(shape, "dev", &original);
+        target.set(fname.clone(), other);
+        let mut r = VmReader::new(&bytes[..], START);
+        let err = decode_into(&receiver, version, &mut r, &mut target, &DecodeLimits::default()).err();
+        let path = format!("dev/{fname}");
+        let at = model
+            .field_starts
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, at)| START + *at as u64);
+        let mismatch = matches!(
+            err.as_ref().and_then(VmStateError::problem),
+            Some(Problem::EqualMismatch { .. })
+        );
+        prop_assert!(mismatch, "{err:?}");
+        prop_assert_eq!(err.as_ref().and_then(VmStateError::path), Some(path.as_str()));
+        prop_assert_eq!(err.as_ref().and_then(VmStateError::offset), at);
+    }
+
+    // Versions this receiver does not load are refused before any byte.
+    let mut r = VmReader::new(&bytes[..], START);
+    let err = decode(&receiver, shape.version + 1, &mut r).err();
+    prop_assert_eq!(
+        err.as_ref().and_then(VmStateError::problem),
+        Some(&Problem::TooNew {
+            stream: shape.version + 1,
+            supported: shape.version
+        })
+    );
+    prop_assert_eq!(err.as_ref().and_then(VmStateError::offset), Some(START));
+    if shape.min_version > 1 {
+        let mut r = VmReader::new(&bytes[..], START);
+        let err = decode(&receiver, shape.min_version - 1, &mut r).err();
+        prop_assert_eq!(
+            err.as_ref().and_then(VmStateError::problem),
+            Some(&Problem::TooOld {
+                stream: shape.min_version - 1,
+                minimum: shape.min_version
+            })
+        );
+    }
+
     // A receiver with nothing: it peeks at optional elements.
     let mut r = VmReader::new(&bytes[..], START);
     let empty = decode(&receiver, version, &mut r);
@@ -881,7 +938,7 @@ fn check(shape: &Shape, era: Era) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn random_descriptions_round_trip(shape in shape()) {
