@@ -195,9 +195,11 @@ struct FieldShape {
 #[derive(Debug, Clone)]
 struct SubShape {
     shape: Shape,
-    /// A constant `needed` hook, or none (always sent). Constant, so every
-    /// element of an array of structs sends the same subsections: which
-    /// element a header belongs to stays decidable.
+    /// A constant `needed` hook, or none (always sent). Constant on purpose:
+    /// if elements of an array of structs differed (a `needed` reading the
+    /// element's state), a header after an element that did not send that
+    /// subsection could equally open the next element's. The loader gives it
+    /// to the first (QEMU does too), so only equal sets are decidable.
     needed: Option<bool>,
 }
 
@@ -244,7 +246,8 @@ fn len_name(i: usize) -> String {
     format!("f{i}_len")
 }
 
-// Every segment ends in `_`, so `dev.f1_` is no prefix of `dev.f10_`.
+// Every segment ends in `_`, so no name is a prefix of a sibling's
+// (`dev.f1_`, `dev.f10_`).
 fn struct_name(parent: &str, i: usize) -> String {
     format!("{parent}.f{i}_")
 }
@@ -482,9 +485,9 @@ fn gate() -> impl Strategy<Value = Gate> + Clone {
     ]
 }
 
-/// Present two times out of three.
-fn maybe<T: std::fmt::Debug>(s: impl Strategy<Value = T>, item: fn(T) -> Item) -> impl Strategy<Value = Item> {
-    proptest::option::weighted(0.67, s).prop_map(move |o| o.map_or(Item::Absent, item))
+/// An optional element's item: present two times out of three.
+fn maybe<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
+    proptest::option::weighted(0.67, s)
 }
 
 /// An array: its element kind and items, fixed or counted by a field.
@@ -494,13 +497,10 @@ fn array(structs: Option<BoxedStrategy<Shape>>) -> BoxedStrategy<Kind> {
         let items = raws.iter().map(|r| Item::Value(scalar_from(s, r))).collect();
         (Elem::Scalar(s), items)
     });
-    let optional_scalars = (scalar(), vec(maybe(raw(), Item::Data), n.clone())).prop_map(|(s, items)| {
-        let items = items
-            .into_iter()
-            .map(|it| match it {
-                Item::Data(r) => Item::Value(scalar_from(s, &r)),
-                other => other,
-            })
+    let optional_scalars = (scalar(), vec(maybe(raw()), n.clone())).prop_map(|(s, raws)| {
+        let items = raws
+            .iter()
+            .map(|r| r.as_ref().map_or(Item::Absent, |r| Item::Value(scalar_from(s, r))))
             .collect();
         (Elem::Optional(Box::new(Elem::Scalar(s))), items)
     });
@@ -512,8 +512,10 @@ fn array(structs: Option<BoxedStrategy<Shape>>) -> BoxedStrategy<Kind> {
             1 => optional_scalars,
             1 => (structs.clone(), vec(data().prop_map(Item::Data), n.clone()))
                 .prop_map(|(s, items)| (Elem::Struct(Box::new(s)), items)),
-            2 => (structs, vec(maybe(data(), Item::Data), n))
-                .prop_map(|(s, items)| (Elem::Optional(Box::new(Elem::Struct(Box::new(s)))), items)),
+            2 => (structs, vec(maybe(data()), n)).prop_map(|(s, data)| {
+                let items = data.into_iter().map(|d| d.map_or(Item::Absent, Item::Data)).collect();
+                (Elem::Optional(Box::new(Elem::Struct(Box::new(s)))), items)
+            }),
         ]
         .boxed(),
     };
