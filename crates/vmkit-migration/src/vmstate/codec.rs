@@ -9,7 +9,8 @@
 //!
 //! Load (`decode_into`): version check (too new / too old) → `pre_load` → the
 //! fields present at the stream's version → subsections while the next byte
-//! is `0x05` and the peeked name starts with this description's name (an
+//! is `0x05` and the peeked name starts with this description's name and
+//! `/` (QEMU checks the name alone; see `Decoder::peek_subsection`) (an
 //! unknown name is an error; a known one that repeats or comes before the
 //! last one loaded ends the loop, as it cannot be this struct's) →
 //! `post_load(version)`.

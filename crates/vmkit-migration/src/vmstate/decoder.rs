@@ -197,7 +197,11 @@ impl<'a, R: Read> Decoder<'a, R> {
             ));
         }
         let name = &all[2..];
-        if !name.starts_with(parent.as_bytes()) {
+        // Subsection names are "<parent>/..." (the builder insists). QEMU
+        // compares only the "<parent>" prefix, which also matches a
+        // subsection of a nested struct named "<parent>.x" in the next
+        // array element; that header is not this struct's.
+        if !(name.starts_with(parent.as_bytes()) && name.get(parent.len()) == Some(&b'/')) {
             return Ok(None);
         }
         Ok(Some(name.to_vec()))
