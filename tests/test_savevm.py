@@ -257,7 +257,7 @@ def test_a_machine_saves_and_restores_into_a_fresh_one(timer_type: str, tmp_path
         saved_sum = vm.ram.checksum()
         saved_devs = [{k: d.data[k] for k in timer_state(0)} for d in devs]
         stats = vm.save(stream)
-        assert vm.status == "paused"
+        assert vm.status == "postmigrate"  # as QEMU's source after a migration
     assert stats["devices"] == 2 and stats["ram_bytes"] == 16 << 20
     assert stats["normal_pages"] > 0
 
@@ -419,10 +419,12 @@ def test_state_listeners_see_run_state_changes(tmp_path: Path) -> None:
     assert seen == [
         ("prelaunch", "running"),
         ("running", "finish-migrate"),
-        ("finish-migrate", "running"),
+        ("finish-migrate", "postmigrate"),
+        ("postmigrate", "running"),
         ("running", "paused"),
-        ("paused", "shutdown"),
     ]
+    # Closing a paused machine keeps its state (QEMU has no paused -> shutdown).
+    assert vm.status == "paused" and vm.shut_down
 
 
 # ----- CLI -------------------------------------------------------------------
