@@ -251,7 +251,7 @@ def test_a_machine_saves_and_restores_into_a_fresh_one(timer_type: str, tmp_path
     vm, devs = build(timer_type, [10, 21], workload_rate=64 << 20, seed=4)
     with vm:
         vm.cont()
-        assert vm.workload is not None and vm.workload.wait(0.2) is False
+        assert vm.workload is not None and vm.workload.wait_ops(1, timeout=60)
         vm.stop()
         vm.address_space.write(0x2000, b"written by DMA")
         saved_sum = vm.ram.checksum()

@@ -43,8 +43,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(qom::machine_creation_done, m)?)?;
     m.add_function(wrap_pyfunction!(qom::machine, m)?)?;
     m.add_function(wrap_pyfunction!(qom::device_add, m)?)?;
+    m.add_function(wrap_pyfunction!(qom::device_add_from_text, m)?)?;
     m.add_function(wrap_pyfunction!(qom::device_del, m)?)?;
     m.add_function(wrap_pyfunction!(qom::object_add, m)?)?;
+    m.add_function(wrap_pyfunction!(qom::object_add_from_text, m)?)?;
     m.add_function(wrap_pyfunction!(qom::object_del, m)?)?;
     m.add_function(wrap_pyfunction!(qom::singleton_instance, m)?)?;
     m.add_function(wrap_pyfunction!(qom::stats, m)?)?;

@@ -53,8 +53,8 @@ pub use lifecycle::singleton_instance;
 pub use object::{Object, Phase};
 pub use owned_ref::ObjectRef;
 pub use placement::{
-    check_id, create_machine, destroy_machine, device_add, device_del, machine, machine_creation_done, machine_ready,
-    object_add, object_del,
+    check_id, create_machine, destroy_machine, device_add, device_add_from_text, device_del, machine,
+    machine_creation_done, machine_ready, object_add, object_add_from_text, object_del,
 };
 pub use property::{Accessor, Getter, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter};
 pub use size::{format_size, parse_size};
