@@ -450,9 +450,8 @@ impl Shared {
 
 /// A token bucket of bytes, refilled from the clock only when it runs dry.
 ///
-/// Tokens are kept in byte-nanoseconds per second (bytes × 10⁹), so that
-/// refills and waits are exact integers: `rate` bytes/s over `d` ns adds
-/// `rate × d` of them.
+/// Tokens are kept as bytes × 10⁹, so that refills and waits are exact
+/// integers: `rate` bytes/s over `d` ns adds `rate × d` of them.
 struct Bucket {
     scaled: u128,
     last: Duration,
@@ -466,10 +465,12 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` bytes at `rate` (> 0) bytes/s at time `now`, or says how long to wait.
-    fn take(&mut self, n: u64, rate: u64, now: Duration) -> Option<Duration> {
+    /// Takes `n` bytes at `rate` (> 0) bytes/s, or says how long to wait.
+    /// Reads the clock (`now`) only when the bucket runs dry.
+    fn take(&mut self, n: u64, rate: u64, now: impl FnOnce() -> Duration) -> Option<Duration> {
         let need = u128::from(n) * NANOS_PER_SEC;
         if self.scaled < need {
+            let now = now();
             let rate = u128::from(rate.max(1));
             let cap = (rate * BUCKET_DEPTH.as_nanos()).max(need);
             let earned = rate.saturating_mul(now.saturating_sub(self.last).as_nanos());
@@ -513,7 +514,7 @@ fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_
         }
         let rate = shared.rate.load(Ordering::Relaxed);
         if rate != 0 {
-            if let Some(wait) = bucket.take(write_size, (rate / threads).max(1), clock.now()) {
+            if let Some(wait) = bucket.take(write_size, (rate / threads).max(1), || clock.now()) {
                 shared.sleep(wait);
                 continue;
             }
