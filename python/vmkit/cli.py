@@ -219,13 +219,18 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
-    rate = qom.parse_size(args.workload_rate) if args.run_for > 0 else 0
+    runs = args.run_for > 0 or args.run_ops > 0
+    rate = qom.parse_size(args.workload_rate) if runs else 0
     with _build_machine(
         args, workload_rate=rate, workload_pattern=args.pattern, seed=args.seed
     ) as vm:
-        if args.run_for > 0:
+        if runs:
             vm.cont()
-            time.sleep(args.run_for)
+            if args.run_for > 0:
+                time.sleep(args.run_for)
+            if args.run_ops > 0 and vm.workload is not None:
+                # Ends early only if the workload's threads fail.
+                vm.workload.wait_ops(args.run_ops, timeout=3600)
             vm.stop()
         started = time.perf_counter()
         stats = vm.save(args.stream)
@@ -316,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument(
         "--run-for", type=float, default=0.0, metavar="SECONDS", help="run the workload first"
+    )
+    p.add_argument(
+        "--run-ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the workload first until it has written N pages (after --run-for)",
     )
     p.add_argument("--workload-rate", default="64M", help="bytes/s the workload writes")
     p.add_argument(
