@@ -404,3 +404,22 @@ def test_shutdown_of_a_stopped_machine_keeps_its_state(tmp_path: Path) -> None:
             with pytest.raises(MachineStateError, match="shut down"):
                 refused()
         assert rec.take() == [] and vm.status == "paused"
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_a_listener_that_fails_on_finish_migrate_does_not_strand_the_machine(
+    tmp_path: Path,
+) -> None:
+    with Machine(memory="4M", workload_rate=1 << 20) as vm:
+        vm.cont()
+
+        def refuse(old: RunState, new: RunState) -> None:
+            if new == RunState.FINISH_MIGRATE:
+                raise LookupError("listener refused")
+
+        vm.add_state_listener(refuse)
+        with pytest.raises(LookupError):
+            vm.save(tmp_path / "s")
+        assert vm.status == "running"
+        assert vm.workload is not None and not vm.workload.paused
+        vm.remove_state_listener(refuse)

@@ -272,8 +272,10 @@ class Machine:
                 raise MachineStateError(f"cannot save in state '{previous}'")
             if previous == RunState.RUNNING:
                 self._pause_workload()
-            self._runstate.set(RunState.FINISH_MIGRATE)
             try:
+                # Inside the try: a listener that raises still gets the
+                # machine back to where it was.
+                self._runstate.set(RunState.FINISH_MIGRATE)
                 stats = migration.save(
                     path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
                 )
