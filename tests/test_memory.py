@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -396,14 +395,16 @@ def test_workload_is_reproducible() -> None:
 def test_workload_pause_resume_throttle() -> None:
     ram = RamBlock.anonymous("wl2", 8 * MiB)
     w = memory.Workload([ram], threads=2, pattern="hot-set")
-    time.sleep(0.05)
+    assert w.wait_ops(1, timeout=60), "the workload writes"
     w.pause()
     assert w.paused
-    ops = w.stats()["ops"]
-    time.sleep(0.05)
+    assert w.parked == 2, "both writers acknowledged the pause"
+    ops, checksum = w.stats()["ops"], ram.checksum()
+    # Parked writers: however long these take, nothing moves.
+    assert ram.checksum() == checksum
     assert w.stats()["ops"] == ops
     w.resume()
-    time.sleep(0.05)
+    assert w.wait_ops(ops + 1, timeout=60), "writes go on after resume"
     assert w.stats()["ops"] > ops
     w.throttle = 50
     assert w.throttle == 50
@@ -412,6 +413,8 @@ def test_workload_pause_resume_throttle() -> None:
     w.stop()
     with pytest.raises(errors.LifecycleError):
         w.pause()
+    with pytest.raises(errors.LifecycleError):
+        w.wait_ops(1, timeout=1)
 
 
 def test_checksum_matches_an_independent_reader() -> None:

@@ -76,7 +76,6 @@ class Migrated:
     """What the test wrote to ``ram_file`` before starting QEMU."""
     info: dict[str, Any]
     """The last ``query-migrate`` reply."""
-    seconds: float
     """Wall time from QEMU start to the stream on disk."""
 
 
@@ -174,10 +173,9 @@ def migrated(qemu_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         while not stream.exists():
             assert time.monotonic() < deadline, "migration stream not written"
             time.sleep(0.05)
-        seconds = time.monotonic() - start
         qemu.qmp.execute("quit")
         qemu.proc.wait(timeout=TIMEOUT)
-    yield Migrated(stream, ram_file, pattern, info, seconds)
+    yield Migrated(stream, ram_file, pattern, info)
     # ~120 MiB that pytest would otherwise keep for its last three runs.
     stream.unlink()
     ram_file.unlink()
@@ -191,7 +189,6 @@ def report(migrated: Migrated) -> dict[str, Any]:
 def test_migration_completed(migrated: Migrated) -> None:
     assert migrated.info["status"] == "completed"
     assert migrated.stream.stat().st_size > 0
-    assert migrated.seconds < TIMEOUT
 
 
 def test_every_record_parses(report: dict[str, Any], migrated: Migrated) -> None:
@@ -408,7 +405,6 @@ def test_qemu_loads_vmkit_ram(
     assert not written["devices"]
     assert next(r["section_id"] for r in written["records"] if r["type"] == "START") != 0
 
-    start = time.monotonic()
     status = incoming.migrate_in(stream)
     assert status == "completed", incoming.qemu.output()
     qmp = incoming.qemu.qmp
@@ -417,7 +413,6 @@ def test_qemu_loads_vmkit_ram(
 
     pmem = incoming.work / "pmem"
     qmp.execute("pmemsave", val=0, size=RAM_SIZE, filename=str(pmem))
-    seconds = time.monotonic() - start
     guest = pmem.read_bytes()
     assert len(guest) == RAM_SIZE
     low, high = guest[:LEGACY_START], guest[LEGACY_END:]
@@ -431,7 +426,6 @@ def test_qemu_loads_vmkit_ram(
     # The RAM block itself, legacy range included.
     backend = incoming.ram_file.read_bytes()
     assert backend == pattern, first_different_page(backend, pattern)
-    assert seconds < INCOMING_TIMEOUT
 
 
 def test_qemu_refuses_other_machine_type(incoming: Incoming) -> None:

@@ -80,24 +80,36 @@ fn workload(c: &mut Criterion) {
     ok(ram.dirty_log().log_start(DirtyClient::Migration));
     const OPS_PER_ITER: u64 = MIB / PAGE;
     g.throughput(Throughput::Bytes(MIB));
-    g.bench_function("unthrottled_1_thread", |b| {
-        b.iter_custom(|iters| {
-            let config = WorkloadConfig {
-                threads: 1,
-                pattern: AccessPattern::Uniform,
-                max_ops: Some(iters * OPS_PER_ITER),
-                seed: iters,
-                ..WorkloadConfig::default()
-            };
-            let t0 = Instant::now();
-            let w = ok(Workload::start(vec![ram.clone()], config));
-            assert!(w.wait(Duration::from_secs(600)), "workload did not finish");
-            let elapsed = t0.elapsed();
-            assert!(w.error().is_none());
-            drop(w);
-            elapsed
+    // The pacing on the real clock (the tests check it on a manual clock):
+    // a 90 % throttle should run at about a tenth of the unthrottled speed,
+    // and a 256 MiB/s limit at 256 MiB/s (3.9 ms/MiB) for two threads.
+    let pacing: [(&str, u8, Option<u64>, usize); 3] = [
+        ("unthrottled_1_thread", 0, None, 1),
+        ("throttled_90_1_thread", 90, None, 1),
+        ("rate_256MiB_2_threads", 0, Some(256 * MIB), 2),
+    ];
+    for (name, throttle, rate, threads) in pacing {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let config = WorkloadConfig {
+                    threads,
+                    pattern: AccessPattern::Uniform,
+                    max_ops: Some(iters * OPS_PER_ITER),
+                    seed: iters,
+                    throttle,
+                    rate,
+                    ..WorkloadConfig::default()
+                };
+                let t0 = Instant::now();
+                let w = ok(Workload::start(vec![ram.clone()], config));
+                assert!(w.wait(Duration::from_secs(600)), "workload did not finish");
+                let elapsed = t0.elapsed();
+                assert!(w.error().is_none());
+                drop(w);
+                elapsed
+            });
         });
-    });
+    }
     g.finish();
 }
 

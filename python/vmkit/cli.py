@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from vmkit import __version__, migration, qom
 from vmkit.errors import VmkitError
@@ -89,34 +89,69 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 1
 
 
-def parse_device_option(text: str) -> tuple[str, str | None, dict[str, qom.PropertyValue]]:
-    """Splits a ``-device`` style option, ``TYPE[,id=ID][,prop=value...]``.
+class OptionError(VmkitError):
+    """A ``-device`` / ``-object`` option that does not parse."""
 
-    Values read as QEMU's option parser would give them to typed
-    properties: ``on``/``off``/``true``/``false`` as bools, integers
-    (decimal or ``0x``) as ints, anything else as a string.
+
+class DeviceOption(NamedTuple):
+    """A parsed ``-device`` / ``-object`` option: the type, the id, and
+    each property's value as text (the property's type parses it)."""
+
+    driver: str
+    id: str | None
+    props: dict[str, str]
+
+
+def _split_option(text: str) -> list[str]:
+    """Splits at single commas; ``,,`` stands for a comma in a value."""
+    items: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == ",":
+            if text.startswith(",,", i):
+                current.append(",")
+                i += 2
+                continue
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    if current or not text.endswith(","):  # a trailing comma ends the list
+        items.append("".join(current))
+    return items
+
+
+def parse_device_option(text: str) -> DeviceOption:
+    """Parses ``TYPE[,id=ID][,PROP=VALUE...]`` as QEMU's option parser does.
+
+    ``,,`` is a literal comma (``serial=a,,b`` sets ``a,b``); a property
+    without ``=`` is set to ``on``. Values stay text: :func:`build_device`
+    has each converted by its property's own type (``on``, ``0x10``,
+    ``64K``, an enum member, a path), as QEMU does.
+
+    :raises OptionError: no type, or an empty property name.
     """
-    type_name, *items = text.split(",")
-    if not type_name:
-        raise argparse.ArgumentTypeError(f"no device type in '{text}'")
+    driver, *items = _split_option(text)
+    if not driver:
+        raise OptionError(f"'{text}': no type given (TYPE,prop=value,...)")
+    if "=" in driver:
+        raise OptionError(f"'{text}': the type comes first (TYPE,prop=value,...)")
     dev_id: str | None = None
-    props: dict[str, qom.PropertyValue] = {}
+    props: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"'{item}' is not prop=value (in '{text}')")
+        if not key:
+            raise OptionError(f"'{text}': invalid parameter '{item}' (no name)")
+        if not sep:
+            value = "on"
         if key == "id":
             dev_id = value
-        elif value in ("on", "true", "yes"):
-            props[key] = True
-        elif value in ("off", "false", "no"):
-            props[key] = False
         else:
-            try:
-                props[key] = int(value, 0)
-            except ValueError:
-                props[key] = value
-    return type_name, dev_id, props
+            props[key] = value
+    return DeviceOption(driver, dev_id, props)
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -134,9 +169,8 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
         "--device",
         action="append",
         default=[],
-        type=parse_device_option,
         metavar="TYPE[,id=ID][,PROP=VALUE...]",
-        help="add a device (repeatable)",
+        help="add a device (repeatable; ',,' is a comma in a value)",
     )
 
 
@@ -149,17 +183,30 @@ def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
         **extra,
     )
     try:
-        for type_name, obj_id, props in getattr(args, "object", []):
-            if obj_id is None:
-                raise VmkitError(f"-object {type_name}: an id is required")
-            qom.object_add(type_name, id=obj_id, **props)
-        for type_name, dev_id, props in args.device:
-            vm.device_add(type_name, id=dev_id, **props)
+        for text in getattr(args, "object", []):
+            _add_from_option("-object", text)
+        for text in args.device:
+            _add_from_option("-device", text)
         vm.creation_done()  # what comes over QMP from now on is hot-plugged
     except BaseException:
         vm.close()
         raise
     return vm
+
+
+def _add_from_option(flag: str, text: str) -> None:
+    """Adds what a ``-device`` / ``-object`` option describes; an error
+    names the option as given."""
+    try:
+        opt = parse_device_option(text)
+        if flag == "-object":
+            if opt.id is None:
+                raise OptionError("an id is required")
+            qom.object_add_from_text(opt.driver, opt.id, opt.props)
+        else:
+            qom.device_add_from_text(opt.driver, opt.id, opt.props)
+    except VmkitError as e:
+        raise OptionError(f"{flag} {text}: {e}") from e
 
 
 def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -172,13 +219,18 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
-    rate = qom.parse_size(args.workload_rate) if args.run_for > 0 else 0
+    runs = args.run_for > 0 or args.run_ops > 0
+    rate = qom.parse_size(args.workload_rate) if runs else 0
     with _build_machine(
         args, workload_rate=rate, workload_pattern=args.pattern, seed=args.seed
     ) as vm:
-        if args.run_for > 0:
+        if runs:
             vm.cont()
-            time.sleep(args.run_for)
+            if args.run_for > 0:
+                time.sleep(args.run_for)
+            if args.run_ops > 0 and vm.workload is not None:
+                # Ends early only if the workload's threads fail.
+                vm.workload.wait_ops(args.run_ops, timeout=3600)
             vm.stop()
         started = time.perf_counter()
         stats = vm.save(args.stream)
@@ -270,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run-for", type=float, default=0.0, metavar="SECONDS", help="run the workload first"
     )
+    p.add_argument(
+        "--run-ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the workload first until it has written N pages (after --run-for)",
+    )
     p.add_argument("--workload-rate", default="64M", help="bytes/s the workload writes")
     p.add_argument(
         "--pattern", default="uniform", choices=["sequential", "uniform", "hot-set", "zipf"]
@@ -308,7 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--object",
         action="append",
         default=[],
-        type=parse_device_option,
         metavar="TYPE,id=ID[,PROP=VALUE...]",
         help="add a user-creatable object (repeatable)",
     )

@@ -17,10 +17,14 @@ the vCPUs, writes guest RAM), :meth:`~Machine.stop` pauses it::
         vm.restore("vm.stream")            # now "paused" with the saved state
         vm.cont()
 
-A restore that fails leaves the machine in ``inmigrate`` and refuses
-:meth:`~Machine.cont`: its RAM may be partly loaded (devices are only
-changed by a restore that succeeds). Only one machine exists per process
-(it lives at ``/machine`` in the QOM tree).
+Run states follow QEMU's (:mod:`vmkit.runstate`): every change goes
+through QEMU's transition table. :meth:`~Machine.save` is an outgoing
+migration to a file (``finish-migrate``, then ``postmigrate``; a machine
+that ran runs again), :meth:`~Machine.restore` an incoming one
+(``inmigrate``, then ``paused``). A restore that fails leaves the machine in
+``inmigrate`` and refuses :meth:`~Machine.cont`: its RAM may be partly
+loaded (devices are only changed by a restore that succeeds). Only one
+machine exists per process (it lives at ``/machine`` in the QOM tree).
 """
 
 from __future__ import annotations
@@ -29,31 +33,57 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable
 from typing import Any, Self
 
 from vmkit import errors, migration, qom
 from vmkit import memory as guest_memory
 from vmkit._core.memory import AddressSpace, MemoryRegion, RamBlock, Workload
 from vmkit._core.qom import Object
+from vmkit.runstate import (
+    MachineStateError,
+    RunState,
+    RunStateError,
+    RunStateMachine,
+    StateListener,
+    can_transition,
+)
 
-__all__ = ["DEFAULT_MACHINE_TYPE", "RUN_STATES", "Machine", "MachineStateError"]
+__all__ = [
+    "DEFAULT_MACHINE_TYPE",
+    "RUN_STATES",
+    "Machine",
+    "MachineStateError",
+    "RunState",
+    "RunStateError",
+]
 
 log = logging.getLogger(__name__)
 
 #: The machine type a vmkit machine names in its migration streams.
 DEFAULT_MACHINE_TYPE = "pc-q35-vmkit"
 
-#: QEMU's run states (``query-status``'s ``status``) that a vmkit machine uses.
+#: QEMU's run states (``query-status``'s ``status``) that a vmkit machine enters.
 RUN_STATES = (
-    "prelaunch",
-    "running",
-    "paused",
-    "finish-migrate",
-    "postmigrate",
-    "inmigrate",
-    "restore-vm",
-    "shutdown",
+    RunState.PRELAUNCH,
+    RunState.RUNNING,
+    RunState.PAUSED,
+    RunState.FINISH_MIGRATE,
+    RunState.POSTMIGRATE,
+    RunState.INMIGRATE,
+    RunState.SHUTDOWN,
+)
+
+# Where a save or a restore may start (vmkit's policy, within QEMU's table).
+_SAVE_FROM = frozenset(
+    {RunState.PRELAUNCH, RunState.RUNNING, RunState.PAUSED, RunState.POSTMIGRATE}
+)
+_RESTORE_FROM = frozenset(
+    {RunState.PRELAUNCH, RunState.INMIGRATE, RunState.PAUSED, RunState.POSTMIGRATE}
+)
+# A machine in these states does not run: a failed restore (RAM partly
+# loaded) or a save or snapshot in progress.
+_NO_CONT = frozenset(
+    {RunState.INMIGRATE, RunState.FINISH_MIGRATE, RunState.SAVE_VM, RunState.RESTORE_VM}
 )
 
 _BACKENDS = {
@@ -61,12 +91,6 @@ _BACKENDS = {
     "memfd": "memory-backend-memfd",
     "file": "memory-backend-file",
 }
-
-StateListener = Callable[[str, str], object]
-
-
-class MachineStateError(errors.VmkitError):
-    """The operation is not allowed in the machine's current run state."""
 
 
 class Machine:
@@ -103,8 +127,8 @@ class Machine:
         size = memory if isinstance(memory, int) else qom.parse_size(memory)
         self.machine_type = machine_type
         self._lock = threading.RLock()
-        self._listeners: list[StateListener] = []
-        self._status = "prelaunch"
+        self._runstate = RunStateMachine(RunState.PRELAUNCH)
+        self._shut_down = False
         self._creation_done = False
         self._workload: Workload | None = None
         self._workload_args: dict[str, Any] | None = None
@@ -145,52 +169,59 @@ class Machine:
             self._creation_done = True
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunState:
         """The run state, as QEMU's ``query-status`` names it."""
-        return self._status
+        return self._runstate.state
 
     @property
     def running(self) -> bool:
         """Whether the guest runs (``query-status``'s ``running``)."""
-        return self._status == "running"
+        return self._runstate.state == RunState.RUNNING
+
+    @property
+    def shut_down(self) -> bool:
+        """Whether :meth:`shutdown` has run (QEMU's process would have exited)."""
+        return self._shut_down
 
     def add_state_listener(self, listener: StateListener) -> None:
         """Calls ``listener(old, new)`` after every run-state change."""
-        self._listeners.append(listener)
+        self._runstate.add_listener(listener)
 
     def remove_state_listener(self, listener: StateListener) -> None:
         """Stops calling ``listener``."""
-        self._listeners.remove(listener)
+        self._runstate.remove_listener(listener)
 
-    def _set_status(self, new: str) -> None:
-        old, self._status = self._status, new
-        if old != new:
-            log.debug("run state %s -> %s", old, new)
-            for listener in list(self._listeners):
-                listener(old, new)
+    def _check_not_shut_down(self) -> None:
+        if self._shut_down:
+            raise MachineStateError("the machine has been shut down")
 
     def cont(self) -> None:
         """Runs the machine (QMP ``cont``): the workload starts or resumes.
 
         :raises MachineStateError: after a failed restore (``inmigrate``),
-            or once shut down.
+            during a save, once shut down, or where QEMU's table has no
+            way to ``running`` (:class:`RunStateError`).
         """
         with self._lock:
-            if self._status == "running":
+            self._check_not_shut_down()
+            status = self.status
+            if status == RunState.RUNNING:
                 return
-            if self._status in ("inmigrate", "shutdown", "restore-vm", "finish-migrate"):
-                raise MachineStateError(f"the machine cannot run in state '{self._status}'")
+            if status in _NO_CONT:
+                raise MachineStateError(f"the machine cannot run in state '{status}'")
+            if not can_transition(status, RunState.RUNNING):
+                raise RunStateError(status, RunState.RUNNING)
             self.creation_done()
             self._resume_workload()
-            self._set_status("running")
+            self._runstate.set(RunState.RUNNING)
 
     def stop(self) -> None:
         """Pauses the machine (QMP ``stop``): the workload pauses."""
         with self._lock:
-            if self._status != "running":
+            if self.status != RunState.RUNNING:
                 return
             self._pause_workload()
-            self._set_status("paused")
+            self._runstate.set(RunState.PAUSED)
 
     def _resume_workload(self) -> None:
         if self._workload_args is None:
@@ -224,40 +255,67 @@ class Machine:
     def save(self, path: str | os.PathLike[str]) -> dict[str, int]:
         """Saves RAM and every device with a VMState to ``path``.
 
-        A running machine is paused for the save (``finish-migrate``) and
-        runs again afterwards; a paused one stays paused. Returns the
-        statistics of :func:`vmkit.migration.save`.
+        This is QEMU's outgoing migration to a file: the machine stops in
+        ``finish-migrate`` while the stream is written and ends in
+        ``postmigrate``; a machine that was running then runs again (as
+        after ``migrate`` and ``cont``). If the save fails, the machine
+        returns to the state it was in (running again if it ran), as QEMU
+        does after a failed migration. Returns the statistics of
+        :func:`vmkit.migration.save`.
+
+        :raises MachineStateError: in ``inmigrate`` (RAM may be partly
+            loaded), during another save, or once shut down.
         """
         with self._lock:
-            if self._status in ("inmigrate", "shutdown"):
-                raise MachineStateError(f"cannot save in state '{self._status}'")
-            previous = self._status
-            if previous == "running":
+            self._check_not_shut_down()
+            previous = self.status
+            if previous not in _SAVE_FROM:
+                raise MachineStateError(f"cannot save in state '{previous}'")
+            if previous == RunState.RUNNING:
                 self._pause_workload()
-            self._set_status("finish-migrate")
             try:
-                return migration.save(
+                # Inside the try: a listener that raises still gets the
+                # machine back to where it was.
+                self._runstate.set(RunState.FINISH_MIGRATE)
+                stats = migration.save(
                     path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
                 )
             except BaseException as e:
                 _drop_frame_locals(e)
+                self._leave_failed_save(previous)
                 raise
-            finally:
-                if previous == "running":
-                    self._resume_workload()
-                self._set_status(previous)
+            self._runstate.set(RunState.POSTMIGRATE)
+            if previous == RunState.RUNNING:
+                self._resume_workload()
+                self._runstate.set(RunState.RUNNING)
+            return stats
+
+    def _leave_failed_save(self, previous: RunState) -> None:
+        """QEMU's way out of a failed migration: back to the state before."""
+        if previous == RunState.RUNNING:
+            self._resume_workload()
+        self._runstate.set(previous)
 
     def restore(self, path: str | os.PathLike[str]) -> dict[str, int]:
         """Loads the machine saved at ``path`` into this one (paused after).
 
-        The machine must not be running and must have the saved one's
-        shape (see :func:`vmkit.migration.restore`). On error the machine
+        This is QEMU's incoming migration: ``inmigrate`` while the stream
+        is read, then ``paused``. QEMU loads a stream only into a machine
+        that has not run (started with ``-incoming``), so a paused machine
+        is first reset to ``prelaunch``. The machine must have the saved
+        one's shape (see :func:`vmkit.migration.restore`). On error it
         stays in ``inmigrate`` and cannot run; restore again to recover.
+
+        :raises MachineStateError: while running or saving, or once shut down.
         """
         with self._lock:
-            if self._status in ("running", "shutdown", "finish-migrate"):
-                raise MachineStateError(f"cannot restore in state '{self._status}'")
-            self._set_status("inmigrate")
+            self._check_not_shut_down()
+            status = self.status
+            if status not in _RESTORE_FROM:
+                raise MachineStateError(f"cannot restore in state '{status}'")
+            if status != RunState.INMIGRATE:
+                self._runstate.set(RunState.PRELAUNCH)
+            self._runstate.set(RunState.INMIGRATE)
             try:
                 stats = migration.restore(
                     path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
@@ -265,22 +323,31 @@ class Machine:
             except BaseException as e:
                 _drop_frame_locals(e)
                 raise
-            self._set_status("paused")
+            self._runstate.set(RunState.PAUSED)
             return stats
 
     # ----- teardown ----------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stops the workload and enters ``shutdown`` (QMP ``quit``)."""
+        """Stops the workload and ends the machine (QMP ``quit``).
+
+        As QEMU's exit path does, a running machine enters ``shutdown``;
+        a stopped one keeps its state (QEMU's table has no way from, say,
+        ``paused`` to ``shutdown``). Either way the machine refuses to run,
+        save or restore from then on (:attr:`shut_down`).
+        """
         with self._lock:
+            if self._shut_down:
+                return
             if self._workload is not None:
                 self._workload.stop()
-            self._set_status("shutdown")
+            if self.status == RunState.RUNNING:
+                self._runstate.set(RunState.SHUTDOWN)
+            self._shut_down = True
 
     def close(self) -> None:
         """Shuts down and removes the machine from the QOM tree."""
-        if self._status != "shutdown":
-            self.shutdown()
+        self.shutdown()
         self._workload = None
         self._teardown_qom()
 
@@ -302,7 +369,7 @@ class Machine:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Machine {self.machine_type} {self._status}>"
+        return f"<Machine {self.machine_type} {self.status}>"
 
 
 def _drop_frame_locals(e: BaseException) -> None:

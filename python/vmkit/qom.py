@@ -55,6 +55,7 @@ __all__ = [
     "create_machine",
     "destroy_machine",
     "device_add",
+    "device_add_from_text",
     "device_del",
     "device_type_properties",
     "format_size",
@@ -63,6 +64,7 @@ __all__ = [
     "machine_creation_done",
     "new",
     "object_add",
+    "object_add_from_text",
     "object_del",
     "parse_size",
     "qom_tree",
@@ -299,6 +301,20 @@ def device_add(type_name: str, /, id: str | None = None, **props: PropertyValue)
     return _core.device_add(type_name, id, _prop_names_for(type_name, props))
 
 
+def device_add_from_text(
+    type_name: str, /, id: str | None = None, props: Mapping[str, str] | None = None
+) -> Object:
+    """:func:`device_add` with property values as text, as on a command
+    line (``-device TYPE,prop=value``): each is parsed by its property's
+    own type (``on``, ``0x10``, ``64K``, an enum member, a path).
+
+    :raises PropertyNotFoundError: a property the type does not have.
+    :raises PropertyValueError: a value its property's type does not
+        accept; the message names the property and the expected type.
+    """
+    return _core.device_add_from_text(type_name, id, list((props or {}).items()))
+
+
 def device_del(id_or_path: str) -> None:
     """Unrealizes a device and removes it from the tree (QMP ``device_del``)."""
     _core.device_del(id_or_path)
@@ -307,6 +323,14 @@ def device_del(id_or_path: str) -> None:
 def object_add(type_name: str, /, id: str, **props: PropertyValue) -> Object:
     """Creates and completes a user-creatable object at ``/objects/<id>`` (QMP ``object-add``)."""
     return _core.object_add(type_name, id, _prop_names_for(type_name, props))
+
+
+def object_add_from_text(
+    type_name: str, /, id: str, props: Mapping[str, str] | None = None
+) -> Object:
+    """:func:`object_add` with property values as text (``-object
+    TYPE,id=ID,prop=value``), parsed as :func:`device_add_from_text` does."""
+    return _core.object_add_from_text(type_name, id, list((props or {}).items()))
 
 
 def object_del(id: str) -> None:

@@ -10,10 +10,13 @@
 //!
 //! The cycle is QEMU's: start the log, sync once to drop anything marked
 //! before the window, note the time, wait, sync again and count the pages.
+//! The window is read from a [`Clock`] (the system clock unless one is
+//! given), so a test can drive it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::dirty::DirtyClient;
 use crate::error::{Error, Result};
 use crate::ram::RamBlock;
@@ -70,7 +73,8 @@ impl DirtyRateReport {
 #[derive(Debug)]
 pub struct DirtyRateMeasurement {
     blocks: Vec<Arc<RamBlock>>,
-    started: Instant,
+    clock: Arc<dyn Clock>,
+    started: Duration,
     done: bool,
 }
 
@@ -79,6 +83,11 @@ impl DirtyRateMeasurement {
     /// start (a measurement already runs on it), the logs already started are
     /// stopped and the error returned.
     pub fn start(blocks: &[Arc<RamBlock>]) -> Result<DirtyRateMeasurement> {
+        DirtyRateMeasurement::start_with_clock(blocks, SystemClock::shared())
+    }
+
+    /// [`start`](Self::start), with the window timed by `clock`.
+    pub fn start_with_clock(blocks: &[Arc<RamBlock>], clock: Arc<dyn Clock>) -> Result<DirtyRateMeasurement> {
         if blocks.is_empty() {
             return Err(Error::InvalidConfig {
                 what: "dirty-rate blocks",
@@ -87,7 +96,8 @@ impl DirtyRateMeasurement {
         }
         let mut m = DirtyRateMeasurement {
             blocks: Vec::with_capacity(blocks.len()),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             done: false,
         };
         for b in blocks {
@@ -98,13 +108,13 @@ impl DirtyRateMeasurement {
         for b in &m.blocks {
             b.dirty_log().sync(CLIENT)?;
         }
-        m.started = Instant::now();
+        m.started = m.clock.now();
         Ok(m)
     }
 
     /// Time since the window opened.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.clock.now().saturating_sub(self.started)
     }
 
     /// Closes the window: syncs every block, stops the logs and reports.
@@ -113,7 +123,7 @@ impl DirtyRateMeasurement {
         for b in &self.blocks {
             counts.push(b.dirty_log().sync(CLIENT)?.count());
         }
-        let window = self.started.elapsed();
+        let window = self.elapsed();
         self.stop();
         let secs = window.as_secs_f64().max(f64::MIN_POSITIVE);
         let blocks: Vec<BlockDirtyRate> = self
@@ -164,14 +174,24 @@ impl Drop for DirtyRateMeasurement {
 /// Measures the dirty rate of `blocks` over `window` (blocking the calling
 /// thread for that long). `window` must be between 1 ms and 1 hour.
 pub fn measure_dirty_rate(blocks: &[Arc<RamBlock>], window: Duration) -> Result<DirtyRateReport> {
+    measure_dirty_rate_with_clock(blocks, window, SystemClock::shared())
+}
+
+/// [`measure_dirty_rate`] over `window` of `clock`'s time.
+pub fn measure_dirty_rate_with_clock(
+    blocks: &[Arc<RamBlock>],
+    window: Duration,
+    clock: Arc<dyn Clock>,
+) -> Result<DirtyRateReport> {
     if window < Duration::from_millis(1) || window > Duration::from_secs(3600) {
         return Err(Error::InvalidConfig {
             what: "dirty-rate window",
             reason: format!("{window:?} is outside 1 ms ..= 1 h"),
         });
     }
-    let m = DirtyRateMeasurement::start(blocks)?;
-    std::thread::sleep(window);
+    let m = DirtyRateMeasurement::start_with_clock(blocks, clock)?;
+    let deadline = m.started.saturating_add(window);
+    m.clock.sleep_until(deadline, &|| true);
     m.finish()
 }
 

@@ -29,6 +29,7 @@ mod address_space;
 mod backend;
 mod board;
 pub mod checksum;
+pub mod clock;
 pub mod dirty;
 pub mod dirty_rate;
 mod dispatch;
@@ -50,8 +51,11 @@ pub use backend::{
     backend_ram_block, register_types,
 };
 pub use board::{FOUR_GIB, PcMemory, q35_lowmem_limit};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use dirty::{DirtyBitmap, DirtyClient, DirtyLog, DirtyPages};
-pub use dirty_rate::{BlockDirtyRate, DirtyRateMeasurement, DirtyRateReport, measure_dirty_rate};
+pub use dirty_rate::{
+    BlockDirtyRate, DirtyRateMeasurement, DirtyRateReport, measure_dirty_rate, measure_dirty_rate_with_clock,
+};
 pub use dispatch::{
     AccessConstraints, Endianness, IommuOps, IommuPerm, IommuTlbEntry, MmioOps, read_adjusted, write_adjusted,
 };

@@ -27,16 +27,24 @@
 //!   ≥ 10 ms of running a thread sleeps `ran * pct / (100 - pct)`, so it
 //!   sleeps `pct` % of its time.
 //! * [`Workload::pause`] returns once every thread has stopped between two
-//!   writes; [`Workload::resume`] lets them go on.
+//!   writes and acknowledged it ([`Workload::parked`]); [`Workload::resume`]
+//!   lets them go on.
+//!
+//! Pacing reads and waits on a [`Clock`]: the system clock by default, or
+//! one given to [`Workload::start_with_clock`] (a [`ManualClock`] in tests,
+//! so that rates are exact and no test depends on the machine's speed).
+//!
+//! [`ManualClock`]: crate::clock::ManualClock
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::checksum::{GOLDEN, splitmix64};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::ram::RamBlock;
 
@@ -366,8 +374,13 @@ const STOP: u8 = 2;
 
 /// Time a throttled thread runs between two sleeps (QEMU's throttle timeslice).
 const THROTTLE_SLICE: Duration = Duration::from_millis(10);
-/// Longest single sleep, so pause and stop are seen quickly.
+/// Longest single throttle sleep when the computed one overflows.
 const NAP: Duration = Duration::from_millis(20);
+/// How much of its rate a thread may save up: 20 ms worth.
+const BUCKET_DEPTH: Duration = Duration::from_millis(20);
+/// Shortest wait for tokens, so a thread short of them never spins.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// Per-thread counters, on their own cache line.
 #[derive(Debug, Default)]
@@ -394,21 +407,24 @@ struct Shared {
     cv: Condvar,
     counters: Box<[Counters]>,
     error: Mutex<Option<String>>,
+    clock: Arc<dyn Clock>,
+    /// Threads in [`Workload::wait_until`]: writers notify `cv` only then.
+    watchers: AtomicUsize,
 }
 
 impl Shared {
-    /// Sleeps `d` in naps, returning early when the state leaves RUN.
+    /// Sleeps `d` of the clock's time, returning early when the state leaves RUN.
     fn sleep(&self, d: Duration) {
-        let end = Instant::now() + d;
-        loop {
-            if self.state.load(Ordering::Acquire) != RUN {
-                return;
-            }
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            std::thread::sleep((end - now).min(NAP));
+        let deadline = self.clock.now().saturating_add(d);
+        self.clock
+            .sleep_until(deadline, &|| self.state.load(Ordering::Acquire) == RUN);
+    }
+
+    /// Tells a waiter in [`Workload::wait_until`] that the counters moved.
+    fn progressed(&self) {
+        if self.watchers.load(Ordering::SeqCst) != 0 {
+            let _g = self.ctl.lock();
+            self.cv.notify_all();
         }
     }
 
@@ -433,42 +449,55 @@ impl Shared {
 }
 
 /// A token bucket of bytes, refilled from the clock only when it runs dry.
+///
+/// Tokens are kept as bytes × 10⁹, so that refills and waits are exact
+/// integers: `rate` bytes/s over `d` ns adds `rate × d` of them.
 struct Bucket {
-    tokens: f64,
-    last: Instant,
+    scaled: u128,
+    last: Duration,
 }
 
 impl Bucket {
-    /// Takes `n` bytes at `rate` bytes/s, or says how long to wait.
-    fn take(&mut self, n: u64, rate: f64) -> Option<Duration> {
-        let n = n as f64;
-        if self.tokens < n {
-            let now = Instant::now();
-            let cap = (rate * 0.020).max(n);
-            self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(cap);
+    fn new(bytes: u64, now: Duration) -> Bucket {
+        Bucket {
+            scaled: u128::from(bytes) * NANOS_PER_SEC,
+            last: now,
+        }
+    }
+
+    /// Takes `n` bytes at `rate` (> 0) bytes/s, or says how long to wait.
+    /// Reads the clock (`now`) only when the bucket runs dry.
+    fn take(&mut self, n: u64, rate: u64, now: impl FnOnce() -> Duration) -> Option<Duration> {
+        let need = u128::from(n) * NANOS_PER_SEC;
+        if self.scaled < need {
+            let now = now();
+            let rate = u128::from(rate.max(1));
+            let cap = (rate * BUCKET_DEPTH.as_nanos()).max(need);
+            let earned = rate.saturating_mul(now.saturating_sub(self.last).as_nanos());
+            self.scaled = self.scaled.saturating_add(earned).min(cap);
             self.last = now;
-            if self.tokens < n {
-                return Some(Duration::from_secs_f64((n - self.tokens) / rate).max(Duration::from_millis(1)));
+            if self.scaled < need {
+                let nanos = (need - self.scaled).div_ceil(rate);
+                let wait = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+                return Some(wait.max(MIN_WAIT));
             }
         }
-        self.tokens -= n;
+        self.scaled -= need;
         None
     }
 
-    fn reset(&mut self) {
-        self.tokens = 0.0;
-        self.last = Instant::now();
+    fn reset(&mut self, now: Duration) {
+        self.scaled = 0;
+        self.last = now;
     }
 }
 
 fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_size: u64, t: usize, threads: u64) {
     let Some(c) = shared.counters.get(t) else { return };
     let (mut ops, mut bytes) = (0u64, 0u64);
-    let mut bucket = Bucket {
-        tokens: write_size as f64,
-        last: Instant::now(),
-    };
-    let mut slice: Option<Instant> = None;
+    let clock = &shared.clock;
+    let mut bucket = Bucket::new(write_size, clock.now());
+    let mut slice: Option<Duration> = None;
     loop {
         if seq.limit.is_some_and(|l| seq.k >= l) {
             break;
@@ -477,7 +506,7 @@ fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_
             RUN => {}
             PAUSE => {
                 shared.park();
-                bucket.reset();
+                bucket.reset(clock.now());
                 slice = None;
                 continue;
             }
@@ -485,7 +514,7 @@ fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_
         }
         let rate = shared.rate.load(Ordering::Relaxed);
         if rate != 0 {
-            if let Some(wait) = bucket.take(write_size, (rate as f64 / threads as f64).max(1.0)) {
+            if let Some(wait) = bucket.take(write_size, (rate / threads).max(1), || clock.now()) {
                 shared.sleep(wait);
                 continue;
             }
@@ -495,15 +524,15 @@ fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_
             if pct == 0 {
                 slice = None;
             } else {
-                let now = Instant::now();
+                let now = clock.now();
                 let start = *slice.get_or_insert(now);
-                let ran = now.duration_since(start);
+                let ran = now.saturating_sub(start);
                 if ran >= THROTTLE_SLICE {
                     let pause = ran
                         .checked_mul(u32::from(pct))
                         .map_or(NAP, |d| d / u32::from(100 - pct.min(99)));
                     shared.sleep(pause);
-                    slice = Some(Instant::now());
+                    slice = Some(clock.now());
                 }
             }
         }
@@ -522,8 +551,9 @@ fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_
         }
         ops += 1;
         bytes += write_size;
-        c.ops.store(ops, Ordering::Relaxed);
         c.bytes.store(bytes, Ordering::Relaxed);
+        c.ops.store(ops, Ordering::SeqCst);
+        shared.progressed();
     }
     shared.exit(t);
 }
@@ -551,7 +581,7 @@ pub struct WorkloadStats {
     pub bytes: u64,
     /// Pages written, all threads.
     pub pages: u64,
-    /// Since the start.
+    /// Since the start, by the workload's clock.
     pub elapsed: Duration,
     /// Per thread.
     pub threads: Vec<ThreadStats>,
@@ -569,14 +599,24 @@ impl WorkloadStats {
 pub struct Workload {
     shared: Arc<Shared>,
     handles: Vec<JoinHandle<()>>,
-    started: Instant,
+    started: Duration,
     config: WorkloadConfig,
     write_size: u64,
 }
 
 impl Workload {
-    /// Starts `config.threads` writer threads on `blocks`.
+    /// Starts `config.threads` writer threads on `blocks`, paced by the system clock.
     pub fn start(blocks: Vec<Arc<RamBlock>>, config: WorkloadConfig) -> Result<Workload> {
+        Workload::start_with_clock(blocks, config, SystemClock::shared())
+    }
+
+    /// Starts `config.threads` writer threads on `blocks`, paced by `clock`
+    /// (rate limit, throttle and [`WorkloadStats::elapsed`]).
+    pub fn start_with_clock(
+        blocks: Vec<Arc<RamBlock>>,
+        config: WorkloadConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Workload> {
         let plan = config.plan(&blocks)?;
         let shared = Arc::new(Shared {
             state: AtomicU8::new(RUN),
@@ -586,12 +626,14 @@ impl Workload {
             cv: Condvar::new(),
             counters: (0..plan.threads).map(|_| Counters::default()).collect(),
             error: Mutex::new(None),
+            clock,
+            watchers: AtomicUsize::new(0),
         });
         let blocks: Arc<[Arc<RamBlock>]> = blocks.into();
         let mut w = Workload {
             shared: shared.clone(),
             handles: Vec::with_capacity(plan.threads),
-            started: Instant::now(),
+            started: shared.clock.now(),
             config,
             write_size: plan.write_size,
         };
@@ -628,7 +670,8 @@ impl Workload {
     }
 
     /// Stops every thread between two writes and returns once all have
-    /// stopped (or ended). No write happens until [`resume`](Self::resume).
+    /// stopped and acknowledged it (or ended): from then on the counters
+    /// and the memory stay as they are until [`resume`](Self::resume).
     pub fn pause(&self) {
         let s = &self.shared;
         if s.state
@@ -637,6 +680,7 @@ impl Workload {
         {
             return;
         }
+        s.clock.wake();
         let mut g = s.ctl.lock();
         while g.parked < g.running && s.state.load(Ordering::Acquire) == PAUSE {
             s.cv.wait_for(&mut g, Duration::from_millis(100));
@@ -658,6 +702,18 @@ impl Workload {
     /// Whether the workload is paused.
     pub fn is_paused(&self) -> bool {
         self.shared.state.load(Ordering::Acquire) == PAUSE
+    }
+
+    /// Threads parked by a pause (each acknowledged it and writes no more
+    /// until resumed). After [`pause`](Self::pause) returns, every thread
+    /// that has not ended is parked.
+    pub fn parked(&self) -> usize {
+        self.shared.ctl.lock().parked
+    }
+
+    /// Threads still running (not ended).
+    pub fn live_threads(&self) -> usize {
+        self.shared.ctl.lock().running
     }
 
     /// Sets the throttle percentage (0..=99): each thread sleeps that share of its time.
@@ -703,7 +759,7 @@ impl Workload {
             ops: threads.iter().map(|t| t.ops).sum(),
             bytes: threads.iter().map(|t| t.bytes).sum(),
             pages: threads.iter().map(|t| t.pages).sum(),
-            elapsed: self.started.elapsed(),
+            elapsed: self.shared.clock.now().saturating_sub(self.started),
             threads,
         }
     }
@@ -726,6 +782,34 @@ impl Workload {
         true
     }
 
+    /// Waits up to `timeout` (real time) until `done` holds for the
+    /// counters, looking again after every write; returns whether it
+    /// holds. This is how to wait for progress without sleeping.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&WorkloadStats) -> bool) -> bool {
+        let s = &self.shared;
+        let give_up = Instant::now() + timeout;
+        s.watchers.fetch_add(1, Ordering::SeqCst);
+        let met = loop {
+            if done(&self.stats()) {
+                break true;
+            }
+            let mut g = s.ctl.lock();
+            if g.running == 0 {
+                drop(g);
+                break done(&self.stats());
+            }
+            // Bounded, so a notification missed between the look and the
+            // wait costs at most one nap.
+            let nap = (Instant::now() + Duration::from_millis(10)).min(give_up);
+            if s.cv.wait_until(&mut g, nap).timed_out() && Instant::now() >= give_up {
+                drop(g);
+                break done(&self.stats());
+            }
+        };
+        s.watchers.fetch_sub(1, Ordering::SeqCst);
+        met
+    }
+
     /// The first error a thread met (a write refused), if any; that thread ended.
     pub fn error(&self) -> Option<String> {
         self.shared.error.lock().clone()
@@ -733,6 +817,7 @@ impl Workload {
 
     fn halt(&mut self) {
         self.shared.state.store(STOP, Ordering::Release);
+        self.shared.clock.wake();
         {
             let _g = self.shared.ctl.lock();
             self.shared.cv.notify_all();

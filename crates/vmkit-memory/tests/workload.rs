@@ -1,14 +1,20 @@
 //! The workload engine: reproducible memory contents, pause/resume,
 //! throttling, rate limiting, and the dirty rate it produces.
 //!
-//! The timing tests use loose bounds (factors, not percentages) and run one
-//! at a time, so that two CPU-bound workloads do not share the machine's cores.
+//! Nothing here depends on how fast the machine is: pacing runs on a
+//! [`ManualClock`] that the test advances, progress is awaited through the
+//! workload's counters, and a pause through its acknowledgement. (The
+//! real-time rates are measured by the `workload` benchmarks.) The tests run
+//! one at a time so that unthrottled writers do not share the cores.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use vmkit_memory::{AccessPattern, DirtyClient, RamBlock, Workload, WorkloadConfig, measure_dirty_rate};
+use vmkit_memory::{
+    AccessPattern, Clock, DirtyClient, DirtyRateMeasurement, ManualClock, RamBlock, Workload, WorkloadConfig,
+    WorkloadStats,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -121,6 +127,16 @@ fn partial_page_writes() -> TestResult {
     Ok(())
 }
 
+/// A guard against a hang, never a timing assumption: every wait below ends
+/// as soon as its condition holds.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+const MS: Duration = Duration::from_millis(1);
+
+fn every_thread_went_past(s: &WorkloadStats, before: &WorkloadStats) -> bool {
+    s.threads.iter().zip(&before.threads).all(|(a, b)| a.ops > b.ops)
+}
+
 #[test]
 fn pause_stops_writes_and_resume_continues() -> TestResult {
     let _serial = SERIAL.lock();
@@ -133,30 +149,40 @@ fn pause_stops_writes_and_resume_continues() -> TestResult {
             ..Default::default()
         },
     )?;
-    std::thread::sleep(Duration::from_millis(20));
+    let zero = w.stats();
+    assert!(
+        w.wait_until(PATIENCE, |s| every_thread_went_past(s, &zero)),
+        "both threads write"
+    );
     w.pause();
     assert!(w.is_paused());
+    assert_eq!(w.parked(), 2, "every thread acknowledged the pause");
     let s1 = w.stats();
     assert!(s1.ops > 0);
     let c1 = b[0].checksum_all()?;
     b[0].dirty_log().sync(DirtyClient::User)?;
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(w.stats().ops, s1.ops, "no write while paused");
-    assert_eq!(b[0].checksum_all()?, c1);
-    assert!(
-        b[0].dirty_log().sync(DirtyClient::User)?.is_empty(),
-        "nothing dirtied while paused"
-    );
-    w.resume();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let all_went_on = |s: &vmkit_memory::WorkloadStats| s.threads.iter().zip(&s1.threads).all(|(a, b)| a.ops > b.ops);
-    while !all_went_on(&w.stats()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    // The writers are parked: however long this takes, nothing moves.
+    for _ in 0..3 {
+        assert_eq!(b[0].checksum_all()?, c1);
+        assert_eq!(w.stats().threads, s1.threads, "no write while paused");
+        assert!(
+            b[0].dirty_log().sync(DirtyClient::User)?.is_empty(),
+            "nothing dirtied while paused"
+        );
     }
+    w.pause(); // pausing again changes nothing
+    assert_eq!(w.parked(), 2);
+    w.resume();
+    assert!(!w.is_paused());
+    assert!(
+        w.wait_until(PATIENCE, |s| every_thread_went_past(s, &s1)),
+        "every thread writes again after resume"
+    );
+    assert_eq!(w.parked(), 0);
     let s2 = w.stop();
     assert!(
-        all_went_on(&s2),
-        "every thread writes again after resume: {:?} then {:?}",
+        every_thread_went_past(&s2, &s1),
+        "{:?} then {:?}",
         s1.threads,
         s2.threads
     );
@@ -166,83 +192,169 @@ fn pause_stops_writes_and_resume_continues() -> TestResult {
 }
 
 #[test]
-fn throttle_lowers_the_rate() -> TestResult {
+fn a_paused_workload_wakes_from_a_long_sleep_to_park() -> TestResult {
     let _serial = SERIAL.lock();
-    let b = blocks(&[1024])?;
-    let w = Workload::start(b, WorkloadConfig::default())?;
-    let window = Duration::from_millis(300);
-    let measure = |w: &Workload| {
-        let (s0, t0) = (w.stats().bytes, Instant::now());
-        std::thread::sleep(window);
-        (w.stats().bytes - s0) as f64 / t0.elapsed().as_secs_f64()
-    };
-    let full = measure(&w);
-    w.set_throttle(90)?;
-    assert_eq!(w.throttle(), 90);
-    std::thread::sleep(Duration::from_millis(30)); // let the first throttled slice start
-    let throttled = measure(&w);
-    assert!(w.set_throttle(100).is_err());
-    w.stop();
-    assert!(full > 0.0);
-    assert!(
-        throttled < full * 0.5,
-        "throttled {throttled:.0} B/s vs {full:.0} B/s unthrottled"
-    );
+    // 1 page per hour: after its first write the thread sleeps on the clock.
+    let clock = ManualClock::new();
+    let w = Workload::start_with_clock(
+        blocks(&[8])?,
+        WorkloadConfig {
+            rate: Some(PAGE / 3600),
+            ..Default::default()
+        },
+        clock.clone(),
+    )?;
+    assert!(clock.wait_for_blocked(1, PATIENCE));
+    w.pause(); // returns: the sleeper is told, it does not wait out its hour
+    assert_eq!(w.parked(), 1);
+    assert_eq!(clock.blocked(), 0);
+    assert_eq!(w.stop().ops, 1);
     Ok(())
 }
 
 #[test]
-fn rate_limit_roughly_holds() -> TestResult {
+fn throttle_sleeps_its_share_of_clock_time() -> TestResult {
     let _serial = SERIAL.lock();
-    let b = blocks(&[4096])?;
-    let rate = 8u64 << 20;
-    let w = Workload::start(
-        b,
+    let clock = ManualClock::new();
+    let w = Workload::start_with_clock(
+        blocks(&[1024])?,
         WorkloadConfig {
-            threads: 2,
-            rate: Some(rate),
+            throttle: 90,
             ..Default::default()
         },
+        clock.clone(),
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.throttle(), 90);
+    assert!(w.set_throttle(100).is_err());
+    // The thread's first look at the throttle opens its slice at 0; while
+    // the clock stands still it has not run for any time, so it writes on.
+    assert!(w.wait_until(PATIENCE, |s| s.ops >= 32));
+    for round in 0..3 {
+        let start = clock.now();
+        // 10 ms of running: then 90 % of the time asleep, 90 ms.
+        clock.advance(10 * MS);
+        assert!(clock.wait_for_blocked(1, PATIENCE), "round {round}: the thread sleeps");
+        assert_eq!(clock.deadlines(), vec![start + 100 * MS], "round {round}");
+        let asleep = w.stats().ops;
+        clock.advance(89 * MS);
+        assert_eq!(clock.blocked(), 1, "still asleep 1 ms before the end");
+        assert_eq!(w.stats().ops, asleep, "round {round}: no write while asleep");
+        clock.advance(MS);
+        assert!(w.wait_until(PATIENCE, |s| s.ops > asleep + 16), "round {round}: awake");
+    }
+    // Without a throttle it never sleeps, however much time passes.
+    w.set_throttle(0)?;
+    let before = w.stats().ops;
+    assert!(w.wait_until(PATIENCE, |s| s.ops > before + 16));
+    clock.advance(Duration::from_secs(1));
+    let before = w.stats().ops;
+    assert!(w.wait_until(PATIENCE, |s| s.ops > before + 16));
+    assert_eq!(clock.blocked(), 0);
+    w.stop();
+    Ok(())
+}
+
+#[test]
+fn rate_limit_follows_the_clock() -> TestResult {
+    let _serial = SERIAL.lock();
+    // 2 threads at 100 pages/s each: one page per thread per 10 ms.
+    let clock = ManualClock::new();
+    let w = Workload::start_with_clock(
+        blocks(&[4096])?,
+        WorkloadConfig {
+            threads: 2,
+            rate: Some(2 * 100 * PAGE),
+            ..Default::default()
+        },
+        clock.clone(),
+    )?;
+    let per_thread = |w: &Workload| w.stats().threads.iter().map(|t| t.ops).collect::<Vec<_>>();
+    // Each thread starts with one write's worth of tokens, then waits 10 ms.
+    assert!(clock.wait_for_blocked(2, PATIENCE));
+    assert_eq!(per_thread(&w), vec![1, 1]);
+    assert_eq!(clock.deadlines(), vec![10 * MS, 10 * MS]);
+    for step in 1..=5u64 {
+        clock.advance(10 * MS);
+        assert!(clock.wait_for_blocked(2, PATIENCE));
+        assert_eq!(per_thread(&w), vec![1 + step, 1 + step], "after {step} × 10 ms");
+    }
+    // Less than a page's time: nobody writes.
+    clock.advance(9 * MS);
+    assert!(clock.wait_for_blocked(2, PATIENCE));
+    assert_eq!(per_thread(&w), vec![6, 6]);
+    clock.advance(MS);
+    assert!(clock.wait_for_blocked(2, PATIENCE));
+    assert_eq!(per_thread(&w), vec![7, 7]);
+    // A long gap saves up at most 20 ms of the rate: two pages each.
+    clock.advance(Duration::from_secs(1));
+    assert!(clock.wait_for_blocked(2, PATIENCE));
+    assert_eq!(per_thread(&w), vec![9, 9]);
+    // A new rate applies from the next refill: 200 pages/s each.
+    w.set_rate(Some(2 * 200 * PAGE))?;
+    clock.advance(10 * MS);
+    assert!(clock.wait_for_blocked(2, PATIENCE));
+    assert_eq!(per_thread(&w), vec![11, 11]);
     let s = w.stop();
-    assert!(
-        (1 << 20..=8 << 20).contains(&s.bytes),
-        "{} bytes in {:?} at 8 MiB/s",
-        s.bytes,
-        s.elapsed
-    );
+    assert_eq!(s.elapsed, Duration::from_millis(1070), "elapsed is the clock's");
+    assert_eq!(s.bytes, 22 * PAGE);
     Ok(())
 }
 
 #[test]
 fn dirty_rate_of_a_rate_limited_workload() -> TestResult {
     let _serial = SERIAL.lock();
-    // 16384 pages written sequentially at 4 MiB/s: no page is written twice
-    // within the window, so the dirty rate is the write rate.
+    // Sequential writes at 100 pages/s: no page is written twice within
+    // the window, so the dirty rate is the write rate.
     let b = blocks(&[16384])?;
     b[0].dirty_log().log_start(DirtyClient::Migration)?;
-    let rate = 4u64 << 20;
-    let w = Workload::start(
+    let clock = ManualClock::new();
+    let w = Workload::start_with_clock(
         b.clone(),
         WorkloadConfig {
-            rate: Some(rate),
+            rate: Some(100 * PAGE),
             pattern: AccessPattern::Sequential,
             ..Default::default()
         },
+        clock.clone(),
     )?;
-    let report = measure_dirty_rate(&b, Duration::from_millis(400))?;
+    assert!(clock.wait_for_blocked(1, PATIENCE)); // the first page, before the window
+    let m = DirtyRateMeasurement::start_with_clock(&b, clock.clone())?;
+    for _ in 0..40 {
+        clock.advance(10 * MS);
+        assert!(clock.wait_for_blocked(1, PATIENCE));
+    }
+    assert_eq!(m.elapsed(), 400 * MS);
+    let report = m.finish()?;
     let s = w.stop();
-    let mib = report.mib_per_sec;
-    assert!(
-        (1.0..=8.0).contains(&mib),
-        "dirty rate {mib} MiB/s for a 4 MiB/s workload: {report:?}"
-    );
+    assert_eq!(report.window, 400 * MS);
+    assert_eq!(report.dirty_pages, 40);
+    assert_eq!(report.dirty_bytes, 40 * PAGE);
+    assert_eq!(report.pages_per_sec, 100.0);
+    assert_eq!(report.bytes_per_sec, (100 * PAGE) as f64);
     assert_eq!(report.blocks[0].dirty_pages, report.dirty_pages);
-    assert_eq!(report.dirty_rate(), mib as u64);
+    assert_eq!(report.dirty_rate(), report.mib_per_sec as u64);
     // The measurement did not disturb the migration log: it saw every write.
+    assert_eq!(s.pages, 41);
     let migration = b[0].dirty_log().sync(DirtyClient::Migration)?;
-    assert_eq!(migration.count(), s.pages.min(16384));
+    assert_eq!(migration.count(), 41);
+    Ok(())
+}
+
+#[test]
+fn measure_dirty_rate_waits_its_window_on_the_clock() -> TestResult {
+    let _serial = SERIAL.lock();
+    let b = blocks(&[64])?;
+    let clock = ManualClock::new();
+    let (b2, c2) = (b.clone(), clock.clone());
+    let t = std::thread::spawn(move || vmkit_memory::measure_dirty_rate_with_clock(&b2, 300 * MS, c2));
+    assert!(clock.wait_for_blocked(1, PATIENCE));
+    assert_eq!(clock.deadlines(), vec![300 * MS]);
+    for p in [3u64, 5, 5] {
+        b[0].write_page_pattern(p, 1)?;
+    }
+    clock.advance(300 * MS);
+    let report = t.join().map_err(|_| "measuring thread panicked")??;
+    assert_eq!((report.window, report.dirty_pages), (300 * MS, 2));
     Ok(())
 }
 
@@ -258,11 +370,29 @@ fn dropping_a_running_workload_joins_it() -> TestResult {
             ..Default::default()
         },
     )?;
-    std::thread::sleep(Duration::from_millis(10));
+    let zero = w.stats();
+    assert!(w.wait_until(PATIENCE, |s| every_thread_went_past(s, &zero)));
     drop(w);
-    let c = b[0].checksum_all()?;
-    std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(b[0].checksum_all()?, c, "no writer left behind");
+    // Dropping joined the threads: they released the block and cannot write.
     assert_eq!(Arc::strong_count(&b[0]), 1, "the threads released the block");
+    let c = b[0].checksum_all()?;
+    assert_eq!(b[0].checksum_all()?, c, "no writer left behind");
+    Ok(())
+}
+
+#[test]
+fn wait_until_gives_up_when_the_threads_end() -> TestResult {
+    let _serial = SERIAL.lock();
+    let w = Workload::start(
+        blocks(&[8])?,
+        WorkloadConfig {
+            max_ops: Some(10),
+            ..Default::default()
+        },
+    )?;
+    // The condition can never hold: the wait ends with the threads, not the timeout.
+    assert!(!w.wait_until(Duration::from_secs(3600), |s| s.ops > 10));
+    assert!(w.is_finished());
+    assert_eq!(w.stats().ops, 10);
     Ok(())
 }

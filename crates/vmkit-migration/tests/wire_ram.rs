@@ -144,47 +144,6 @@ fn summary_mode_writes_nothing_and_counts() {
     assert_eq!(s.blocks[0].bytes, 3 + 6 * 4096);
 }
 
-/// Throughput of encode + decode (run with `--release -- --ignored
-/// --nocapture` for a figure). Half the pages are data, half zero; the
-/// output buffer and the destination are touched beforehand so page faults
-/// are not measured.
-#[test]
-#[ignore = "throughput measurement"]
-fn throughput() {
-    let size = 512u64 << 20;
-    let src = ok(RamBlock::anonymous("pc.ram", size));
-    for p in (0..size / 4096).step_by(2) {
-        ok(src.write_page_pattern(p, 1));
-    }
-    let mut out = vec![1u8; size as usize / 2 + (8 << 20)];
-    out.clear();
-    let t = std::time::Instant::now();
-    let mut w = StreamWriter::buffered(out);
-    ok(write_file_header(&mut w));
-    let mut ram = ok(RamSectionWriter::new(vec![src.clone()]));
-    ok(ram.save_setup(&mut w, 0, true));
-    ok(ram.begin_section(&mut w, SectionKind::End, 0));
-    ok(ram.write_all_pages(&mut w));
-    ok(ram.end_section(&mut w, 0, true));
-    ok(write_eof(&mut w));
-    ok(w.flush());
-    let bytes = ok(w.into_inner().into_inner().map_err(|e| e.to_string()));
-    let enc = t.elapsed();
-    let dst = ok(RamBlock::anonymous("pc.ram", size));
-    ok(dst.fill(0, size, 1));
-    let t = std::time::Instant::now();
-    ok(load(&bytes, vec![dst.clone()]));
-    let dec = t.elapsed();
-    let gb = size as f64 / 1e9;
-    println!(
-        "guest RAM {} MiB: encode {:.2} GB/s, decode {:.2} GB/s (of guest RAM)",
-        size >> 20,
-        gb / enc.as_secs_f64(),
-        gb / dec.as_secs_f64()
-    );
-    assert_eq!(ok(src.checksum_all()), ok(dst.checksum_all()));
-}
-
 fn load_some(bytes: &[u8], dest: Vec<Arc<RamBlock>>) -> Result<RamSectionReader, String> {
     parse_into(bytes, RamSectionReader::apply_to_some(dest))
 }

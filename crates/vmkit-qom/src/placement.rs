@@ -114,11 +114,31 @@ fn set_all(obj: &Object, props: &[(String, Value)]) -> Result<()> {
     Ok(())
 }
 
+/// Sets command-line text: each value is parsed by its property's own type.
+fn set_all_from_text(obj: &Object, props: &[(String, String)]) -> Result<()> {
+    for (name, text) in props {
+        obj.set_str(name, text)?;
+    }
+    Ok(())
+}
+
 /// Creates, places and realizes a device, as QMP `device_add` does.
 ///
 /// With an `id` the device goes to `/machine/peripheral/<id>`, without one to
 /// `/machine/peripheral-anon/device[N]`. On any failure nothing is left behind.
 pub fn device_add(type_name: &str, id: Option<&str>, props: &[(String, Value)]) -> Result<Object> {
+    device_add_with(type_name, id, |dev| set_all(dev, props))
+}
+
+/// [`device_add`] with the properties as written on a command line
+/// (`-device TYPE,prop=value`): each value is parsed by its property's own
+/// type (`on`, `0x10`, `64K`, an enum member, a path), and an error names
+/// the property and the type it expects.
+pub fn device_add_from_text(type_name: &str, id: Option<&str>, props: &[(String, String)]) -> Result<Object> {
+    device_add_with(type_name, id, |dev| set_all_from_text(dev, props))
+}
+
+fn device_add_with(type_name: &str, id: Option<&str>, set_props: impl FnOnce(&Object) -> Result<()>) -> Result<Object> {
     let ty = lookup_type(type_name)?;
     if !ty.is_a(TYPE_DEVICE) {
         return Err(Error::WrongType {
@@ -140,7 +160,7 @@ pub fn device_add(type_name: &str, id: Option<&str>, props: &[(String, Value)]) 
         });
     }
     let dev = Object::create(&ty, creation())?;
-    set_all(&dev, props)?;
+    set_props(&dev)?;
     parent.add_child(&name, &dev)?;
     if let Err(e) = dev.realize() {
         let _ = dev.unparent();
@@ -170,6 +190,16 @@ pub fn device_del(id_or_path: &str) -> Result<()> {
 
 /// Creates, places and completes a user-creatable object at `/objects/<id>`, as QMP `object-add` does.
 pub fn object_add(type_name: &str, id: &str, props: &[(String, Value)]) -> Result<Object> {
+    object_add_with(type_name, id, |obj| set_all(obj, props))
+}
+
+/// [`object_add`] with the properties as written on a command line
+/// (`-object TYPE,id=ID,prop=value`), parsed as [`device_add_from_text`] does.
+pub fn object_add_from_text(type_name: &str, id: &str, props: &[(String, String)]) -> Result<Object> {
+    object_add_with(type_name, id, |obj| set_all_from_text(obj, props))
+}
+
+fn object_add_with(type_name: &str, id: &str, set_props: impl FnOnce(&Object) -> Result<()>) -> Result<Object> {
     let ty = lookup_type(type_name)?;
     if !ty.is_a(TYPE_USER_CREATABLE) {
         return Err(Error::WrongType {
@@ -186,7 +216,7 @@ pub fn object_add(type_name: &str, id: &str, props: &[(String, Value)]) -> Resul
         });
     }
     let obj = Object::create(&ty, creation())?;
-    set_all(&obj, props)?;
+    set_props(&obj)?;
     objects.add_child(id, &obj)?;
     if let Err(e) = obj.complete() {
         let _ = obj.unparent();

@@ -13,6 +13,7 @@ __all__ = [
     "create_machine",
     "destroy_machine",
     "device_add",
+    "device_add_from_text",
     "device_del",
     "device_type_properties",
     "format_size",
@@ -21,6 +22,7 @@ __all__ = [
     "machine_creation_done",
     "new",
     "object_add",
+    "object_add_from_text",
     "object_del",
     "parse_size",
     "qom_tree",
@@ -210,8 +212,14 @@ def machine() -> Object | None: ...
 def device_add(
     type_name: str, id: str | None = None, props: dict[str, _Value] | None = None
 ) -> Object: ...
+def device_add_from_text(
+    type_name: str, id: str | None = None, props: list[tuple[str, str]] | None = None
+) -> Object: ...
 def device_del(id: str) -> None: ...
 def object_add(type_name: str, id: str, props: dict[str, _Value] | None = None) -> Object: ...
+def object_add_from_text(
+    type_name: str, id: str, props: list[tuple[str, str]] | None = None
+) -> Object: ...
 def object_del(id: str) -> None: ...
 def singleton_instance(type_name: str) -> Object | None: ...
 def stats() -> dict[str, int]: ...

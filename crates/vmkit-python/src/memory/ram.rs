@@ -359,6 +359,21 @@ impl PyWorkload {
         let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
         Ok(py.detach(|| w.wait(t)))
     }
+    /// Waits up to `timeout` seconds until the writers have done at least
+    /// `ops` writes in all; returns whether they have.
+    fn wait_ops(&self, py: Python<'_>, ops: u64, timeout: f64) -> PyResult<bool> {
+        let guard = self.inner.lock();
+        let Some(w) = guard.as_ref() else {
+            return Err(crate::errors::LifecycleError::new_err("the workload was stopped"));
+        };
+        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        Ok(py.detach(|| w.wait_until(t, |s| s.ops >= ops)))
+    }
+    /// Writer threads parked by a pause (each acknowledged it).
+    #[getter]
+    fn parked(&self) -> PyResult<usize> {
+        self.with(Workload::parked)
+    }
     /// Why a writer thread failed, if one did.
     #[getter]
     fn error(&self) -> PyResult<Option<String>> {

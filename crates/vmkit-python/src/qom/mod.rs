@@ -30,8 +30,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(types::machine_creation_done, m)?)?;
     m.add_function(wrap_pyfunction!(types::machine, m)?)?;
     m.add_function(wrap_pyfunction!(types::device_add, m)?)?;
+    m.add_function(wrap_pyfunction!(types::device_add_from_text, m)?)?;
     m.add_function(wrap_pyfunction!(types::device_del, m)?)?;
     m.add_function(wrap_pyfunction!(types::object_add, m)?)?;
+    m.add_function(wrap_pyfunction!(types::object_add_from_text, m)?)?;
     m.add_function(wrap_pyfunction!(types::object_del, m)?)?;
     m.add_function(wrap_pyfunction!(types::singleton_instance, m)?)?;
     m.add_function(wrap_pyfunction!(types::stats, m)?)?;

@@ -324,6 +324,20 @@ pub(crate) fn device_add(
         .map(|o| PyObj::borrowed(&o))
 }
 
+/// `device_add` with command-line text values, each parsed by its property's type.
+#[pyfunction]
+#[pyo3(signature = (type_name, id=None, props=None))]
+pub(crate) fn device_add_from_text(
+    py: Python<'_>,
+    type_name: &str,
+    id: Option<&str>,
+    props: Option<Vec<(String, String)>>,
+) -> PyResult<PyObj> {
+    qom::device_add_from_text(type_name, id, &props.unwrap_or_default())
+        .py_err(py)
+        .map(|o| PyObj::borrowed(&o))
+}
+
 /// Unplugs a device by id or path (QMP `device_del`).
 #[pyfunction]
 pub(crate) fn device_del(py: Python<'_>, id: &str) -> PyResult<()> {
@@ -341,6 +355,20 @@ pub(crate) fn object_add(
 ) -> PyResult<PyObj> {
     let props = props_of(props)?;
     qom::object_add(type_name, id, &props)
+        .py_err(py)
+        .map(|o| PyObj::borrowed(&o))
+}
+
+/// `object_add` with command-line text values, each parsed by its property's type.
+#[pyfunction]
+#[pyo3(signature = (type_name, id, props=None))]
+pub(crate) fn object_add_from_text(
+    py: Python<'_>,
+    type_name: &str,
+    id: &str,
+    props: Option<Vec<(String, String)>>,
+) -> PyResult<PyObj> {
+    qom::object_add_from_text(type_name, id, &props.unwrap_or_default())
         .py_err(py)
         .map(|o| PyObj::borrowed(&o))
 }
