@@ -268,8 +268,10 @@ class SessionPhase(enum.Enum):
     """Where a QMP session is in its life (QEMU's monitor has the same
     phases: ``qmp_capabilities`` moves it from negotiation to command mode).
 
-    Legal moves: ``NEGOTIATING`` → ``COMMAND``; either → ``CLOSING`` or
-    ``SHUTTING_DOWN``; ``CLOSING`` → ``SHUTTING_DOWN``; anything → ``CLOSED``.
+    Legal moves: ``NEGOTIATING`` → ``COMMAND`` → ``CLOSING`` or
+    ``SHUTTING_DOWN``; ``CLOSING`` → ``SHUTTING_DOWN``; anything → ``CLOSED``
+    (the connection is gone). Only commands close a session, and in
+    negotiation mode the only command is ``qmp_capabilities``.
     """
 
     NEGOTIATING = "negotiating"
@@ -285,9 +287,7 @@ class SessionPhase(enum.Enum):
 
 
 _PHASE_MOVES: dict[SessionPhase, frozenset[SessionPhase]] = {
-    SessionPhase.NEGOTIATING: frozenset(
-        {SessionPhase.COMMAND, SessionPhase.CLOSING, SessionPhase.SHUTTING_DOWN}
-    ),
+    SessionPhase.NEGOTIATING: frozenset({SessionPhase.COMMAND}),
     SessionPhase.COMMAND: frozenset({SessionPhase.CLOSING, SessionPhase.SHUTTING_DOWN}),
     SessionPhase.CLOSING: frozenset({SessionPhase.SHUTTING_DOWN}),
     SessionPhase.SHUTTING_DOWN: frozenset(),
@@ -317,8 +317,14 @@ class SessionState:
 
     @property
     def negotiated(self) -> bool:
-        """In command mode (capabilities negotiated, not closing)."""
-        return self.phase is SessionPhase.COMMAND
+        """Capabilities negotiated and the connection still up: the
+        session gets events (until it is closed, as QEMU's ``SHUTDOWN``
+        after ``quit``)."""
+        return self.phase in (
+            SessionPhase.COMMAND,
+            SessionPhase.CLOSING,
+            SessionPhase.SHUTTING_DOWN,
+        )
 
     @property
     def closing(self) -> bool:
