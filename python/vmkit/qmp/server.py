@@ -101,6 +101,7 @@ UNIX_PATH_MAX = 108
 """``sizeof(sun_path)``: a UNIX socket path must be shorter (it ends in NUL)."""
 
 _FLUSH_CHUNK = 64 << 10  # queued output handed to the transport per write
+_INBOX_LIMIT = 64 << 10  # unparsed input of one client before reading pauses
 
 
 @dataclass(frozen=True)
@@ -198,11 +199,13 @@ class _Session(asyncio.Protocol):
 
     Input is worked through in *turns*: each turn parses at most
     ``input_slice`` bytes and answers at most ``answers_per_turn`` messages,
-    then yields to the loop if more is left (reading pauses meanwhile), so
-    one client's flood of input cannot keep the loop from the others. A
-    command whose handler is synchronous is answered within its turn; an
-    asynchronous handler (a job, see :mod:`vmkit.jobs`) runs as a task while
-    reading pauses, so a client's commands still run one at a time, in order.
+    then yields to the loop if more is left, so one client's flood of input
+    cannot keep the loop from the others. Unparsed input is bounded: reading
+    pauses while 64 KiB wait. A command whose handler is synchronous is
+    answered within its turn; an asynchronous handler (a job, see
+    :mod:`vmkit.jobs`) runs as a task and the session parses nothing more
+    until it is answered, so a client's commands still run one at a time,
+    in order.
 
     Output goes straight to the transport until it asks us to pause
     (its buffer passed the high-water mark); then it is kept in one
@@ -252,6 +255,8 @@ class _Session(asyncio.Protocol):
         self.inbox += data
         if not self.turn_scheduled:
             self._turn()
+        else:
+            self._update_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -351,10 +356,12 @@ class _Session(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self.close)
 
     def _update_reading(self) -> None:
+        # Reading goes on while a command runs (so a client that hangs up
+        # is noticed at once) until the unparsed input reaches the bound.
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.eof or not self._idle() or self.writing_paused:
+        if self.eof or self.writing_paused or len(self.inbox) >= _INBOX_LIMIT:
             transport.pause_reading()
         else:
             transport.resume_reading()
