@@ -13,9 +13,10 @@ Wire behaviour mirrored from QEMU (``monitor/qmp.c``, ``monitor/monitor.c``):
 * Greeting: ``{"QMP": {"version": {"qemu": {"micro", "minor", "major"},
   "package"}, "capabilities": []}}``. ``oob`` is never offered (QEMU offers it
   only on monitors with an I/O thread).
-* Requests of one session run one at a time, in order; the session stops
-  reading while a command runs (QEMU suspends the monitor the same way when
-  OOB is off). Parse errors are answered in order with the other responses.
+* Requests of one session run one at a time, in order; the session parses
+  nothing more while a command runs (QEMU suspends the monitor the same way
+  when OOB is off). Parse errors are answered in order with the other
+  responses.
 * Events reach only sessions in command mode; sessions still negotiating
   miss them (QEMU does not queue them either).
 * Oversized or malformed input is answered with errors and the session goes
@@ -24,12 +25,15 @@ Wire behaviour mirrored from QEMU (``monitor/qmp.c``, ``monitor/monitor.c``):
 
 Deliberate additions: a client that stops reading while events pile up beyond
 ``max_pending_output`` bytes (default :data:`MAX_PENDING_OUTPUT`) is
-disconnected (QEMU would buffer without bound); a response that can't be
-encoded as JSON (NaN, a non-JSON type, nesting too deep for the encoder)
-becomes a ``GenericError`` "Response cannot be encoded: ..." with the id.
+disconnected, logged once (QEMU would buffer without bound); a response that
+can't be encoded as JSON (NaN, a non-JSON type) becomes a ``GenericError``
+"Response cannot be encoded: ..." with the id, while one nested deeper than
+the encoder recurses is encoded without recursion. Each session's input is
+worked through in bounded turns (:data:`INPUT_SLICE`,
+:data:`ANSWERS_PER_TURN`), so one client's flood cannot stall the others.
 Sync handlers run on the event loop thread, so they also run one at a time
-across clients, like QEMU's single dispatcher; async handlers of different
-clients may interleave.
+across clients, like QEMU's single dispatcher; async handlers (long work
+runs as a :mod:`vmkit.jobs` job they await) of different clients interleave.
 """
 
 from __future__ import annotations
@@ -91,8 +95,10 @@ Address: TypeAlias = "str | os.PathLike[str] | tuple[str, int]"
 MAX_PENDING_OUTPUT = 16 << 20
 """Default bytes of unsent output after which a session is dropped, not buffered further."""
 
-INPUT_SLICE = 4096
-"""Default input bytes of one client parsed per event-loop turn."""
+INPUT_SLICE = 512
+"""Default input bytes of one client lexed per event-loop turn (about a
+millisecond of the lexer's work at worst, one token per byte); a read that
+is one whole plain request goes through the fast path whatever its size."""
 
 ANSWERS_PER_TURN = 64
 """Default replies (responses, parse errors) to one client per event-loop turn."""
@@ -308,6 +314,14 @@ class _Session(asyncio.Protocol):
                 self._answer(self.pending.popleft())
                 answers += 1
             elif self.inbox and parsed < self.server.input_slice:
+                if not parsed:  # the usual case: the input is one whole request
+                    whole = self.parser.feed_whole(self.inbox)
+                    if whole is not None:
+                        parsed = len(self.inbox)
+                        self.stats.bytes_parsed += parsed
+                        self.inbox.clear()
+                        self.pending.append(whole)
+                        continue
                 size = min(len(self.inbox), self.server.input_slice)
                 chunk = bytes(self.inbox[:size])
                 del self.inbox[:size]
