@@ -613,3 +613,24 @@ def test_a_failed_save_is_a_qmp_error(vmkit: VmkitProcess, tmp_path: Path) -> No
         assert (await c.execute("query-status"))["status"] == "prelaunch"
 
     qmp_session(vmkit.socket, body)
+
+
+def test_ambiguous_and_missing_partial_paths(vmkit: VmkitProcess) -> None:
+    """QEMU's object_resolve_path errors, through the one translation table:
+    a partial path matching two objects is a GenericError, a missing one
+    DeviceNotFound."""
+
+    async def body(c: QMPClient) -> None:
+        # /objects/peripheral next to /machine/peripheral.
+        await c.execute(
+            "object-add", {"qom-type": "memory-backend-ram", "id": "peripheral", "size": 4096}
+        )
+        err = await error_of(c, "qom-list", {"path": "peripheral"})
+        assert err == {"class": "GenericError", "desc": "Path 'peripheral' is ambiguous"}
+        err = await error_of(c, "qom-get", {"path": "nowhere", "property": "size"})
+        assert err == {"class": "DeviceNotFound", "desc": "Device 'nowhere' not found"}
+        assert await c.execute("qom-get", {"path": "/objects/peripheral", "property": "size"}) == (
+            4096
+        )
+
+    qmp_session(vmkit.socket, body)

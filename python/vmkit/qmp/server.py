@@ -297,7 +297,8 @@ class _Session(asyncio.Protocol):
     # --- input, in turns ----------------------------------------------------
 
     def _idle(self) -> bool:
-        return not self.inbox and not self.pending and self.command is None
+        """Nothing left to parse, run or send."""
+        return not self.inbox and not self.pending and self.command is None and not self.outbox
 
     def _can_work(self) -> bool:
         return self.command is None and not self.writing_paused and not self.state.closing
@@ -449,9 +450,15 @@ class _Session(asyncio.Protocol):
         )
 
     def close(self) -> None:
-        """Closes the connection once what was sent has been written."""
-        if self.transport is not None:
-            self.transport.close()
+        """Closes the connection once what was sent has been written
+        (queued output included)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.outbox:
+            transport.write(bytes(self.outbox))
+            self.outbox = bytearray()
+        transport.close()
 
 
 class QMPServer:
