@@ -588,9 +588,14 @@ def test_a_save_runs_while_other_clients_are_served(vmkit: VmkitProcess, tmp_pat
                 break
             time.sleep(0.01)
         assert status == {"status": "finish-migrate", "running": False}
-        assert other.execute("query-name") == {"name": "t1"}
-        with open(fifo, "rb") as reader:  # lets the save go on
-            stream = reader.read()
+        # A run-state change waits for the save without blocking the loop.
+        with QMPSocket(vmkit.socket, negotiate=True) as stopper:
+            stopper.send_bytes(b'{"execute": "stop", "id": "stop"}')
+            assert other.execute("query-name") == {"name": "t1"}
+            assert other.execute("query-status")["status"] == "finish-migrate"
+            with open(fifo, "rb") as reader:  # lets the save go on
+                stream = reader.read()
+            assert stopper.read() == {"return": {}, "id": "stop"}
         while "event" in (reply := saver.read()):
             pass
         assert reply["id"] == "save"

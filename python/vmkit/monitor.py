@@ -17,11 +17,12 @@ server's event loop keeps serving every client: ``x-vmkit-save`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeAlias, TypeVar
 
 from vmkit import __version__, errors, memory, qom
 from vmkit.jobs import Job, JobManager
@@ -119,6 +120,7 @@ class MachineMonitor:
         """The long operations of this monitor's commands."""
         self._dirty_lock = threading.Lock()
         self._dirty_job: Job[None] | None = None
+        self._machine_jobs: list[Job[Any]] = []  # jobs holding the machine's lock
         self._dirty: dict[str, JSONValue] = {
             "status": "unstarted",
             "start-time": 0,
@@ -229,27 +231,49 @@ class MachineMonitor:
     def _query_name(self, ctx: CommandContext) -> JSONValue:
         return {} if self.name is None else {"name": self.name}
 
-    def _stop(self, ctx: CommandContext) -> JSONValue:
-        self.machine.stop()
-        return None
+    def _when_machine_free(
+        self, action: Callable[[], object]
+    ) -> JSONValue | Coroutine[Any, Any, JSONValue]:
+        """Runs ``action`` (a run-state change, which takes the machine's
+        lock) now, or once the jobs holding the machine (a save) have
+        concluded: awaited, so that the loop keeps serving meanwhile instead
+        of blocking on the lock."""
+        self._machine_jobs = [job for job in self._machine_jobs if not job.done()]
+        if not self._machine_jobs:
+            action()
+            return None
+        busy = list(self._machine_jobs)
 
-    def _cont(self, ctx: CommandContext) -> JSONValue:
+        async def later() -> JSONValue:
+            for job in busy:
+                with contextlib.suppress(Exception):  # its own client hears of it
+                    await job.wait()
+            action()
+            return None
+
+        return later()
+
+    def _stop(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        return self._when_machine_free(self.machine.stop)
+
+    def _cont(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
         status = self.machine.status
         if status == "inmigrate":
             raise GenericError("Guest is waiting for an incoming migration")
-        self.machine.cont()
-        return None
+        return self._when_machine_free(self.machine.cont)
 
     def _system_reset(self, ctx: CommandContext) -> JSONValue:
         self.emit_after_reply("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
         return None
 
-    def _quit(self, ctx: CommandContext) -> JSONValue:
-        self.shutdown("host-qmp-quit")
-        ctx.request_shutdown()
-        if self._on_quit is not None:
-            self._on_quit()
-        return None
+    def _quit(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        def quit_now() -> None:
+            self.shutdown("host-qmp-quit")
+            ctx.request_shutdown()
+            if self._on_quit is not None:
+                self._on_quit()
+
+        return self._when_machine_free(quit_now)
 
     def _qom_list(self, ctx: CommandContext) -> JSONValue:
         obj = _resolve(str(ctx.arguments["path"]))
@@ -436,7 +460,9 @@ class MachineMonitor:
         meanwhile. vmkit's own command; ``migrate`` to a ``file:`` URI will
         supersede it."""
         path = str(ctx.arguments["path"])
-        stats = await _finished(self.jobs.start("save", lambda _job: self.machine.save(path)))
+        job = self.jobs.start("save", lambda _job: self.machine.save(path))
+        self._machine_jobs.append(job)
+        stats = await _finished(job)
         return {key.replace("_", "-"): value for key, value in stats.items()}
 
     # ----- HMP -----------------------------------------------------------
