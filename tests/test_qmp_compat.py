@@ -485,7 +485,6 @@ class Transcript:
     unexpected_events: list[dict[str, Any]] = field(default_factory=list)
     exit_status: int | None = None
     socket_removed: bool | None = None
-    seconds: float = 0.0
 
 
 def run_raw(sock: Path, steps: list[Step], out: Transcript) -> None:
@@ -571,7 +570,6 @@ def start(kind: str, sock: Path, *, hotplug: bool) -> Any:
 
 def run_session(kind: str, steps: list[Step], *, hotplug: bool) -> Transcript:
     out = Transcript(kind)
-    began = time.monotonic()
     with short_dir() as d:
         sock = d / f"{kind}.sock"
         with start(kind, sock, hotplug=hotplug) as peer:
@@ -579,7 +577,6 @@ def run_session(kind: str, steps: list[Step], *, hotplug: bool) -> Transcript:
             if any(s.execute == "quit" for s in steps):
                 out.exit_status = peer.wait_exit()
                 out.socket_removed = not sock.exists()
-    out.seconds = time.monotonic() - began
     return out
 
 
