@@ -485,7 +485,6 @@ class Transcript:
     unexpected_events: list[dict[str, Any]] = field(default_factory=list)
     exit_status: int | None = None
     socket_removed: bool | None = None
-    seconds: float = 0.0
 
 
 def run_raw(sock: Path, steps: list[Step], out: Transcript) -> None:
@@ -571,7 +570,6 @@ def start(kind: str, sock: Path, *, hotplug: bool) -> Any:
 
 def run_session(kind: str, steps: list[Step], *, hotplug: bool) -> Transcript:
     out = Transcript(kind)
-    began = time.monotonic()
     with short_dir() as d:
         sock = d / f"{kind}.sock"
         with start(kind, sock, hotplug=hotplug) as peer:
@@ -579,7 +577,6 @@ def run_session(kind: str, steps: list[Step], *, hotplug: bool) -> Transcript:
             if any(s.execute == "quit" for s in steps):
                 out.exit_status = peer.wait_exit()
                 out.socket_removed = not sock.exists()
-    out.seconds = time.monotonic() - began
     return out
 
 
@@ -730,8 +727,13 @@ def test_vmkit_commands_exist_in_qemu(main_run: dict[str, Transcript]) -> None:
     def names(peer: str) -> set[str]:
         return {c["name"] for c in main_run[peer].outcomes["query-commands"].value}
 
-    assert len(names("vmkit")) > 10
-    assert names("vmkit") <= names("qemu"), names("vmkit") - names("qemu")
+    from vmkit.monitor import VMKIT_COMMANDS
+
+    assert set(VMKIT_COMMANDS) <= names("vmkit")
+    assert all(name.startswith("x-vmkit-") for name in VMKIT_COMMANDS)
+    ours = names("vmkit") - set(VMKIT_COMMANDS)
+    assert len(ours) > 10
+    assert ours <= names("qemu"), ours - names("qemu")
 
 
 @pytest.mark.qemu
@@ -767,14 +769,6 @@ def test_quit_exits_and_removes_socket(main_run: dict[str, Transcript]) -> None:
     for peer in PEERS:
         t = main_run[peer]
         assert (t.exit_status, t.socket_removed) == (0, True), peer
-
-
-@pytest.mark.qemu
-def test_suite_is_quick(
-    main_run: dict[str, Transcript], hotplug_run: dict[str, Transcript]
-) -> None:
-    total = sum(t.seconds for run in (main_run, hotplug_run) for t in run.values())
-    assert total < 60, total
 
 
 # --- the comparison itself (no QEMU needed) ------------------------------------

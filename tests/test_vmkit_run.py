@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -54,14 +55,14 @@ def start_vmkit(*args: str, env: dict[str, str] | None = None) -> VmkitProcess:
         env=env,
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    line = proc.stdout.readline()
+    # The timeout only guards against a hang; it is no assertion on speed.
+    ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+    line = proc.stdout.readline() if ready else ""
     if not line.startswith("QMP: "):
         proc.kill()
         _, err = proc.communicate(timeout=10)
         proc.stdout.close()
         pytest.fail(f"vmkit run did not start: {line!r} {err}")
-    assert time.monotonic() < deadline
     address = line.split(" ", 1)[1].strip()
     return VmkitProcess(proc, address.removeprefix("unix:"))
 
@@ -138,7 +139,7 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "query-name", "stop", "cont", "system_reset", "quit", "qom-list", "qom-get",
             "qom-set", "qom-list-types", "qom-list-properties", "device-list-properties",
             "device_add", "device_del", "object-add", "object-del", "calc-dirty-rate",
-            "query-dirty-rate", "human-monitor-command",
+            "query-dirty-rate", "human-monitor-command", "x-vmkit-save",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")
@@ -243,12 +244,11 @@ def test_dirty_rate_and_hmp(vmkit: VmkitProcess) -> None:
         await c.execute("calc-dirty-rate", {"calc-time": 300, "calc-time-unit": "millisecond"})
         err = await error_of(c, "calc-dirty-rate", {"calc-time": 1})
         assert "in progress" in err["desc"]
-        for _ in range(100):
-            info = await c.execute("query-dirty-rate")
-            if info["status"] == "measured":
-                break
+        # Polls until the job has measured; the deadline only guards a hang.
+        deadline = time.monotonic() + START_TIMEOUT
+        while (info := await c.execute("query-dirty-rate"))["status"] != "measured":
+            assert time.monotonic() < deadline, info
             await asyncio.sleep(0.05)
-        assert info["status"] == "measured"
         assert info["dirty-rate"] > 0, "the workload dirties RAM while running"
         assert info["calc-time"] == 300 and info["calc-time-unit"] == "millisecond"
         err = await error_of(c, "calc-dirty-rate", {"calc-time": 0})
@@ -377,7 +377,8 @@ def test_bad_input_leaves_the_machine_as_it_was(vmkit: VmkitProcess) -> None:
             s.sendall(payload)
             if not read:
                 return b""
-            time.sleep(0.2)
+            # The server answers everything sent before the end of input,
+            # then closes.
             s.shutdown(socket.SHUT_WR)
             chunks = []
             while chunk := s.recv(65536):
@@ -490,3 +491,152 @@ def test_the_synchronous_client(vmkit: VmkitProcess) -> None:
         # As in QEMU, RESET follows the system_reset answer.
         qmp.execute("system_reset")
         assert qmp.read()["event"] == "RESET"
+
+
+def run_refused(*args: str) -> subprocess.CompletedProcess[str]:
+    """``vmkit run ARGS`` expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "vmkit.cli", "run", "-S", "-m", "16M", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("file", "exists and is not a socket"),
+        ("directory", "is a directory, not a socket"),
+        ("symlink", "is a symbolic link, not a socket"),
+        ("missing-directory", "does not exist"),
+        ("too-long", "a UNIX socket path must be under 108"),
+    ],
+)
+def test_unusable_socket_path_is_one_clear_line(tmp_path: Path, kind: str, message: str) -> None:
+    path = tmp_path / "vm.qmp"
+    if kind == "file":
+        path.write_text("keep me")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "symlink":
+        path.symlink_to(tmp_path / "target")
+    elif kind == "missing-directory":
+        path = tmp_path / "missing" / "vm.qmp"
+    else:
+        path = tmp_path / ("x" * (120 - len(str(tmp_path))))
+    out = run_refused("--qmp", f"unix:{path}")
+    assert out.returncode == 1
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"vmkit: cannot serve QMP on unix:{path}: ")
+    assert message in lines[0]
+    if kind == "file":
+        assert path.read_text() == "keep me"
+
+
+def test_a_live_socket_is_not_taken_over(vmkit: VmkitProcess) -> None:
+    out = run_refused("--qmp", f"unix:{vmkit.socket}")
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"vmkit: cannot serve QMP on unix:{vmkit.socket}: "
+        f"another server is listening on {vmkit.socket}"
+    ]
+
+    async def body(c: QMPClient) -> None:  # the first one still serves
+        assert await c.execute("query-name") == {"name": "t1"}
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "vm.qmp"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # left behind, nobody listening
+    p = start_vmkit("-S", "--qmp", f"unix:{path}", "-m", "16M")
+    try:
+
+        async def body(c: QMPClient) -> None:
+            assert (await c.execute("query-status"))["status"] == "prelaunch"
+
+        qmp_session(p.socket, body)
+    finally:
+        assert p.stop() == 0
+
+
+def test_a_save_runs_while_other_clients_are_served(vmkit: VmkitProcess, tmp_path: Path) -> None:
+    """``x-vmkit-save`` runs as a job: while it is held (its FIFO has no
+    reader yet), another client's commands are answered; the save's own
+    answer comes once the test lets it finish."""
+    fifo = tmp_path / "save.fifo"
+    os.mkfifo(fifo)
+    from vmkit.qmp import QMPSocket
+
+    with (
+        QMPSocket(vmkit.socket, negotiate=True) as saver,
+        QMPSocket(vmkit.socket, negotiate=True) as other,
+    ):
+        request = {"execute": "x-vmkit-save", "arguments": {"path": str(fifo)}, "id": "save"}
+        saver.send_bytes(json.dumps(request).encode())
+        # The save has begun (the machine is in finish-migrate) and waits
+        # for a reader; the other client is answered meanwhile.
+        for _ in range(int(START_TIMEOUT / 0.01)):  # a guard, not an assertion on time
+            status = other.execute("query-status")
+            if status["status"] == "finish-migrate":
+                break
+            time.sleep(0.01)
+        assert status == {"status": "finish-migrate", "running": False}
+        # A run-state change waits for the save without blocking the loop.
+        with QMPSocket(vmkit.socket, negotiate=True) as stopper:
+            stopper.send_bytes(b'{"execute": "stop", "id": "stop"}')
+            assert other.execute("query-name") == {"name": "t1"}
+            assert other.execute("query-status")["status"] == "finish-migrate"
+            with open(fifo, "rb") as reader:  # lets the save go on
+                stream = reader.read()
+            assert stopper.read() == {"return": {}, "id": "stop"}
+        while "event" in (reply := saver.read()):
+            pass
+        assert reply["id"] == "save"
+        assert reply["return"]["bytes"] == len(stream) > 0
+        assert set(reply["return"]) == {
+            "bytes",
+            "ram-bytes",
+            "zero-pages",
+            "normal-pages",
+            "devices",
+        }
+        assert (
+            other.execute("query-status")["status"] == "postmigrate"
+        )  # a migration source that did not run
+
+
+def test_a_failed_save_is_a_qmp_error(vmkit: VmkitProcess, tmp_path: Path) -> None:
+    async def body(c: QMPClient) -> None:
+        err = await error_of(c, "x-vmkit-save", {"path": str(tmp_path / "missing" / "f")})
+        assert err["class"] == "GenericError"
+        assert "missing" in err["desc"]
+        assert (await c.execute("query-status"))["status"] == "prelaunch"
+
+    qmp_session(vmkit.socket, body)
+
+
+def test_ambiguous_and_missing_partial_paths(vmkit: VmkitProcess) -> None:
+    """QEMU's object_resolve_path errors, through the one translation table:
+    a partial path matching two objects is a GenericError, a missing one
+    DeviceNotFound."""
+
+    async def body(c: QMPClient) -> None:
+        # /objects/peripheral next to /machine/peripheral.
+        await c.execute(
+            "object-add", {"qom-type": "memory-backend-ram", "id": "peripheral", "size": 4096}
+        )
+        err = await error_of(c, "qom-list", {"path": "peripheral"})
+        assert err == {"class": "GenericError", "desc": "Path 'peripheral' is ambiguous"}
+        err = await error_of(c, "qom-get", {"path": "nowhere", "property": "size"})
+        assert err == {"class": "DeviceNotFound", "desc": "Device 'nowhere' not found"}
+        assert await c.execute("qom-get", {"path": "/objects/peripheral", "property": "size"}) == (
+            4096
+        )
+
+    qmp_session(vmkit.socket, body)

@@ -13,7 +13,10 @@ Both peers run paused (``-S``) with a QMP monitor on a UNIX socket: QEMU as
   (``await client.execute("query-status")``).
 
 Each figure is the median of several rounds of ``--count`` round trips, in
-round trips per second. ``--json`` prints one JSON object.
+round trips per second. ``parser_chunked_mb_per_s`` is the stream parser's
+rate on a 2 MiB string fed in 1 KiB chunks (the lexer, not the fast path:
+what a test once asserted with a wall clock). ``--json`` prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -146,8 +149,23 @@ def qemu_qmp_rate(path: Path, count: int, rounds: int) -> float:
     return asyncio.run(main())
 
 
+def parser_chunked_rate(rounds: int) -> float:
+    """MB/s of a 2 MiB string parsed from 1 KiB chunks (median of ``rounds``)."""
+    from vmkit.qmp import JSONStreamParser
+
+    payload = b'{"s": "' + b"y" * (2 << 20) + b'"}'
+    rates = []
+    for _ in range(rounds):
+        parser = JSONStreamParser(max_message_size=4 << 20)
+        start = time.perf_counter()
+        for i in range(0, len(payload), 1024):
+            parser.feed(payload[i : i + 1024])
+        rates.append(len(payload) / (time.perf_counter() - start) / 1e6)
+    return statistics.median(rates)
+
+
 def measure(count: int, rounds: int, with_qemu: bool) -> dict[str, float]:
-    results: dict[str, float] = {}
+    results: dict[str, float] = {"parser_chunked_mb_per_s": parser_chunked_rate(rounds)}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         peers = [("vmkit", vmkit_peer)]
@@ -176,6 +194,8 @@ def main() -> None:
         return
     for key, value in results.items():
         unit = "" if key.startswith("ratio") else " round trips/s"
+        if key.endswith("mb_per_s"):
+            unit = " MB/s"
         print(f"{key:<24} {value:12.2f}{unit}")
 
 

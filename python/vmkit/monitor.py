@@ -4,21 +4,29 @@
 :class:`~vmkit.machine.Machine` into a :class:`~vmkit.qmp.CommandRegistry`
 and turns the machine's run-state changes into QMP events (``STOP``,
 ``RESUME``, ``RESET``, ``SHUTDOWN``, ``DEVICE_DELETED``). Answers and
-errors follow QEMU's shapes, classes and messages; where vmkit differs
-on purpose the command's docstring says so.
+errors follow QEMU's shapes, classes and messages (vmkit's exceptions are
+translated by :func:`vmkit.qmp.to_qmp_error`, the one table for that);
+where vmkit differs on purpose the command's docstring says so.
+
+Long commands run as jobs (:mod:`vmkit.jobs`) in worker threads while the
+server's event loop keeps serving every client: ``x-vmkit-save`` and
+``human-monitor-command`` answer when their job concludes,
+``calc-dirty-rate`` answers at once as in QEMU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeAlias, TypeVar
 
 from vmkit import __version__, errors, memory, qom
-from vmkit.machine import Machine, MachineStateError
+from vmkit.jobs import Job, JobManager
+from vmkit.machine import Machine
 from vmkit.qmp import (
     EXTRA_MEMBERS,
     CommandContext,
@@ -29,9 +37,10 @@ from vmkit.qmp import (
     JSONValue,
     QMPServer,
     QMPVersion,
+    to_qmp_error,
 )
 
-__all__ = ["QEMU_VERSION", "MachineMonitor", "monitor_version"]
+__all__ = ["QEMU_VERSION", "VMKIT_COMMANDS", "MachineMonitor", "monitor_version"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,13 @@ QEMU_VERSION = (9, 2, 0)
 # QEMU stops the guest for shutdown without a STOP event (do_vm_stop(..., false)).
 _RUN_STATE_LEAVING_RUNNING = ("paused", "finish-migrate", "inmigrate")
 
+#: Commands vmkit adds to QEMU's (QAPI's ``x-`` prefix): ``x-vmkit-save``
+#: saves the machine to a file until ``migrate`` takes that over.
+VMKIT_COMMANDS = ("x-vmkit-save",)
+
 EmitFn: TypeAlias = "Callable[[str, JSONValue | None], None]"
+
+T = TypeVar("T")
 
 
 def monitor_version() -> QMPVersion:
@@ -70,9 +85,15 @@ def _resolve(path: str) -> qom.Object:
     try:
         return qom.resolve_path(path)
     except errors.PathError as e:
-        if "ambiguous" in str(e):
-            raise GenericError(f"Path '{path}' is ambiguous") from None
-        raise DeviceNotFound(f"Device '{path}' not found") from None
+        raise to_qmp_error(e, path=path) from None
+
+
+async def _finished(job: Job[T]) -> T:
+    """The result of ``job`` once it concludes; its error as a QMP error."""
+    try:
+        return await job.wait()
+    except Exception as e:
+        raise to_qmp_error(e) from None
 
 
 class MachineMonitor:
@@ -95,7 +116,11 @@ class MachineMonitor:
         self.name = name
         self._emit: EmitFn = emit or (lambda _n, _d: None)
         self._on_quit = on_quit
+        self.jobs = JobManager()
+        """The long operations of this monitor's commands."""
         self._dirty_lock = threading.Lock()
+        self._dirty_job: Job[None] | None = None
+        self._machine_jobs: list[Job[Any]] = []  # jobs holding the machine's lock
         self._dirty: dict[str, JSONValue] = {
             "status": "unstarted",
             "start-time": 0,
@@ -188,6 +213,7 @@ class MachineMonitor:
             self._human_monitor_command,
             {"command-line": "str", "*cpu-index": "int"},
         )
+        r("x-vmkit-save", self._save, {"path": "str"})
         return registry
 
     # ----- commands ------------------------------------------------------
@@ -205,30 +231,49 @@ class MachineMonitor:
     def _query_name(self, ctx: CommandContext) -> JSONValue:
         return {} if self.name is None else {"name": self.name}
 
-    def _stop(self, ctx: CommandContext) -> JSONValue:
-        self.machine.stop()
-        return None
+    def _when_machine_free(
+        self, action: Callable[[], object]
+    ) -> JSONValue | Coroutine[Any, Any, JSONValue]:
+        """Runs ``action`` (a run-state change, which takes the machine's
+        lock) now, or once the jobs holding the machine (a save) have
+        concluded: awaited, so that the loop keeps serving meanwhile instead
+        of blocking on the lock."""
+        self._machine_jobs = [job for job in self._machine_jobs if not job.done()]
+        if not self._machine_jobs:
+            action()
+            return None
+        busy = list(self._machine_jobs)
 
-    def _cont(self, ctx: CommandContext) -> JSONValue:
+        async def later() -> JSONValue:
+            for job in busy:
+                with contextlib.suppress(Exception):  # its own client hears of it
+                    await job.wait()
+            action()
+            return None
+
+        return later()
+
+    def _stop(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        return self._when_machine_free(self.machine.stop)
+
+    def _cont(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
         status = self.machine.status
         if status == "inmigrate":
             raise GenericError("Guest is waiting for an incoming migration")
-        try:
-            self.machine.cont()
-        except MachineStateError as e:
-            raise GenericError(str(e)) from None
-        return None
+        return self._when_machine_free(self.machine.cont)
 
     def _system_reset(self, ctx: CommandContext) -> JSONValue:
         self.emit_after_reply("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
         return None
 
-    def _quit(self, ctx: CommandContext) -> JSONValue:
-        self.shutdown("host-qmp-quit")
-        ctx.request_shutdown()
-        if self._on_quit is not None:
-            self._on_quit()
-        return None
+    def _quit(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        def quit_now() -> None:
+            self.shutdown("host-qmp-quit")
+            ctx.request_shutdown()
+            if self._on_quit is not None:
+                self._on_quit()
+
+        return self._when_machine_free(quit_now)
 
     def _qom_list(self, ctx: CommandContext) -> JSONValue:
         obj = _resolve(str(ctx.arguments["path"]))
@@ -239,10 +284,8 @@ class MachineMonitor:
         prop = str(ctx.arguments["property"])
         try:
             return _prop_value(obj.get(prop))
-        except errors.PropertyNotFoundError:
-            raise GenericError(f"Property '{obj.type_name}.{prop}' not found") from None
         except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+            raise to_qmp_error(e, type_name=obj.type_name, property=prop) from None
 
     def _qom_set(self, ctx: CommandContext) -> JSONValue:
         obj = _resolve(str(ctx.arguments["path"]))
@@ -252,10 +295,8 @@ class MachineMonitor:
             raise GenericError(f"Invalid parameter type for '{prop}', expected: a scalar value")
         try:
             obj.set(prop, value)
-        except errors.PropertyNotFoundError:
-            raise GenericError(f"Property '{obj.type_name}.{prop}' not found") from None
         except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+            raise to_qmp_error(e, type_name=obj.type_name, property=prop) from None
         return None
 
     def _qom_list_types(self, ctx: CommandContext) -> JSONValue:
@@ -279,11 +320,8 @@ class MachineMonitor:
         name = str(ctx.arguments["typename"])
         try:
             props = qom.type_properties(name)
-        except errors.TypeNotFoundError:
-            # QEMU's qmp_qom_list_properties: error_set(ERROR_CLASS_DEVICE_NOT_FOUND, ...).
-            raise DeviceNotFound(f"Class '{name}' not found") from None
         except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+            raise to_qmp_error(e, typename=name) from None
         if not qom.type_is_a(name, "object"):
             # An interface: QEMU's object_class_dynamic_cast(klass, TYPE_OBJECT) fails.
             raise GenericError("Parameter 'typename' expects a QOM type")
@@ -317,10 +355,7 @@ class MachineMonitor:
             if dev_id in taken:
                 raise GenericError(f"Duplicate device ID '{dev_id}'")
         props = self._scalar_props(args)
-        try:
-            self.machine.device_add(driver, id=None if dev_id is None else str(dev_id), **props)
-        except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+        self.machine.device_add(driver, id=None if dev_id is None else str(dev_id), **props)
         return None
 
     @staticmethod
@@ -338,17 +373,14 @@ class MachineMonitor:
             dev = qom.resolve_path(
                 ident if ident.startswith("/") else f"/machine/peripheral/{ident}"
             )
-        except errors.PathError:
-            raise DeviceNotFound(f"Device '{ident}' not found") from None
+        except errors.PathError as e:
+            raise to_qmp_error(e, path=ident) from None
         if not dev.is_a("device"):
             raise GenericError(f"{ident} is not a hotpluggable device")
         path = dev.path
         parent = dev.parent
         dev_id = dev.name if parent is not None and parent.path == "/machine/peripheral" else None
-        try:
-            self.machine.device_del(path or ident)
-        except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+        self.machine.device_del(path or ident)
         data: dict[str, JSONValue] = {"path": path}
         if dev_id is not None:
             data = {"device": dev_id, "path": path}
@@ -369,22 +401,14 @@ class MachineMonitor:
             # user-creatable types): anything else fails in the enum visitor.
             raise GenericError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
         props = self._scalar_props(args)
-        try:
-            qom.object_add(qom_type, id=obj_id, **props)
-        except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+        qom.object_add(qom_type, id=obj_id, **props)
         return None
 
     def _object_del(self, ctx: CommandContext) -> JSONValue:
         obj_id = str(ctx.arguments["id"])
-        try:
-            qom.resolve_path(f"/objects/{obj_id}")
-        except errors.PathError:
-            raise GenericError(f"object '{obj_id}' not found") from None
-        try:
-            qom.object_del(obj_id)
-        except errors.VmkitError as e:
-            raise GenericError(str(e)) from None
+        if obj_id not in (name for name, _ in qom.resolve_path("/objects").children()):
+            raise GenericError(f"object '{obj_id}' not found")
+        qom.object_del(obj_id)
         return None
 
     # ----- dirty rate ----------------------------------------------------
@@ -401,7 +425,7 @@ class MachineMonitor:
         sample_pages = int(args.get("sample-pages", 512))  # type: ignore[arg-type]
         mode = str(args.get("mode", "page-sampling"))
         with self._dirty_lock:
-            if self._dirty["status"] == "measuring":
+            if self._dirty_job is not None and not self._dirty_job.done():
                 raise GenericError("Dirty rate measurement is already in progress")
             self._dirty = {
                 "status": "measuring",
@@ -411,9 +435,8 @@ class MachineMonitor:
                 "sample-pages": sample_pages,
                 "mode": mode,
             }
-        threading.Thread(
-            target=self._measure, args=(seconds,), name="vmkit-dirty-rate", daemon=True
-        ).start()
+            # QEMU answers at once; query-dirty-rate reports the outcome.
+            self._dirty_job = self.jobs.start("dirty-rate", lambda _job: self._measure(seconds))
         return None
 
     def _measure(self, seconds: float) -> None:
@@ -430,15 +453,28 @@ class MachineMonitor:
         with self._dirty_lock:
             return dict(self._dirty)
 
+    # ----- save ----------------------------------------------------------
+
+    async def _save(self, ctx: CommandContext) -> JSONValue:
+        """``x-vmkit-save {"path"}``: saves the machine to the file ``path``
+        (:meth:`Machine.save`) and answers when the save is complete, with its
+        statistics. The save runs as a job: other clients are served
+        meanwhile. vmkit's own command; ``migrate`` to a ``file:`` URI will
+        supersede it."""
+        path = str(ctx.arguments["path"])
+        job = self.jobs.start("save", lambda _job: self.machine.save(path))
+        self._machine_jobs.append(job)
+        stats = await _finished(job)
+        return {key.replace("_", "-"): value for key, value in stats.items()}
+
     # ----- HMP -----------------------------------------------------------
 
-    def _human_monitor_command(self, ctx: CommandContext) -> JSONValue:
+    async def _human_monitor_command(self, ctx: CommandContext) -> JSONValue:
+        line = str(ctx.arguments["command-line"])
+        # A job: an ``info qom-tree`` of a large tree takes a while.
+        text = await _finished(self.jobs.start("hmp", lambda _job: self._hmp(line)))
         # QEMU's monitor output layer turns every "\n" into "\r\n".
-        return (
-            self._hmp(str(ctx.arguments["command-line"]))
-            .replace("\r\n", "\n")
-            .replace("\n", "\r\n")
-        )
+        return text.replace("\r\n", "\n").replace("\n", "\r\n")
 
     def _hmp(self, command_line: str) -> str:
         line = command_line.strip()

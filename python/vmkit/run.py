@@ -92,6 +92,10 @@ def parse_qmp_address(text: str, *, allow_remote: bool = False) -> str | tuple[s
     raise QMPAddressError(f"'{text}': unknown QMP transport '{kind}' (unix or tcp)")
 
 
+def _describe(address: str | tuple[str, int]) -> str:
+    return f"unix:{address}" if isinstance(address, str) else f"tcp:{address[0]}:{address[1]}"
+
+
 def load_plugins(modules: list[str]) -> None:
     """Imports each module: a plugin registers device types (or anything
     else) on import."""
@@ -111,7 +115,9 @@ def run_machine(
     """Serves QMP for ``vm`` on ``address`` (default: :func:`default_qmp_path`)
     until ``quit``, SIGTERM or SIGINT; then closes the machine. Prints
     ``QMP: <address>`` on ``out`` (stdout) once listening. Returns the exit
-    status."""
+    status: 0, or 1 with one line on stderr when the address cannot be
+    served (a path that is not a socket, a socket another server listens
+    on, a missing directory, a path too long for a UNIX socket...)."""
     stream = out if out is not None else sys.stdout
     logging.basicConfig(
         stream=sys.stderr,
@@ -140,9 +146,14 @@ def run_machine(
         monitor = MachineMonitor(vm, name=name, on_quit=lambda: finish("quit"))
         server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
         monitor.attach(server)
-        server.start_in_thread(address)
+        try:
+            server.start_in_thread(address)
+        except OSError as e:
+            # One line: the caller's machine is closed below, nothing else failed.
+            print(f"vmkit: cannot serve QMP on {_describe(address)}: {e}", file=sys.stderr)
+            return 1
         bound = server.address
-        shown = f"unix:{bound}" if isinstance(bound, str) else f"tcp:{bound[0]}:{bound[1]}"
+        shown = _describe(bound)
         print(f"QMP: {shown}", file=stream, flush=True)
         log.info("machine %s, QMP on %s", vm.machine_type, shown)
         if not start_paused:

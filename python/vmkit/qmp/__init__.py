@@ -10,7 +10,9 @@ Layers, one module each:
 * :mod:`vmkit.qmp.parser` — bytes to JSON values, accepting QEMU's JSON
   dialect (single-quoted strings, no delimiters) and recovering from bad input
   the way QEMU does, within documented size/token/nesting limits.
-* :mod:`vmkit.qmp.errors` — :class:`QMPError` and the QEMU error classes.
+* :mod:`vmkit.qmp.errors` — :class:`QMPError` (a :class:`vmkit.errors.VmkitError`),
+  the QEMU error classes, and :func:`to_qmp_error`, the one table from
+  vmkit's exceptions to QMP errors.
 * :mod:`vmkit.qmp.commands` — :class:`CommandRegistry` with QAPI-style
   argument schemas checked before a handler runs, and :func:`dispatch`, which
   answers one request like ``qapi/qmp-dispatch.c``.
@@ -51,6 +53,7 @@ from vmkit.qmp.commands import (
     Enum,
     Handler,
     Schema,
+    SessionPhase,
     SessionState,
     add_builtin_commands,
     check_arguments,
@@ -65,6 +68,7 @@ from vmkit.qmp.errors import (
     GenericError,
     KVMMissingCap,
     QMPError,
+    to_qmp_error,
 )
 from vmkit.qmp.parser import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -76,14 +80,27 @@ from vmkit.qmp.parser import (
     ParseFailure,
     ParseResult,
 )
-from vmkit.qmp.server import MAX_PENDING_OUTPUT, Address, QMPServer, QMPVersion, encode_message
+from vmkit.qmp.server import (
+    ANSWERS_PER_TURN,
+    INPUT_SLICE,
+    MAX_PENDING_OUTPUT,
+    UNIX_PATH_MAX,
+    Address,
+    QMPServer,
+    QMPVersion,
+    SessionStats,
+    encode_message,
+)
 
 __all__ = [
+    "ANSWERS_PER_TURN",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_NESTING",
     "DEFAULT_MAX_TOKEN_COUNT",
     "EXTRA_MEMBERS",
+    "INPUT_SLICE",
     "MAX_PENDING_OUTPUT",
+    "UNIX_PATH_MAX",
     "Address",
     "ArgType",
     "Command",
@@ -107,10 +124,13 @@ __all__ = [
     "QMPSocket",
     "QMPVersion",
     "Schema",
+    "SessionPhase",
     "SessionState",
+    "SessionStats",
     "add_builtin_commands",
     "check_arguments",
     "dispatch",
     "encode_message",
     "error_response",
+    "to_qmp_error",
 ]

@@ -51,13 +51,15 @@ Nested names read ``a.b`` and ``a[0]``, as QEMU's ``full_name()`` spells them.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from vmkit.qmp.errors import CommandNotFound, ErrorClass, GenericError, QMPError
+from vmkit import errors
+from vmkit.qmp.errors import CommandNotFound, ErrorClass, GenericError, QMPError, to_qmp_error
 from vmkit.qmp.parser import JSONValue
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "Enum",
     "Handler",
     "Schema",
+    "SessionPhase",
     "SessionState",
     "add_builtin_commands",
     "check_arguments",
@@ -261,6 +264,37 @@ def check_arguments(schema: Schema, arguments: dict[str, JSONValue]) -> dict[str
 # --- sessions, contexts, commands --------------------------------------------
 
 
+class SessionPhase(enum.Enum):
+    """Where a QMP session is in its life (QEMU's monitor has the same
+    phases: ``qmp_capabilities`` moves it from negotiation to command mode).
+
+    Legal moves: ``NEGOTIATING`` → ``COMMAND`` → ``CLOSING`` or
+    ``SHUTTING_DOWN``; ``CLOSING`` → ``SHUTTING_DOWN``; anything → ``CLOSED``
+    (the connection is gone). Only commands close a session, and in
+    negotiation mode the only command is ``qmp_capabilities``.
+    """
+
+    NEGOTIATING = "negotiating"
+    """The greeting has been sent: only ``qmp_capabilities`` is allowed."""
+    COMMAND = "command"
+    """Capabilities negotiated: every command runs, events are delivered."""
+    CLOSING = "closing"
+    """This connection closes once the current reply has been sent."""
+    SHUTTING_DOWN = "shutting-down"
+    """The whole server closes once the current reply has been sent (``quit``)."""
+    CLOSED = "closed"
+    """The connection is gone."""
+
+
+_PHASE_MOVES: dict[SessionPhase, frozenset[SessionPhase]] = {
+    SessionPhase.NEGOTIATING: frozenset({SessionPhase.COMMAND}),
+    SessionPhase.COMMAND: frozenset({SessionPhase.CLOSING, SessionPhase.SHUTTING_DOWN}),
+    SessionPhase.CLOSING: frozenset({SessionPhase.SHUTTING_DOWN}),
+    SessionPhase.SHUTTING_DOWN: frozenset(),
+    SessionPhase.CLOSED: frozenset(),
+}
+
+
 @dataclass
 class SessionState:
     """Per-connection protocol state the dispatcher reads and commands change."""
@@ -268,14 +302,38 @@ class SessionState:
     offered_capabilities: tuple[str, ...] = ()
     """Capabilities announced in the greeting (vmkit offers none; QEMU may offer ``oob``)."""
     enabled_capabilities: tuple[str, ...] = ()
-    negotiated: bool = False
-    """False in capabilities-negotiation mode, True in command mode."""
-    disconnect_requested: bool = False
-    """Set by a handler: close this connection after sending the reply."""
-    shutdown_requested: bool = False
-    """Set by a handler: close the whole server after sending the reply."""
+    phase: SessionPhase = SessionPhase.NEGOTIATING
+    """Change it with :meth:`enter`, which refuses illegal moves."""
     peer: str = ""
     """Human-readable client address, for logs."""
+
+    def enter(self, phase: SessionPhase) -> None:
+        """Moves to ``phase``; ``ValueError`` if the move is not a legal one."""
+        if phase is self.phase:
+            return
+        if phase is not SessionPhase.CLOSED and phase not in _PHASE_MOVES[self.phase]:
+            raise ValueError(f"QMP session cannot go from {self.phase.value} to {phase.value}")
+        self.phase = phase
+
+    @property
+    def negotiated(self) -> bool:
+        """Capabilities negotiated and the connection still up: the
+        session gets events (until it is closed, as QEMU's ``SHUTDOWN``
+        after ``quit``)."""
+        return self.phase in (
+            SessionPhase.COMMAND,
+            SessionPhase.CLOSING,
+            SessionPhase.SHUTTING_DOWN,
+        )
+
+    @property
+    def closing(self) -> bool:
+        """Closing or closed: no more requests are read."""
+        return self.phase in (
+            SessionPhase.CLOSING,
+            SessionPhase.SHUTTING_DOWN,
+            SessionPhase.CLOSED,
+        )
 
 
 @dataclass
@@ -289,14 +347,15 @@ class CommandContext:
 
     def request_disconnect(self) -> None:
         """Close this client's connection once the reply has been sent."""
-        self.session.disconnect_requested = True
+        if self.session.phase is not SessionPhase.SHUTTING_DOWN:
+            self.session.enter(SessionPhase.CLOSING)
 
     def request_shutdown(self) -> None:
         """Close the server (every connection, the listening socket) after the reply.
 
         This is the hook for ``quit``: QEMU answers ``{"return": {}}`` and then exits.
         """
-        self.session.shutdown_requested = True
+        self.session.enter(SessionPhase.SHUTTING_DOWN)
 
 
 HandlerResult: TypeAlias = "JSONValue | Awaitable[JSONValue]"
@@ -396,7 +455,7 @@ def _qmp_capabilities(ctx: CommandContext) -> JSONValue:
     if unavailable:
         raise GenericError(f"Capability {', '.join(unavailable)} not available")
     session.enabled_capabilities = tuple(str(cap) for cap in requested)
-    session.negotiated = True
+    session.enter(SessionPhase.COMMAND)
     return None
 
 
@@ -463,11 +522,18 @@ def _start(
     except QMPError:
         raise
     except Exception as exc:
-        logger.exception("QMP command %s failed", name)
-        raise GenericError(str(exc) or type(exc).__name__) from exc
+        _log_failure(name, exc)
+        raise to_qmp_error(exc) from exc
     if inspect.isawaitable(result):
         return _finish(name, result)
     return result
+
+
+def _log_failure(name: str, exc: Exception) -> None:
+    if isinstance(exc, errors.VmkitError):  # an expected refusal, reported to the client
+        logger.debug("QMP command %s failed: %s", name, exc)
+    else:
+        logger.exception("QMP command %s failed", name)
 
 
 async def _finish(name: str, pending: Awaitable[JSONValue]) -> JSONValue:
@@ -476,8 +542,8 @@ async def _finish(name: str, pending: Awaitable[JSONValue]) -> JSONValue:
     except QMPError:
         raise
     except Exception as exc:
-        logger.exception("QMP command %s failed", name)
-        raise GenericError(str(exc) or type(exc).__name__) from exc
+        _log_failure(name, exc)
+        raise to_qmp_error(exc) from exc
 
 
 def error_response(error: QMPError) -> dict[str, JSONValue]:

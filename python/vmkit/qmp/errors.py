@@ -6,13 +6,20 @@ classes survive for backward compatibility and mean what their names say.
 Clients must not parse ``desc``: it is a human-readable message.
 
 Command handlers raise :class:`QMPError` (or one of its subclasses); the
-dispatcher turns it into the error response. Any other exception escaping a
-handler becomes a ``GenericError`` and is logged.
+dispatcher turns it into the error response. :class:`QMPError` is a
+:class:`vmkit.errors.VmkitError`. Any other exception escaping a handler is
+translated by :func:`to_qmp_error`, the one table from vmkit's exceptions to
+QMP error classes and QEMU's messages, and logged.
 """
 
 from __future__ import annotations
 
 import enum
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from vmkit import errors
 
 __all__ = [
     "CommandNotFound",
@@ -22,6 +29,7 @@ __all__ = [
     "GenericError",
     "KVMMissingCap",
     "QMPError",
+    "to_qmp_error",
 ]
 
 
@@ -35,7 +43,7 @@ class ErrorClass(enum.StrEnum):
     KVM_MISSING_CAP = "KVMMissingCap"
 
 
-class QMPError(Exception):
+class QMPError(errors.VmkitError):
     """A QMP command failure: an error class plus a human-readable description.
 
     Raise it from a command handler to make the command fail with exactly this
@@ -48,6 +56,8 @@ class QMPError(Exception):
     """
 
     default_class: ErrorClass = ErrorClass.GENERIC_ERROR
+    desc: str
+    error_class: ErrorClass
 
     def __init__(self, desc: str, *, error_class: ErrorClass | None = None) -> None:
         super().__init__(desc)
@@ -90,3 +100,56 @@ class KVMMissingCap(QMPError):  # noqa: N818 - QEMU's class name
     """``KVMMissingCap``: the operation needs a KVM capability the host lacks."""
 
     default_class = ErrorClass.KVM_MISSING_CAP
+
+
+# --- vmkit exceptions to QMP errors: the one table ---------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """One row: exceptions of ``kind`` become
+    ``qmp_class`` with ``message``, a ``str.format`` template over the
+    caller's context and ``{error}`` (the exception's own text)."""
+
+    kind: type[BaseException]
+    qmp_class: type[QMPError]
+    message: str
+
+    def applies(self, exc: BaseException, context: Mapping[str, object]) -> bool:
+        if not isinstance(exc, self.kind):
+            return False
+        fields = {name for _, name, _, _ in string.Formatter().parse(self.message) if name}
+        return fields <= {"error", *context}
+
+
+# First match wins; a row whose message needs a context member the caller
+# did not give is skipped. The messages are QEMU's for the same failure.
+_TRANSLATIONS: tuple[_Rule, ...] = (
+    _Rule(errors.AmbiguousPathError, GenericError, "Path '{path}' is ambiguous"),
+    _Rule(errors.PathError, DeviceNotFound, "Device '{path}' not found"),
+    _Rule(
+        errors.PropertyNotFoundError, GenericError, "Property '{type_name}.{property}' not found"
+    ),
+    # qom-list-properties: QEMU's error_set(ERROR_CLASS_DEVICE_NOT_FOUND, ...).
+    _Rule(errors.TypeNotFoundError, DeviceNotFound, "Class '{typename}' not found"),
+    _Rule(Exception, GenericError, "{error}"),
+)
+
+
+def to_qmp_error(exc: BaseException, **context: object) -> QMPError:
+    """The QMP error that reports ``exc``: the one translation from vmkit's
+    exceptions (and any other) to QMP error classes and messages.
+
+    ``context`` names what the failing command was working on (``path``,
+    ``property``, ``type_name``, ``typename``); rules whose QEMU message
+    needs a member that is absent do not apply. A :class:`QMPError` is
+    returned unchanged; anything no rule names becomes a ``GenericError``
+    with the exception's text (or its class name when it has none).
+    """
+    if isinstance(exc, QMPError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    for rule in _TRANSLATIONS:
+        if rule.applies(exc, context):
+            return rule.qmp_class(rule.message.format(error=text, **context))
+    return GenericError(text)  # BaseException outside Exception: KeyboardInterrupt...

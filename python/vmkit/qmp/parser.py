@@ -296,7 +296,7 @@ def _fast_int(text: str) -> int | float:
     return value
 
 
-def _fast_parse(data: bytes, max_nesting: int) -> JSONValue:
+def _fast_parse(data: bytes | bytearray, max_nesting: int) -> JSONValue:
     """The value of ``data`` if it is exactly one plain JSON object (ASCII,
     double quotes, nothing before or after but whitespace, within the
     nesting limit) — the common case of one command per read — else
@@ -480,13 +480,22 @@ class JSONStreamParser:
         """Consume ``data``; return the values and errors it completed, in order."""
         if not isinstance(data, bytes):
             data = memoryview(data).tobytes()
-        if self._state is _Lex.START and not self._count and not self._token:
-            value = _fast_parse(data, self.max_nesting)
-            if value is not None:
-                return [ParsedMessage(value)]
+        whole = self.feed_whole(data)
+        if whole is not None:
+            return [whole]
         self._lex(data)
         results, self._results = self._results, []
         return results
+
+    def feed_whole(self, data: bytes | bytearray) -> ParsedMessage | None:
+        """The message ``data`` holds if it is exactly one plain JSON object
+        (the fast path, a few KiB at most) and no partial input is pending;
+        else ``None``, and nothing is consumed: :meth:`feed` it, in slices
+        if it is long."""
+        if self._state is not _Lex.START or self._count or self._token:
+            return None
+        value = _fast_parse(data, self.max_nesting)
+        return None if value is None else ParsedMessage(value)
 
     def flush(self) -> list[ParseResult]:
         """End of input: finish a pending number or keyword, report anything incomplete."""

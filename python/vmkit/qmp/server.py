@@ -13,9 +13,10 @@ Wire behaviour mirrored from QEMU (``monitor/qmp.c``, ``monitor/monitor.c``):
 * Greeting: ``{"QMP": {"version": {"qemu": {"micro", "minor", "major"},
   "package"}, "capabilities": []}}``. ``oob`` is never offered (QEMU offers it
   only on monitors with an I/O thread).
-* Requests of one session run one at a time, in order; the session stops
-  reading while a command runs (QEMU suspends the monitor the same way when
-  OOB is off). Parse errors are answered in order with the other responses.
+* Requests of one session run one at a time, in order; the session parses
+  nothing more while a command runs (QEMU suspends the monitor the same way
+  when OOB is off). Parse errors are answered in order with the other
+  responses.
 * Events reach only sessions in command mode; sessions still negotiating
   miss them (QEMU does not queue them either).
 * Oversized or malformed input is answered with errors and the session goes
@@ -24,12 +25,15 @@ Wire behaviour mirrored from QEMU (``monitor/qmp.c``, ``monitor/monitor.c``):
 
 Deliberate additions: a client that stops reading while events pile up beyond
 ``max_pending_output`` bytes (default :data:`MAX_PENDING_OUTPUT`) is
-disconnected (QEMU would buffer without bound); a response that can't be
-encoded as JSON (NaN, a non-JSON type, nesting too deep for the encoder)
-becomes a ``GenericError`` "Response cannot be encoded: ..." with the id.
+disconnected, logged once (QEMU would buffer without bound); a response that
+can't be encoded as JSON (NaN, a non-JSON type) becomes a ``GenericError``
+"Response cannot be encoded: ..." with the id, while one nested deeper than
+the encoder recurses is encoded without recursion. Each session's input is
+worked through in bounded turns (:data:`INPUT_SLICE`,
+:data:`ANSWERS_PER_TURN`), so one client's flood cannot stall the others.
 Sync handlers run on the event loop thread, so they also run one at a time
-across clients, like QEMU's single dispatcher; async handlers of different
-clients may interleave.
+across clients, like QEMU's single dispatcher; async handlers (long work
+runs as a :mod:`vmkit.jobs` job they await) of different clients interleave.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -53,6 +58,7 @@ from typing import Any, TypeAlias
 
 from vmkit.qmp.commands import (
     CommandRegistry,
+    SessionPhase,
     SessionState,
     add_builtin_commands,
     dispatch_now,
@@ -69,7 +75,17 @@ from vmkit.qmp.parser import (
     ParseResult,
 )
 
-__all__ = ["MAX_PENDING_OUTPUT", "Address", "QMPServer", "QMPVersion", "encode_message"]
+__all__ = [
+    "ANSWERS_PER_TURN",
+    "INPUT_SLICE",
+    "MAX_PENDING_OUTPUT",
+    "UNIX_PATH_MAX",
+    "Address",
+    "QMPServer",
+    "QMPVersion",
+    "SessionStats",
+    "encode_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +94,20 @@ Address: TypeAlias = "str | os.PathLike[str] | tuple[str, int]"
 
 MAX_PENDING_OUTPUT = 16 << 20
 """Default bytes of unsent output after which a session is dropped, not buffered further."""
+
+INPUT_SLICE = 512
+"""Default input bytes of one client lexed per event-loop turn (about a
+millisecond of the lexer's work at worst, one token per byte); a read that
+is one whole plain request goes through the fast path whatever its size."""
+
+ANSWERS_PER_TURN = 64
+"""Default replies (responses, parse errors) to one client per event-loop turn."""
+
+UNIX_PATH_MAX = 108
+"""``sizeof(sun_path)``: a UNIX socket path must be shorter (it ends in NUL)."""
+
+_FLUSH_CHUNK = 64 << 10  # queued output handed to the transport per write
+_INBOX_LIMIT = 64 << 10  # unparsed input of one client before reading pauses
 
 
 @dataclass(frozen=True)
@@ -99,8 +129,46 @@ class QMPVersion:
 
 def encode_message(message: dict[str, JSONValue]) -> bytes:
     """One wire message: ASCII JSON plus CRLF. Raises ``ValueError``/``TypeError``
-    (or ``RecursionError``) for values JSON can't carry."""
-    return json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii") + b"\r\n"
+    for values JSON can't carry. Values nested deeper than the JSON encoder's
+    recursion allows (an ``id`` the parser accepted can be 1023 levels deep)
+    are encoded without recursion, to the same text."""
+    try:
+        text = json.dumps(message, ensure_ascii=True, allow_nan=False)
+    except RecursionError:
+        text = _dumps_deep(message)
+    return text.encode("ascii") + b"\r\n"
+
+
+def _dumps_deep(value: JSONValue) -> str:
+    """``json.dumps(value, ensure_ascii=True, allow_nan=False)`` with an explicit stack."""
+    parts: list[str] = []
+    # Each entry is literal text (str) or a value still to encode (a 1-tuple).
+    stack: list[str | tuple[JSONValue]] = [(value,)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        (current,) = item
+        work: list[str | tuple[JSONValue]]
+        if isinstance(current, dict):
+            work = ["{"]
+            for i, (key, member) in enumerate(current.items()):
+                if not isinstance(key, str):
+                    raise TypeError(f"keys must be str, not {type(key).__name__}")
+                work += [(", " if i else "") + json.dumps(key) + ": ", (member,)]
+            work.append("}")
+        elif isinstance(current, list):
+            work = ["["]
+            for i, element in enumerate(current):
+                work += [", "] if i else []
+                work.append((element,))
+            work.append("]")
+        else:
+            parts.append(json.dumps(current, ensure_ascii=True, allow_nan=False))
+            continue
+        stack.extend(reversed(work))
+    return "".join(parts)
 
 
 def _event_message(name: str, data: JSONValue | None) -> dict[str, JSONValue]:
@@ -114,14 +182,41 @@ def _event_message(name: str, data: JSONValue | None) -> dict[str, JSONValue]:
     return message
 
 
+@dataclass
+class SessionStats:
+    """Counters of one session, for monitoring and tests (a snapshot)."""
+
+    peer: str
+    phase: SessionPhase
+    bytes_received: int = 0
+    """Input bytes read from the client."""
+    bytes_parsed: int = 0
+    """Input bytes handed to the parser so far (the rest waits its turn)."""
+    answers: int = 0
+    """Responses and parse-error replies sent."""
+    output_queued: int = 0
+    """Output bytes not yet written to the socket (ours plus the transport's)."""
+    output_peak: int = 0
+    """The most ``output_queued`` has been."""
+
+
 class _Session(asyncio.Protocol):
     """One client connection, driven by the event loop's callbacks.
 
-    A command whose handler is synchronous (all of vmkit's machine commands)
-    is answered inside :meth:`data_received`: one loop turn per command. An
-    asynchronous handler runs as a task while reading pauses, so commands
-    still run one at a time, in order. Reading also pauses while the client
-    is not reading its answers (the transport's write buffer is full).
+    Input is worked through in *turns*: each turn parses at most
+    ``input_slice`` bytes and answers at most ``answers_per_turn`` messages,
+    then yields to the loop if more is left, so one client's flood of input
+    cannot keep the loop from the others. Unparsed input is bounded: reading
+    pauses while 64 KiB wait. A command whose handler is synchronous is
+    answered within its turn; an asynchronous handler (a job, see
+    :mod:`vmkit.jobs`) runs as a task and the session parses nothing more
+    until it is answered, so a client's commands still run one at a time,
+    in order.
+
+    Output goes straight to the transport until it asks us to pause
+    (its buffer passed the high-water mark); then it is kept in one
+    ``bytearray`` whose length is the real memory it takes. Past
+    ``max_pending_output`` queued bytes the client is disconnected.
     """
 
     def __init__(self, server: QMPServer) -> None:
@@ -133,9 +228,14 @@ class _Session(asyncio.Protocol):
             max_token_count=server.max_token_count,
             max_nesting=server.max_nesting,
         )
+        self.inbox = bytearray()
         self.pending: collections.deque[ParseResult] = collections.deque()
         self.command: asyncio.Task[dict[str, JSONValue]] | None = None
         self.writing_paused = False
+        self.outbox = bytearray()
+        self.eof = False
+        self.turn_scheduled = False
+        self.stats = SessionStats(peer="", phase=self.state.phase)
         self.closed = asyncio.get_running_loop().create_future()
 
     # --- asyncio.Protocol -------------------------------------------------
@@ -146,6 +246,7 @@ class _Session(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         number = next(self.server._session_numbers)
         self.state.peer = f"#{number} {peer}" if peer else f"#{number} unix"
+        self.stats.peer = self.state.peer
         if not self.server.is_serving:
             self.transport.close()
             return
@@ -154,16 +255,27 @@ class _Session(asyncio.Protocol):
         self.send({"QMP": {"version": self.server.version.to_json(), "capabilities": []}})
 
     def data_received(self, data: bytes) -> None:
-        if self.state.disconnect_requested:
+        if self.state.closing:
             return
-        self.pending.extend(self.parser.feed(data))
-        self._pump()
+        self.stats.bytes_received += len(data)
+        self.inbox += data
+        if not self.turn_scheduled:
+            self._turn()
+        else:
+            self._update_reading()
 
     def eof_received(self) -> bool:
-        return False  # close our side too
+        self.eof = True
+        # Idle: close our side too. Else keep the transport open to answer
+        # what was sent before the EOF; _turn closes it when done.
+        return not self._idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._sessions.discard(self)
+        self.state.enter(SessionPhase.CLOSED)
+        self.inbox.clear()
+        self.pending.clear()
+        self.outbox = bytearray()
         if self.command is not None:
             self.command.cancel()
         if exc is not None:
@@ -178,32 +290,66 @@ class _Session(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._flush_outbox()
+        if not self.writing_paused and not self.turn_scheduled:
+            self._turn()
+
+    # --- input, in turns ----------------------------------------------------
+
+    def _idle(self) -> bool:
+        """Nothing left to parse, run or send."""
+        return not self.inbox and not self.pending and self.command is None and not self.outbox
+
+    def _can_work(self) -> bool:
+        return self.command is None and not self.writing_paused and not self.state.closing
+
+    def _turn(self) -> None:
+        """One bounded slice of work; schedules the next if more is left."""
+        self.turn_scheduled = False
+        answers = 0
+        parsed = 0
+        while self._can_work():
+            if self.pending:
+                if answers >= self.server.answers_per_turn:
+                    break
+                self._answer(self.pending.popleft())
+                answers += 1
+            elif self.inbox and parsed < self.server.input_slice:
+                if not parsed:  # the usual case: the input is one whole request
+                    whole = self.parser.feed_whole(self.inbox)
+                    if whole is not None:
+                        parsed = len(self.inbox)
+                        self.stats.bytes_parsed += parsed
+                        self.inbox.clear()
+                        self.pending.append(whole)
+                        continue
+                size = min(len(self.inbox), self.server.input_slice)
+                chunk = bytes(self.inbox[:size])
+                del self.inbox[:size]
+                parsed += size
+                self.stats.bytes_parsed += size
+                self.pending.extend(self.parser.feed(chunk))
+            else:
+                break
+        if self._can_work() and (self.pending or self.inbox):
+            self.turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn)
         self._update_reading()
-        self._pump()
+        if self.eof and self._idle() and not self.state.closing:
+            self.close()
 
-    # --- commands ---------------------------------------------------------
-
-    def _pump(self) -> None:
-        """Answers queued input, in order, until one needs to wait."""
-        while (
-            self.pending
-            and self.command is None
-            and not self.writing_paused
-            and not self.state.disconnect_requested
-        ):
-            item = self.pending.popleft()
-            if isinstance(item, ParseFailure):
-                logger.debug("QMP %s: %s", self.state.peer, item.desc)
-                self.send(error_response(GenericError(item.desc)))
-                continue
-            response = dispatch_now(self.server.registry, item.value, self.state)
-            if isinstance(response, dict):
-                self._answered(response)
-                continue
-            self.command = asyncio.ensure_future(response)
-            self.server._tasks.add(self.command)
-            self.command.add_done_callback(self._command_done)
-            self._update_reading()
+    def _answer(self, item: ParseResult) -> None:
+        if isinstance(item, ParseFailure):
+            logger.debug("QMP %s: %s", self.state.peer, item.desc)
+            self.send(error_response(GenericError(item.desc)))
+            return
+        response = dispatch_now(self.server.registry, item.value, self.state)
+        if isinstance(response, dict):
+            self._answered(response)
+            return
+        self.command = asyncio.ensure_future(response)
+        self.server._tasks.add(self.command)
+        self.command.add_done_callback(self._command_done)
 
     def _command_done(self, task: asyncio.Task[dict[str, JSONValue]]) -> None:
         self.server._tasks.discard(task)
@@ -211,24 +357,26 @@ class _Session(asyncio.Protocol):
         if task.cancelled():
             return
         self._answered(task.result())
-        self._update_reading()
-        self._pump()
+        if not self.turn_scheduled:
+            self._turn()
 
     def _answered(self, response: dict[str, JSONValue]) -> None:
         self.send(response)
-        if self.state.shutdown_requested:
+        phase = self.state.phase
+        if phase is SessionPhase.SHUTTING_DOWN:
             self.server._shutdown_soon()
-        if self.state.disconnect_requested or self.state.shutdown_requested:
-            self.state.disconnect_requested = True
+        if phase in (SessionPhase.CLOSING, SessionPhase.SHUTTING_DOWN):
             # After what the command scheduled to follow its answer (QEMU
             # sends SHUTDOWN after quit's answer).
             asyncio.get_running_loop().call_soon(self.close)
 
     def _update_reading(self) -> None:
+        # Reading goes on while a command runs (so a client that hangs up
+        # is noticed at once) until the unparsed input reaches the bound.
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.command is not None or self.writing_paused:
+        if self.eof or self.writing_paused or len(self.inbox) >= _INBOX_LIMIT:
             transport.pause_reading()
         else:
             transport.resume_reading()
@@ -238,32 +386,79 @@ class _Session(asyncio.Protocol):
     def send(self, message: dict[str, JSONValue]) -> None:
         """Queue one message; falls back to an error response if it can't be encoded."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.state.phase is SessionPhase.CLOSED:
             return
         try:
             data = encode_message(message)
-        except (ValueError, TypeError, RecursionError) as exc:
+        except (ValueError, TypeError) as exc:
             logger.error("QMP %s: cannot encode %r: %s", self.state.peer, list(message), exc)
             fallback = error_response(GenericError(f"Response cannot be encoded: {exc}"))
-            with contextlib.suppress(ValueError, TypeError, RecursionError):
+            with contextlib.suppress(ValueError, TypeError):
                 if "id" in message:
                     encode_message({"id": message["id"]})
                     fallback["id"] = message["id"]
             data = encode_message(fallback)
-        if transport.get_write_buffer_size() > self.server.max_pending_output:
-            logger.warning("QMP %s: client is not reading; disconnecting", self.state.peer)
-            transport.abort()
+        queued = len(self.outbox) + transport.get_write_buffer_size()
+        if queued > self.server.max_pending_output:
+            self._drop_slow_client(queued)
             return
-        transport.write(data)
+        if self.writing_paused:
+            self.outbox += data
+        else:
+            transport.write(data)
+        if "event" not in message and "QMP" not in message:
+            self.stats.answers += 1
+        self.stats.output_peak = max(self.stats.output_peak, queued + len(data))
+
+    def _flush_outbox(self) -> None:
+        transport = self.transport
+        while self.outbox and not self.writing_paused and transport is not None:
+            if transport.is_closing():
+                break
+            size = min(len(self.outbox), _FLUSH_CHUNK)
+            chunk = bytes(self.outbox[:size])
+            del self.outbox[:size]
+            transport.write(chunk)
+        if not self.outbox:
+            self.outbox = bytearray()  # give the memory back
+
+    def _drop_slow_client(self, queued: int) -> None:
+        """Disconnects a client that does not read what it is sent (logged
+        once: the session is closed from here on)."""
+        logger.warning(
+            "QMP %s: client is not reading (%d bytes queued); disconnecting",
+            self.state.peer,
+            queued,
+        )
+        self.state.enter(SessionPhase.CLOSED)
+        self.outbox = bytearray()
+        if self.transport is not None:
+            self.transport.abort()
 
     def send_event(self, message: dict[str, JSONValue]) -> None:
         if self.state.negotiated:
             self.send(message)
 
+    def snapshot(self) -> SessionStats:
+        """A copy of this session's counters."""
+        transport = self.transport
+        buffered = 0
+        if transport is not None and not transport.is_closing():
+            buffered = transport.get_write_buffer_size()
+        return dataclasses.replace(
+            self.stats, phase=self.state.phase, output_queued=len(self.outbox) + buffered
+        )
+
     def close(self) -> None:
-        """Closes the connection once what was sent has been written."""
-        if self.transport is not None:
-            self.transport.close()
+        """Closes the connection once what was sent has been written
+        (queued output included)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.outbox:
+            transport.write(bytes(self.outbox))
+            self.outbox = bytearray()
+        transport.close()
 
 
 class QMPServer:
@@ -294,7 +489,11 @@ class QMPServer:
         max_token_count: int = DEFAULT_MAX_TOKEN_COUNT,
         max_nesting: int = DEFAULT_MAX_NESTING,
         max_pending_output: int = MAX_PENDING_OUTPUT,
+        input_slice: int = INPUT_SLICE,
+        answers_per_turn: int = ANSWERS_PER_TURN,
     ) -> None:
+        if min(input_slice, answers_per_turn) < 1:
+            raise ValueError("input_slice and answers_per_turn must be positive")
         self.registry = registry if registry is not None else CommandRegistry()
         add_builtin_commands(self.registry)
         if not isinstance(version, QMPVersion):
@@ -307,6 +506,8 @@ class QMPServer:
         self.max_token_count = max_token_count
         self.max_nesting = max_nesting
         self.max_pending_output = max_pending_output
+        self.input_slice = input_slice
+        self.answers_per_turn = answers_per_turn
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
@@ -335,6 +536,10 @@ class QMPServer:
         """Connected clients."""
         return len(self._sessions)
 
+    def session_stats(self) -> list[SessionStats]:
+        """The counters of every connected client (safe from any thread)."""
+        return [session.snapshot() for session in list(self._sessions)]
+
     @property
     def is_serving(self) -> bool:
         """True between a successful start and the beginning of close."""
@@ -347,8 +552,11 @@ class QMPServer:
 
         A UNIX socket is created with mode 0600 (bound in a private temporary
         directory, then renamed into place, so it is never reachable with a
-        wider mode). An existing socket at the path is replaced, as QEMU does;
-        any other existing file is an error.
+        wider mode). A stale socket at the path (nobody listening) is
+        replaced, as QEMU does; a socket another server listens on, any other
+        existing file (directory, symbolic link...), a missing directory and
+        a path of :data:`UNIX_PATH_MAX` bytes or more are refused with an
+        ``OSError`` whose message says which.
         """
         if self._server is not None:
             raise RuntimeError("server already started")
@@ -502,8 +710,8 @@ class QMPServer:
         """Stop a server started with :meth:`start_in_thread` and join its thread."""
         thread = self._thread
         if thread is None:
-            if self._closed.is_set():
-                return  # already stopped (e.g. by a quit handler and an earlier close())
+            if self._closed.is_set() or self._server is None:
+                return  # already stopped, or never started (start failed)
             raise RuntimeError("close() is for start_in_thread(); use 'await aclose()'")
         loop, stop = self._loop, self._thread_stop
         if loop is not None and stop is not None and thread.is_alive():
@@ -538,13 +746,42 @@ def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+def _check_unix_path(path: str) -> None:
+    """Refuses a path no client could reach, one that is not a socket, and a
+    socket another server is listening on. A socket nobody listens on (left
+    by a process that died) may be replaced."""
+    size = len(os.fsencode(path))
+    if size >= UNIX_PATH_MAX:
+        raise OSError(
+            f"socket path is {size} bytes; a UNIX socket path must be under {UNIX_PATH_MAX}",
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"directory {directory} does not exist")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise FileExistsError(f"{path} is a symbolic link, not a socket")
+    if stat.S_ISDIR(mode):
+        raise FileExistsError(f"{path} is a directory, not a socket")
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return  # stale: nobody listens
+        except TimeoutError:
+            pass  # listening, with a full backlog
+    raise FileExistsError(f"another server is listening on {path}")
+
+
 def _bind_private_unix_socket(path: str) -> socket.socket:
     """A listening UNIX socket at ``path`` with mode 0600, never exposed wider."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise FileExistsError(f"{path} exists and is not a socket")
-    except FileNotFoundError:
-        pass
+    _check_unix_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
