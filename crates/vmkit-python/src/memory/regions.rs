@@ -476,14 +476,14 @@ impl PyAddressSpace {
 
 /// `info mtree` of every live address space.
 #[pyfunction]
-pub(crate) fn mtree() -> String {
-    vmkit_memory::mtree(&vmkit_memory::address_spaces())
+pub(crate) fn mtree(py: Python<'_>) -> String {
+    py.detach(|| vmkit_memory::mtree(&vmkit_memory::address_spaces()))
 }
 
 /// `info mtree -f` of every live address space.
 #[pyfunction]
-pub(crate) fn mtree_flat() -> String {
-    vmkit_memory::mtree_flat(&vmkit_memory::address_spaces())
+pub(crate) fn mtree_flat(py: Python<'_>) -> String {
+    py.detach(|| vmkit_memory::mtree_flat(&vmkit_memory::address_spaces()))
 }
 
 /// Starts a memory transaction (changes are rendered once, at the matching commit).

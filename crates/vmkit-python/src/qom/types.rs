@@ -272,7 +272,8 @@ pub(crate) fn resolve_path(py: Python<'_>, path: &str, type_name: Option<&str>) 
 #[pyfunction]
 #[pyo3(signature = (path="/"))]
 pub(crate) fn qom_tree(py: Python<'_>, path: &str) -> PyResult<String> {
-    qom::qom_tree(path).py_err(py)
+    // A large tree takes a while: other threads (the monitor's loop) run meanwhile.
+    py.detach(|| qom::qom_tree(path)).py_err(py)
 }
 
 /// Creates the machine at `/machine`.
