@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
-use crate::checksum::{Csum64, GOLDEN};
+use crate::checksum::{ChecksumState, GOLDEN};
 use crate::error::{Error, Result};
 
 /// How to map: both are hints that trade start-up time for speed later.
@@ -305,32 +305,30 @@ impl HostMapping {
         Ok(acc == 0)
     }
 
-    /// The `vmkit-csum64` checksum of `len` bytes at `offset` (see
+    /// The XXH3-64 checksum of `len` bytes at `offset` (see
     /// [`crate::checksum`]).
+    ///
+    /// The bytes are copied out in 64 KiB chunks (cache-sized, so the copy
+    /// costs little next to the read) and hashed from the copy: the hasher
+    /// takes a `&[u8]`, which must never point into guest memory.
     pub fn checksum(&self, offset: u64, len: u64) -> Result<u64> {
+        const CHUNK: usize = 64 << 10;
         let off = self.check(offset, len)?;
-        let mut p = self.as_ptr().wrapping_add(off).cast_const();
+        let mut state = ChecksumState::new();
+        let mut chunk = vec![0u8; CHUNK.min(len as usize)];
+        let mut at = off;
         let mut left = len as usize;
-        let mut c = Csum64::new();
-        while left >= 32 {
-            // SAFETY: 32 bytes left in the bounds-checked range of the live
-            // mapping; an unaligned read of [u64; 4] has no alignment needs.
-            let w = unsafe { p.cast::<[u64; 4]>().read_unaligned() };
-            c.block([
-                u64::from_le(w[0]),
-                u64::from_le(w[1]),
-                u64::from_le(w[2]),
-                u64::from_le(w[3]),
-            ]);
-            // SAFETY: at most the end of the checked range.
-            p = unsafe { p.add(32) };
-            left -= 32;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            // SAFETY: `[at, at + n)` lies inside the range `check` bounded in
+            // the live mapping; `chunk` is a distinct local buffer of at
+            // least `n` bytes.
+            unsafe { ptr::copy_nonoverlapping(self.as_ptr().add(at), chunk.as_mut_ptr(), n) };
+            state.update(&chunk[..n]);
+            at += n;
+            left -= n;
         }
-        let mut tail = [0u8; 32];
-        // SAFETY: `left < 32` bytes remain in the checked range; `tail` is a
-        // local buffer of 32 bytes.
-        unsafe { ptr::copy_nonoverlapping(p, tail.as_mut_ptr(), left) };
-        Ok(c.finish(&tail[..left]))
+        Ok(state.digest())
     }
 
     /// Writes the first `len` bytes of the word pattern starting at `base`
