@@ -56,7 +56,7 @@ pub use dirty_rate::{BlockDirtyRate, DirtyRateMeasurement, DirtyRateReport, meas
 pub use dispatch::{read_adjusted, write_adjusted};
 pub use error::{Error, Result};
 pub use flatview::{FlatRange, FlatView};
-pub use host::{GatherList, HostMapping, MapOptions};
+pub use host::{GuestIoSlice, HostMapping, MapOptions};
 pub use mtree::{mtree, mtree_flat};
 pub use ops::{AccessConstraints, Endianness, IommuOps, IommuPerm, IommuTlbEntry, MmioOps};
 pub use ram::{DEFAULT_PAGE_SIZE, RamBacking, RamBlock, RamOptions};

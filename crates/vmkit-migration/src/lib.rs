@@ -12,10 +12,14 @@
 //!   nested structs, subsections, versions, hooks) and their encoding.
 //! * [`savevm`]: a whole machine (RAM and device sections) saved to a
 //!   stream and restored from one; device types declare their VMState.
+//! * [`transport`]: where streams go — files (replaced atomically), FIFOs,
+//!   devices, sockets, `exec:` commands — and gathered writes of guest
+//!   pages (the crate's only `unsafe` code).
 #![deny(unsafe_code)]
 
 mod error;
 pub mod savevm;
+pub mod transport;
 pub mod vmstate;
 pub mod wire;
 
