@@ -562,6 +562,7 @@ def save_stream(
     devices: Object | None = None,
     footers: bool = True,
     vmdesc: bool = True,
+    open_timeout: float | None = None,
 ) -> dict[str, int]: ...
 def restore_stream(
     path: str | os.PathLike[str],

@@ -220,12 +220,16 @@ class Machine:
 
     # ----- save and restore --------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> dict[str, int]:
+    def save(
+        self, path: str | os.PathLike[str], *, open_timeout: float | None = None
+    ) -> dict[str, int]:
         """Saves RAM and every device with a VMState to ``path``.
 
         A running machine is paused for the save (``finish-migrate``) and
-        runs again afterwards; a paused one stays paused. Returns the
-        statistics of :func:`vmkit.migration.save`.
+        runs again afterwards, whether the save succeeded or not; a paused
+        one stays paused. ``open_timeout`` bounds the wait for a FIFO's
+        reader (see :func:`vmkit.migration.save`). Returns the statistics
+        of :func:`vmkit.migration.save`.
         """
         with self._lock:
             if self._status in ("inmigrate", "shutdown"):
@@ -236,7 +240,11 @@ class Machine:
             self._set_status("finish-migrate")
             try:
                 return migration.save(
-                    path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
+                    path,
+                    machine_type=self.machine_type,
+                    ram=[self.ram],
+                    devices=self.board,
+                    open_timeout=open_timeout,
                 )
             except BaseException as e:
                 _drop_frame_locals(e)

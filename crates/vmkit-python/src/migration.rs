@@ -7,12 +7,11 @@ use std::path::PathBuf;
 
 use std::io::BufReader;
 
-use pyo3::exceptions::{PyIOError, PyValueError};
+use pyo3::exceptions::{PyIOError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vmkit_migration::savevm::{
-    RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, restore, save_to_fd,
-};
+use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, restore, save_to_sink};
+use vmkit_migration::transport::{OpenError, OpenOptions, OsFailure, Sink};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
 
@@ -98,13 +97,38 @@ fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict
     Ok(d.unbind())
 }
 
-/// Saves a paused machine to the file (or FIFO) at `path`: the
-/// configuration naming `machine_type`, the RAM blocks `ram` (in this
-/// order), and a section for every realized device with a VMState below
-/// the QOM object `devices` (none if `None`). Returns the statistics:
-/// `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`, `devices`.
+/// An `OSError` (the subclass Python picks for the errno, such as
+/// `BrokenPipeError` or `TimeoutError`) for `path`, with an `offset`
+/// attribute: the stream offset of the first byte that did not reach the
+/// sink, or `None` when nothing was being written.
+fn os_error(py: Python<'_>, path: &std::path::Path, failure: OsFailure) -> PyErr {
+    let err = PyOSError::new_err((failure.errno, failure.message, path.to_string_lossy().into_owned()));
+    // Setting an attribute on a fresh OSError instance cannot fail.
+    let _ = err.value(py).setattr("offset", failure.offset);
+    err
+}
+
+/// A save failure as Python sees it: I/O on the sink is an `OSError`
+/// (with `offset`), everything else the matching `MigrationError`.
+fn save_err(py: Python<'_>, path: &std::path::Path, e: vmkit_migration::Error) -> PyErr {
+    match e.os_failure() {
+        Some(failure) => os_error(py, path, failure),
+        None => migration_err(py, e),
+    }
+}
+
+/// Saves a paused machine to the file (or FIFO, device or Unix socket) at
+/// `path`: the configuration naming `machine_type`, the RAM blocks `ram`
+/// (in this order), and a section for every realized device with a VMState
+/// below the QOM object `devices` (none if `None`). A regular file is
+/// written beside `path` and renamed over it once complete. A FIFO without
+/// a reader is waited for, up to `open_timeout` seconds (`None`: until a
+/// reader comes), checking for Python signals (Ctrl-C). Returns the
+/// statistics: `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`,
+/// `devices`.
 #[pyfunction]
-#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true))]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true, open_timeout=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn save_stream(
     py: Python<'_>,
     path: PathBuf,
@@ -113,11 +137,33 @@ pub fn save_stream(
     devices: Option<Bound<'_, PyObj>>,
     footers: bool,
     vmdesc: bool,
+    open_timeout: Option<f64>,
 ) -> PyResult<Py<PyDict>> {
+    let timeout = open_timeout
+        .map(|t| {
+            std::time::Duration::try_from_secs_f64(t)
+                .map_err(|_| PyValueError::new_err(format!("open_timeout must be a number of seconds >= 0, not {t}")))
+        })
+        .transpose()?;
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
     clear_pending();
     let opts = SaveOptions { footers, vmdesc };
-    let stats = run_on_file(py, &path, |path| Ok(save_to_fd(&set, create_sink(path)?, &opts)))?;
+    let open = OpenOptions {
+        timeout,
+        ..OpenOptions::default()
+    };
+    let outcome = py.detach(|| {
+        // A pending Ctrl-C (or any signal handler's exception) ends the
+        // wait for a FIFO's reader.
+        let interrupt = || Python::attach(|py| py.check_signals());
+        let sink = Sink::open_path(&path, &open, &interrupt)?;
+        Ok::<_, OpenError<PyErr>>(save_to_sink(&set, sink, &opts))
+    });
+    let stats = match outcome {
+        Ok(saved) => saved.map_err(|e| save_err(py, &path, e))?,
+        Err(OpenError::Interrupted(e)) => return Err(e),
+        Err(OpenError::Transport(e)) => return Err(os_error(py, &path, e.os_failure())),
+    };
     stats_dict(
         py,
         &[

@@ -129,6 +129,62 @@ impl TransportError {
     }
 }
 
+/// An I/O failure of a stream, as an operating-system error: what a binding
+/// needs to raise it as one (Python's `OSError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsFailure {
+    /// The errno.
+    pub errno: i32,
+    /// What failed, without the errno's number.
+    pub message: String,
+    /// The stream offset of the first byte that did not reach the sink;
+    /// `None` when the failure was not a write (opening, finishing).
+    pub offset: Option<u64>,
+}
+
+/// An I/O error's text without Rust's " (os error N)" suffix (the errno is
+/// carried separately).
+fn describe(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+impl TransportError {
+    /// This error as an [`OsFailure`].
+    pub fn os_failure(&self) -> OsFailure {
+        let message = match self {
+            TransportError::Io { source, .. } => describe(source),
+            other => other.to_string(),
+        };
+        OsFailure {
+            errno: self.errno(),
+            message,
+            offset: None,
+        }
+    }
+}
+
+impl crate::Error {
+    /// The failure as an operating-system error, if it is one: a write to
+    /// the sink that failed (with the offset of the first byte it did not
+    /// take) or a transport error. Stream-format, device and memory errors
+    /// are not.
+    pub fn os_failure(&self) -> Option<OsFailure> {
+        match self {
+            crate::Error::Wire(crate::wire::WireError::Io { offset, source }) => Some(OsFailure {
+                errno: source.raw_os_error().unwrap_or(libc::EIO),
+                message: format!("{} at stream offset {offset}", describe(source)),
+                offset: Some(*offset),
+            }),
+            crate::Error::Transport(t) => Some(t.os_failure()),
+            _ => None,
+        }
+    }
+}
+
 /// Opening a sink failed, or the caller's interrupt check stopped it (its
 /// error, unchanged).
 #[derive(Debug)]
