@@ -126,7 +126,7 @@ def test_a_fifo_without_a_reader_times_out(tmp_path: Path, ram: RamBlock) -> Non
         save(fifo, ram, open_timeout=-1)
 
 
-class Interrupted(Exception):
+class InterruptedBySignalError(Exception):
     """Raised by the test's signal handler."""
 
 
@@ -142,7 +142,7 @@ def test_a_signal_ends_the_wait_for_a_fifo_reader(tmp_path: Path, ram: RamBlock)
     def handler(signum: int, frame: object) -> None:
         if not raised.is_set():
             raised.set()
-            raise Interrupted
+            raise InterruptedBySignalError
 
     def send() -> None:
         while not returned.wait(0.01):
@@ -152,7 +152,7 @@ def test_a_signal_ends_the_wait_for_a_fifo_reader(tmp_path: Path, ram: RamBlock)
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        with pytest.raises(Interrupted):
+        with pytest.raises(InterruptedBySignalError):
             save(fifo, ram)
     finally:
         returned.set()
@@ -172,9 +172,7 @@ def no_machine() -> Iterator[None]:
 
 @pytest.mark.usefixtures("no_machine")
 @pytest.mark.parametrize("running", [False, True])
-def test_a_machine_leaves_finish_migrate_after_a_failed_save(
-    tmp_path: Path, running: bool
-) -> None:
+def test_a_machine_leaves_finish_migrate_after_a_failed_save(tmp_path: Path, running: bool) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with Machine(memory="16M", workload_rate=1 << 20) as vm:

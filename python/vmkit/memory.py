@@ -75,6 +75,7 @@ __all__ = [
 #: The size of a region covering the whole 64-bit space (an address-space root).
 FULL_SPACE = 1 << 64
 
+
 def xxh3_64(data: bytes) -> int:
     """The XXH3-64 hash (seed 0) of ``data``, as ``RamBlock.checksum`` computes it.
 

@@ -14,8 +14,8 @@ use vmkit_migration::savevm::{
     save_to_sink,
 };
 use vmkit_migration::transport::{OpenOptions, Sink};
-use vmkit_migration::wire::WireError;
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
+use vmkit_migration::wire::WireError;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -159,8 +159,9 @@ fn a_sink_that_fails_is_an_error_with_an_offset() -> TestResult {
 }
 
 /// A pipe read by a thread that takes `take` bytes and then closes.
-fn reader_that_stops_after(take: usize) -> Result<(std::io::PipeWriter, std::thread::JoinHandle<Vec<u8>>), std::io::Error> {
-    let (mut rd, wr) = std::io::pipe()?;
+fn reader_that_stops_after(take: usize) -> Result<(std::fs::File, std::thread::JoinHandle<Vec<u8>>), std::io::Error> {
+    let (rd, wr) = rustix::pipe::pipe()?;
+    let (mut rd, wr) = (std::fs::File::from(rd), std::fs::File::from(wr));
     let reader = std::thread::spawn(move || {
         let mut got = vec![0u8; take];
         let n = rd.read(&mut got[..]).unwrap_or(0);
@@ -251,15 +252,13 @@ fn a_failed_save_keeps_the_old_stream_and_leaves_no_file() -> TestResult {
     std::fs::write(&path, b"the previous stream")?;
     // A block the stream cannot carry (a name over 255 bytes) fails
     // the save after the sink was opened: the temporary file must vanish.
-    let refusing = set_of(vec![RamBlock::anonymous(&"r".repeat(300), 4096)?])?;
-    let sink = Sink::open_path(&path, &OpenOptions::default(), &|| Ok::<(), ()>(()))
-        .map_err(|e| format!("{e:?}"))?;
+    let refusing = set_of(vec![RamBlock::anonymous("r".repeat(300), 4096)?])?;
+    let sink = Sink::open_path(&path, &OpenOptions::default(), &|| Ok::<(), ()>(())).map_err(|e| format!("{e:?}"))?;
     assert!(save_to_sink(&refusing, sink, &SaveOptions::default()).is_err());
     assert_eq!(std::fs::read(&path)?, b"the previous stream");
     assert_eq!(std::fs::read_dir(&dir)?.count(), 1);
     // A good save replaces it with the stream.
-    let sink = Sink::open_path(&path, &OpenOptions::default(), &|| Ok::<(), ()>(()))
-        .map_err(|e| format!("{e:?}"))?;
+    let sink = Sink::open_path(&path, &OpenOptions::default(), &|| Ok::<(), ()>(())).map_err(|e| format!("{e:?}"))?;
     let stats = save_to_sink(&set, sink, &SaveOptions::default())?;
     assert_eq!(std::fs::read(&path)?, staged(&set)?);
     assert_eq!(stats.bytes, std::fs::metadata(&path)?.len());

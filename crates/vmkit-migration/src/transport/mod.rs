@@ -48,7 +48,9 @@ impl FromStr for Transport {
             uri: uri.to_owned(),
             reason: reason.to_owned(),
         };
-        let (scheme, rest) = uri.split_once(':').ok_or_else(|| bad("no scheme (expected file:PATH or exec:CMD)"))?;
+        let (scheme, rest) = uri
+            .split_once(':')
+            .ok_or_else(|| bad("no scheme (expected file:PATH or exec:CMD)"))?;
         match scheme {
             "file" if rest.is_empty() => Err(bad("empty path")),
             "file" => Ok(Transport::File(PathBuf::from(rest))),

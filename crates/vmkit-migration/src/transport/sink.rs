@@ -28,8 +28,10 @@ pub struct OpenOptions {
     /// How long to wait for a FIFO's reader; `None` waits until one comes
     /// (or the interrupt check says stop).
     pub timeout: Option<Duration>,
-    /// How often a FIFO with no reader is tried again, and the interrupt
-    /// check called, while waiting.
+    /// How often, at most, a FIFO with no reader is tried again, and the
+    /// interrupt check called, while waiting. The first retries come
+    /// sooner (from 1 ms, doubling), so a reader that is just starting
+    /// (`cat` spawned a moment before) costs next to nothing.
     pub retry_every: Duration,
 }
 
@@ -55,7 +57,11 @@ pub struct Sink {
 enum Kind {
     /// A regular file: written to `temp` beside `target` and renamed over
     /// it on commit.
-    Replacing { file: File, temp: TempPath, target: PathBuf },
+    Replacing {
+        file: File,
+        temp: TempPath,
+        target: PathBuf,
+    },
     /// A FIFO or a device, written directly.
     Direct(File),
     /// A listening Unix socket, connected to.
@@ -179,7 +185,12 @@ impl Sink {
             temp_name.push(&name);
             temp_name.push(format!(".{}.{n}.vmkit-partial", std::process::id()));
             let temp = dir.join(temp_name);
-            match FsOpenOptions::new().write(true).create_new(true).mode(0o666).open(&temp) {
+            match FsOpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&temp)
+            {
                 Ok(file) => {
                     if let Some(mode) = mode {
                         // Best effort: the new file keeps the old one's mode.
@@ -202,6 +213,7 @@ impl Sink {
     fn fifo<E>(path: &Path, opts: &OpenOptions, interrupt: &dyn Fn() -> Result<(), E>) -> Result<Sink, OpenError<E>> {
         let shown = path.display().to_string();
         let start = Instant::now();
+        let mut backoff = Duration::from_millis(1);
         let file = loop {
             let opened = FsOpenOptions::new()
                 .write(true)
@@ -215,7 +227,8 @@ impl Sink {
             }
             interrupt().map_err(OpenError::Interrupted)?;
             let waited = start.elapsed();
-            let mut step = opts.retry_every;
+            let mut step = backoff.min(opts.retry_every);
+            backoff = backoff.saturating_mul(2);
             if let Some(timeout) = opts.timeout {
                 if waited >= timeout {
                     return Err(TransportError::TimedOut { what: shown, waited }.into());
@@ -244,7 +257,9 @@ impl Sink {
         let stdin = child.stdin.take();
         let child = Reaped(child);
         let Some(stdin) = stdin else {
-            return Err(io_err(format!("exec:{command}"))(io::Error::other("no pipe to the command")));
+            return Err(io_err(format!("exec:{command}"))(io::Error::other(
+                "no pipe to the command",
+            )));
         };
         enlarge_pipe(&stdin);
         Ok(Sink {

@@ -176,7 +176,10 @@ fn a_fifo_wait_stops_when_the_interrupt_check_says_so() -> TestResult {
         retry_every: Duration::from_millis(1),
     };
     let err = Sink::open_path(&fifo, &opts, &interrupt).err();
-    assert!(matches!(err, Some(OpenError::Interrupted("KeyboardInterrupt"))), "{err:?}");
+    assert!(
+        matches!(err, Some(OpenError::Interrupted("KeyboardInterrupt"))),
+        "{err:?}"
+    );
     assert_eq!(calls.get(), 3);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -244,7 +247,11 @@ fn exec_feeds_the_command_and_checks_its_status() -> TestResult {
     sink.commit()?;
     assert_eq!(std::fs::read(&out)?, b"stream bytes");
     // A command that fails is an error on commit.
-    let sink = Sink::open(&Transport::Exec("cat > /dev/null; exit 3".into()), &OpenOptions::default(), &never)?;
+    let sink = Sink::open(
+        &Transport::Exec("cat > /dev/null; exit 3".into()),
+        &OpenOptions::default(),
+        &never,
+    )?;
     let err = sink.commit().err();
     assert!(matches!(&err, Some(TransportError::CommandFailed { .. })), "{err:?}");
     std::fs::remove_dir_all(&dir)?;
