@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 
 from vmkit import migration, qom
+from vmkit.cli import main
 from vmkit.machine import Machine
 from vmkit.memory import RamBlock
 
 MACHINE_TYPE = "pc-q35-vmkit"
-RAM_SIZE = 1 << 20
+# Four times the FIFO buffer vmkit asks for, so a pipe cannot hold a stream.
+RAM_SIZE = 4 << 20
 
 
 @pytest.fixture
 def ram() -> RamBlock:
-    """A 1 MiB block with no zero page, so its stream is over 1 MiB."""
+    """A block with no zero page: its stream is longer than the block."""
     block = RamBlock.anonymous("pc.ram", RAM_SIZE)
     block.write(0, bytes(range(1, 256)) * (RAM_SIZE // 255) + bytes(RAM_SIZE % 255))
     return block
@@ -97,8 +99,18 @@ def test_a_reader_that_goes_away_is_a_broken_pipe_with_its_offset(
 
     def read_some_then_close() -> None:
         # A blocking open: counts as a reader while it waits for the writer.
-        with open(fifo, "rb") as r:
-            took.append(len(r.read(10_000)))
+        # Unbuffered reads, so `took` is what left the pipe.
+        fd = os.open(fifo, os.O_RDONLY)
+        try:
+            n = 0
+            while n < 10_000:
+                chunk = os.read(fd, 10_000 - n)
+                if not chunk:
+                    break
+                n += len(chunk)
+            took.append(n)
+        finally:
+            os.close(fd)
 
     reader = threading.Thread(target=read_some_then_close)
     reader.start()
@@ -187,3 +199,17 @@ def test_a_machine_leaves_finish_migrate_after_a_failed_save(tmp_path: Path, run
         assert vm.status == before
         if running:
             vm.stop()
+
+
+@pytest.mark.usefixtures("no_machine")
+def test_vmkit_save_reports_a_full_disk_in_one_line(
+    tiny_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tiny_tmpfs / "vm.stream"
+    path.write_bytes(b"the previous stream")
+    # 64 MiB of zero pages is about 147 KiB of stream: more than the disk.
+    assert main(["save", str(path), "-m", "64M"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vmkit: [Errno 28] No space left on device at stream offset "), err
+    assert err.count("\n") == 1
+    assert path.read_bytes() == b"the previous stream"

@@ -29,9 +29,10 @@ pub struct OpenOptions {
     /// (or the interrupt check says stop).
     pub timeout: Option<Duration>,
     /// How often, at most, a FIFO with no reader is tried again, and the
-    /// interrupt check called, while waiting. The first retries come
-    /// sooner (from 1 ms, doubling), so a reader that is just starting
-    /// (`cat` spawned a moment before) costs next to nothing.
+    /// interrupt check called, while waiting (default 5 ms: a reader that
+    /// comes late costs at most that). The first retries come sooner (from
+    /// 0.1 ms, doubling), so a reader that is just starting (`cat` spawned
+    /// a moment before) costs next to nothing.
     pub retry_every: Duration,
 }
 
@@ -39,7 +40,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             timeout: None,
-            retry_every: Duration::from_millis(50),
+            retry_every: Duration::from_millis(5),
         }
     }
 }
@@ -213,7 +214,7 @@ impl Sink {
     fn fifo<E>(path: &Path, opts: &OpenOptions, interrupt: &dyn Fn() -> Result<(), E>) -> Result<Sink, OpenError<E>> {
         let shown = path.display().to_string();
         let start = Instant::now();
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = Duration::from_micros(100);
         let file = loop {
             let opened = FsOpenOptions::new()
                 .write(true)
