@@ -9,9 +9,9 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 
 import pytest
 
@@ -143,18 +143,15 @@ class InterruptedBySignalError(Exception):
     """Raised by the test's signal handler."""
 
 
-def test_a_signal_ends_the_wait_for_a_fifo_reader(tmp_path: Path, ram: RamBlock) -> None:
-    # No reader ever comes: only the signal handler's exception can end the
-    # wait (the timeout is a safety net far beyond it). Another thread sends
-    # SIGUSR1 until the save has returned; the handler raises only while
-    # the save is running (its Python frame is `migration.save`, which the
-    # Rust wait calls back from), so a signal before or after it is a no-op.
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
+def interrupted_by_signal(during: Callable[[], object], code: CodeType) -> None:
+    """Runs ``during`` while another thread sends SIGUSR1 until it returns;
+    the handler raises only while the Python frame is ``code`` (the call
+    the Rust wait calls back from), so a signal before or after is a no-op.
+    ``during`` must end with that exception."""
     returned = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if frame is not None and frame.f_code is migration.save.__code__:
+        if frame is not None and frame.f_code is code:
             raise InterruptedBySignalError
 
     def send() -> None:
@@ -166,11 +163,28 @@ def test_a_signal_ends_the_wait_for_a_fifo_reader(tmp_path: Path, ram: RamBlock)
     sender.start()
     try:
         with pytest.raises(InterruptedBySignalError):
-            save(fifo, ram, open_timeout=120)
+            during()
     finally:
         returned.set()
         sender.join()
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_signal_ends_the_wait_for_a_fifo_reader(tmp_path: Path, ram: RamBlock) -> None:
+    # No reader ever comes: only the signal can end the wait (the timeout
+    # is a safety net far beyond it).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    interrupted_by_signal(lambda: save(fifo, ram, open_timeout=120), migration.save.__code__)
+
+
+def test_a_signal_ends_the_wait_for_a_fifo_writer(tmp_path: Path, ram: RamBlock) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    interrupted_by_signal(
+        lambda: migration.restore(fifo, machine_type=MACHINE_TYPE, ram=[ram]),
+        migration.restore.__code__,
+    )
 
 
 @pytest.fixture

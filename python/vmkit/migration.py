@@ -262,7 +262,9 @@ def restore(
         (``offset``, ``section`` and ``field`` say where).
     :raises DeviceStateError: a device refused the state, or the stream
         lacks one of this machine's devices or RAM blocks.
-    :raises OSError: the file cannot be opened.
+    :raises OSError: the file cannot be opened. (A FIFO is waited on until
+        a writer sends something; a Ctrl-C, or any signal handler's
+        exception, ends the wait.)
     """
     return _core.restore_stream(
         path, machine_type=machine_type, ram=ram, devices=devices, footers=footers

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyIOError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, restore, save_to_sink};
-use vmkit_migration::transport::{OpenError, OpenOptions, OsFailure, Sink};
+use vmkit_migration::transport::{OpenError, OpenOptions, OsFailure, Sink, open_source};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader, analyze_report, analyze_report_with_ram};
 
@@ -74,19 +74,6 @@ fn save_set(
         None => Vec::new(),
     };
     Ok(SaveSet::new(machine_type, ram, sections))
-}
-
-/// Runs `job` on `path` without the GIL (device callbacks take it back);
-/// a failure to open the file is an `OSError` naming it, a stream or device
-/// failure the matching `MigrationError`.
-fn run_on_file<T: Send>(
-    py: Python<'_>,
-    path: &std::path::Path,
-    job: impl FnOnce(&std::path::Path) -> std::io::Result<vmkit_migration::Result<T>> + Send,
-) -> PyResult<T> {
-    py.detach(|| job(path))
-        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
-        .map_err(|e| migration_err(py, e))
 }
 
 fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict>> {
@@ -178,7 +165,8 @@ pub fn save_stream(
 
 /// Restores the stream at `path` into RAM blocks `ram` and the devices
 /// below `devices`, which must have the shape of the saved machine (see
-/// `vmkit.migration.restore`). Returns `bytes`, `zero_pages`,
+/// `vmkit.migration.restore`). A FIFO is waited on until a writer sends,
+/// checking for Python signals. Returns `bytes`, `zero_pages`,
 /// `normal_pages`, `devices`.
 #[pyfunction]
 #[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true))]
@@ -196,10 +184,17 @@ pub fn restore_stream(
         footers,
         ..RestoreOptions::default()
     };
-    let stats = run_on_file(py, &path, |path| {
-        let f = std::fs::File::open(path)?;
-        Ok(restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
-    })?;
+    let outcome = py.detach(|| {
+        // A pending Ctrl-C ends the wait for a FIFO's writer.
+        let interrupt = || Python::attach(|py| py.check_signals());
+        let f = open_source(&path, &OpenOptions::default(), &interrupt)?;
+        Ok::<_, OpenError<PyErr>>(restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+    });
+    let stats = match outcome {
+        Ok(restored) => restored.map_err(|e| migration_err(py, e))?,
+        Err(OpenError::Interrupted(e)) => return Err(e),
+        Err(OpenError::Transport(e)) => return Err(os_error(py, &path, e.os_failure())),
+    };
     stats_dict(
         py,
         &[

@@ -7,6 +7,8 @@
 //!   replaced only once the stream is complete, a FIFO is waited for with
 //!   a timeout and an interrupt check, `exec:` feeds a command — and the
 //!   pipe sizing policy.
+//! * [`source`]: opening a stream for reading, with the same wait for a
+//!   FIFO's other end.
 //! * [`gather`]: gathered writes of record headers and guest pages
 //!   (`writev(2)`, short writes, `EINTR`, `poll(2)` on non-blocking
 //!   descriptors) and the batch sizes of RAM pages. It is the crate's only
@@ -23,9 +25,11 @@ use std::time::Duration;
 #[allow(unsafe_code)]
 pub mod gather;
 pub mod sink;
+pub mod source;
 
 pub use gather::{BATCH_BYTES, BATCH_RECORDS, FdWriter, GatherList, PartialWrite};
 pub use sink::{OpenOptions, PIPE_BUFFER, Sink};
+pub use source::open_source;
 
 /// A stream destination (or, later, source), as QEMU's `migrate` URI names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

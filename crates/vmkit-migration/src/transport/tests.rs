@@ -257,3 +257,81 @@ fn exec_feeds_the_command_and_checks_its_status() -> TestResult {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn a_source_fifo_waits_for_its_writer_with_timeout_and_interrupt() -> TestResult {
+    let dir = temp_dir("source-fifo")?;
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo)?;
+    let zero = OpenOptions {
+        timeout: Some(Duration::ZERO),
+        ..OpenOptions::default()
+    };
+    let err = open_source(&fifo, &zero, &never).err();
+    assert!(
+        matches!(&err, Some(OpenError::Transport(e @ TransportError::TimedOut { .. })) if e.errno() == libc::ETIMEDOUT),
+        "{err:?}"
+    );
+    let calls = Cell::new(0);
+    let interrupt = || {
+        calls.set(calls.get() + 1);
+        if calls.get() == 3 {
+            Err("KeyboardInterrupt")
+        } else {
+            Ok(())
+        }
+    };
+    let quick = OpenOptions {
+        timeout: None,
+        retry_every: Duration::from_millis(1),
+    };
+    let err = open_source(&fifo, &quick, &interrupt).err();
+    assert!(
+        matches!(err, Some(OpenError::Interrupted("KeyboardInterrupt"))),
+        "{err:?}"
+    );
+    assert_eq!(calls.get(), 3);
+    // A writer that sends and leaves: the source opens, reads block.
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut w = std::fs::OpenOptions::new().write(true).open(writer_path)?;
+        w.write_all(b"stream")
+    });
+    let mut file = open_source(&fifo, &OpenOptions::default(), &never).map_err(|e| format!("{e}"))?;
+    assert!(!rustix::fs::fcntl_getfl(&file)?.contains(rustix::fs::OFlags::NONBLOCK));
+    let mut got = Vec::new();
+    file.read_to_end(&mut got)?;
+    writer.join().map_err(|_| "writer panicked")??;
+    assert_eq!(got, b"stream");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn a_source_may_be_a_file_or_a_socket() -> TestResult {
+    let dir = temp_dir("source")?;
+    let path = dir.join("vm.stream");
+    std::fs::write(&path, b"bytes")?;
+    let mut got = Vec::new();
+    open_source(&path, &OpenOptions::default(), &never)
+        .map_err(|e| format!("{e}"))?
+        .read_to_end(&mut got)?;
+    assert_eq!(got, b"bytes");
+    let sock = dir.join("sock");
+    let listener = UnixListener::bind(&sock)?;
+    let server =
+        std::thread::spawn(move || -> std::io::Result<()> { listener.accept()?.0.write_all(b"over a socket") });
+    let mut got = Vec::new();
+    open_source(&sock, &OpenOptions::default(), &never)
+        .map_err(|e| format!("{e}"))?
+        .read_to_end(&mut got)?;
+    server.join().map_err(|_| "server panicked")??;
+    assert_eq!(got, b"over a socket");
+    let err = open_source(&dir.join("missing"), &OpenOptions::default(), &never).err();
+    assert!(
+        matches!(&err, Some(OpenError::Transport(e)) if e.errno() == libc::ENOENT),
+        "{err:?}"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
