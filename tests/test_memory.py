@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from vmkit import errors, memory, qom
 from vmkit.memory import AddressSpace, MemoryRegion, RamBlock
@@ -422,8 +423,23 @@ def test_checksum_matches_an_independent_reader() -> None:
     with memory.Workload([ram], seed=3, max_ops=64) as w:
         w.wait(10)
     data = ram.read(0, 64 * 1024)
-    assert memory.csum64(data) == ram.checksum()
-    assert memory.csum64(data[5:1000]) == ram.checksum(5, 995)
+    assert memory.xxh3_64(data) == ram.checksum()
+    assert memory.xxh3_64(data[5:1000]) == ram.checksum(5, 995)
+
+
+def test_checksum_is_xxh3_64_of_the_whole_block() -> None:
+    # A block larger than the core's 64 KiB hashing chunk, with a tail that
+    # is not a multiple of it: the streamed hash must equal the one-shot
+    # hash the standard package computes over the block's bytes.
+    size = 3 * 64 * 1024 + 4096
+    ram = RamBlock.anonymous("xxh3", size)
+    with memory.Workload([ram], seed=5, max_ops=200) as w:
+        w.wait(10)
+    data = ram.read(0, size)
+    assert data != bytes(size)
+    assert ram.checksum() == xxhash.xxh3_64_intdigest(data)
+    assert ram.checksum(1, size - 1) == xxhash.xxh3_64_intdigest(data[1:])
+    assert RamBlock.anonymous("zero", 4096).checksum() == xxhash.xxh3_64_intdigest(bytes(4096))
 
 
 def test_workload_bad_config() -> None:

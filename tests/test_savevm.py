@@ -493,7 +493,7 @@ def test_cli_save_then_restore_gives_the_same_ram(tmp_path: Path) -> None:
     out = run_cli("restore", stream, "-m", "32M", "--json")
     assert out.returncode == 0, out.stderr
     restored = json.loads(out.stdout)
-    assert restored["ram_checksum"] == saved["ram_checksum"]
+    assert restored["ram_xxh3_64"] == saved["ram_xxh3_64"]
     assert restored["status"] == "paused"
     out = run_cli("restore", stream, "-m", "16M")
     assert out.returncode == 1

@@ -214,7 +214,7 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(json.dumps(result))
         return
     for key, value in result.items():
-        shown = f"{value:#018x}" if key == "ram_checksum" else value
+        shown = f"{value:#018x}" if key == "ram_xxh3_64" else value
         print(f"{key}: {shown}")
 
 
@@ -240,7 +240,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
             **stats,
             "seconds": round(seconds, 6),
             "ram_gb_per_s": round(stats["ram_bytes"] / seconds / 1e9, 3),
-            "ram_checksum": vm.ram.checksum(),
+            "ram_xxh3_64": vm.ram.checksum(),
         }
     _print_result(args, result)
     return 0
@@ -256,7 +256,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             **stats,
             "seconds": round(seconds, 6),
             "status": vm.status,
-            "ram_checksum": vm.ram.checksum(),
+            "ram_xxh3_64": vm.ram.checksum(),
         }
     _print_result(args, result)
     return 0

@@ -148,7 +148,7 @@ def show_memory() -> None:
     space.write(0x1000, b"hello, guest")
     space.write_sized(0xFEB0_0000, 1, 0x41)
     print(f"  DMA read back: {space.read(0x1000, 12)!r}; uart register 0 = {regs[0]:#x}")
-    print(f"  RAM checksum (vmkit-csum64): {ram.checksum():#018x}")
+    print(f"  RAM checksum (XXH3-64): {ram.checksum():#018x}")
     ram.log_stop("migration")
 
 

@@ -252,7 +252,9 @@ class Machine:
 
     # ----- save and restore --------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> dict[str, int]:
+    def save(
+        self, path: str | os.PathLike[str], *, open_timeout: float | None = None
+    ) -> dict[str, int]:
         """Saves RAM and every device with a VMState to ``path``.
 
         This is QEMU's outgoing migration to a file: the machine stops in
@@ -260,8 +262,9 @@ class Machine:
         ``postmigrate``; a machine that was running then runs again (as
         after ``migrate`` and ``cont``). If the save fails, the machine
         returns to the state it was in (running again if it ran), as QEMU
-        does after a failed migration. Returns the statistics of
-        :func:`vmkit.migration.save`.
+        does after a failed migration. ``open_timeout`` bounds the wait for
+        a FIFO's reader (see :func:`vmkit.migration.save`). Returns the
+        statistics of :func:`vmkit.migration.save`.
 
         :raises MachineStateError: in ``inmigrate`` (RAM may be partly
             loaded), during another save, or once shut down.
@@ -278,7 +281,11 @@ class Machine:
                 # machine back to where it was.
                 self._runstate.set(RunState.FINISH_MIGRATE)
                 stats = migration.save(
-                    path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
+                    path,
+                    machine_type=self.machine_type,
+                    ram=[self.ram],
+                    devices=self.board,
+                    open_timeout=open_timeout,
                 )
             except BaseException as e:
                 _drop_frame_locals(e)

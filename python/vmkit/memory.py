@@ -44,6 +44,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import xxhash
+
 from vmkit._core import memory as _core
 from vmkit._core.memory import (
     AddressSpace,
@@ -63,43 +65,26 @@ __all__ = [
     "MemoryRegion",
     "RamBlock",
     "Workload",
-    "csum64",
     "measure_dirty_rate",
     "mtree",
     "mtree_flat",
     "pc_memory",
     "transaction",
+    "xxh3_64",
 ]
 
 #: The size of a region covering the whole 64-bit space (an address-space root).
 FULL_SPACE = 1 << 64
 
-_M = (1 << 64) - 1
-_P1, _P2, _P3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
 
+def xxh3_64(data: bytes) -> int:
+    """The XXH3-64 hash (seed 0) of ``data``, as ``RamBlock.checksum`` computes it.
 
-def _rotl(x: int, r: int) -> int:
-    return ((x << r) | (x >> (64 - r))) & _M
-
-
-def csum64(data: bytes) -> int:
-    """The vmkit-csum64 checksum, computed in Python.
-
-    It equals ``RamBlock.checksum`` over the same bytes, so a test can verify
-    guest RAM with a reader that shares no code with the Rust core. Slow:
-    meant for kilobytes, not gigabytes.
+    Computed by the ``xxhash`` package, which shares no code with the Rust
+    core, so a test (or a user) can verify guest RAM independently:
+    ``xxh3_64(ram.read(0, ram.size)) == ram.checksum()``.
     """
-    n = len(data)
-    data = data + bytes(-n % 8)
-    a = [(_P1 + _P2) & _M, _P2, 0, (-_P1) & _M]
-    for i in range(len(data) // 8):
-        w = int.from_bytes(data[8 * i : 8 * i + 8], "little")
-        a[i % 4] = _rotl((a[i % 4] + w * _P2) & _M, 31) * _P1 & _M
-    h = (_rotl(a[0], 1) + _rotl(a[1], 7) + _rotl(a[2], 12) + _rotl(a[3], 18)) & _M
-    h ^= n
-    h = (h ^ (h >> 33)) * _P2 & _M
-    h = (h ^ (h >> 29)) * _P3 & _M
-    return h ^ (h >> 32)
+    return xxhash.xxh3_64_intdigest(data)
 
 
 @contextmanager

@@ -197,6 +197,7 @@ def save(
     devices: Object | None = None,
     footers: bool = True,
     vmdesc: bool = True,
+    open_timeout: float | None = None,
 ) -> dict[str, int]:
     """Saves a machine to the file (or FIFO) at ``path`` in QEMU's savevm format.
 
@@ -206,17 +207,35 @@ def save(
     ``devices`` (none if ``None``), EOF and the VMDESCRIPTION trailer.
     Every device's state is taken before the first byte is written. The
     machine should be paused. RAM pages go from guest memory to the sink
-    in gathered writes (``writev``), copied once, by the kernel. A FIFO sink
-    (a reader such as ``cat > FILE`` on the other end) gets a 1 MiB pipe
-    buffer where the system allows. Returns ``bytes``, ``ram_bytes``,
-    ``zero_pages``, ``normal_pages`` and ``devices``.
+    in gathered writes (``writev``), copied once, by the kernel.
+
+    A regular file is written to a temporary file beside ``path`` and
+    renamed over it only when the stream is complete: a failed save leaves
+    the file that was there untouched and no partial file behind. A FIFO
+    (a reader such as ``cat > FILE`` on the other end), a device or a Unix
+    socket is written directly; a FIFO gets a 1 MiB pipe buffer where the
+    system allows, and while it has no reader the save waits, for at most
+    ``open_timeout`` seconds (``None``: until a reader comes), and a
+    Ctrl-C (any signal handler's exception) ends the wait. Returns
+    ``bytes``, ``ram_bytes``, ``zero_pages``, ``normal_pages`` and
+    ``devices``.
 
     :raises DeviceStateError: a device refused to save.
     :raises VMStateError: a device's state does not fit its description.
-    :raises OSError: the file cannot be written.
+    :raises OSError: the sink cannot be opened or written: the subclass
+        for its ``errno`` (``BrokenPipeError``, ``TimeoutError`` when no
+        reader opened a FIFO in time, ...), ``filename`` the path, and
+        ``offset`` the stream offset of the first byte the sink did not
+        take (``None`` if the failure was not a write).
     """
     return _core.save(
-        path, machine_type=machine_type, ram=ram, devices=devices, footers=footers, vmdesc=vmdesc
+        path,
+        machine_type=machine_type,
+        ram=ram,
+        devices=devices,
+        footers=footers,
+        vmdesc=vmdesc,
+        open_timeout=open_timeout,
     )
 
 
@@ -245,6 +264,8 @@ def restore(
         (``offset``, ``section`` and ``field`` say where).
     :raises DeviceStateError: a device refused the state, or the stream
         lacks one of this machine's devices or RAM blocks.
-    :raises OSError: the file cannot be opened.
+    :raises OSError: the file cannot be opened. (A FIFO is waited on until
+        a writer sends something; a Ctrl-C, or any signal handler's
+        exception, ends the wait.)
     """
     return _core.restore(path, machine_type=machine_type, ram=ram, devices=devices, footers=footers)

@@ -9,9 +9,10 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::addr::GuestAddr;
-use crate::dispatch::{AccessConstraints, Endianness, IommuTlbEntry, invalid, read_adjusted, write_adjusted};
+use crate::dispatch::{invalid, read_adjusted, write_adjusted};
 use crate::error::{Error, Result};
 use crate::flatview::{FlatRange, FlatView};
+use crate::ops::{AccessConstraints, Endianness, IommuTlbEntry};
 use crate::region::{MemoryRegion, RegionKind};
 
 /// Told when ranges appear in or disappear from an address space's flat view.

@@ -28,15 +28,13 @@
 //! part raises `SIGBUS`, as it does for QEMU's `mem-path`.
 
 use std::fs::File;
-use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 use std::sync::Arc;
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
-use crate::checksum::{Csum64, GOLDEN};
+use crate::checksum::{ChecksumState, GOLDEN};
 use crate::error::{Error, Result};
 
 /// How to map: both are hints that trade start-up time for speed later.
@@ -305,32 +303,30 @@ impl HostMapping {
         Ok(acc == 0)
     }
 
-    /// The `vmkit-csum64` checksum of `len` bytes at `offset` (see
+    /// The XXH3-64 checksum of `len` bytes at `offset` (see
     /// [`crate::checksum`]).
+    ///
+    /// The bytes are copied out in 64 KiB chunks (cache-sized, so the copy
+    /// costs little next to the read) and hashed from the copy: the hasher
+    /// takes a `&[u8]`, which must never point into guest memory.
     pub fn checksum(&self, offset: u64, len: u64) -> Result<u64> {
+        const CHUNK: usize = 64 << 10;
         let off = self.check(offset, len)?;
-        let mut p = self.as_ptr().wrapping_add(off).cast_const();
+        let mut state = ChecksumState::new();
+        let mut chunk = vec![0u8; CHUNK.min(len as usize)];
+        let mut at = off;
         let mut left = len as usize;
-        let mut c = Csum64::new();
-        while left >= 32 {
-            // SAFETY: 32 bytes left in the bounds-checked range of the live
-            // mapping; an unaligned read of [u64; 4] has no alignment needs.
-            let w = unsafe { p.cast::<[u64; 4]>().read_unaligned() };
-            c.block([
-                u64::from_le(w[0]),
-                u64::from_le(w[1]),
-                u64::from_le(w[2]),
-                u64::from_le(w[3]),
-            ]);
-            // SAFETY: at most the end of the checked range.
-            p = unsafe { p.add(32) };
-            left -= 32;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            // SAFETY: `[at, at + n)` lies inside the range `check` bounded in
+            // the live mapping; `chunk` is a distinct local buffer of at
+            // least `n` bytes.
+            unsafe { ptr::copy_nonoverlapping(self.as_ptr().add(at), chunk.as_mut_ptr(), n) };
+            state.update(&chunk[..n]);
+            at += n;
+            left -= n;
         }
-        let mut tail = [0u8; 32];
-        // SAFETY: `left < 32` bytes remain in the checked range; `tail` is a
-        // local buffer of 32 bytes.
-        unsafe { ptr::copy_nonoverlapping(p, tail.as_mut_ptr(), left) };
-        Ok(c.finish(&tail[..left]))
+        Ok(state.digest())
     }
 
     /// Writes the first `len` bytes of the word pattern starting at `base`
@@ -364,196 +360,68 @@ impl HostMapping {
     }
 }
 
-/// Most segments one `writev(2)` takes (Linux's `UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
-
-/// Blocks until `fd` can take more bytes (or reports an error or hangup,
-/// which the next write then returns).
-fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid, exclusively borrowed `pollfd`, count 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-/// Bytes gathered from caller buffers and guest RAM for vectored writes.
+/// A bounds-checked range of guest memory for the kernel to read, borrowed
+/// from its [`HostMapping`] for `'a`: a raw pointer and a length, never a
+/// `&[u8]` (the guest may write the bytes meanwhile; module documentation).
 ///
-/// [`write_to`](Self::write_to) hands the kernel pointers into the mappings
-/// (`writev(2)`), so guest pages reach a file, pipe or socket without a copy
-/// through a user buffer, as QEMU's `QEMUFile` sends them, and without a
-/// Rust reference to memory a vCPU may be writing meanwhile. The kernel
-/// copies synchronously: once `write_to` returns, the sink holds the bytes
-/// as they were during the call, whatever the guest does next.
+/// It exists to build the `iovec`s of a gathered write (`writev(2)`), which
+/// copies synchronously: once the call returns, nothing refers to the
+/// memory any more. Whoever hands [`as_ptr`](Self::as_ptr) to the kernel may
+/// rely on `len` bytes from it being mapped for as long as the slice lives.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use vmkit_memory::{GatherList, HostMapping, MapOptions};
+/// use vmkit_memory::{HostMapping, MapOptions};
 ///
 /// let ram = HostMapping::anonymous(Arc::from("ram"), 8192, MapOptions::default())?;
-/// ram.write(4096, b"page")?;
-/// let header = *b"hdr:";
-/// let mut list = GatherList::new();
-/// list.push_bytes(&header);
-/// list.push_host(&ram, 4096, 4)?;
-/// assert_eq!(list.byte_len(), 8);
-/// let path = std::env::temp_dir().join(format!("gather-doc-{}", std::process::id()));
-/// let file = std::fs::File::create(&path)?;
-/// list.write_to(std::os::fd::AsFd::as_fd(&file))?;
-/// assert_eq!(std::fs::read(&path)?, b"hdr:page");
-/// std::fs::remove_file(&path)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// let page = ram.io_slice(4096, 4096)?;
+/// assert_eq!(page.len(), 4096);
+/// assert!(ram.io_slice(4096, 4097).is_err());
+/// # Ok::<(), vmkit_memory::Error>(())
 /// ```
-pub struct GatherList<'a> {
-    iov: Vec<libc::iovec>,
-    bytes: usize,
-    /// The segments borrow caller bytes and mappings for `'a`.
-    _borrows: PhantomData<&'a [u8]>,
+#[derive(Debug, Clone, Copy)]
+pub struct GuestIoSlice<'a> {
+    ptr: *const u8,
+    len: usize,
+    _mapping: PhantomData<&'a HostMapping>,
 }
 
-impl std::fmt::Debug for GatherList<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatherList")
-            .field("segments", &self.iov.len())
-            .field("bytes", &self.bytes)
-            .finish()
-    }
-}
+// SAFETY: a `GuestIoSlice` is a pointer into a mapping that is itself
+// shared between threads (`MmapRaw` is `Send + Sync`); it grants no access
+// beyond what the mapping's own raw pointer does.
+unsafe impl Send for GuestIoSlice<'_> {}
+// SAFETY: as for `Send`: the slice is read-only and never dereferenced in
+// Rust.
+unsafe impl Sync for GuestIoSlice<'_> {}
 
-impl Default for GatherList<'_> {
-    fn default() -> Self {
-        GatherList::new()
-    }
-}
-
-impl<'a> GatherList<'a> {
-    /// An empty list.
-    pub fn new() -> GatherList<'a> {
-        GatherList::with_capacity(0)
+impl GuestIoSlice<'_> {
+    /// The first byte; valid for reads of [`len`](Self::len) bytes by the
+    /// kernel (or raw-pointer copies) while the slice lives.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
     }
 
-    /// An empty list with room for `segments` segments.
-    pub fn with_capacity(segments: usize) -> GatherList<'a> {
-        GatherList {
-            iov: Vec::with_capacity(segments),
-            bytes: 0,
-            _borrows: PhantomData,
-        }
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
-    /// Bytes gathered so far.
-    pub fn byte_len(&self) -> usize {
-        self.bytes
-    }
-
-    /// Segments gathered so far.
-    pub fn segments(&self) -> usize {
-        self.iov.len()
-    }
-
-    /// Whether nothing is gathered.
+    /// Whether the slice has no bytes.
     pub fn is_empty(&self) -> bool {
-        self.bytes == 0
+        self.len == 0
     }
+}
 
-    fn push_raw(&mut self, base: *const u8, len: usize) {
-        if len == 0 {
-            return;
-        }
-        // Bytes that continue the previous segment extend it: runs of small
-        // records from one buffer cost one segment.
-        if let Some(last) = self.iov.last_mut() {
-            if (last.iov_base as *const u8).wrapping_add(last.iov_len) == base {
-                last.iov_len += len;
-                self.bytes += len;
-                return;
-            }
-        }
-        self.iov.push(libc::iovec {
-            iov_base: base as *mut libc::c_void,
-            iov_len: len,
-        });
-        self.bytes += len;
-    }
-
-    /// Appends the caller's `bytes`.
-    pub fn push_bytes(&mut self, bytes: &'a [u8]) {
-        self.push_raw(bytes.as_ptr(), bytes.len());
-    }
-
-    /// Appends `[offset, offset + len)` of `host`, after a bounds check.
-    pub fn push_host(&mut self, host: &'a HostMapping, offset: u64, len: u64) -> Result<()> {
-        let base = host.ptr_at(offset, len)?;
-        // `check` bounded `len` by the mapping's length, which fits a usize.
-        self.push_raw(base, len as usize);
-        Ok(())
-    }
-
-    /// Writes everything gathered to `fd`, in as many `writev(2)` calls as
-    /// it takes (short writes and `EINTR` are resumed; on a non-blocking
-    /// descriptor `EAGAIN` waits in `poll(2)` until it is writable), and
-    /// empties the list. On error, the bytes before the failure were written and the
-    /// list is emptied all the same; the error says how far it got in its
-    /// text only, as `write_all` does.
-    pub fn write_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let total = self.bytes;
-        let mut start = 0;
-        let result = loop {
-            if start == self.iov.len() {
-                break Ok(total);
-            }
-            let end = self.iov.len().min(start + IOV_MAX);
-            let part = &self.iov[start..end];
-            // SAFETY: every segment points into a caller slice or a
-            // bounds-checked range of a mapping, both borrowed for `'a`
-            // and so alive now; the kernel only reads them. `part.len()`
-            // is at most IOV_MAX, which fits a c_int.
-            let n = unsafe { libc::writev(fd.as_raw_fd(), part.as_ptr(), part.len() as libc::c_int) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => match wait_writable(fd) {
-                        Ok(()) => continue,
-                        Err(e) => break Err(e),
-                    },
-                    _ => break Err(err),
-                }
-            }
-            if n == 0 {
-                break Err(io::Error::new(io::ErrorKind::WriteZero, "writev wrote nothing"));
-            }
-            // `n` is positive here, and at most the bytes of `part`.
-            let mut left = n as usize;
-            while left > 0 && start < end {
-                let seg = &mut self.iov[start];
-                if left >= seg.iov_len {
-                    left -= seg.iov_len;
-                    start += 1;
-                } else {
-                    // A short write stopped inside this segment: resume
-                    // after the bytes that went out. Only pointer
-                    // arithmetic, inside the same segment.
-                    seg.iov_base = (seg.iov_base as *mut u8).wrapping_add(left) as *mut libc::c_void;
-                    seg.iov_len -= left;
-                    left = 0;
-                }
-            }
-        };
-        self.iov.clear();
-        self.bytes = 0;
-        result
+impl HostMapping {
+    /// `[offset, offset + len)` as a [`GuestIoSlice`], after a bounds check.
+    pub fn io_slice(&self, offset: u64, len: u64) -> Result<GuestIoSlice<'_>> {
+        let ptr = self.ptr_at(offset, len)?;
+        Ok(GuestIoSlice {
+            ptr: ptr.cast_const(),
+            // `check` bounded `len` by the mapping's length, which fits a usize.
+            len: len as usize,
+            _mapping: PhantomData,
+        })
     }
 }
 
@@ -612,114 +480,19 @@ mod tests {
         }
     }
 
-    fn temp_file(tag: &str) -> (std::path::PathBuf, File) {
-        let path = std::env::temp_dir().join(format!("vmkit-host-{tag}-{}", std::process::id()));
-        let file = File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-        (path, file)
-    }
-
     #[test]
-    fn gather_writes_bytes_and_guest_memory_in_order() {
-        use std::os::fd::AsFd;
-        let h = anon(3 * 4096);
-        assert!(h.write_pattern(0, 3 * 4096, 7).is_ok());
-        let mut want = Vec::new();
-        let mut ram = vec![0u8; 3 * 4096];
-        assert!(h.read(0, &mut ram).is_ok());
-        // More segments than one writev takes, so the list is sent in parts;
-        // adjacent header bytes merge into one segment.
-        let headers: Vec<[u8; 3]> = (0..1500u32).map(|i| [i as u8, (i >> 8) as u8, 0xAA]).collect();
-        let mut list = GatherList::new();
-        for (i, hdr) in headers.iter().enumerate() {
-            list.push_bytes(hdr);
-            want.extend_from_slice(hdr);
-            let off = (i as u64 * 13) % (3 * 4096 - 100);
-            assert!(list.push_host(&h, off, 100).is_ok());
-            want.extend_from_slice(&ram[off as usize..off as usize + 100]);
-        }
-        assert!(list.segments() > IOV_MAX);
-        assert_eq!(list.byte_len(), want.len());
-        let (path, file) = temp_file("gather");
-        assert_eq!(list.write_to(file.as_fd()).ok(), Some(want.len()));
-        assert!(list.is_empty() && list.segments() == 0);
-        assert_eq!(std::fs::read(&path).ok(), Some(want));
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn gather_merges_contiguous_bytes_and_checks_bounds() {
-        let h = anon(4096);
-        let buf = [1u8, 2, 3, 4];
-        let mut list = GatherList::new();
-        list.push_bytes(&buf[..2]);
-        list.push_bytes(&buf[2..]);
-        list.push_bytes(&[]);
-        assert_eq!((list.segments(), list.byte_len()), (1, 4));
-        assert!(matches!(list.push_host(&h, 4000, 97), Err(Error::OutOfBounds { .. })));
-        assert!(matches!(
-            list.push_host(&h, u64::MAX, 2),
-            Err(Error::OutOfBounds { .. })
-        ));
-        assert_eq!((list.segments(), list.byte_len()), (1, 4));
-    }
-
-    #[test]
-    fn gather_reports_a_failed_write_and_empties() {
-        use std::os::fd::AsFd;
-        let h = anon(4096);
-        let (path, file) = temp_file("gather-ro");
-        drop(file);
-        let ro = File::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let mut list = GatherList::new();
-        assert!(list.push_host(&h, 0, 4096).is_ok());
-        let err = list.write_to(ro.as_fd()).err();
-        assert_eq!(err.and_then(|e| e.raw_os_error()), Some(libc::EBADF));
-        assert!(list.is_empty());
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn gather_resumes_short_writes_on_a_slow_nonblocking_pipe() {
-        use std::io::Read;
-        use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-        let h = anon(16 * 4096);
-        assert!(h.write_pattern(0, 16 * 4096, 3).is_ok());
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 returns.
-        let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        assert_eq!(made, 0);
-        // SAFETY: pipe2 succeeded, so both are new descriptors we own.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ on our own pipe; the kernel rounds up to a page.
-        unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-        let mut reader = std::fs::File::from(rd);
-        let drain = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 1000];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break got,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(std::time::Duration::from_micros(200));
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        });
-        let head = [9u8; 5];
-        let mut list = GatherList::new();
-        list.push_bytes(&head);
-        assert!(list.push_host(&h, 0, 16 * 4096).is_ok());
-        assert_eq!(list.write_to(wr.as_fd()).ok(), Some(5 + 16 * 4096));
-        drop(wr);
-        let got = drain.join().unwrap_or_else(|_| panic!("reader"));
-        let mut want = head.to_vec();
-        let mut ram = vec![0u8; 16 * 4096];
-        assert!(h.read(0, &mut ram).is_ok());
-        want.extend_from_slice(&ram);
-        assert_eq!(got.len(), want.len());
-        assert!(got == want);
+    fn io_slices_are_bounds_checked() {
+        let h = anon(8192);
+        assert!(h.write(4096, b"page").is_ok());
+        let s = h.io_slice(4096, 4).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((s.len(), s.is_empty()), (4, false));
+        let mut b = [0u8; 4];
+        // SAFETY: the slice is 4 bytes of the live mapping `h`.
+        unsafe { ptr::copy_nonoverlapping(s.as_ptr(), b.as_mut_ptr(), 4) };
+        assert_eq!(&b, b"page");
+        assert!(h.io_slice(8192, 0).is_ok_and(|s| s.is_empty()));
+        assert!(matches!(h.io_slice(4096, 4097), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(h.io_slice(u64::MAX, 2), Err(Error::OutOfBounds { .. })));
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod flatview;
 #[allow(unsafe_code)]
 pub mod host;
 mod mtree;
+pub mod ops;
 pub mod ram;
 mod region;
 mod topology;
@@ -56,13 +57,12 @@ pub use dirty::{DirtyBitmap, DirtyClient, DirtyLog, DirtyPages};
 pub use dirty_rate::{
     BlockDirtyRate, DirtyRateMeasurement, DirtyRateReport, measure_dirty_rate, measure_dirty_rate_with_clock,
 };
-pub use dispatch::{
-    AccessConstraints, Endianness, IommuOps, IommuPerm, IommuTlbEntry, MmioOps, read_adjusted, write_adjusted,
-};
+pub use dispatch::{read_adjusted, write_adjusted};
 pub use error::{Error, Result};
 pub use flatview::{FlatRange, FlatView};
-pub use host::{GatherList, HostMapping, MapOptions};
+pub use host::{GuestIoSlice, HostMapping, MapOptions};
 pub use mtree::{mtree, mtree_flat};
+pub use ops::{AccessConstraints, Endianness, IommuOps, IommuPerm, IommuTlbEntry, MmioOps};
 pub use ram::{DEFAULT_PAGE_SIZE, RamBacking, RamBlock, RamOptions};
 pub use region::{FULL_SPACE, MemoryRegion, RegionKind};
 pub use topology::{address_spaces, begin, commit, transaction};

@@ -333,8 +333,8 @@ impl RamBlock {
         self.host.is_zero(self.page_offset(page)?, self.page_size)
     }
 
-    /// The `vmkit-csum64` checksum of `len` bytes at `offset`; the algorithm
-    /// is specified in [`crate::checksum`].
+    /// The XXH3-64 checksum of `len` bytes at `offset` (see
+    /// [`crate::checksum`]).
     pub fn checksum(&self, offset: u64, len: u64) -> Result<u64> {
         self.host.checksum(offset, len)
     }

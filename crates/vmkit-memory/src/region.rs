@@ -14,8 +14,8 @@ use parking_lot::RwLock;
 use vmkit_qom::{Object, Phase};
 
 use crate::addr::GuestAddr;
-use crate::dispatch::{AccessConstraints, IommuOps, MmioOps};
 use crate::error::{Error, Result};
+use crate::ops::{AccessConstraints, IommuOps, MmioOps};
 use crate::ram::RamBlock;
 
 static NEXT_REGION_ID: AtomicU64 = AtomicU64::new(1);

@@ -18,4 +18,7 @@ pub enum Error {
     /// A guest-memory error while saving or restoring RAM.
     #[error(transparent)]
     Memory(#[from] vmkit_memory::Error),
+    /// A transport error: opening or completing a sink.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
 }

@@ -18,6 +18,9 @@
 //! * [`analyze`](mod@analyze): what a stream holds, record by record (the
 //!   report behind `vmkit analyze`) or counted; above both `wire` and
 //!   `savevm`, used by neither.
+//! * [`transport`]: where streams go — files (replaced atomically), FIFOs,
+//!   devices, sockets, `exec:` commands — and gathered writes of guest
+//!   pages (the crate's only `unsafe` code).
 #![deny(unsafe_code)]
 
 pub mod analyze;
@@ -26,6 +29,7 @@ mod error;
 pub mod savevm;
 #[doc(hidden)]
 pub mod test_support;
+pub mod transport;
 pub mod vmstate;
 pub mod wire;
 

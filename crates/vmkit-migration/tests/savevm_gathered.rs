@@ -8,9 +8,14 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use vmkit_memory::RamBlock;
-use vmkit_migration::savevm::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, restore, save, save_to_fd};
+use vmkit_migration::Error;
+use vmkit_migration::savevm::{
+    DeviceEntry, RestoreOptions, SaveOptions, SaveSet, restore, save, save_to_fd, save_to_sink,
+};
 use vmkit_migration::test_support::ValueDevice;
+use vmkit_migration::transport::{OpenOptions, Sink};
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
+use vmkit_migration::wire::WireError;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -135,20 +140,129 @@ fn a_sink_that_fails_is_an_error_with_an_offset() -> TestResult {
     let read_only = std::fs::File::open(&path)?;
     let err = save_to_fd(&set, &read_only, &SaveOptions::default()).err();
     std::fs::remove_file(&path)?;
-    let text = err.map(|e| e.to_string()).unwrap_or_default();
-    // The header records wait in the buffer: the first write is its flush.
+    // The header records wait in the buffer: the first write is its
+    // flush, and no byte reached the sink, so the failure is at offset 0.
     assert!(
-        text.starts_with("I/O error at offset ") && text.contains("os error 9"),
-        "{text}"
+        matches!(&err, Some(Error::Wire(WireError::Io { offset: 0, source })) if source.raw_os_error() == Some(9)),
+        "{err:?}"
     );
     // A reader that is gone: EPIPE, not a hang or a signal.
     let (tx, rx) = UnixStream::pair()?;
     drop(rx);
-    let text = save_to_fd(&set, &tx, &SaveOptions::default())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(text.contains("os error 32"), "{text}");
+    let err = save_to_fd(&set, &tx, &SaveOptions::default()).err();
+    assert!(
+        matches!(&err, Some(Error::Wire(WireError::Io { offset: 0, source })) if source.raw_os_error() == Some(32)),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+/// A pipe read by a thread that takes `take` bytes and then closes.
+fn reader_that_stops_after(take: usize) -> Result<(std::fs::File, std::thread::JoinHandle<Vec<u8>>), std::io::Error> {
+    let (rd, wr) = rustix::pipe::pipe()?;
+    let (mut rd, wr) = (std::fs::File::from(rd), std::fs::File::from(wr));
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; take];
+        let n = rd.read(&mut got[..]).unwrap_or(0);
+        let mut at = n;
+        while at < take {
+            match rd.read(&mut got[at..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => at += n,
+            }
+        }
+        got.truncate(at);
+        got
+    });
+    Ok((wr, reader))
+}
+
+#[test]
+fn a_gathered_write_failing_mid_batch_names_the_byte_not_the_batch() -> TestResult {
+    let set = set_of(vec![block("pc.ram", &[false; 600], 5)?])?;
+    let want = staged(&set)?;
+    // The reader stops inside the RAM pages, mid-batch: the error's offset
+    // is where the sink stopped taking bytes — at least what the reader
+    // took, at most that plus the pipe's buffer — not the batch's start.
+    let take = 100_000;
+    let (wr, reader) = reader_that_stops_after(take)?;
+    let pipe = rustix::pipe::fcntl_setpipe_size(&wr, 4096)?;
+    let err = save_to_fd(&set, &wr, &SaveOptions::default()).err();
+    drop(wr);
+    let got = reader.join().map_err(|_| "reader panicked")?;
+    assert!(got == want[..take], "the bytes before the failure are the stream's");
+    let Some(Error::Wire(WireError::Io { offset, source })) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(source.raw_os_error(), Some(32));
+    assert!((take..=take + pipe).contains(&(offset as usize)), "offset {offset}");
+    Ok(())
+}
+
+/// A sink that takes `left` bytes, then fails every write.
+struct FailAfter {
+    left: usize,
+    got: Vec<u8>,
+}
+
+impl std::io::Write for FailAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        self.got.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_buffered_write_failing_names_the_exact_byte() -> TestResult {
+    let set = set_of(vec![block("pc.ram", &[false; 300], 6)?])?;
+    let want = staged(&set)?;
+    // Inside the file header (the first flush), inside the pages, and in
+    // the device section and trailer after them.
+    for cut in [0, 50, 700_000, want.len() - 30, want.len() - 1] {
+        let mut sink = FailAfter {
+            left: cut,
+            got: Vec::new(),
+        };
+        let err = save(&set, &mut sink, &SaveOptions::default()).err();
+        let Some(Error::Wire(WireError::Io { offset, source })) = err else {
+            panic!("cut {cut}: {err:?}");
+        };
+        assert_eq!((offset, source.raw_os_error()), (cut as u64, Some(28)), "cut {cut}");
+        assert!(sink.got == want[..cut]);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_failed_save_keeps_the_old_stream_and_leaves_no_file() -> TestResult {
+    let set = set_of(vec![block("pc.ram", &[false; 40], 9)?])?;
+    let dir = temp_path("keep");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("vm.stream");
+    std::fs::write(&path, b"the previous stream")?;
+    // A block the stream cannot carry (a name over 255 bytes) fails
+    // the save after the sink was opened: the temporary file must vanish.
+    let refusing = set_of(vec![RamBlock::anonymous("r".repeat(300), 4096)?])?;
+    let sink = Sink::open_path(&path, &OpenOptions::default(), &|| Ok::<(), ()>(())).map_err(|e| format!("{e:?}"))?;
+    assert!(save_to_sink(&refusing, sink, &SaveOptions::default()).is_err());
+    assert_eq!(std::fs::read(&path)?, b"the previous stream");
+    assert_eq!(std::fs::read_dir(&dir)?.count(), 1);
+    // A good save replaces it with the stream.
+    let sink = Sink::open_path(&path, &OpenOptions::default(), &|| Ok::<(), ()>(())).map_err(|e| format!("{e:?}"))?;
+    let stats = save_to_sink(&set, sink, &SaveOptions::default())?;
+    assert_eq!(std::fs::read(&path)?, staged(&set)?);
+    assert_eq!(stats.bytes, std::fs::metadata(&path)?.len());
+    assert_eq!(std::fs::read_dir(&dir)?.count(), 1);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -29,8 +29,9 @@
 //! within the section, or `None`).
 //! A Python exception raised inside a hook is re-raised as it is.
 
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyOSError};
 use pyo3::prelude::*;
+use vmkit_migration::transport::OsFailure;
 use vmkit_qom::{CallbackError, Error, ErrorKind};
 
 pyo3::create_exception!(
@@ -292,8 +293,22 @@ pub(crate) fn migration_err(py: Python<'_>, err: vmkit_migration::Error) -> PyEr
             (DeviceStateError::new_err(msg), None, None, None)
         }
         E::Memory(_) => (GuestMemoryError::new_err(msg), None, None, None),
+        E::Transport(t) => return os_error(py, None, t.os_failure()),
     };
     with_location(py, exc, offset, section, field)
+}
+
+/// An I/O failure of a stream's transport as Python's `OSError` (the
+/// subclass its errno selects: `BrokenPipeError`, `TimeoutError`, ...),
+/// with `filename` and the stream `offset` where writing stopped.
+pub(crate) fn os_error(py: Python<'_>, path: Option<&std::path::Path>, failure: OsFailure) -> PyErr {
+    let err = match path {
+        Some(path) => PyOSError::new_err((failure.errno, failure.message, path.to_string_lossy().into_owned())),
+        None => PyOSError::new_err((failure.errno, failure.message)),
+    };
+    // Setting an attribute on a fresh OSError instance cannot fail.
+    let _ = err.value(py).setattr("offset", failure.offset);
+    err
 }
 
 /// Sets a migration exception's `offset`, `section` and `field`.

@@ -76,6 +76,7 @@ def save(
     devices: Object | None = None,
     footers: bool = True,
     vmdesc: bool = True,
+    open_timeout: float | None = None,
 ) -> dict[str, int]: ...
 def restore(
     path: str | os.PathLike[str],

@@ -47,16 +47,14 @@ pub mod fuzz_support;
 mod restore;
 mod save;
 mod save_set;
-mod sink;
 
 pub use device_registry::{
     StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model, register_device_vmstate,
 };
 pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore};
-pub use save::{SaveOptions, SaveStats, save, save_to_fd};
+pub use save::{SaveOptions, SaveStats, save, save_to_fd, save_to_sink};
 pub use save_set::{DeviceEntry, SaveSet};
-pub use sink::{PIPE_BUFFER, create_sink};
 
 /// Errors of whole-machine save and restore that are not about the bytes
 /// of the stream (those are [`WireError`](crate::wire::WireError)s and

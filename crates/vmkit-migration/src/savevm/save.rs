@@ -10,7 +10,7 @@ use crate::wire::stream::write_eof;
 use crate::wire::{Configuration, RamSectionWriter, SectionKind, StreamWriter, VmDescDevice, VmDescription, WireError};
 
 use super::save_set::SaveSet;
-use super::sink::FdSink;
+use crate::transport::{FdWriter, Sink};
 
 /// How [`save`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,17 @@ pub fn save<W: Write>(set: &SaveSet, sink: W, opts: &SaveOptions) -> crate::Resu
 /// ```
 pub fn save_to_fd<F: AsFd>(set: &SaveSet, sink: F, opts: &SaveOptions) -> crate::Result<SaveStats> {
     let fd = sink.as_fd();
-    save_with(set, FdSink(fd), Some(fd), opts)
+    save_with(set, FdWriter(fd), Some(fd), opts)
+}
+
+/// [`save_to_fd`] into an opened [`Sink`], committed when the whole stream
+/// is written (a file then replaces the one at its path). On any error the
+/// sink is dropped uncommitted: a file that was at the path is untouched
+/// and no partial file is left.
+pub fn save_to_sink(set: &SaveSet, sink: Sink, opts: &SaveOptions) -> crate::Result<SaveStats> {
+    let stats = save_to_fd(set, sink.as_fd(), opts)?;
+    sink.commit()?;
+    Ok(stats)
 }
 
 /// [`save`], with RAM pages sent by gathered writes on `direct` (the

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-use vmkit_memory::{DirtyPages, GatherList, RamBlock};
+use vmkit_memory::{DirtyPages, RamBlock};
 
 use super::format::{
     RAM_FLAGS_LIMIT, RAM_IDSTR, RAM_VERSION, RamFlag, SectionKind, TARGET_PAGE_FLAG_MASK, TARGET_PAGE_SIZE,
@@ -19,6 +19,7 @@ use super::section::{SectionHeader, write_footer};
 use super::stream::SectionBodyHandler;
 use super::writer::WRITE_BUFFER;
 use super::{StreamReader, StreamWriter, WireError, WireResult};
+use crate::transport::{BATCH_BYTES, BATCH_RECORDS, GatherList};
 
 const PAGE: usize = TARGET_PAGE_SIZE as usize;
 /// Size of the encoder's staging buffer: [`WRITE_BUFFER`] plus the largest
@@ -27,13 +28,6 @@ const PAGE: usize = TARGET_PAGE_SIZE as usize;
 /// than the buffer of [`StreamWriter::buffered`] and goes straight to the
 /// sink instead of being copied into that buffer first.
 const STAGE: usize = WRITE_BUFFER + 9 + 255 + PAGE;
-
-/// Most bytes of one gathered write: large writes, few system calls. (Cut
-/// smaller for pipes, 16 KiB–1 MiB, writes into `cat` went no faster.)
-const BATCH_BYTES: usize = 2 << 20;
-/// Most page records per gathered write (a run of zero pages costs 9 bytes
-/// each, so the byte limits alone would let a batch grow without bound).
-const BATCH_PAGES: usize = 4096;
 
 /// Cap on the number of blocks a MEM_SIZE list may announce (summary mode).
 pub const MAX_RAM_BLOCKS: usize = 4096;
@@ -264,9 +258,10 @@ impl RamSectionWriter {
     /// out in one gathered `writev(2)` whose segments are the record headers
     /// and the guest pages themselves ([`GatherList`]), so a page is copied
     /// only by the kernel, once, as QEMU's `QEMUFile` sends it (and not at
-    /// all into `/dev/null`). Each write carries up to 2 MiB or 4096 page
-    /// records. The bytes are those of
-    /// [`write_all_pages`](Self::write_all_pages).
+    /// all into `/dev/null`). Each write carries up to the transport's
+    /// [`BATCH_BYTES`] or [`BATCH_RECORDS`] page records. The bytes are
+    /// those of [`write_all_pages`](Self::write_all_pages). A failed write
+    /// reports the stream offset of the first byte that did not go out.
     ///
     /// `w` is flushed first and counts the bytes written here; it must
     /// write to `fd` (possibly through a buffer), or the stream interleaves
@@ -277,8 +272,8 @@ impl RamSectionWriter {
         w.flush()?;
         // Record headers of one batch, and per record where its header ends
         // and which page (if not zero) follows it.
-        let mut headers: Vec<u8> = Vec::with_capacity(BATCH_PAGES * 10 + 264);
-        let mut records: Vec<(usize, Option<u64>)> = Vec::with_capacity(BATCH_PAGES);
+        let mut headers: Vec<u8> = Vec::with_capacity(BATCH_RECORDS * 10 + 264);
+        let mut records: Vec<(usize, Option<u64>)> = Vec::with_capacity(BATCH_RECORDS);
         for index in 0..self.blocks.len() {
             let block = Arc::clone(&self.blocks[index]);
             let len = block.used_length();
@@ -287,7 +282,7 @@ impl RamSectionWriter {
                 headers.clear();
                 records.clear();
                 let mut bytes = 0;
-                while addr < len && records.len() < BATCH_PAGES && bytes < BATCH_BYTES {
+                while addr < len && records.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
                     let err_at = w.offset() + bytes as u64;
                     let zero = block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, &block))?;
                     let start = headers.len();
@@ -313,9 +308,9 @@ impl RamSectionWriter {
                             .map_err(mem_err(w.offset(), &block))?;
                     }
                 }
-                let sent = list.write_to(fd).map_err(|source| WireError::Io {
-                    offset: w.offset(),
-                    source,
+                let sent = list.write_to(fd).map_err(|e| WireError::Io {
+                    offset: w.offset() + e.written as u64,
+                    source: e.error,
                 })?;
                 w.note_written(sent as u64);
             }

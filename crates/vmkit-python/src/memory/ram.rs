@@ -116,7 +116,8 @@ impl PyRamBlock {
     fn is_zero_page(&self, py: Python<'_>, page: u64) -> PyResult<bool> {
         self.block.is_zero_page(page).map_err(|e| mem_err(py, e))
     }
-    /// The vmkit-csum64 checksum of `[offset, offset + length)` (default: the whole block).
+    /// The XXH3-64 checksum of `[offset, offset + length)` (default: the whole
+    /// block): `xxhash.xxh3_64_intdigest` of the same bytes.
     #[pyo3(signature = (offset=0, length=None))]
     fn checksum(&self, py: Python<'_>, offset: u64, length: Option<u64>) -> PyResult<u64> {
         let len = length.unwrap_or_else(|| self.block.used_length().saturating_sub(offset));

@@ -11,11 +11,12 @@ use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vmkit_migration::analyze::analyze_with_ram;
-use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, create_sink, save_to_fd};
+use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, save_to_sink};
+use vmkit_migration::transport::{OpenError, OpenOptions, Sink, open_source};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader};
 
-use crate::errors::migration_err;
+use crate::errors::{migration_err, os_error};
 use crate::memory::ram::PyRamBlock;
 use crate::qom::object::PyObj;
 
@@ -75,19 +76,6 @@ fn save_set(
     Ok(SaveSet::new(machine_type, ram, sections))
 }
 
-/// Runs `job` on `path` without the GIL (device callbacks take it back);
-/// a failure to open the file is an `OSError` naming it, a stream or device
-/// failure the matching `MigrationError`.
-fn run_on_file<T: Send>(
-    py: Python<'_>,
-    path: &std::path::Path,
-    job: impl FnOnce(&std::path::Path) -> std::io::Result<vmkit_migration::Result<T>> + Send,
-) -> PyResult<T> {
-    py.detach(|| job(path))
-        .map_err(|e| PyIOError::new_err(format!("{}: {e}", path.display())))?
-        .map_err(|e| migration_err(py, e))
-}
-
 fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in items {
@@ -96,13 +84,31 @@ fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict
     Ok(d.unbind())
 }
 
-/// Saves a paused machine to the file (or FIFO) at `path`: the
-/// configuration naming `machine_type`, the RAM blocks `ram` (in this
-/// order), and a section for every realized device with a VMState below
-/// the QOM object `devices` (none if `None`). Returns the statistics:
-/// `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`, `devices`.
+/// An `OSError` (the subclass Python picks for the errno, such as
+/// `BrokenPipeError` or `TimeoutError`) for `path`, with an `offset`
+/// attribute: the stream offset of the first byte that did not reach the
+/// sink, or `None` when nothing was being written.
+/// A save failure as Python sees it: I/O on the sink is an `OSError`
+/// (with `offset`), everything else the matching `MigrationError`.
+fn save_err(py: Python<'_>, path: &std::path::Path, e: vmkit_migration::Error) -> PyErr {
+    match e.os_failure() {
+        Some(failure) => os_error(py, Some(path), failure),
+        None => migration_err(py, e),
+    }
+}
+
+/// Saves a paused machine to the file (or FIFO, device or Unix socket) at
+/// `path`: the configuration naming `machine_type`, the RAM blocks `ram`
+/// (in this order), and a section for every realized device with a VMState
+/// below the QOM object `devices` (none if `None`). A regular file is
+/// written beside `path` and renamed over it once complete. A FIFO without
+/// a reader is waited for, up to `open_timeout` seconds (`None`: until a
+/// reader comes), checking for Python signals (Ctrl-C). Returns the
+/// statistics: `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`,
+/// `devices`.
 #[pyfunction]
-#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true))]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true, open_timeout=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn save(
     py: Python<'_>,
     path: PathBuf,
@@ -111,10 +117,32 @@ pub fn save(
     devices: Option<Bound<'_, PyObj>>,
     footers: bool,
     vmdesc: bool,
+    open_timeout: Option<f64>,
 ) -> PyResult<Py<PyDict>> {
+    let timeout = open_timeout
+        .map(|t| {
+            std::time::Duration::try_from_secs_f64(t)
+                .map_err(|_| PyValueError::new_err(format!("open_timeout must be a number of seconds >= 0, not {t}")))
+        })
+        .transpose()?;
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
     let opts = SaveOptions { footers, vmdesc };
-    let stats = run_on_file(py, &path, |path| Ok(save_to_fd(&set, create_sink(path)?, &opts)))?;
+    let open = OpenOptions {
+        timeout,
+        ..OpenOptions::default()
+    };
+    let outcome = py.detach(|| {
+        // A pending Ctrl-C (or any signal handler's exception) ends the
+        // wait for a FIFO's reader.
+        let interrupt = || Python::attach(|py| py.check_signals());
+        let sink = Sink::open_path(&path, &open, &interrupt)?;
+        Ok::<_, OpenError<PyErr>>(save_to_sink(&set, sink, &opts))
+    });
+    let stats = match outcome {
+        Ok(saved) => saved.map_err(|e| save_err(py, &path, e))?,
+        Err(OpenError::Interrupted(e)) => return Err(e),
+        Err(OpenError::Transport(e)) => return Err(os_error(py, Some(&path), e.os_failure())),
+    };
     stats_dict(
         py,
         &[
@@ -129,7 +157,8 @@ pub fn save(
 
 /// Restores the stream at `path` into RAM blocks `ram` and the devices
 /// below `devices`, which must have the shape of the saved machine (see
-/// `vmkit.migration.restore`). Returns `bytes`, `zero_pages`,
+/// `vmkit.migration.restore`). A FIFO is waited on until a writer sends,
+/// checking for Python signals. Returns `bytes`, `zero_pages`,
 /// `normal_pages`, `devices`.
 #[pyfunction]
 #[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true))]
@@ -146,10 +175,17 @@ pub fn restore(
         footers,
         ..RestoreOptions::default()
     };
-    let stats = run_on_file(py, &path, |path| {
-        let f = std::fs::File::open(path)?;
-        Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
-    })?;
+    let outcome = py.detach(|| {
+        // A pending Ctrl-C ends the wait for a FIFO's writer.
+        let interrupt = || Python::attach(|py| py.check_signals());
+        let f = open_source(&path, &OpenOptions::default(), &interrupt)?;
+        Ok::<_, OpenError<PyErr>>(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+    });
+    let stats = match outcome {
+        Ok(restored) => restored.map_err(|e| migration_err(py, e))?,
+        Err(OpenError::Interrupted(e)) => return Err(e),
+        Err(OpenError::Transport(e)) => return Err(os_error(py, Some(&path), e.os_failure())),
+    };
     stats_dict(
         py,
         &[
