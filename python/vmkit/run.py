@@ -152,12 +152,14 @@ def run_machine(
             # One line: the caller's machine is closed below, nothing else failed.
             print(f"vmkit: cannot serve QMP on {_describe(address)}: {e}", file=sys.stderr)
             return 1
+        # Running before the address is announced: a client that read it
+        # sees the state the options asked for, never a transient prelaunch.
+        if not start_paused:
+            vm.cont()
         bound = server.address
         shown = _describe(bound)
         print(f"QMP: {shown}", file=stream, flush=True)
         log.info("machine %s, QMP on %s", vm.machine_type, shown)
-        if not start_paused:
-            vm.cont()
         while not done.wait(0.5):
             if not server.is_serving:
                 finish("server closed")
