@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import select
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,31 +35,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-QUERY = b'{"execute":"query-status"}\r\n'
+from bench_qmp import QUERY, RawClient
+
 RAM = 2 << 30
 IDLE_ROUND_TRIPS = 5000
 SAVES = 3
 
 
-class Client:
-    """A minimal QMP client: a socket, a line buffer."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(str(path))
-        self.buf = b""
-        self.read_message()  # greeting
-        self.sock.sendall(b'{"execute":"qmp_capabilities"}\r\n')
-        assert b"return" in self.read_message()
-
-    def read_message(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("QMP server closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+class Client(RawClient):
+    """bench_qmp's minimal client, timing one round trip at a time."""
 
     def reply(self) -> bytes:
         """The next message that is not an event."""

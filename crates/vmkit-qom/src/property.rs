@@ -330,36 +330,8 @@ impl PropertyKind {
             }
         };
         match &mut kind {
-            PropertyKind::Int { min: lo, max: hi, .. } => {
-                if let Some(m) = min {
-                    *lo = i64::try_from(m)
-                        .map_err(|_| ParseKindError::BoundOutOfRange("min"))?
-                        .max(*lo);
-                }
-                if let Some(m) = max {
-                    *hi = i64::try_from(m)
-                        .map_err(|_| ParseKindError::BoundOutOfRange("max"))?
-                        .min(*hi);
-                }
-                if lo > hi {
-                    return Err(ParseKindError::EmptyRange);
-                }
-            }
-            PropertyKind::UInt { min: lo, max: hi, .. } => {
-                if let Some(m) = min {
-                    *lo = u64::try_from(m)
-                        .map_err(|_| ParseKindError::BoundOutOfRange("min"))?
-                        .max(*lo);
-                }
-                if let Some(m) = max {
-                    *hi = u64::try_from(m)
-                        .map_err(|_| ParseKindError::BoundOutOfRange("max"))?
-                        .min(*hi);
-                }
-                if lo > hi {
-                    return Err(ParseKindError::EmptyRange);
-                }
-            }
+            PropertyKind::Int { min: lo, max: hi, .. } => narrow(lo, hi, min, max)?,
+            PropertyKind::UInt { min: lo, max: hi, .. } => narrow(lo, hi, min, max)?,
             _ if min.is_some() || max.is_some() => return Err(ParseKindError::RangeOnNonInteger),
             _ => {}
         }
@@ -372,6 +344,29 @@ fn normalize_bits(bits: u8) -> u8 {
         8 | 16 | 32 => bits,
         _ => 64,
     }
+}
+
+/// Narrows an integer kind's range `[lo, hi]` to the declared bounds.
+fn narrow<T: TryFrom<i128> + Ord + Copy>(
+    lo: &mut T,
+    hi: &mut T,
+    min: Option<i128>,
+    max: Option<i128>,
+) -> std::result::Result<(), ParseKindError> {
+    if let Some(m) = min {
+        *lo = T::try_from(m)
+            .map_err(|_| ParseKindError::BoundOutOfRange("min"))?
+            .max(*lo);
+    }
+    if let Some(m) = max {
+        *hi = T::try_from(m)
+            .map_err(|_| ParseKindError::BoundOutOfRange("max"))?
+            .min(*hi);
+    }
+    if *lo > *hi {
+        return Err(ParseKindError::EmptyRange);
+    }
+    Ok(())
 }
 
 fn parse_uint(text: &str) -> Option<u64> {

@@ -35,6 +35,25 @@ fn entries(dir: &Path) -> Result<Vec<String>, std::io::Error> {
     Ok(names)
 }
 
+/// An interrupt check that reports a pending signal on its third call,
+/// as a Python signal handler's exception would come back.
+fn pending_signal_on_third_check(calls: &Cell<u32>) -> Result<(), &'static str> {
+    calls.set(calls.get() + 1);
+    if calls.get() == 3 {
+        Err("KeyboardInterrupt")
+    } else {
+        Ok(())
+    }
+}
+
+/// No timeout, a retry every millisecond.
+fn retry_quickly() -> OpenOptions {
+    OpenOptions {
+        timeout: None,
+        retry_every: Duration::from_millis(1),
+    }
+}
+
 #[test]
 fn uris_parse_to_transports() {
     assert_eq!(
@@ -163,18 +182,8 @@ fn a_fifo_wait_stops_when_the_interrupt_check_says_so() -> TestResult {
     mkfifo(&fifo)?;
     let calls = Cell::new(0);
     // The third check reports a pending signal; its error comes back as is.
-    let interrupt = || {
-        calls.set(calls.get() + 1);
-        if calls.get() == 3 {
-            Err("KeyboardInterrupt")
-        } else {
-            Ok(())
-        }
-    };
-    let opts = OpenOptions {
-        timeout: None,
-        retry_every: Duration::from_millis(1),
-    };
+    let interrupt = || pending_signal_on_third_check(&calls);
+    let opts = retry_quickly();
     let err = Sink::open_path(&fifo, &opts, &interrupt).err();
     assert!(
         matches!(err, Some(OpenError::Interrupted("KeyboardInterrupt"))),
@@ -273,18 +282,8 @@ fn a_source_fifo_waits_for_its_writer_with_timeout_and_interrupt() -> TestResult
         "{err:?}"
     );
     let calls = Cell::new(0);
-    let interrupt = || {
-        calls.set(calls.get() + 1);
-        if calls.get() == 3 {
-            Err("KeyboardInterrupt")
-        } else {
-            Ok(())
-        }
-    };
-    let quick = OpenOptions {
-        timeout: None,
-        retry_every: Duration::from_millis(1),
-    };
+    let interrupt = || pending_signal_on_third_check(&calls);
+    let quick = retry_quickly();
     let err = open_source(&fifo, &quick, &interrupt).err();
     assert!(
         matches!(err, Some(OpenError::Interrupted("KeyboardInterrupt"))),

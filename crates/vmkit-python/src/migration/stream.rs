@@ -88,6 +88,27 @@ fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict
 /// `BrokenPipeError` or `TimeoutError`) for `path`, with an `offset`
 /// attribute: the stream offset of the first byte that did not reach the
 /// sink, or `None` when nothing was being written.
+/// Runs `job` without the GIL, handing it an interrupt check that runs
+/// Python's signal handlers, so a pending Ctrl-C (or a handler's
+/// exception) ends a wait for a FIFO's peer. An interrupt is the handler's
+/// exception; a transport that cannot be opened is an `OSError` naming
+/// `path`.
+fn with_transport<T: Send>(
+    py: Python<'_>,
+    path: &std::path::Path,
+    job: impl Send + FnOnce(&dyn Fn() -> PyResult<()>) -> Result<T, OpenError<PyErr>>,
+) -> PyResult<T> {
+    let outcome = py.detach(|| {
+        let interrupt = || Python::attach(|py| py.check_signals());
+        job(&interrupt)
+    });
+    match outcome {
+        Ok(done) => Ok(done),
+        Err(OpenError::Interrupted(e)) => Err(e),
+        Err(OpenError::Transport(e)) => Err(os_error(py, Some(path), e.os_failure())),
+    }
+}
+
 /// A save failure as Python sees it: I/O on the sink is an `OSError`
 /// (with `offset`), everything else the matching `MigrationError`.
 fn save_err(py: Python<'_>, path: &std::path::Path, e: vmkit_migration::Error) -> PyErr {
@@ -131,18 +152,11 @@ pub fn save(
         timeout,
         ..OpenOptions::default()
     };
-    let outcome = py.detach(|| {
-        // A pending Ctrl-C (or any signal handler's exception) ends the
-        // wait for a FIFO's reader.
-        let interrupt = || Python::attach(|py| py.check_signals());
-        let sink = Sink::open_path(&path, &open, &interrupt)?;
-        Ok::<_, OpenError<PyErr>>(save_to_sink(&set, sink, &opts))
-    });
-    let stats = match outcome {
-        Ok(saved) => saved.map_err(|e| save_err(py, &path, e))?,
-        Err(OpenError::Interrupted(e)) => return Err(e),
-        Err(OpenError::Transport(e)) => return Err(os_error(py, Some(&path), e.os_failure())),
-    };
+    let stats = with_transport(py, &path, |interrupt| {
+        let sink = Sink::open_path(&path, &open, interrupt)?;
+        Ok(save_to_sink(&set, sink, &opts))
+    })?
+    .map_err(|e| save_err(py, &path, e))?;
     stats_dict(
         py,
         &[
@@ -175,17 +189,11 @@ pub fn restore(
         footers,
         ..RestoreOptions::default()
     };
-    let outcome = py.detach(|| {
-        // A pending Ctrl-C ends the wait for a FIFO's writer.
-        let interrupt = || Python::attach(|py| py.check_signals());
-        let f = open_source(&path, &OpenOptions::default(), &interrupt)?;
-        Ok::<_, OpenError<PyErr>>(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
-    });
-    let stats = match outcome {
-        Ok(restored) => restored.map_err(|e| migration_err(py, e))?,
-        Err(OpenError::Interrupted(e)) => return Err(e),
-        Err(OpenError::Transport(e)) => return Err(os_error(py, Some(&path), e.os_failure())),
-    };
+    let stats = with_transport(py, &path, |interrupt| {
+        let f = open_source(&path, &OpenOptions::default(), interrupt)?;
+        Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+    })?
+    .map_err(|e| migration_err(py, e))?;
     stats_dict(
         py,
         &[
