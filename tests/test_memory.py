@@ -3,6 +3,7 @@ dirty logging, dirty rate, the workload engine and memory backends."""
 
 from __future__ import annotations
 
+import threading
 import subprocess
 import sys
 import textwrap
@@ -503,3 +504,30 @@ def test_machine_ram_from_a_backend(machine: qom.Object) -> None:
 
     gc.collect()
     qom.object_del("pc.ram")
+
+
+def test_a_wait_without_the_gil_does_not_block_other_calls() -> None:
+    # A thread waiting for writes that never come (the workload is paused)
+    # must not hold anything another thread needs: stats and stop still
+    # answer, and stop ends the wait.
+    ram = RamBlock.anonymous("wl-wait", 4 * MiB)
+    w = memory.Workload([ram], seed=3, rate=1 << 20)
+    w.pause()
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(w.wait_ops(1 << 60, 600.0)))
+    waiter.start()
+    assert w.stats()["ops"] >= 0  # answered while the other thread waits
+    w.stop()
+    waiter.join(timeout=60)  # a guard against a hang, not a timing check
+    assert not waiter.is_alive()
+    assert result == [False]
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0])
+def test_a_wait_needs_a_number_of_seconds(timeout: float) -> None:
+    ram = RamBlock.anonymous("wl-nan", 4 * MiB)
+    with memory.Workload([ram], seed=3, max_ops=10) as w:
+        with pytest.raises(ValueError, match="timeout"):
+            w.wait(timeout)
+        with pytest.raises(ValueError, match="timeout"):
+            w.wait_ops(1, timeout)

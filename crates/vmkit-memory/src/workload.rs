@@ -598,7 +598,8 @@ impl WorkloadStats {
 #[derive(Debug)]
 pub struct Workload {
     shared: Arc<Shared>,
-    handles: Vec<JoinHandle<()>>,
+    /// The writer threads, joined by the first `stop` (or the drop).
+    handles: Mutex<Vec<JoinHandle<()>>>,
     started: Duration,
     config: WorkloadConfig,
     write_size: u64,
@@ -630,9 +631,9 @@ impl Workload {
             watchers: AtomicUsize::new(0),
         });
         let blocks: Arc<[Arc<RamBlock>]> = blocks.into();
-        let mut w = Workload {
+        let w = Workload {
             shared: shared.clone(),
-            handles: Vec::with_capacity(plan.threads),
+            handles: Mutex::new(Vec::with_capacity(plan.threads)),
             started: shared.clock.now(),
             config,
             write_size: plan.write_size,
@@ -645,7 +646,7 @@ impl Workload {
                 .name(format!("vmkit-workload-{t}"))
                 .spawn(move || worker(&shared, &blocks, seq, ws, t, threads));
             match spawned {
-                Ok(h) => w.handles.push(h),
+                Ok(h) => w.handles.lock().push(h),
                 Err(e) => {
                     w.shared.ctl.lock().running -= 1;
                     // `w` drops here and stops the threads already started.
@@ -815,22 +816,25 @@ impl Workload {
         self.shared.error.lock().clone()
     }
 
-    fn halt(&mut self) {
+    fn halt(&self) {
         self.shared.state.store(STOP, Ordering::Release);
         self.shared.clock.wake();
         {
             let _g = self.shared.ctl.lock();
             self.shared.cv.notify_all();
         }
-        for h in self.handles.drain(..) {
+        let handles = std::mem::take(&mut *self.handles.lock());
+        for h in handles {
             // A worker cannot panic on its own (no unwraps, writes return
             // errors); if one did, its counters still hold what it wrote.
             let _ = h.join();
         }
     }
 
-    /// Stops and joins the threads; returns the final counters.
-    pub fn stop(mut self) -> WorkloadStats {
+    /// Stops and joins the threads; returns the final counters. Anyone
+    /// waiting in [`wait`](Self::wait) or [`wait_until`](Self::wait_until)
+    /// returns, since no thread runs any more.
+    pub fn stop(&self) -> WorkloadStats {
         self.halt();
         self.stats()
     }

@@ -216,7 +216,7 @@ pub(crate) fn measure_dirty_rate<'py>(
     seconds: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
-        return Err(PropertyValueError::new_err(format!(
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
             "seconds must be in (0, 3600], got {seconds}"
         )));
     }
@@ -261,17 +261,36 @@ fn stats_dict<'py>(py: Python<'py>, s: &WorkloadStats) -> PyResult<Bound<'py, Py
 /// The guest stand-in: threads writing guest RAM through the dirty-marking path.
 #[pyclass(name = "Workload", module = "vmkit._core.memory", frozen)]
 pub(crate) struct PyWorkload {
-    inner: Mutex<Option<Workload>>,
+    // An `Arc`, so a wait can hold the workload without holding this lock:
+    // a thread waiting without the GIL must never hold a lock that a thread
+    // holding the GIL may want.
+    inner: Mutex<Option<Arc<Workload>>>,
 }
 
 impl PyWorkload {
-    fn with<R>(&self, f: impl FnOnce(&Workload) -> R) -> PyResult<R> {
-        let guard = self.inner.lock();
-        let w = guard
-            .as_ref()
-            .ok_or_else(|| crate::errors::LifecycleError::new_err("the workload was stopped"))?;
-        Ok(f(w))
+    /// The running workload (the lock is released before it is used).
+    fn running(&self) -> PyResult<Arc<Workload>> {
+        self.inner
+            .lock()
+            .clone()
+            .ok_or_else(|| crate::errors::LifecycleError::new_err("the workload was stopped"))
     }
+
+    fn with<R>(&self, f: impl FnOnce(&Workload) -> R) -> PyResult<R> {
+        let w = self.running()?;
+        Ok(f(&w))
+    }
+}
+
+/// A wait's timeout in seconds as a `Duration`, refusing what is not a
+/// number of seconds (NaN, negative).
+fn wait_timeout(timeout: f64) -> PyResult<Duration> {
+    if timeout.is_nan() || timeout < 0.0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout must be seconds >= 0, not {timeout}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(timeout.min(3600.0)))
 }
 
 #[pymethods]
@@ -319,7 +338,7 @@ impl PyWorkload {
         };
         let w = Workload::start(blocks_of(&blocks), config).map_err(|e| mem_err(py, e))?;
         Ok(PyWorkload {
-            inner: Mutex::new(Some(w)),
+            inner: Mutex::new(Some(Arc::new(w))),
         })
     }
     /// Pauses the writers (as `stop` pauses vCPUs).
@@ -355,19 +374,17 @@ impl PyWorkload {
     }
     /// Waits up to `timeout` seconds for a bounded (`max_ops`) workload to finish.
     fn wait(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
-        let guard = self.inner.lock();
-        let Some(w) = guard.as_ref() else { return Ok(true) };
-        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let t = wait_timeout(timeout)?;
+        let Some(w) = self.inner.lock().clone() else {
+            return Ok(true);
+        };
         Ok(py.detach(|| w.wait(t)))
     }
     /// Waits up to `timeout` seconds until the writers have done at least
     /// `ops` writes in all; returns whether they have.
     fn wait_ops(&self, py: Python<'_>, ops: u64, timeout: f64) -> PyResult<bool> {
-        let guard = self.inner.lock();
-        let Some(w) = guard.as_ref() else {
-            return Err(crate::errors::LifecycleError::new_err("the workload was stopped"));
-        };
-        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let t = wait_timeout(timeout)?;
+        let w = self.running()?;
         Ok(py.detach(|| w.wait_until(t, |s| s.ops >= ops)))
     }
     /// Writer threads parked by a pause (each acknowledged it).
