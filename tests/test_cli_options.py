@@ -180,7 +180,7 @@ def test_a_bad_value_names_the_property_and_its_type(
 def test_syntax_errors_print_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert save(tmp_path, ",id=x") == 1
     err = capsys.readouterr().err
-    assert err == "vmkit: -device ,id=x: ',id=x': no type given (TYPE,prop=value,...)\n"
+    assert err == "vmkit: -device ',id=x': no type given (TYPE,prop=value,...)\n"
 
 
 # ----- through the console script ------------------------------------------

@@ -3,10 +3,10 @@ dirty logging, dirty rate, the workload engine and memory backends."""
 
 from __future__ import annotations
 
-import threading
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 

@@ -351,6 +351,16 @@ def test_vmstate_needs_a_device_type(uniq: Uniq) -> None:
         qom.register_type(uniq("dev"), "device", vmstate_save=lambda o: {})
 
 
+def test_kinds_nested_past_the_limit_are_refused_not_a_crash() -> None:
+    deep: migration.KindSpec = "uint8"
+    for _ in range(10_000):
+        deep = migration.optional(deep)
+    with pytest.raises(ValueError, match="nest deeper than 32"):
+        VMStateField("x", deep)
+    with pytest.raises(ValueError, match="nest deeper than 32"):
+        VMStateField("x", "optional(" * 100_000 + "u8" + ")" * 100_000)
+
+
 @pytest.fixture
 def saved(timer_type: str, tmp_path: Path, clean_machine: None) -> Path:
     stream = tmp_path / "vm.stream"

@@ -199,6 +199,9 @@ def _add_from_option(flag: str, text: str) -> None:
     names the option as given."""
     try:
         opt = parse_device_option(text)
+    except OptionError as e:
+        raise OptionError(f"{flag} {e}") from e  # its message quotes the text already
+    try:
         if flag == "-object":
             if opt.id is None:
                 raise OptionError("an id is required")

@@ -4,27 +4,33 @@ Every vmkit error derives from :class:`VmkitError`; object-model errors from
 :class:`QomError`::
 
     VmkitError
-    └── QomError
-        ├── TypeNotFoundError, TypeRegistrationError, AbstractTypeError, WrongTypeError
-        ├── PropertyError
-        │   ├── PropertyNotFoundError, DuplicatePropertyError
-        │   └── PropertyTypeError, PropertyValueError, PropertyAccessError
-        ├── PathError
-        │   └── AmbiguousPathError  (a partial path that matches more than one object)
-        ├── ObjectFinalizedError
-        ├── SingletonError
-        ├── LifecycleError
-        └── HookError
-    GuestMemoryError
-        ├── AddressError       (out of bounds, overflow, unassigned in strict mode)
-        ├── AccessError        (refused by a region's constraints or an IOMMU)
-        ├── RegionLayoutError  (zero sizes, aliases beyond targets, overlaps, cycles)
-        ├── DeviceGoneError    (the region's owner is unrealized or finalized)
-        └── HostMemoryError    (mmap, memfd, file backing)
-    MigrationError             (attributes: offset, section, field — each or None)
-        ├── StreamError        (the stream's bytes: truncation, records, lengths, RAM, config)
-        ├── VMStateError       (a VMState description, or a device body that does not follow it)
-        └── DeviceStateError   (a device refused its state; a section or RAM the stream lacks)
+    ├── QomError
+    │   ├── TypeNotFoundError, TypeRegistrationError, AbstractTypeError, WrongTypeError
+    │   ├── PropertyError
+    │   │   ├── PropertyNotFoundError, DuplicatePropertyError
+    │   │   └── PropertyTypeError, PropertyValueError, PropertyAccessError
+    │   ├── PathError
+    │   │   └── AmbiguousPathError  (a partial path that matches more than one object)
+    │   ├── ObjectFinalizedError
+    │   ├── SingletonError
+    │   ├── LifecycleError
+    │   └── HookError
+    ├── GuestMemoryError
+    │   ├── AddressError       (out of bounds, overflow, unassigned in strict mode)
+    │   ├── AccessError        (refused by a region's constraints or an IOMMU)
+    │   ├── RegionLayoutError  (zero sizes, aliases beyond targets, overlaps, cycles)
+    │   ├── DeviceGoneError    (the region's owner is unrealized or finalized)
+    │   └── HostMemoryError    (mmap, memfd, file backing)
+    ├── MigrationError         (attributes: offset, section, field — each or None)
+    │   ├── StreamError        (the stream's bytes: truncation, records, lengths, RAM, config)
+    │   ├── VMStateError       (a VMState description, or a device body that does not follow it)
+    │   └── DeviceStateError   (a device refused its state; a section or RAM the stream lacks)
+    └── vmkit.qmp.QMPError     (and QEMU's error classes, GenericError ...)
+
+A stream's I/O failure while saving or restoring (a full disk, a closed
+pipe, a FIFO nobody opened in time) is Python's own ``OSError`` (its errno
+picks the subclass: ``BrokenPipeError``, ``TimeoutError`` ...), with
+``filename`` and ``offset`` (the first stream byte that did not get out).
 
 An exception raised by a Python hook (``realize``, ``instance_init``...) or
 callback (MMIO ``read``/``write``, IOMMU ``translate``, VMState hooks and

@@ -1,5 +1,8 @@
 //! The crate's error type: one variant per layer.
 
+use crate::transport::{OsFailure, describe};
+use crate::wire::WireError;
+
 /// The result type of the migration crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -21,4 +24,22 @@ pub enum Error {
     /// A transport error: opening or completing a sink.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+}
+
+impl Error {
+    /// The failure as an operating-system error, if it is one: a write to
+    /// the sink that failed (with the offset of the first byte it did not
+    /// take) or a transport error. Stream-format, device and memory errors
+    /// are not.
+    pub fn os_failure(&self) -> Option<OsFailure> {
+        match self {
+            Error::Wire(WireError::Io { offset, source }) => Some(OsFailure {
+                errno: source.raw_os_error().unwrap_or(libc::EIO),
+                message: format!("{} at stream offset {offset}", describe(source)),
+                offset: Some(*offset),
+            }),
+            Error::Transport(t) => Some(t.os_failure()),
+            Error::Wire(_) | Error::VmState(_) | Error::Savevm(_) | Error::Memory(_) => None,
+        }
+    }
 }

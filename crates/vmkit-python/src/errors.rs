@@ -258,7 +258,7 @@ pub(crate) fn migration_err(py: Python<'_>, err: vmkit_migration::Error) -> PyEr
         return original;
     }
     let msg = err.to_string();
-    let (exc, offset, section, field): (PyErr, Option<u64>, Option<String>, Option<String>) = match &err {
+    let (exc, offset, section, field): (PyErr, Option<u64>, Option<String>, Option<String>) = match err {
         E::Wire(w) => (
             StreamError::new_err(msg),
             Some(w.offset()),
@@ -266,33 +266,30 @@ pub(crate) fn migration_err(py: Python<'_>, err: vmkit_migration::Error) -> PyEr
             None,
         ),
         E::VmState(v) => {
-            let section = match v {
+            let section = match &v {
                 V::Body { section, .. } => Some(section.clone()),
                 V::Description { .. } => None,
             };
-            (
-                VMStateError::new_err(msg),
-                v.offset(),
-                section,
-                v.path().map(str::to_owned),
-            )
+            let (offset, field) = (v.offset(), v.path().map(str::to_owned));
+            (VMStateError::new_err(msg), offset, section, field)
         }
         E::Savevm(S::Device {
             idstr, offset, source, ..
         }) => (
             DeviceStateError::new_err(msg),
-            *offset,
-            Some(idstr.clone()),
+            offset,
+            Some(idstr),
             source.path().map(str::to_owned),
         ),
         E::Savevm(S::MissingSection { idstr, .. } | S::DuplicateDevice { idstr, .. }) => {
-            (DeviceStateError::new_err(msg), None, Some(idstr.clone()), None)
+            (DeviceStateError::new_err(msg), None, Some(idstr), None)
         }
-        E::Savevm(S::Qom(_)) => (QomError::new_err(msg), None, None, None),
-        E::Savevm(S::IncompleteRam { .. } | S::Registration { .. }) => {
-            (DeviceStateError::new_err(msg), None, None, None)
-        }
-        E::Memory(_) => (GuestMemoryError::new_err(msg), None, None, None),
+        E::Savevm(S::IncompleteRam { .. }) => (DeviceStateError::new_err(msg), None, None, None),
+        E::Savevm(S::Registration { .. }) => return TypeRegistrationError::new_err(msg),
+        // Errors of the layers below keep their own classes (an
+        // `AmbiguousPathError` stays one).
+        E::Savevm(S::Qom(e)) => return to_py(py, e),
+        E::Memory(e) => return mem_err(py, e),
         E::Transport(t) => return os_error(py, None, t.os_failure()),
     };
     with_location(py, exc, offset, section, field)

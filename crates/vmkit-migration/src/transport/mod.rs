@@ -87,11 +87,14 @@ pub enum TransportError {
         /// The error, with its errno.
         source: std::io::Error,
     },
-    /// A FIFO had no reader within the timeout.
-    #[error("{what}: no reader opened the FIFO within {waited:?}")]
+    /// A FIFO had no peer (a reader for a sink, a writer for a source)
+    /// within the timeout.
+    #[error("{what}: no {peer} opened the FIFO within {waited:?}")]
     TimedOut {
         /// The path.
         what: String,
+        /// `reader` or `writer`.
+        peer: &'static str,
         /// How long it waited.
         waited: Duration,
     },
@@ -150,7 +153,7 @@ pub struct OsFailure {
 
 /// An I/O error's text without Rust's " (os error N)" suffix (the errno is
 /// carried separately).
-fn describe(e: &std::io::Error) -> String {
+pub(crate) fn describe(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.rfind(" (os error ") {
         Some(cut) => text[..cut].to_owned(),
@@ -169,24 +172,6 @@ impl TransportError {
             errno: self.errno(),
             message,
             offset: None,
-        }
-    }
-}
-
-impl crate::Error {
-    /// The failure as an operating-system error, if it is one: a write to
-    /// the sink that failed (with the offset of the first byte it did not
-    /// take) or a transport error. Stream-format, device and memory errors
-    /// are not.
-    pub fn os_failure(&self) -> Option<OsFailure> {
-        match self {
-            crate::Error::Wire(crate::wire::WireError::Io { offset, source }) => Some(OsFailure {
-                errno: source.raw_os_error().unwrap_or(libc::EIO),
-                message: format!("{} at stream offset {offset}", describe(source)),
-                offset: Some(*offset),
-            }),
-            crate::Error::Transport(t) => Some(t.os_failure()),
-            _ => None,
         }
     }
 }

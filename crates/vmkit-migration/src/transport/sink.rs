@@ -232,7 +232,12 @@ impl Sink {
             backoff = backoff.saturating_mul(2);
             if let Some(timeout) = opts.timeout {
                 if waited >= timeout {
-                    return Err(TransportError::TimedOut { what: shown, waited }.into());
+                    return Err(TransportError::TimedOut {
+                        what: shown,
+                        peer: "reader",
+                        waited,
+                    }
+                    .into());
                 }
                 step = step.min(timeout - waited);
             }

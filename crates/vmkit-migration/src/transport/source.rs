@@ -56,6 +56,7 @@ pub fn open_source<E>(
             if waited >= timeout {
                 return Err(TransportError::TimedOut {
                     what: path.display().to_string(),
+                    peer: "writer",
                     waited,
                 }
                 .into());

@@ -59,7 +59,7 @@ pub use desc::{
 };
 pub use io::{VmReader, VmWriter};
 pub use json::{decode_with_vmdesc, device_entry, encode_described};
-pub use spec::{KIND_SYNTAX, SpecError, scalar_kind};
+pub use spec::{KIND_SYNTAX, MAX_KIND_DEPTH, SpecError, scalar_kind};
 pub use value::{VmStruct, VmValue};
 
 /// VMState errors.

@@ -64,7 +64,7 @@ impl FromStr for FieldKind {
             text: text.to_owned(),
             reason,
         };
-        let mut p = Parser { rest: text };
+        let mut p = Parser { rest: text, depth: 0 };
         let kind = p.kind().map_err(fail)?;
         if !p.rest.trim().is_empty() {
             return Err(fail(format!("unexpected '{}' after the kind", p.rest.trim())));
@@ -73,9 +73,14 @@ impl FromStr for FieldKind {
     }
 }
 
+/// How deeply kinds may nest in text (`array(optional(...))`): far more
+/// than any description needs, and a bound on the parser's recursion.
+pub const MAX_KIND_DEPTH: u32 = 32;
+
 /// A recursive-descent parser over the rest of the text.
 struct Parser<'a> {
     rest: &'a str,
+    depth: u32,
 }
 
 impl<'a> Parser<'a> {
@@ -113,6 +118,16 @@ impl<'a> Parser<'a> {
     }
 
     fn kind(&mut self) -> Result<FieldKind, String> {
+        if self.depth == MAX_KIND_DEPTH {
+            return Err(format!("kinds nest deeper than {MAX_KIND_DEPTH}"));
+        }
+        self.depth += 1;
+        let kind = self.kind_here();
+        self.depth -= 1;
+        kind
+    }
+
+    fn kind_here(&mut self) -> Result<FieldKind, String> {
         let name = self.word();
         if let Some(kind) = scalar_kind(name) {
             return Ok(kind);
@@ -231,6 +246,10 @@ mod tests {
             ("struct", "takes a description"),
             ("u8 u16", "unexpected 'u16'"),
             ("", "expected a kind"),
+            (
+                &format!("{}u8{}", "optional(".repeat(100_000), ")".repeat(100_000)),
+                "nest deeper than 32",
+            ),
         ];
         for (text, says) in cases {
             let e = kind(text).err().map(|e| e.to_string()).unwrap_or_default();

@@ -16,12 +16,12 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryV
 use vmkit_migration::device_state::{DeviceState, DynDeviceState, StateError};
 use vmkit_migration::savevm::register_device_vmstate as core_register;
 use vmkit_migration::vmstate::{
-    ArrayLen, Field, FieldKind, MigrationPriority, SpecError, VmStateDescription, VmStateDescriptionBuilder, VmStruct,
-    VmValue,
+    ArrayLen, Field, FieldKind, MAX_KIND_DEPTH, MigrationPriority, SpecError, VmStateDescription,
+    VmStateDescriptionBuilder, VmStruct, VmValue,
 };
 use vmkit_qom::{CallbackError, Object};
 
-use crate::errors::{TypeRegistrationError, VMStateError, callback_error, migration_err, with_location};
+use crate::errors::{VMStateError, callback_error, migration_err, with_location};
 use crate::qom::object::PyObj;
 
 // ----- values ---------------------------------------------------------------
@@ -144,7 +144,12 @@ const KIND_HELP: &str = "a kind is text the core parses (a scalar name such as '
      bitmap(nbits), array(of, length), struct(desc), optional(of), equal(of)";
 
 /// Parses a kind spec (see [`KIND_HELP`]).
-fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
+fn kind_from_py(spec: &Bound<'_, PyAny>, depth: u32) -> PyResult<FieldKind> {
+    if depth == MAX_KIND_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "kinds nest deeper than {MAX_KIND_DEPTH}"
+        )));
+    }
     if let Ok(s) = spec.cast::<PyString>() {
         return s
             .to_str()?
@@ -185,7 +190,7 @@ fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
             })?),
         };
         return Ok(FieldKind::Array {
-            elem: Box::new(kind_from_py(&of)?),
+            elem: Box::new(kind_from_py(&of, depth + 1)?),
             len,
         });
     }
@@ -196,10 +201,10 @@ fn kind_from_py(spec: &Bound<'_, PyAny>) -> PyResult<FieldKind> {
         return Ok(FieldKind::Struct(Arc::clone(&desc.get().desc)));
     }
     if let Some(of) = get("optional") {
-        return Ok(FieldKind::Optional(Box::new(kind_from_py(&of)?)));
+        return Ok(FieldKind::Optional(Box::new(kind_from_py(&of, depth + 1)?)));
     }
     if let Some(of) = get("equal") {
-        return Ok(FieldKind::Equal(Box::new(kind_from_py(&of)?)));
+        return Ok(FieldKind::Equal(Box::new(kind_from_py(&of, depth + 1)?)));
     }
     Err(PyValueError::new_err(format!("unknown kind spec: {KIND_HELP}")))
 }
@@ -218,7 +223,7 @@ impl PyVmStateField {
     #[new]
     #[pyo3(signature = (name, kind, *, since=None, exists=None))]
     fn new(name: String, kind: &Bound<'_, PyAny>, since: Option<u32>, exists: Option<Py<PyAny>>) -> PyResult<Self> {
-        let mut field = Field::new(name, kind_from_py(kind)?);
+        let mut field = Field::new(name, kind_from_py(kind, 0)?);
         if let Some(v) = since {
             field = field.since(v);
         }
@@ -500,6 +505,7 @@ impl DeviceState for PyDevice {
 #[pyfunction]
 #[pyo3(signature = (type_name, vmsd, *, save=None, load=None))]
 pub fn register_device_vmstate(
+    py: Python<'_>,
     type_name: &str,
     vmsd: &Bound<'_, PyVmStateDescription>,
     save: Option<Py<PyAny>>,
@@ -517,5 +523,5 @@ pub fn register_device_vmstate(
             ty: Arc::clone(&ty),
         }) as Arc<dyn DynDeviceState>)
     })
-    .map_err(|e| TypeRegistrationError::new_err(e.to_string()))
+    .map_err(|e| migration_err(py, e.into()))
 }
