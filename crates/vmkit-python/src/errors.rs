@@ -309,7 +309,7 @@ pub(crate) fn os_error(py: Python<'_>, path: Option<&std::path::Path>, failure: 
 }
 
 /// Sets a migration exception's `offset`, `section` and `field`.
-pub(crate) fn with_location(
+fn with_location(
     py: Python<'_>,
     exc: PyErr,
     offset: Option<u64>,

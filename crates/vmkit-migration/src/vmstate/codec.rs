@@ -95,6 +95,25 @@ pub fn decode_with_limits<R: Read>(
     Ok(state)
 }
 
+/// Decodes `body`, which must be exactly one body at `stream_version`:
+/// bytes left after it are [`Problem::TrailingBytes`] at the offset where
+/// they start.
+pub fn decode_exact(desc: &VmStateDescription, stream_version: u32, body: &[u8]) -> Result<VmStruct, VmStateError> {
+    let mut reader = VmReader::new(body, 0);
+    let state = decode(desc, stream_version, &mut reader)?;
+    let (unread, peeked) = reader.into_parts();
+    let left = unread.len() + peeked.len();
+    if left > 0 {
+        return Err(VmStateError::Body {
+            section: desc.name.clone(),
+            path: desc.name.clone(),
+            offset: (body.len() - left) as u64,
+            problem: Problem::TrailingBytes { count: left as u64 },
+        });
+    }
+    Ok(state)
+}
+
 /// Decodes a body at `stream_version` into `target`, the receiver's current
 /// state (see the module docs).
 pub fn decode_into<R: Read>(

@@ -52,7 +52,7 @@ pub mod json;
 pub mod spec;
 pub mod value;
 
-pub use codec::{DecodeLimits, decode, decode_into, decode_with_limits, encode};
+pub use codec::{DecodeLimits, decode, decode_exact, decode_into, decode_with_limits, encode};
 pub use desc::{
     ArrayLen, ExistsHook, Field, FieldKind, MigrationPriority, NeededHook, PostLoadHook, StateHook, VmStateDescription,
     VmStateDescriptionBuilder,
@@ -226,6 +226,12 @@ pub enum Problem {
     BadVmDesc {
         /// What is wrong.
         reason: String,
+    },
+    /// Bytes left after a body that should have been the whole input.
+    #[error("{count} bytes after the body")]
+    TrailingBytes {
+        /// How many.
+        count: u64,
     },
     /// An I/O error other than the end of input.
     #[error("I/O error: {message}")]

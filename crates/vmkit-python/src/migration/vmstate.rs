@@ -21,7 +21,7 @@ use vmkit_migration::vmstate::{
 };
 use vmkit_qom::{CallbackError, Object};
 
-use crate::errors::{VMStateError, callback_error, migration_err, with_location};
+use crate::errors::{callback_error, migration_err};
 use crate::qom::object::PyObj;
 
 // ----- values ---------------------------------------------------------------
@@ -385,26 +385,9 @@ impl PyVmStateDescription {
     /// returns the state as a dict.
     #[pyo3(signature = (body, version_id=None))]
     fn decode<'py>(&self, py: Python<'py>, body: &[u8], version_id: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
-        let mut r = vmkit_migration::vmstate::VmReader::new(body, 0);
         let version = version_id.unwrap_or(self.desc.version_id());
-        let s =
-            vmkit_migration::vmstate::decode(&self.desc, version, &mut r).map_err(|e| migration_err(py, e.into()))?;
-        let (unread, peeked) = r.into_parts();
-        if !unread.is_empty() || !peeked.is_empty() {
-            let offset = (body.len() - unread.len() - peeked.len()) as u64;
-            let exc = VMStateError::new_err(format!(
-                "section '{}': {} bytes after the body at offset {offset}",
-                self.desc.name(),
-                unread.len() + peeked.len()
-            ));
-            return Err(with_location(
-                py,
-                exc,
-                Some(offset),
-                Some(self.desc.name().to_owned()),
-                None,
-            ));
-        }
+        let s = vmkit_migration::vmstate::decode_exact(&self.desc, version, body)
+            .map_err(|e| migration_err(py, e.into()))?;
         struct_to_py(py, &s)
     }
 
