@@ -16,9 +16,14 @@ measurement), so the loop really does run alongside them. ::
 A job has an id (given, or ``"<kind>-<n>"``), a :class:`JobStatus`
 following QEMU's job states where they apply, and a result or an error
 (the exception the work raised, unchanged: the QMP layer translates it
-with :func:`vmkit.qmp.to_qmp_error`). :meth:`Job.cancel` asks the work to
-stop: long work polls :attr:`Job.cancel_requested` and raises
-:class:`JobCancelledError`; work that never polls runs to its end.
+with :func:`vmkit.qmp.to_qmp_error`). :meth:`Job.cancel` only asks: a job
+that has not started concludes with :class:`JobCancelledError`, and a
+running one stops only if its work polls :attr:`Job.cancel_requested`.
+Today one work does: the monitor's save hands it to
+:meth:`vmkit.machine.Machine.save` as ``cancelled``, which the Rust core
+calls while it waits for a FIFO's reader (the save then fails with
+:class:`InterruptedError`); once the stream is being written it is no
+longer polled. The dirty-rate measurement and HMP work run to their end.
 
 Live migration's ``migrate`` will run on this layer too.
 """
@@ -92,7 +97,8 @@ class Job(Generic[T]):
 
     @property
     def cancel_requested(self) -> bool:
-        """True once :meth:`cancel` was called: long work polls it and stops."""
+        """True once :meth:`cancel` was called; work that can stop early
+        polls it (see the module's documentation for which does)."""
         return self._cancel.is_set()
 
     def done(self) -> bool:
@@ -115,6 +121,11 @@ class Job(Generic[T]):
             if self._status is JobStatus.RUNNING:
                 self._set_status(JobStatus.ABORTING)
         return True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Blocks until the job concludes, raising nothing; False on timeout."""
+        _done, not_done = concurrent.futures.wait([self._future], timeout)
+        return not not_done
 
     def result(self, timeout: float | None = None) -> T:
         """Blocks until the job concludes: its result, or raises its error."""

@@ -56,6 +56,11 @@ VMKIT_COMMANDS = ("x-vmkit-save",)
 
 EmitFn: TypeAlias = "Callable[[str, JSONValue | None], None]"
 
+# How long a shutdown off the server's loop waits, after a cancelled save
+# has let go of the machine, for that save's answer to go out: a guard
+# against a loop that is gone, not a pace.
+_ANSWER_GUARD = 5.0
+
 T = TypeVar("T")
 
 
@@ -86,6 +91,33 @@ def _resolve(path: str) -> qom.Object:
         return qom.resolve_path(path)
     except errors.PathError as e:
         raise to_qmp_error(e, path=path) from None
+
+
+class _MachineHold:
+    """A command whose job holds the machine's lock (a save): the job, the
+    task answering the command (``None`` when not run as a task), and
+    whether that answer has been sent."""
+
+    def __init__(self, job: Job[Any], task: asyncio.Task[Any] | None) -> None:
+        self.job = job
+        self.task = task
+        self.answered = threading.Event()
+        if task is None:
+            job.add_done_callback(lambda _job: self.answered.set())
+        else:
+            # After the server's own done callback, which sends the answer.
+            task.add_done_callback(lambda _task: self.answered.set())
+
+    def over(self) -> bool:
+        return self.job.done() and self.answered.is_set()
+
+
+def _on_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _finished(job: Job[T]) -> T:
@@ -120,7 +152,12 @@ class MachineMonitor:
         """The long operations of this monitor's commands."""
         self._dirty_lock = threading.Lock()
         self._dirty_job: Job[None] | None = None
-        self._machine_jobs: list[Job[Any]] = []  # jobs holding the machine's lock
+        # Saves holding the machine's lock, and whether shutdown has begun
+        # (after which no save starts), under one lock: shutdown cancels
+        # every save that could take the machine's lock before it does.
+        self._holds_lock = threading.Lock()
+        self._holds: list[_MachineHold] = []
+        self._closing = False
         self._dirty: dict[str, JSONValue] = {
             "status": "unstarted",
             "start-time": 0,
@@ -160,10 +197,31 @@ class MachineMonitor:
 
     def shutdown(self, reason: str) -> None:
         """Shuts the machine down and emits ``SHUTDOWN`` (``host-signal``,
-        ``host-qmp-quit``, ...), after the answer of a running command."""
+        ``host-qmp-quit``, ...), after the answer of a running command.
+
+        First every job of the monitor is cancelled and no save starts any
+        more: a save waiting for a FIFO's reader fails (its client gets the
+        error) instead of holding the machine's lock forever. Off the
+        server's loop (a signal), this waits for the saves to let go of the
+        machine and for their answers to be sent. A save blocked writing
+        into a reader that has stopped reading cannot be interrupted: it is
+        waited for (see :func:`vmkit.migration.save`)."""
+        holds = self._begin_shutdown()
+        if not _on_a_loop():
+            for hold in holds:
+                hold.job.join()
+                hold.answered.wait(_ANSWER_GUARD)
         if self.machine.status != "shutdown":
             self.machine.shutdown()
         self.emit_after_reply("SHUTDOWN", {"guest": False, "reason": reason})
+
+    def _begin_shutdown(self) -> list[_MachineHold]:
+        """Cancels every job and refuses new saves; returns the saves that
+        may still hold the machine or be unanswered."""
+        with self._holds_lock:
+            self._closing = True
+            self.jobs.cancel_all()
+            return [hold for hold in self._holds if not hold.over()]
 
     # ----- registration --------------------------------------------------
 
@@ -236,18 +294,21 @@ class MachineMonitor:
     ) -> JSONValue | Coroutine[Any, Any, JSONValue]:
         """Runs ``action`` (a run-state change, which takes the machine's
         lock) now, or once the jobs holding the machine (a save) have
-        concluded: awaited, so that the loop keeps serving meanwhile instead
-        of blocking on the lock."""
-        self._machine_jobs = [job for job in self._machine_jobs if not job.done()]
-        if not self._machine_jobs:
+        concluded and their commands have been answered: awaited, so that
+        the loop keeps serving meanwhile instead of blocking on the lock."""
+        with self._holds_lock:
+            self._holds = [hold for hold in self._holds if not hold.over()]
+            busy = list(self._holds)
+        if not busy:
             action()
             return None
-        busy = list(self._machine_jobs)
 
         async def later() -> JSONValue:
-            for job in busy:
+            for hold in busy:
                 with contextlib.suppress(Exception):  # its own client hears of it
-                    await job.wait()
+                    await hold.job.wait()
+                if hold.task is not None and hold.task is not asyncio.current_task():
+                    await asyncio.wait([hold.task])
             action()
             return None
 
@@ -267,6 +328,10 @@ class MachineMonitor:
         return None
 
     def _quit(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        # Before anything waits for the machine: a save waiting for a FIFO's
+        # reader ends now, its client answered with the error.
+        self._begin_shutdown()
+
         def quit_now() -> None:
             self.shutdown("host-qmp-quit")
             ctx.request_shutdown()
@@ -462,8 +527,15 @@ class MachineMonitor:
         meanwhile. vmkit's own command; ``migrate`` to a ``file:`` URI will
         supersede it."""
         path = str(ctx.arguments["path"])
-        job = self.jobs.start("save", lambda _job: self.machine.save(path))
-        self._machine_jobs.append(job)
+
+        def save(job: Job[dict[str, int]]) -> dict[str, int]:
+            return self.machine.save(path, cancelled=lambda: job.cancel_requested)
+
+        with self._holds_lock:
+            if self._closing:
+                raise GenericError("The machine is shutting down")
+            job = self.jobs.start("save", save)
+            self._holds.append(_MachineHold(job, asyncio.current_task()))
         stats = await _finished(job)
         return {key.replace("_", "-"): value for key, value in stats.items()}
 
