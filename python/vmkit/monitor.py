@@ -181,13 +181,22 @@ class MachineMonitor:
     def emit_after_reply(self, event: str, data: JSONValue | None = None) -> None:
         """Sends ``event`` once the running command has been answered, as
         QEMU does for the events its main loop raises later (``RESET``,
-        ``SHUTDOWN`` after ``quit``, ``DEVICE_DELETED``)."""
+        ``SHUTDOWN`` after ``quit``, ``DEVICE_DELETED``).
+
+        A synchronous command is answered before the loop runs its next
+        callback; an asynchronous one (a coroutine, run as a task) when its
+        task is done, by the server's done callback: the event follows that
+        one. Off the server's loop there is nothing to wait for."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on the server's loop: nothing to wait for
+        except RuntimeError:
             self.emit(event, data)
             return
-        loop.call_soon(self.emit, event, data)
+        task = asyncio.current_task()
+        if task is None:
+            loop.call_soon(self.emit, event, data)
+        else:
+            task.add_done_callback(lambda _task: self.emit(event, data))
 
     def _on_state_change(self, old: str, new: str) -> None:
         if new == "running":
