@@ -56,6 +56,9 @@ VMKIT_COMMANDS = ("x-vmkit-save",)
 
 EmitFn: TypeAlias = "Callable[[str, JSONValue | None], None]"
 
+# calc-dirty-rate's bounds, in milliseconds whatever the unit (QEMU's).
+_CALC_TIME_MS = (50, 60_000)
+
 # How long a shutdown off the server's loop waits, after a cancelled save
 # has let go of the machine, for that save's answer to go out: a guard
 # against a loop that is gone, not a pace.
@@ -488,14 +491,17 @@ class MachineMonitor:
     # ----- dirty rate ----------------------------------------------------
 
     def _calc_dirty_rate(self, ctx: CommandContext) -> JSONValue:
+        """``calc-dirty-rate``: starts a measurement and answers at once, as
+        QEMU does. QEMU takes ``calc-time`` in ``calc-time-unit`` (seconds
+        by default) and accepts 50 ms to 60 s, whatever the unit."""
         args = ctx.arguments
         unit = str(args.get("calc-time-unit", "second"))
         calc_time = int(args["calc-time"])  # type: ignore[arg-type]
-        seconds = calc_time / 1000 if unit == "millisecond" else float(calc_time)
-        if calc_time <= 0 or seconds > 60:
-            raise GenericError(
-                f"Calculation time is out of range [{'1, 60' if unit == 'second' else '50, 60000'}]"
-            )
+        ms = calc_time if unit == "millisecond" else calc_time * 1000
+        if not _CALC_TIME_MS[0] <= ms <= _CALC_TIME_MS[1]:
+            low, high = _CALC_TIME_MS
+            raise GenericError(f"Calculation time is out of range [{low}ms, {high}ms].")
+        seconds = ms / 1000
         sample_pages = int(args.get("sample-pages", 512))  # type: ignore[arg-type]
         mode = str(args.get("mode", "page-sampling"))
         with self._dirty_lock:
