@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from vmkit import qom
+from vmkit import memory, qom
+from vmkit._core.memory import RamBlock
 from vmkit.machine import Machine
 from vmkit.monitor import MachineMonitor, monitor_version
 from vmkit.qmp import CommandRegistry, QMPServer, QMPSocket
@@ -76,3 +77,25 @@ def wait_measured(qmp: QMPSocket) -> dict[str, object]:
         assert time.monotonic() < deadline, info
         time.sleep(0.01)
     return dict(info)
+
+
+def test_a_failed_measurement_is_no_rate(qmp: QMPSocket, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``measured`` (QEMU has no failed state) without a ``dirty-rate``, and
+    vmkit's ``x-vmkit-error`` saying why: never a rate of 0 that was not
+    measured."""
+
+    def broken(blocks: list[RamBlock], seconds: float) -> dict[str, object]:
+        raise RuntimeError("the dirty log is unavailable")
+
+    monkeypatch.setattr(memory, "measure_dirty_rate", broken)
+    assert qmp.execute("calc-dirty-rate", **{"calc-time": 1}) == {}
+    info = wait_measured(qmp)
+    assert "dirty-rate" not in info
+    assert info["x-vmkit-error"] == "the dirty log is unavailable"
+    # A later measurement that succeeds no longer carries the error.
+    monkeypatch.undo()
+    assert (
+        qmp.execute("calc-dirty-rate", **{"calc-time": 50, "calc-time-unit": "millisecond"}) == {}
+    )
+    info = wait_measured(qmp)
+    assert info["dirty-rate"] == 0 and "x-vmkit-error" not in info

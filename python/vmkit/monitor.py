@@ -154,7 +154,6 @@ class MachineMonitor:
         self.jobs = JobManager()
         """The long operations of this monitor's commands."""
         self._dirty_lock = threading.Lock()
-        self._dirty_job: Job[None] | None = None
         # Saves holding the machine's lock, and whether shutdown has begun
         # (after which no save starts), under one lock: shutdown cancels
         # every save that could take the machine's lock before it does.
@@ -505,7 +504,9 @@ class MachineMonitor:
         sample_pages = int(args.get("sample-pages", 512))  # type: ignore[arg-type]
         mode = str(args.get("mode", "page-sampling"))
         with self._dirty_lock:
-            if self._dirty_job is not None and not self._dirty_job.done():
+            # The status, not the job: the job is done a moment after it
+            # reported "measured", and a client may start again at once.
+            if self._dirty["status"] == "measuring":
                 raise GenericError("Dirty rate measurement is already in progress")
             self._dirty = {
                 "status": "measuring",
@@ -516,18 +517,23 @@ class MachineMonitor:
                 "mode": mode,
             }
             # QEMU answers at once; query-dirty-rate reports the outcome.
-            self._dirty_job = self.jobs.start("dirty-rate", lambda _job: self._measure(seconds))
+            self.jobs.start("dirty-rate", lambda _job: self._measure(seconds))
         return None
 
     def _measure(self, seconds: float) -> None:
+        """The measurement job. A failed one ends ``measured`` like any
+        other (QEMU's ``DirtyRateStatus`` has no failed state, and a client
+        polls for ``measured``) but without ``dirty-rate`` — never a
+        made-up rate — and with vmkit's ``x-vmkit-error`` saying why."""
+        outcome: dict[str, JSONValue]
         try:
             result = memory.measure_dirty_rate([self.machine.ram], seconds)
-            rate: JSONValue = int(result["dirty_rate"])  # type: ignore[call-overload]
-        except Exception:
+            outcome = {"dirty-rate": int(result["dirty_rate"])}  # type: ignore[call-overload]
+        except Exception as e:
             log.exception("dirty rate measurement failed")
-            rate = 0
+            outcome = {"x-vmkit-error": str(e) or type(e).__name__}
         with self._dirty_lock:
-            self._dirty = {**self._dirty, "status": "measured", "dirty-rate": rate}
+            self._dirty = {**self._dirty, "status": "measured", **outcome}
 
     def _query_dirty_rate(self, ctx: CommandContext) -> JSONValue:
         with self._dirty_lock:
