@@ -545,8 +545,10 @@ class MachineMonitor:
         """``x-vmkit-save {"path"}``: saves the machine to the file ``path``
         (:meth:`Machine.save`) and answers when the save is complete, with its
         statistics. The save runs as a job: other clients are served
-        meanwhile. vmkit's own command; ``migrate`` to a ``file:`` URI will
-        supersede it."""
+        meanwhile. ``quit`` or a signal cancels it while it waits for a
+        FIFO's reader: the answer is then the error ``save cancelled``.
+        vmkit's own command; ``migrate`` to a ``file:`` URI will supersede
+        it."""
         path = str(ctx.arguments["path"])
 
         def save(job: Job[dict[str, int]]) -> dict[str, int]:
