@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_cancel_is_a_request_the_work_polls() -> None:
         raise JobCancelledError(f"job '{job.id}' was cancelled")
 
     job = jobs.start("long", work)
-    job.add_status_listener(lambda j: statuses.append(j.status))
+    job.add_status_listener(lambda _job, status: statuses.append(status))
     assert started.wait(GUARD)
     assert job.cancel()
     with pytest.raises(JobCancelledError):
@@ -138,3 +139,52 @@ def test_cancelling_the_waiter_leaves_the_job_running() -> None:
     job = asyncio.run(main())
     release.set()
     assert job.result(GUARD) is True
+
+
+def _from_another_thread(call: Callable[[], object]) -> bool:
+    """Runs ``call`` in a new thread and waits for it; False if it did not
+    return (it is blocked, e.g. on a lock the caller holds)."""
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(GUARD)
+    return not worker.is_alive()
+
+
+def test_listeners_and_done_callbacks_may_call_into_the_job_from_another_thread() -> None:
+    """Status listeners and done callbacks run with no lock of the job held:
+    one that waits for another thread calling ``cancel()`` does not
+    deadlock."""
+    jobs = JobManager(auto_dismiss=False)
+    started = threading.Event()
+    returned: dict[str, bool] = {}
+    answers: dict[str, bool] = {}
+    recorded = {"listener": threading.Event(), "done callback": threading.Event()}
+
+    def work(job: Job[None]) -> None:
+        started.set()
+        while not job.cancel_requested:
+            threading.Event().wait(0.001)  # a slice of work
+        raise JobCancelledError(f"job '{job.id}' was cancelled")
+
+    def cancel_from_another_thread(job: Job[None], who: str) -> None:
+        def call() -> None:
+            answers[who] = job.cancel()
+
+        returned[who] = _from_another_thread(call)
+        recorded[who].set()
+
+    def listener(job: Job[None], status: JobStatus) -> None:
+        if status is JobStatus.ABORTING:
+            cancel_from_another_thread(job, "listener")
+
+    job = jobs.start("long", work)
+    job.add_status_listener(listener)
+    job.add_done_callback(lambda job: cancel_from_another_thread(job, "done callback"))
+    assert started.wait(GUARD)
+    assert job.cancel()
+    with pytest.raises(JobCancelledError):
+        job.result(GUARD)
+    # The done callback may still run after result() returned.
+    assert all(event.wait(GUARD) for event in recorded.values())
+    assert returned == {"listener": True, "done callback": True}
+    assert answers["done callback"] is False  # concluded: nothing to cancel

@@ -51,6 +51,7 @@ from vmkit.qmp import (
     error_response,
     to_qmp_error,
 )
+from vmkit.qmp import server as server_module
 from vmkit.qmp.parser import _fast_parse
 from vmkit.qmp.server import _dumps_deep
 
@@ -702,6 +703,37 @@ def test_live_socket_is_not_taken_over_but_a_stale_one_is(short_dir: str) -> Non
         client = RawClient(path, negotiate=True)
         assert client.execute("echo", {"text": "second"})["return"] == {"text": "second"}
         client.close()
+
+
+def test_a_socket_that_goes_live_after_the_check_is_not_taken_over(
+    short_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server binds the path between the check and the install:
+    the install does not replace its socket, and the start is refused."""
+    path = os.path.join(short_dir, "qmp.sock")
+    real_check = server_module._check_unix_path
+    rival = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    checks = 0
+
+    def check_then_lose_the_race(p: str) -> tuple[int, int] | None:
+        nonlocal checks
+        checks += 1
+        found = real_check(p)
+        if checks == 1:  # the path was free; the rival gets there first
+            rival.bind(p)
+            rival.listen(1)
+        return found
+
+    monkeypatch.setattr(server_module, "_check_unix_path", check_then_lose_the_race)
+    with rival:
+        with pytest.raises(OSError, match="another server is listening"):
+            make_server().start_in_thread(path)
+        assert checks == 2, "checked again once the install found the path taken"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)  # still the rival's socket, listening
+            conn, _ = rival.accept()
+            conn.close()
+    assert os.listdir(short_dir) == ["qmp.sock"], "no staging leftovers"
 
 
 def test_close_of_a_server_that_failed_to_start_is_quiet(short_dir: str) -> None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import CodeType, FrameType
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def ram() -> RamBlock:
     return block
 
 
-def save(path: Path, ram: RamBlock, **kw: float | None) -> dict[str, int]:
+def save(path: Path, ram: RamBlock, **kw: Any) -> dict[str, int]:
     return migration.save(path, machine_type=MACHINE_TYPE, ram=[ram], **kw)
 
 
@@ -187,6 +188,76 @@ def test_a_signal_ends_the_wait_for_a_fifo_writer(tmp_path: Path, ram: RamBlock)
     )
 
 
+class CancelledOnThirdCall:
+    """A ``cancelled`` callable that says yes from its third call on, and
+    remembers the threads that called it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.threads: set[int] = set()
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        self.threads.add(threading.get_ident())
+        return self.calls >= 3
+
+
+def in_a_thread(work: Callable[[], object]) -> BaseException | None:
+    """Runs ``work`` in a thread other than the main one (where no signal
+    handler runs); returns what it raised."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(60)  # a guard against a hang, not a pace
+    assert not worker.is_alive(), "the wait did not end"
+    return raised[0] if raised else None
+
+
+def test_cancelled_ends_the_wait_for_a_fifo_reader_off_the_main_thread(
+    tmp_path: Path, ram: RamBlock
+) -> None:
+    # No reader ever comes and no signal handler runs off the main thread:
+    # only ``cancelled`` can end the wait (the timeout is far beyond it).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cancelled = CancelledOnThirdCall()
+    error = in_a_thread(lambda: save(fifo, ram, open_timeout=120, cancelled=cancelled))
+    assert isinstance(error, InterruptedError)
+    assert str(error) == "save cancelled"
+    assert cancelled.calls == 3, "polled while waiting, until it said yes"
+    assert threading.get_ident() not in cancelled.threads
+
+
+def test_cancelled_ends_the_wait_for_a_fifo_writer(tmp_path: Path, ram: RamBlock) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cancelled = CancelledOnThirdCall()
+    error = in_a_thread(
+        lambda: migration.restore(fifo, machine_type=MACHINE_TYPE, ram=[ram], cancelled=cancelled)
+    )
+    assert isinstance(error, InterruptedError)
+    assert str(error) == "restore cancelled"
+    assert cancelled.calls == 3
+
+
+def test_an_error_in_cancelled_ends_the_wait_with_that_error(tmp_path: Path, ram: RamBlock) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def broken() -> bool:
+        raise LookupError("no such job")
+
+    with pytest.raises(LookupError, match="no such job"):
+        save(fifo, ram, open_timeout=120, cancelled=broken)
+
+
 @pytest.fixture
 def no_machine() -> Iterator[None]:
     if qom.machine() is not None:
@@ -214,6 +285,38 @@ def test_a_machine_leaves_finish_migrate_after_a_failed_save(tmp_path: Path, run
         assert vm.status == ("running" if running else "postmigrate")
         if running:
             vm.stop()
+
+
+@pytest.mark.usefixtures("no_machine")
+@pytest.mark.parametrize("running", [False, True])
+def test_a_cancelled_machine_save_leaves_finish_migrate(tmp_path: Path, running: bool) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with Machine(memory="16M", workload_rate=1 << 20) as vm:
+        if running:
+            vm.cont()
+        before = vm.status
+        states: list[str] = []
+        vm.add_state_listener(lambda _old, new: states.append(new))
+        # In a worker thread, as the monitor's save job runs it.
+        error = in_a_thread(lambda: vm.save(fifo, cancelled=lambda: True))
+        assert isinstance(error, InterruptedError)
+        assert str(error) == "save cancelled"
+        assert states == ["finish-migrate", before]
+        assert vm.status == before
+        if running:
+            vm.stop()
+
+
+@pytest.mark.usefixtures("no_machine")
+def test_a_cancelled_machine_restore_stays_in_inmigrate(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with Machine(memory="16M") as vm:
+        error = in_a_thread(lambda: vm.restore(fifo, cancelled=lambda: True))
+        assert isinstance(error, InterruptedError)
+        assert str(error) == "restore cancelled"
+        assert vm.status == "inmigrate"
 
 
 @pytest.mark.usefixtures("no_machine")

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
+from vmkit.qmp import QMPSocket
+
 START_TIMEOUT = 20.0
 
 
@@ -565,28 +567,48 @@ def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
         assert p.stop() == 0
 
 
+def begin_held_save(saver: QMPSocket, other: QMPSocket, fifo: Path) -> None:
+    """Sends ``x-vmkit-save`` to the FIFO nobody reads yet on ``saver`` and
+    returns once the save has begun (the machine is in finish-migrate) and
+    waits for a reader; ``other`` is answered meanwhile."""
+    request = {"execute": "x-vmkit-save", "arguments": {"path": str(fifo)}, "id": "save"}
+    saver.send_bytes(json.dumps(request).encode())
+    for _ in range(int(START_TIMEOUT / 0.01)):  # a guard, not an assertion on time
+        status = other.execute("query-status")
+        if status["status"] == "finish-migrate":
+            break
+        time.sleep(0.01)
+    assert status == {"status": "finish-migrate", "running": False}
+
+
+def messages_until_closed(client: QMPSocket) -> list[dict[str, Any]]:
+    """Every message ``client`` receives until the server hangs up."""
+    out: list[dict[str, Any]] = []
+    with contextlib.suppress(ConnectionError):
+        while True:
+            out.append(client.read())
+    return out
+
+
+def reply_of(client: QMPSocket) -> dict[str, Any]:
+    """The next message of ``client`` that is not an event."""
+    while "event" in (message := client.read()):
+        pass
+    return message
+
+
 def test_a_save_runs_while_other_clients_are_served(vmkit: VmkitProcess, tmp_path: Path) -> None:
     """``x-vmkit-save`` runs as a job: while it is held (its FIFO has no
     reader yet), another client's commands are answered; the save's own
     answer comes once the test lets it finish."""
     fifo = tmp_path / "save.fifo"
     os.mkfifo(fifo)
-    from vmkit.qmp import QMPSocket
 
     with (
         QMPSocket(vmkit.socket, negotiate=True) as saver,
         QMPSocket(vmkit.socket, negotiate=True) as other,
     ):
-        request = {"execute": "x-vmkit-save", "arguments": {"path": str(fifo)}, "id": "save"}
-        saver.send_bytes(json.dumps(request).encode())
-        # The save has begun (the machine is in finish-migrate) and waits
-        # for a reader; the other client is answered meanwhile.
-        for _ in range(int(START_TIMEOUT / 0.01)):  # a guard, not an assertion on time
-            status = other.execute("query-status")
-            if status["status"] == "finish-migrate":
-                break
-            time.sleep(0.01)
-        assert status == {"status": "finish-migrate", "running": False}
+        begin_held_save(saver, other, fifo)
         # A run-state change waits for the save without blocking the loop.
         with QMPSocket(vmkit.socket, negotiate=True) as stopper:
             stopper.send_bytes(b'{"execute": "stop", "id": "stop"}')
@@ -609,6 +631,54 @@ def test_a_save_runs_while_other_clients_are_served(vmkit: VmkitProcess, tmp_pat
         assert (
             other.execute("query-status")["status"] == "postmigrate"
         )  # a migration source that did not run
+
+
+def test_quit_ends_a_save_waiting_for_a_fifo_reader(vmkit: VmkitProcess, tmp_path: Path) -> None:
+    """Nobody ever opens the FIFO: ``quit`` cancels the save (its client
+    gets the error), is answered, and the process exits."""
+    fifo = tmp_path / "save.fifo"
+    os.mkfifo(fifo)
+    with (
+        QMPSocket(vmkit.socket, negotiate=True) as saver,
+        QMPSocket(vmkit.socket, negotiate=True) as quitter,
+    ):
+        begin_held_save(saver, quitter, fifo)
+        quitter.send_bytes(b'{"execute": "quit", "id": "quit"}')
+        heard = messages_until_closed(quitter)
+        assert reply_of(saver) == {
+            "error": {"class": "GenericError", "desc": "save cancelled"},
+            "id": "save",
+        }
+    # quit waited for the save: its answer still comes first, then
+    # SHUTDOWN, as QEMU sends them.
+    assert [m.get("event", m.get("id")) for m in heard] == ["quit", "SHUTDOWN"]
+    assert heard[0] == {"return": {}, "id": "quit"}
+    assert heard[1]["data"] == {"guest": False, "reason": "host-qmp-quit"}
+    assert vmkit.proc.wait(timeout=10) == 0, "exits by itself after quit"
+
+
+def test_sigterm_ends_a_save_waiting_for_a_fifo_reader(vmkit: VmkitProcess, tmp_path: Path) -> None:
+    """SIGTERM while a save waits for a reader that never comes: the save's
+    client gets the error, and the process exits cleanly."""
+    fifo = tmp_path / "save.fifo"
+    os.mkfifo(fifo)
+    with (
+        QMPSocket(vmkit.socket, negotiate=True) as saver,
+        QMPSocket(vmkit.socket, negotiate=True) as other,
+    ):
+        begin_held_save(saver, other, fifo)
+        vmkit.proc.send_signal(signal.SIGTERM)
+        assert reply_of(saver) == {
+            "error": {"class": "GenericError", "desc": "save cancelled"},
+            "id": "save",
+        }
+        heard = messages_until_closed(other)
+    assert [m["data"] for m in heard if m.get("event") == "SHUTDOWN"] == [
+        {"guest": False, "reason": "host-signal"}
+    ]
+    assert vmkit.proc.wait(timeout=10) == 0
+    assert vmkit.stop() == 0
+    assert "shutting down (SIGTERM)" in vmkit.stderr
 
 
 def test_a_failed_save_is_a_qmp_error(vmkit: VmkitProcess, tmp_path: Path) -> None:

@@ -16,9 +16,14 @@ measurement), so the loop really does run alongside them. ::
 A job has an id (given, or ``"<kind>-<n>"``), a :class:`JobStatus`
 following QEMU's job states where they apply, and a result or an error
 (the exception the work raised, unchanged: the QMP layer translates it
-with :func:`vmkit.qmp.to_qmp_error`). :meth:`Job.cancel` asks the work to
-stop: long work polls :attr:`Job.cancel_requested` and raises
-:class:`JobCancelledError`; work that never polls runs to its end.
+with :func:`vmkit.qmp.to_qmp_error`). :meth:`Job.cancel` only asks: a job
+that has not started concludes with :class:`JobCancelledError`, and a
+running one stops only if its work polls :attr:`Job.cancel_requested`.
+Today one work does: the monitor's save hands it to
+:meth:`vmkit.machine.Machine.save` as ``cancelled``, which the Rust core
+calls while it waits for a FIFO's reader (the save then fails with
+:class:`InterruptedError`); once the stream is being written it is no
+longer polled. The dirty-rate measurement and HMP work run to their end.
 
 Live migration's ``migrate`` will run on this layer too.
 """
@@ -77,10 +82,14 @@ class Job(Generic[T]):
         """What the job does (``"save"``, ``"dirty-rate"``, ``"hmp"``...)."""
         self._work = work
         self._status = JobStatus.CREATED
-        self._lock = threading.RLock()  # listeners may call cancel()
+        # Guards the status, the cancellation and the changes not yet told
+        # to listeners; never held while a listener or callback runs.
+        self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._listeners: list[Callable[[Job[T]], object]] = []
+        self._listeners: list[Callable[[Job[T], JobStatus], object]] = []
+        self._untold: list[JobStatus] = []
+        self._telling = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.kind} {self._status.value}>"
@@ -92,7 +101,8 @@ class Job(Generic[T]):
 
     @property
     def cancel_requested(self) -> bool:
-        """True once :meth:`cancel` was called: long work polls it and stops."""
+        """True once :meth:`cancel` was called; work that can stop early
+        polls it (see the module's documentation for which does)."""
         return self._cancel.is_set()
 
     def done(self) -> bool:
@@ -109,12 +119,18 @@ class Job(Generic[T]):
     def cancel(self) -> bool:
         """Asks the job to stop; False if it has already concluded."""
         with self._lock:
-            if self._future.done():
+            if self._status is JobStatus.CONCLUDED:
                 return False
             self._cancel.set()
             if self._status is JobStatus.RUNNING:
-                self._set_status(JobStatus.ABORTING)
+                self._change(JobStatus.ABORTING)
+        self._tell_listeners()
         return True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Blocks until the job concludes, raising nothing; False on timeout."""
+        _done, not_done = concurrent.futures.wait([self._future], timeout)
+        return not not_done
 
     def result(self, timeout: float | None = None) -> T:
         """Blocks until the job concludes: its result, or raises its error."""
@@ -128,45 +144,70 @@ class Job(Generic[T]):
 
     def add_done_callback(self, callback: Callable[[Job[T]], object]) -> None:
         """Calls ``callback(job)`` once the job concludes (at once if it has),
-        in the worker's thread."""
+        in the worker's thread, with no lock of the job held."""
         self._future.add_done_callback(lambda _f: callback(self))
 
-    def add_status_listener(self, listener: Callable[[Job[T]], object]) -> None:
-        """Calls ``listener(job)`` after every status change, in the thread making it."""
+    def add_status_listener(self, listener: Callable[[Job[T], JobStatus], object]) -> None:
+        """Calls ``listener(job, status)`` for every status change, in the
+        order of the changes and with no lock of the job held (so it may
+        call back into the job, from any thread). It runs in the thread
+        that made the change, or, if another thread is telling listeners
+        of an earlier change at the time, in that thread once it is done."""
         self._listeners.append(listener)
 
     # --- the worker ----------------------------------------------------------
 
-    def _set_status(self, status: JobStatus) -> None:
+    def _change(self, status: JobStatus) -> None:
+        """Call with ``_lock`` held; then :meth:`_tell_listeners` without it."""
         self._status = status
-        for listener in list(self._listeners):
-            try:
-                listener(self)
-            except Exception:
-                log.exception("job %s: status listener failed", self.id)
+        self._untold.append(status)
+
+    def _tell_listeners(self) -> None:
+        """Tells the listeners of the changes not yet told, one thread at a
+        time (so they hear them in order), never holding ``_lock``."""
+        with self._lock:
+            if self._telling:
+                return  # that thread tells ours too
+            self._telling = True
+        while True:
+            with self._lock:
+                if not self._untold:
+                    self._telling = False
+                    return
+                status = self._untold.pop(0)
+                listeners = list(self._listeners)
+            for listener in listeners:
+                try:
+                    listener(self, status)
+                except Exception:
+                    log.exception("job %s: status listener failed", self.id)
 
     def _run(self) -> None:
+        if not self._future.set_running_or_notify_cancel():
+            return
         with self._lock:
-            if not self._future.set_running_or_notify_cancel():
-                return
-            if self._cancel.is_set():
-                self._conclude(None, JobCancelledError(f"job '{self.id}' was cancelled"))
-                return
-            self._set_status(JobStatus.RUNNING)
+            cancelled = self._cancel.is_set()
+            if not cancelled:
+                self._change(JobStatus.RUNNING)
+        self._tell_listeners()
+        if cancelled:
+            self._conclude(None, JobCancelledError(f"job '{self.id}' was cancelled"))
+            return
         try:
             result = self._work(self)
         except BaseException as exc:  # kept for whoever waits, as raised
-            with self._lock:
-                self._conclude(None, exc)
+            self._conclude(None, exc)
         else:
-            with self._lock:
-                self._conclude(result, None)
+            self._conclude(result, None)
 
     def _conclude(self, result: T | None, error: BaseException | None) -> None:
-        """Call with ``_lock`` held, so that a racing :meth:`cancel` sees
-        either a running job or a concluded one."""
-        self._work = _spent
-        self._set_status(JobStatus.CONCLUDED)
+        # The status is decided under the lock, so that a racing cancel()
+        # sees either a running job or a concluded one; listeners and the
+        # future's done callbacks run after it is released.
+        with self._lock:
+            self._work = _spent
+            self._change(JobStatus.CONCLUDED)
+        self._tell_listeners()
         if error is not None:
             log.debug("job %s (%s) failed: %s", self.id, self.kind, error)
             self._future.set_exception(error)

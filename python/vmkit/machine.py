@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any, Self
 
 from vmkit import errors, migration, qom
@@ -253,7 +254,11 @@ class Machine:
     # ----- save and restore --------------------------------------------------
 
     def save(
-        self, path: str | os.PathLike[str], *, open_timeout: float | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        open_timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> dict[str, int]:
         """Saves RAM and every device with a VMState to ``path``.
 
@@ -263,7 +268,9 @@ class Machine:
         after ``migrate`` and ``cont``). If the save fails, the machine
         returns to the state it was in (running again if it ran), as QEMU
         does after a failed migration. ``open_timeout`` bounds the wait for
-        a FIFO's reader (see :func:`vmkit.migration.save`). Returns the
+        a FIFO's reader, and ``cancelled`` returning true ends it with
+        :class:`InterruptedError` (see :func:`vmkit.migration.save`; a job
+        passes its :attr:`~vmkit.jobs.Job.cancel_requested`). Returns the
         statistics of :func:`vmkit.migration.save`.
 
         :raises MachineStateError: in ``inmigrate`` (RAM may be partly
@@ -286,6 +293,7 @@ class Machine:
                     ram=[self.ram],
                     devices=self.board,
                     open_timeout=open_timeout,
+                    cancelled=cancelled,
                 )
             except BaseException as e:
                 _drop_frame_locals(e)
@@ -303,7 +311,9 @@ class Machine:
             self._resume_workload()
         self._runstate.set(previous)
 
-    def restore(self, path: str | os.PathLike[str]) -> dict[str, int]:
+    def restore(
+        self, path: str | os.PathLike[str], *, cancelled: Callable[[], bool] | None = None
+    ) -> dict[str, int]:
         """Loads the machine saved at ``path`` into this one (paused after).
 
         This is QEMU's incoming migration: ``inmigrate`` while the stream
@@ -312,6 +322,8 @@ class Machine:
         is first reset to ``prelaunch``. The machine must have the saved
         one's shape (see :func:`vmkit.migration.restore`). On error it
         stays in ``inmigrate`` and cannot run; restore again to recover.
+        ``cancelled`` returning true ends a wait for a FIFO's writer with
+        :class:`InterruptedError`.
 
         :raises MachineStateError: while running or saving, or once shut down.
         """
@@ -325,7 +337,11 @@ class Machine:
             self._runstate.set(RunState.INMIGRATE)
             try:
                 stats = migration.restore(
-                    path, machine_type=self.machine_type, ram=[self.ram], devices=self.board
+                    path,
+                    machine_type=self.machine_type,
+                    ram=[self.ram],
+                    devices=self.board,
+                    cancelled=cancelled,
                 )
             except BaseException as e:
                 _drop_frame_locals(e)

@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from vmkit._core import migration as _core
@@ -198,6 +199,7 @@ def save(
     footers: bool = True,
     vmdesc: bool = True,
     open_timeout: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, int]:
     """Saves a machine to the file (or FIFO) at ``path`` in QEMU's savevm format.
 
@@ -216,9 +218,15 @@ def save(
     socket is written directly; a FIFO gets a 1 MiB pipe buffer where the
     system allows, and while it has no reader the save waits, for at most
     ``open_timeout`` seconds (``None``: until a reader comes), and a
-    Ctrl-C (any signal handler's exception) ends the wait. Returns
-    ``bytes``, ``ram_bytes``, ``zero_pages``, ``normal_pages`` and
-    ``devices``.
+    Ctrl-C (any signal handler's exception) ends the wait. So does
+    ``cancelled``: called every few milliseconds while the save waits
+    (from the saving thread, holding the GIL), it ends the save with
+    :class:`InterruptedError` once it returns true — the way to stop a
+    save running in a thread other than the main one, where no signal
+    handler runs. Once the sink is open nothing is polled: a write into a
+    reader that has stopped reading blocks until it reads or closes its
+    end. Returns ``bytes``, ``ram_bytes``, ``zero_pages``,
+    ``normal_pages`` and ``devices``.
 
     :raises DeviceStateError: a device refused to save.
     :raises VMStateError: a device's state does not fit its description.
@@ -227,6 +235,8 @@ def save(
         reader opened a FIFO in time, ...), ``filename`` the path, and
         ``offset`` the stream offset of the first byte the sink did not
         take (``None`` if the failure was not a write).
+    :raises InterruptedError: ``cancelled`` returned true while the save
+        waited for a FIFO's reader (``"save cancelled"``).
     """
     return _core.save(
         path,
@@ -236,6 +246,7 @@ def save(
         footers=footers,
         vmdesc=vmdesc,
         open_timeout=open_timeout,
+        cancelled=cancelled,
     )
 
 
@@ -246,6 +257,7 @@ def restore(
     ram: list[RamBlock],
     devices: Object | None = None,
     footers: bool = True,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, int]:
     """Restores the stream at ``path`` into ``ram`` and the devices below ``devices``.
 
@@ -267,5 +279,15 @@ def restore(
     :raises OSError: the file cannot be opened. (A FIFO is waited on until
         a writer sends something; a Ctrl-C, or any signal handler's
         exception, ends the wait.)
+    :raises InterruptedError: ``cancelled`` (polled as by :func:`save`)
+        returned true while the restore waited for a FIFO's writer
+        (``"restore cancelled"``).
     """
-    return _core.restore(path, machine_type=machine_type, ram=ram, devices=devices, footers=footers)
+    return _core.restore(
+        path,
+        machine_type=machine_type,
+        ram=ram,
+        devices=devices,
+        footers=footers,
+        cancelled=cancelled,
+    )

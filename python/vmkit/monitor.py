@@ -56,6 +56,14 @@ VMKIT_COMMANDS = ("x-vmkit-save",)
 
 EmitFn: TypeAlias = "Callable[[str, JSONValue | None], None]"
 
+# calc-dirty-rate's bounds, in milliseconds whatever the unit (QEMU's).
+_CALC_TIME_MS = (50, 60_000)
+
+# How long a shutdown off the server's loop waits, after a cancelled save
+# has let go of the machine, for that save's answer to go out: a guard
+# against a loop that is gone, not a pace.
+_ANSWER_GUARD = 5.0
+
 T = TypeVar("T")
 
 
@@ -86,6 +94,33 @@ def _resolve(path: str) -> qom.Object:
         return qom.resolve_path(path)
     except errors.PathError as e:
         raise to_qmp_error(e, path=path) from None
+
+
+class _MachineHold:
+    """A command whose job holds the machine's lock (a save): the job, the
+    task answering the command (``None`` when not run as a task), and
+    whether that answer has been sent."""
+
+    def __init__(self, job: Job[Any], task: asyncio.Task[Any] | None) -> None:
+        self.job = job
+        self.task = task
+        self.answered = threading.Event()
+        if task is None:
+            job.add_done_callback(lambda _job: self.answered.set())
+        else:
+            # After the server's own done callback, which sends the answer.
+            task.add_done_callback(lambda _task: self.answered.set())
+
+    def over(self) -> bool:
+        return self.job.done() and self.answered.is_set()
+
+
+def _on_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _finished(job: Job[T]) -> T:
@@ -119,8 +154,12 @@ class MachineMonitor:
         self.jobs = JobManager()
         """The long operations of this monitor's commands."""
         self._dirty_lock = threading.Lock()
-        self._dirty_job: Job[None] | None = None
-        self._machine_jobs: list[Job[Any]] = []  # jobs holding the machine's lock
+        # Saves holding the machine's lock, and whether shutdown has begun
+        # (after which no save starts), under one lock: shutdown cancels
+        # every save that could take the machine's lock before it does.
+        self._holds_lock = threading.Lock()
+        self._holds: list[_MachineHold] = []
+        self._closing = False
         self._dirty: dict[str, JSONValue] = {
             "status": "unstarted",
             "start-time": 0,
@@ -144,13 +183,22 @@ class MachineMonitor:
     def emit_after_reply(self, event: str, data: JSONValue | None = None) -> None:
         """Sends ``event`` once the running command has been answered, as
         QEMU does for the events its main loop raises later (``RESET``,
-        ``SHUTDOWN`` after ``quit``, ``DEVICE_DELETED``)."""
+        ``SHUTDOWN`` after ``quit``, ``DEVICE_DELETED``).
+
+        A synchronous command is answered before the loop runs its next
+        callback; an asynchronous one (a coroutine, run as a task) when its
+        task is done, by the server's done callback: the event follows that
+        one. Off the server's loop there is nothing to wait for."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on the server's loop: nothing to wait for
+        except RuntimeError:
             self.emit(event, data)
             return
-        loop.call_soon(self.emit, event, data)
+        task = asyncio.current_task()
+        if task is None:
+            loop.call_soon(self.emit, event, data)
+        else:
+            task.add_done_callback(lambda _task: self.emit(event, data))
 
     def _on_state_change(self, old: str, new: str) -> None:
         if new == "running":
@@ -160,10 +208,31 @@ class MachineMonitor:
 
     def shutdown(self, reason: str) -> None:
         """Shuts the machine down and emits ``SHUTDOWN`` (``host-signal``,
-        ``host-qmp-quit``, ...), after the answer of a running command."""
+        ``host-qmp-quit``, ...), after the answer of a running command.
+
+        First every job of the monitor is cancelled and no save starts any
+        more: a save waiting for a FIFO's reader fails (its client gets the
+        error) instead of holding the machine's lock forever. Off the
+        server's loop (a signal), this waits for the saves to let go of the
+        machine and for their answers to be sent. A save blocked writing
+        into a reader that has stopped reading cannot be interrupted: it is
+        waited for (see :func:`vmkit.migration.save`)."""
+        holds = self._begin_shutdown()
+        if not _on_a_loop():
+            for hold in holds:
+                hold.job.join()
+                hold.answered.wait(_ANSWER_GUARD)
         if self.machine.status != "shutdown":
             self.machine.shutdown()
         self.emit_after_reply("SHUTDOWN", {"guest": False, "reason": reason})
+
+    def _begin_shutdown(self) -> list[_MachineHold]:
+        """Cancels every job and refuses new saves; returns the saves that
+        may still hold the machine or be unanswered."""
+        with self._holds_lock:
+            self._closing = True
+            self.jobs.cancel_all()
+            return [hold for hold in self._holds if not hold.over()]
 
     # ----- registration --------------------------------------------------
 
@@ -236,18 +305,21 @@ class MachineMonitor:
     ) -> JSONValue | Coroutine[Any, Any, JSONValue]:
         """Runs ``action`` (a run-state change, which takes the machine's
         lock) now, or once the jobs holding the machine (a save) have
-        concluded: awaited, so that the loop keeps serving meanwhile instead
-        of blocking on the lock."""
-        self._machine_jobs = [job for job in self._machine_jobs if not job.done()]
-        if not self._machine_jobs:
+        concluded and their commands have been answered: awaited, so that
+        the loop keeps serving meanwhile instead of blocking on the lock."""
+        with self._holds_lock:
+            self._holds = [hold for hold in self._holds if not hold.over()]
+            busy = list(self._holds)
+        if not busy:
             action()
             return None
-        busy = list(self._machine_jobs)
 
         async def later() -> JSONValue:
-            for job in busy:
+            for hold in busy:
                 with contextlib.suppress(Exception):  # its own client hears of it
-                    await job.wait()
+                    await hold.job.wait()
+                if hold.task is not None and hold.task is not asyncio.current_task():
+                    await asyncio.wait([hold.task])
             action()
             return None
 
@@ -267,6 +339,10 @@ class MachineMonitor:
         return None
 
     def _quit(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        # Before anything waits for the machine: a save waiting for a FIFO's
+        # reader ends now, its client answered with the error.
+        self._begin_shutdown()
+
         def quit_now() -> None:
             self.shutdown("host-qmp-quit")
             ctx.request_shutdown()
@@ -414,18 +490,23 @@ class MachineMonitor:
     # ----- dirty rate ----------------------------------------------------
 
     def _calc_dirty_rate(self, ctx: CommandContext) -> JSONValue:
+        """``calc-dirty-rate``: starts a measurement and answers at once, as
+        QEMU does. QEMU takes ``calc-time`` in ``calc-time-unit`` (seconds
+        by default) and accepts 50 ms to 60 s, whatever the unit."""
         args = ctx.arguments
         unit = str(args.get("calc-time-unit", "second"))
         calc_time = int(args["calc-time"])  # type: ignore[arg-type]
-        seconds = calc_time / 1000 if unit == "millisecond" else float(calc_time)
-        if calc_time <= 0 or seconds > 60:
-            raise GenericError(
-                f"Calculation time is out of range [{'1, 60' if unit == 'second' else '50, 60000'}]"
-            )
+        ms = calc_time if unit == "millisecond" else calc_time * 1000
+        if not _CALC_TIME_MS[0] <= ms <= _CALC_TIME_MS[1]:
+            low, high = _CALC_TIME_MS
+            raise GenericError(f"Calculation time is out of range [{low}ms, {high}ms].")
+        seconds = ms / 1000
         sample_pages = int(args.get("sample-pages", 512))  # type: ignore[arg-type]
         mode = str(args.get("mode", "page-sampling"))
         with self._dirty_lock:
-            if self._dirty_job is not None and not self._dirty_job.done():
+            # The status, not the job: the job is done a moment after it
+            # reported "measured", and a client may start again at once.
+            if self._dirty["status"] == "measuring":
                 raise GenericError("Dirty rate measurement is already in progress")
             self._dirty = {
                 "status": "measuring",
@@ -436,18 +517,23 @@ class MachineMonitor:
                 "mode": mode,
             }
             # QEMU answers at once; query-dirty-rate reports the outcome.
-            self._dirty_job = self.jobs.start("dirty-rate", lambda _job: self._measure(seconds))
+            self.jobs.start("dirty-rate", lambda _job: self._measure(seconds))
         return None
 
     def _measure(self, seconds: float) -> None:
+        """The measurement job. A failed one ends ``measured`` like any
+        other (QEMU's ``DirtyRateStatus`` has no failed state, and a client
+        polls for ``measured``) but without ``dirty-rate`` — never a
+        made-up rate — and with vmkit's ``x-vmkit-error`` saying why."""
+        outcome: dict[str, JSONValue]
         try:
             result = memory.measure_dirty_rate([self.machine.ram], seconds)
-            rate: JSONValue = int(result["dirty_rate"])  # type: ignore[call-overload]
-        except Exception:
+            outcome = {"dirty-rate": int(result["dirty_rate"])}  # type: ignore[call-overload]
+        except Exception as e:
             log.exception("dirty rate measurement failed")
-            rate = 0
+            outcome = {"x-vmkit-error": str(e) or type(e).__name__}
         with self._dirty_lock:
-            self._dirty = {**self._dirty, "status": "measured", "dirty-rate": rate}
+            self._dirty = {**self._dirty, "status": "measured", **outcome}
 
     def _query_dirty_rate(self, ctx: CommandContext) -> JSONValue:
         with self._dirty_lock:
@@ -459,11 +545,20 @@ class MachineMonitor:
         """``x-vmkit-save {"path"}``: saves the machine to the file ``path``
         (:meth:`Machine.save`) and answers when the save is complete, with its
         statistics. The save runs as a job: other clients are served
-        meanwhile. vmkit's own command; ``migrate`` to a ``file:`` URI will
-        supersede it."""
+        meanwhile. ``quit`` or a signal cancels it while it waits for a
+        FIFO's reader: the answer is then the error ``save cancelled``.
+        vmkit's own command; ``migrate`` to a ``file:`` URI will supersede
+        it."""
         path = str(ctx.arguments["path"])
-        job = self.jobs.start("save", lambda _job: self.machine.save(path))
-        self._machine_jobs.append(job)
+
+        def save(job: Job[dict[str, int]]) -> dict[str, int]:
+            return self.machine.save(path, cancelled=lambda: job.cancel_requested)
+
+        with self._holds_lock:
+            if self._closing:
+                raise GenericError("The machine is shutting down")
+            job = self.jobs.start("save", save)
+            self._holds.append(_MachineHold(job, asyncio.current_task()))
         stats = await _finished(job)
         return {key.replace("_", "-"): value for key, value in stats.items()}
 

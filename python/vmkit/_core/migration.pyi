@@ -77,6 +77,7 @@ def save(
     footers: bool = True,
     vmdesc: bool = True,
     open_timeout: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, int]: ...
 def restore(
     path: str | os.PathLike[str],
@@ -85,6 +86,7 @@ def restore(
     ram: list[RamBlock],
     devices: Object | None = None,
     footers: bool = True,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, int]: ...
 def register_device_vmstate(
     type_name: str,

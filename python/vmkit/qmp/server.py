@@ -746,10 +746,11 @@ def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def _check_unix_path(path: str) -> None:
+def _check_unix_path(path: str) -> tuple[int, int] | None:
     """Refuses a path no client could reach, one that is not a socket, and a
     socket another server is listening on. A socket nobody listens on (left
-    by a process that died) may be replaced."""
+    by a process that died) may be replaced: its ``(st_dev, st_ino)`` is
+    returned; ``None`` when nothing is at the path."""
     size = len(os.fsencode(path))
     if size >= UNIX_PATH_MAX:
         raise OSError(
@@ -759,9 +760,10 @@ def _check_unix_path(path: str) -> None:
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory {directory} does not exist")
     try:
-        mode = os.lstat(path).st_mode
+        st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
+    mode = st.st_mode
     if stat.S_ISLNK(mode):
         raise FileExistsError(f"{path} is a symbolic link, not a socket")
     if stat.S_ISDIR(mode):
@@ -773,15 +775,48 @@ def _check_unix_path(path: str) -> None:
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
-            return  # stale: nobody listens
+            return (st.st_dev, st.st_ino)  # stale: nobody listens
         except TimeoutError:
             pass  # listening, with a full backlog
     raise FileExistsError(f"another server is listening on {path}")
 
 
+def _clear_unix_path(path: str) -> None:
+    """Checks ``path`` (:func:`_check_unix_path`) and removes the socket
+    there only if the check found it stale, and it is still that file."""
+    stale = _check_unix_path(path)
+    if stale is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == stale:
+            os.unlink(path)
+
+
+# Attempts at putting the socket in place while others keep creating a
+# stale socket at the path; each failed attempt checks the path again.
+_INSTALL_ATTEMPTS = 3
+
+
+def _install_unix_socket(staging: str, path: str) -> None:
+    """Gives the socket bound at ``staging`` the name ``path``. ``link(2)``
+    never replaces a file (unlike ``rename(2)``): if something appeared at
+    ``path`` since it was checked, the link fails, the path is checked
+    again, and a live socket there is refused instead of being taken
+    over."""
+    for _ in range(_INSTALL_ATTEMPTS):
+        try:
+            os.link(staging, path)
+            return
+        except FileExistsError:
+            _clear_unix_path(path)
+    raise FileExistsError(f"{path} keeps being created by another process")
+
+
 def _bind_private_unix_socket(path: str) -> socket.socket:
-    """A listening UNIX socket at ``path`` with mode 0600, never exposed wider."""
-    _check_unix_path(path)
+    """A listening UNIX socket at ``path`` with mode 0600, never exposed
+    wider, never put over a socket another server listens on."""
+    _clear_unix_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -792,14 +827,13 @@ def _bind_private_unix_socket(path: str) -> socket.socket:
             try:
                 sock.bind(staging)
                 os.chmod(staging, 0o600)
-                os.replace(staging, path)
+                _install_unix_socket(staging, path)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(staging)
                 os.rmdir(private_dir)
         else:  # no room for the staging directory: bind in place, then restrict
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            # (bind(2) fails with EADDRINUSE if something appeared meanwhile).
             sock.bind(path)
             os.chmod(path, 0o600)
         sock.listen(socket.SOMAXCONN)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use std::io::BufReader;
 
-use pyo3::exceptions::{PyIOError, PyValueError};
+use pyo3::exceptions::{PyIOError, PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vmkit_migration::analyze::analyze_with_ram;
@@ -37,7 +37,7 @@ pub fn analyze(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     })
 }
 
-/// Parses the migration stream file at `path` like `analyze_stream`, and
+/// Parses the migration stream file at `path` like `analyze`, and
 /// loads its RAM sections into `blocks` (matched by name). Blocks the
 /// stream's MEM_SIZE list announces but `blocks` lacks are decoded and
 /// discarded; a given block must have the announced length. Raises
@@ -84,22 +84,32 @@ fn stats_dict<'py>(py: Python<'py>, items: &[(&str, u64)]) -> PyResult<Py<PyDict
     Ok(d.unbind())
 }
 
-/// An `OSError` (the subclass Python picks for the errno, such as
-/// `BrokenPipeError` or `TimeoutError`) for `path`, with an `offset`
-/// attribute: the stream offset of the first byte that did not reach the
-/// sink, or `None` when nothing was being written.
 /// Runs `job` without the GIL, handing it an interrupt check that runs
-/// Python's signal handlers, so a pending Ctrl-C (or a handler's
-/// exception) ends a wait for a FIFO's peer. An interrupt is the handler's
-/// exception; a transport that cannot be opened is an `OSError` naming
-/// `path`.
+/// Python's signal handlers (a pending Ctrl-C, or a handler's exception;
+/// they run on the main thread only) and then, if `cancelled` is given,
+/// calls it: a true answer is an `InterruptedError` ("`what` cancelled").
+/// The transport calls the check while it waits for a FIFO's peer, so
+/// either ends that wait. An interrupt is that exception; a transport that
+/// cannot be opened is an `OSError` naming `path`.
 fn with_transport<T: Send>(
     py: Python<'_>,
     path: &std::path::Path,
+    what: &str,
+    cancelled: Option<Py<PyAny>>,
     job: impl Send + FnOnce(&dyn Fn() -> PyResult<()>) -> Result<T, OpenError<PyErr>>,
 ) -> PyResult<T> {
     let outcome = py.detach(|| {
-        let interrupt = || Python::attach(|py| py.check_signals());
+        let interrupt = || {
+            Python::attach(|py| {
+                py.check_signals()?;
+                match &cancelled {
+                    Some(cancelled) if cancelled.call0(py)?.is_truthy(py)? => {
+                        Err(PyInterruptedError::new_err(format!("{what} cancelled")))
+                    }
+                    _ => Ok(()),
+                }
+            })
+        };
         job(&interrupt)
     });
     match outcome {
@@ -124,11 +134,14 @@ fn save_err(py: Python<'_>, path: &std::path::Path, e: vmkit_migration::Error) -
 /// below the QOM object `devices` (none if `None`). A regular file is
 /// written beside `path` and renamed over it once complete. A FIFO without
 /// a reader is waited for, up to `open_timeout` seconds (`None`: until a
-/// reader comes), checking for Python signals (Ctrl-C). Returns the
-/// statistics: `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`,
-/// `devices`.
+/// reader comes), checking for Python signals (Ctrl-C) and calling
+/// `cancelled` (if given) every few milliseconds: when it returns true the
+/// save fails with `InterruptedError("save cancelled")`. Once the sink is
+/// open neither is checked: a write into a reader that stopped reading
+/// blocks until it reads or closes its end. Returns the statistics:
+/// `bytes`, `ram_bytes`, `zero_pages`, `normal_pages`, `devices`.
 #[pyfunction]
-#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true, open_timeout=None))]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, vmdesc=true, open_timeout=None, cancelled=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn save(
     py: Python<'_>,
@@ -139,6 +152,7 @@ pub fn save(
     footers: bool,
     vmdesc: bool,
     open_timeout: Option<f64>,
+    cancelled: Option<Py<PyAny>>,
 ) -> PyResult<Py<PyDict>> {
     let timeout = open_timeout
         .map(|t| {
@@ -152,7 +166,7 @@ pub fn save(
         timeout,
         ..OpenOptions::default()
     };
-    let stats = with_transport(py, &path, |interrupt| {
+    let stats = with_transport(py, &path, "save", cancelled, |interrupt| {
         let sink = Sink::open_path(&path, &open, interrupt)?;
         Ok(save_to_sink(&set, sink, &opts))
     })?
@@ -172,10 +186,11 @@ pub fn save(
 /// Restores the stream at `path` into RAM blocks `ram` and the devices
 /// below `devices`, which must have the shape of the saved machine (see
 /// `vmkit.migration.restore`). A FIFO is waited on until a writer sends,
-/// checking for Python signals. Returns `bytes`, `zero_pages`,
-/// `normal_pages`, `devices`.
+/// checking for Python signals and calling `cancelled` (if given): true
+/// ends the wait with `InterruptedError("restore cancelled")`. Returns
+/// `bytes`, `zero_pages`, `normal_pages`, `devices`.
 #[pyfunction]
-#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true))]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, cancelled=None))]
 pub fn restore(
     py: Python<'_>,
     path: PathBuf,
@@ -183,13 +198,14 @@ pub fn restore(
     ram: Vec<Bound<'_, PyRamBlock>>,
     devices: Option<Bound<'_, PyObj>>,
     footers: bool,
+    cancelled: Option<Py<PyAny>>,
 ) -> PyResult<Py<PyDict>> {
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
     let opts = RestoreOptions {
         footers,
         ..RestoreOptions::default()
     };
-    let stats = with_transport(py, &path, |interrupt| {
+    let stats = with_transport(py, &path, "restore", cancelled, |interrupt| {
         let f = open_source(&path, &OpenOptions::default(), interrupt)?;
         Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
     })?

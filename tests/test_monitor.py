@@ -1,0 +1,101 @@
+"""The machine monitor in this process, behind an embedded QMP server:
+what needs a hand inside it (a failing measurement) or is cheaper without
+a ``vmkit run`` process (argument checks)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from vmkit import memory, qom
+from vmkit._core.memory import RamBlock
+from vmkit.machine import Machine
+from vmkit.monitor import MachineMonitor, monitor_version
+from vmkit.qmp import CommandRegistry, QMPServer, QMPSocket
+
+GUARD = 20.0  # seconds: only so that a broken test fails instead of hanging
+
+
+@pytest.fixture
+def qmp() -> Iterator[QMPSocket]:
+    """A negotiated client of a monitor over a fresh 16 MiB machine."""
+    if qom.machine() is not None:
+        qom.destroy_machine()
+    directory = tempfile.mkdtemp(prefix="mon")  # a UNIX socket path must be short
+    try:
+        with Machine(memory="16M") as vm:
+            monitor = MachineMonitor(vm)
+            server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
+            monitor.attach(server)
+            with server.start_in_thread(f"{directory}/qmp.sock"):
+                with QMPSocket(f"{directory}/qmp.sock", negotiate=True) as client:
+                    yield client
+                monitor.jobs.wait_all(GUARD)
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize(
+    ("calc_time", "unit"),
+    [
+        (0, "second"),
+        (61, "second"),
+        (49, "millisecond"),
+        (1, "millisecond"),
+        (60001, "millisecond"),
+    ],
+)
+def test_calc_time_out_of_range_is_refused(qmp: QMPSocket, calc_time: int, unit: str) -> None:
+    """QEMU's bounds: 50 ms to 60 s, whatever the unit."""
+    reply = qmp.command("calc-dirty-rate", **{"calc-time": calc_time, "calc-time-unit": unit})
+    assert reply == {
+        "error": {
+            "class": "GenericError",
+            "desc": "Calculation time is out of range [50ms, 60000ms].",
+        }
+    }
+    assert qmp.execute("query-dirty-rate")["status"] == "unstarted"
+
+
+@pytest.mark.parametrize(("calc_time", "unit"), [(50, "millisecond"), (1, "second")])
+def test_calc_time_at_the_bounds_is_measured(qmp: QMPSocket, calc_time: int, unit: str) -> None:
+    assert qmp.execute("calc-dirty-rate", **{"calc-time": calc_time, "calc-time-unit": unit}) == {}
+    info = wait_measured(qmp)
+    assert info["calc-time"] == calc_time and info["calc-time-unit"] == unit
+    assert info["dirty-rate"] == 0, "nothing runs: no page is dirtied"
+
+
+def wait_measured(qmp: QMPSocket) -> dict[str, object]:
+    """Polls query-dirty-rate until the job has measured; the deadline only
+    guards against a hang."""
+    deadline = time.monotonic() + GUARD
+    while (info := qmp.execute("query-dirty-rate"))["status"] != "measured":
+        assert time.monotonic() < deadline, info
+        time.sleep(0.01)
+    return dict(info)
+
+
+def test_a_failed_measurement_is_no_rate(qmp: QMPSocket, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``measured`` (QEMU has no failed state) without a ``dirty-rate``, and
+    vmkit's ``x-vmkit-error`` saying why: never a rate of 0 that was not
+    measured."""
+
+    def broken(blocks: list[RamBlock], seconds: float) -> dict[str, object]:
+        raise RuntimeError("the dirty log is unavailable")
+
+    monkeypatch.setattr(memory, "measure_dirty_rate", broken)
+    assert qmp.execute("calc-dirty-rate", **{"calc-time": 1}) == {}
+    info = wait_measured(qmp)
+    assert "dirty-rate" not in info
+    assert info["x-vmkit-error"] == "the dirty log is unavailable"
+    # A later measurement that succeeds no longer carries the error.
+    monkeypatch.undo()
+    assert (
+        qmp.execute("calc-dirty-rate", **{"calc-time": 50, "calc-time-unit": "millisecond"}) == {}
+    )
+    info = wait_measured(qmp)
+    assert info["dirty-rate"] == 0 and "x-vmkit-error" not in info
