@@ -31,11 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench_qmp import QUERY, RawClient
+from bench_qmp import vmkit_peer as qmp_peer
 
 RAM = 2 << 30
 IDLE_ROUND_TRIPS = 5000
@@ -69,25 +69,9 @@ def fill_ram_file(path: Path, size: int) -> None:
             f.write(block)
 
 
-@contextmanager
-def vmkit_peer(workdir: Path, ram_file: Path) -> Iterator[Path]:
-    sock = workdir / "vmkit.qmp"
-    args = [sys.executable, "-m", "vmkit.cli", "run", "-S", "--qmp", f"unix:{sock}"]
-    args += ["-m", str(RAM), "--backend", "file", "--mem-path", str(ram_file)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith(b"QMP: "):
-            raise RuntimeError(f"vmkit run did not start: {line!r}")
-        yield sock
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def vmkit_peer(workdir: Path, ram_file: Path) -> AbstractContextManager[Path]:
+    """``vmkit run`` with the RAM in ``ram_file``."""
+    return qmp_peer(workdir, "-m", str(RAM), "--backend", "file", "--mem-path", str(ram_file))
 
 
 FLOODER = """

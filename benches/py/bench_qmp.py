@@ -68,9 +68,12 @@ def qemu_peer(workdir: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def vmkit_peer(workdir: Path) -> Iterator[Path]:
+def vmkit_peer(workdir: Path, *machine: str) -> Iterator[Path]:
+    """A stopped ``vmkit run`` serving QMP on a socket in ``workdir``;
+    ``machine`` are its shape options (default ``-m 128M``)."""
     sock = workdir / "vmkit.qmp"
-    args = [sys.executable, "-m", "vmkit.cli", "run", "-S", "--qmp", f"unix:{sock}", "-m", "128M"]
+    args = [sys.executable, "-m", "vmkit.cli", "run", "-S", "--qmp", f"unix:{sock}"]
+    args += machine or ("-m", "128M")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
@@ -81,7 +84,7 @@ def vmkit_peer(workdir: Path) -> Iterator[Path]:
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
