@@ -8,12 +8,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from vmkit import memory, qom
-from vmkit._core.memory import RamBlock
 from vmkit.machine import Machine
+from vmkit.memory import RamBlock
 from vmkit.monitor import MachineMonitor, monitor_version
 from vmkit.qmp import CommandRegistry, QMPServer, QMPSocket
 
@@ -99,3 +100,40 @@ def test_a_failed_measurement_is_no_rate(qmp: QMPSocket, monkeypatch: pytest.Mon
     )
     info = wait_measured(qmp)
     assert info["dirty-rate"] == 0 and "x-vmkit-error" not in info
+
+
+def test_pmemsave_writes_guest_memory_as_the_guest_reads_it(qmp: QMPSocket, tmp_path: Path) -> None:
+    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
+    ram.write(0x1000, b"vmkit pmemsave")
+    out = tmp_path / "mem.bin"
+    assert qmp.execute("pmemsave", val=0, size=3 << 20, filename=str(out)) == {}
+    assert out.read_bytes() == bytes(memoryview(ram)[: 3 << 20])
+    # A hole reads as all ones, as QEMU's unassigned memory does.
+    hole = tmp_path / "hole.bin"
+    assert qmp.execute("pmemsave", val=0xFEC00000 - 16, size=16, filename=str(hole)) == {}
+    assert hole.read_bytes() == b"\xff" * 16
+
+
+@pytest.mark.parametrize(
+    ("arguments", "desc"),
+    [
+        ({"val": 0, "size": -5}, "Parameter 'size' expects a size of zero or more bytes"),
+        ({"val": -1, "size": 2}, "passes the end of the address space"),
+    ],
+)
+def test_pmemsave_refuses_bad_ranges(
+    qmp: QMPSocket, tmp_path: Path, arguments: dict[str, int], desc: str
+) -> None:
+    reply = qmp.command("pmemsave", filename=str(tmp_path / "x"), **arguments)
+    assert reply["error"]["class"] == "GenericError"
+    assert desc in reply["error"]["desc"]
+
+
+def test_pmemsave_names_a_file_it_cannot_open(qmp: QMPSocket) -> None:
+    reply = qmp.command("pmemsave", val=0, size=16, filename="/nonexistent/dir/x")
+    assert reply == {
+        "error": {
+            "class": "GenericError",
+            "desc": "Could not open '/nonexistent/dir/x': No such file or directory",
+        }
+    }
