@@ -141,7 +141,7 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "query-name", "stop", "cont", "system_reset", "quit", "qom-list", "qom-get",
             "qom-set", "qom-list-types", "qom-list-properties", "device-list-properties",
             "device_add", "device_del", "object-add", "object-del", "calc-dirty-rate",
-            "query-dirty-rate", "human-monitor-command", "x-vmkit-save",
+            "query-dirty-rate", "human-monitor-command", "x-vmkit-save", "pmemsave",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")
