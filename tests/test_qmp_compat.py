@@ -370,6 +370,41 @@ MAIN_SCRIPT = [
     event("RESET"),
     cmd("cont-again", "cont"),
     event("RESUME", "event-RESUME-again"),
+    # Migration defaults: the same lists, defaults, checks and messages.
+    cmd("query-migrate-none", "query-migrate", same_value=True),
+    cmd("query-migrate-capabilities", "query-migrate-capabilities", same_value=True),
+    cmd("query-migrate-parameters", "query-migrate-parameters", same_value=True),
+    cmd(
+        "migrate-set-parameters",
+        "migrate-set-parameters",
+        arguments={"downtime-limit": 100, "max-bandwidth": 1 << 30, "tls-creds": None},
+    ),
+    cmd(
+        "migrate-set-parameters-range",
+        "migrate-set-parameters",
+        GE,
+        arguments={"max-bandwidth": 5, "cpu-throttle-increment": 100},
+    ),
+    cmd(
+        "migrate-set-parameters-type",
+        "migrate-set-parameters",
+        GE,
+        arguments={"compress-threads": 256},
+    ),
+    cmd("migrate-set-parameters-unknown", "migrate-set-parameters", GE, arguments={"x": 1}),
+    cmd("query-migrate-parameters-set", "query-migrate-parameters", same_value=True),
+    cmd(
+        "migrate-set-capabilities",
+        "migrate-set-capabilities",
+        arguments={"capabilities": [{"capability": "events", "state": True}]},
+    ),
+    cmd(
+        "migrate-set-capabilities-conflict",
+        "migrate-set-capabilities",
+        GE,
+        arguments={"capabilities": [{"capability": "postcopy-preempt", "state": True}]},
+    ),
+    cmd("query-migrate-capabilities-set", "query-migrate-capabilities", same_value=True),
     # quit while running: SHUTDOWN, no STOP
     cmd("quit", "quit"),
     event("SHUTDOWN"),

@@ -142,6 +142,8 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "qom-set", "qom-list-types", "qom-list-properties", "device-list-properties",
             "device_add", "device_del", "object-add", "object-del", "calc-dirty-rate",
             "query-dirty-rate", "human-monitor-command", "x-vmkit-save", "pmemsave",
+            "query-migrate", "query-migrate-capabilities", "migrate-set-capabilities",
+            "query-migrate-parameters", "migrate-set-parameters",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")

@@ -28,6 +28,7 @@ from typing import Any, TypeAlias, TypeVar
 from vmkit import __version__, errors, memory, qom
 from vmkit.jobs import Job, JobManager
 from vmkit.machine import Machine
+from vmkit.migration_settings import MigrationSettings
 from vmkit.qmp import (
     EXTRA_MEMBERS,
     CommandContext,
@@ -158,6 +159,8 @@ class MachineMonitor:
         self._on_quit = on_quit
         self.jobs = JobManager()
         """The long operations of this monitor's commands."""
+        self.migration_settings = MigrationSettings()
+        """The capabilities and parameters a new migration starts from."""
         self._dirty_lock = threading.Lock()
         # Saves holding the machine's lock, and whether shutdown has begun
         # (after which no save starts), under one lock: shutdown cancels
@@ -289,6 +292,11 @@ class MachineMonitor:
         )
         r("x-vmkit-save", self._save, {"path": "str"})
         r("pmemsave", self._pmemsave, {"val": "int", "size": "int", "filename": "str"})
+        r("query-migrate", self._query_migrate)
+        r("query-migrate-capabilities", self._query_migrate_capabilities)
+        r("migrate-set-capabilities", self._migrate_set_capabilities, {"capabilities": "any"})
+        r("query-migrate-parameters", self._query_migrate_parameters)
+        r("migrate-set-parameters", self._migrate_set_parameters, {EXTRA_MEMBERS: "any"})
         return registry
 
     # ----- commands ------------------------------------------------------
@@ -601,6 +609,26 @@ class MachineMonitor:
                     done += n
 
         await _finished(self.jobs.start("pmemsave", copy))
+        return {}
+
+    # ----- migration settings -------------------------------------------
+
+    def _query_migrate(self, ctx: CommandContext) -> JSONValue:
+        """``{}`` while no migration has happened, as in QEMU."""
+        return {}
+
+    def _query_migrate_capabilities(self, ctx: CommandContext) -> JSONValue:
+        return [dict(entry) for entry in self.migration_settings.query_capabilities()]
+
+    def _migrate_set_capabilities(self, ctx: CommandContext) -> JSONValue:
+        self.migration_settings.set_capabilities(ctx.arguments["capabilities"])
+        return {}
+
+    def _query_migrate_parameters(self, ctx: CommandContext) -> JSONValue:
+        return dict(self.migration_settings.parameters())
+
+    def _migrate_set_parameters(self, ctx: CommandContext) -> JSONValue:
+        self.migration_settings.set_parameters(ctx.arguments)
         return {}
 
     # ----- HMP -----------------------------------------------------------
