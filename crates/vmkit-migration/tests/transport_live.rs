@@ -416,3 +416,48 @@ fn a_unix_listener_replaces_a_stale_socket_and_refuses_a_live_one() -> TestResul
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn a_tcp_connect_under_way_ends_by_the_interrupt_check_or_the_timeout() -> TestResult {
+    use rustix::net::{AddressFamily, SocketType};
+    // A listener that never accepts, with the smallest backlog: once its
+    // queue is full, the kernel drops further SYNs and a connect stays
+    // under way.
+    let listener = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    rustix::net::bind(&listener, &std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    rustix::net::listen(&listener, 0)?;
+    let addr = rustix::net::getsockname(&listener)?;
+    let port = std::net::SocketAddr::try_from(addr).map_err(|e| format!("{e:?}"))?.port();
+    let uri: Transport = format!("tcp:127.0.0.1:{port}").parse()?;
+    let fds = FdRegistry::new();
+    let quick = OpenOptions {
+        timeout: None,
+        retry_every: Duration::from_millis(1),
+        ..OpenOptions::default()
+    };
+    // Connections the queue takes succeed; the first it cannot take waits
+    // until the interrupt check stops it.
+    let mut queued = Vec::new();
+    let interrupted = loop {
+        let calls = Cell::new(0);
+        match Sink::open(&uri, &quick, &fds, &|| signal_on_third(&calls)) {
+            Ok(sink) if queued.len() < 8 => queued.push(sink),
+            Ok(_) => return Err("the backlog never filled".into()),
+            Err(OpenError::Interrupted(e)) => break (e, calls.get()),
+            Err(e) => return Err(format!("{e:?}").into()),
+        }
+    };
+    assert_eq!(interrupted, ("KeyboardInterrupt", 3));
+    // A zero timeout: one look, one interrupt check, then the timeout.
+    let zero = OpenOptions {
+        timeout: Some(Duration::ZERO),
+        ..OpenOptions::default()
+    };
+    let err = Sink::open(&uri, &zero, &fds, &never).err();
+    let Some(OpenError::Transport(e @ TransportError::NoConnection { .. })) = err else {
+        return Err(format!("{err:?}").into());
+    };
+    assert_eq!(e.errno(), libc::ETIMEDOUT);
+    assert!(e.to_string().contains("not connected within"), "{e}");
+    Ok(())
+}
