@@ -427,7 +427,9 @@ fn a_tcp_connect_under_way_ends_by_the_interrupt_check_or_the_timeout() -> TestR
     rustix::net::bind(&listener, &std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
     rustix::net::listen(&listener, 0)?;
     let addr = rustix::net::getsockname(&listener)?;
-    let port = std::net::SocketAddr::try_from(addr).map_err(|e| format!("{e:?}"))?.port();
+    let port = std::net::SocketAddr::try_from(addr)
+        .map_err(|e| format!("{e:?}"))?
+        .port();
     let uri: Transport = format!("tcp:127.0.0.1:{port}").parse()?;
     let fds = FdRegistry::new();
     let quick = OpenOptions {
