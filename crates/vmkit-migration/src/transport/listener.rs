@@ -133,37 +133,18 @@ impl Listener {
             event: "no connection came",
             waited,
         };
+        let wait = |fd: BorrowedFd<'_>| wait_for(fd, PollFlags::IN, opts, start, interrupt, &timed_out, &what);
         match &mut self.kind {
             Kind::Unix { listener, .. } => loop {
-                wait_for(
-                    listener.as_fd(),
-                    PollFlags::IN,
-                    opts,
-                    start,
-                    interrupt,
-                    &timed_out,
-                    &what,
-                )?;
-                match listener.accept() {
-                    Ok((stream, _)) => return Ok(Source::stream(OwnedFd::from(stream), "socket", &what)?),
-                    Err(e) if retry_accept(&e) => {}
-                    Err(source) => return Err(TransportError::Io { what, source }.into()),
+                wait(listener.as_fd())?;
+                if let Some(fd) = accepted(listener.accept().map(|(s, _)| s.into()), &what)? {
+                    return Ok(Source::stream(fd, "socket", &what)?);
                 }
             },
             Kind::Tcp(listener) => loop {
-                wait_for(
-                    listener.as_fd(),
-                    PollFlags::IN,
-                    opts,
-                    start,
-                    interrupt,
-                    &timed_out,
-                    &what,
-                )?;
-                match listener.accept() {
-                    Ok((stream, _)) => return Ok(Source::stream(OwnedFd::from(stream), "socket", &what)?),
-                    Err(e) if retry_accept(&e) => {}
-                    Err(source) => return Err(TransportError::Io { what, source }.into()),
+                wait(listener.as_fd())?;
+                if let Some(fd) = accepted(listener.accept().map(|(s, _)| s.into()), &what)? {
+                    return Ok(Source::stream(fd, "socket", &what)?);
                 }
             },
             Kind::Once(pending) => match pending.take() {
@@ -192,12 +173,24 @@ impl Listener {
     }
 }
 
-/// A connection that went away before it was accepted, or a wake-up with
-/// nothing to accept: wait for the next one.
-fn retry_accept(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-        || e.kind() == io::ErrorKind::Interrupted
-        || e.raw_os_error() == Some(libc::ECONNABORTED)
+/// The connection `accept(2)` returned; `None` for a connection that went
+/// away before it was accepted, or a wake-up with nothing to accept (wait
+/// for the next one).
+fn accepted(result: io::Result<OwnedFd>, what: &str) -> Result<Option<OwnedFd>, TransportError> {
+    match result {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock
+                || e.kind() == io::ErrorKind::Interrupted
+                || e.raw_os_error() == Some(libc::ECONNABORTED) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(TransportError::Io {
+            what: what.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// An incoming stream: a connection, a descriptor, a file or a command's
