@@ -463,3 +463,44 @@ fn a_tcp_connect_under_way_ends_by_the_interrupt_check_or_the_timeout() -> TestR
     assert!(e.to_string().contains("not connected within"), "{e}");
     Ok(())
 }
+
+#[test]
+fn a_unix_connect_to_a_full_backlog_ends_by_the_interrupt_check_or_the_timeout() -> TestResult {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let dir = temp_dir("unix-backlog")?;
+    let path = dir.join("busy.sock");
+    // A listener that never accepts, with the smallest backlog.
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+    rustix::net::bind(&listener, &SocketAddrUnix::new(&path)?)?;
+    rustix::net::listen(&listener, 0)?;
+    let uri = Transport::Unix(path);
+    let fds = FdRegistry::new();
+    let quick = OpenOptions {
+        timeout: None,
+        retry_every: Duration::from_millis(1),
+        ..OpenOptions::default()
+    };
+    let mut queued = Vec::new();
+    let interrupted = loop {
+        let calls = Cell::new(0);
+        match Sink::open(&uri, &quick, &fds, &|| signal_on_third(&calls)) {
+            Ok(sink) if queued.len() < 8 => queued.push(sink),
+            Ok(_) => return Err("the backlog never filled".into()),
+            Err(OpenError::Interrupted(e)) => break (e, calls.get()),
+            Err(e) => return Err(format!("{e:?}").into()),
+        }
+    };
+    assert_eq!(interrupted, ("KeyboardInterrupt", 3));
+    let zero = OpenOptions {
+        timeout: Some(Duration::ZERO),
+        ..OpenOptions::default()
+    };
+    let err = Sink::open(&uri, &zero, &fds, &never).err();
+    let Some(OpenError::Transport(e @ TransportError::NoConnection { .. })) = err else {
+        return Err(format!("{err:?}").into());
+    };
+    assert_eq!(e.errno(), libc::ETIMEDOUT);
+    drop(queued);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

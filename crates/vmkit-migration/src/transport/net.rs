@@ -164,6 +164,54 @@ fn connect_one<E>(
     Ok(TcpStream::from(fd))
 }
 
+/// Connects to the Unix socket listening at `path`. While its backlog is
+/// full (the listener is not accepting), the connect is retried (0.1 ms
+/// doubling to `opts.retry_every`), calling `interrupt` each time, until
+/// `opts.timeout`; nobody listening is an [`TransportError::Io`] with
+/// `ECONNREFUSED` (or `ENOENT` for no socket file).
+pub(crate) fn connect_unix<E>(
+    path: &Path,
+    opts: &OpenOptions,
+    interrupt: &dyn Fn() -> Result<(), E>,
+) -> Result<UnixStream, OpenError<E>> {
+    let what = format!("unix:{}", path.display());
+    let addr = rustix::net::SocketAddrUnix::new(path).map_err(|e| io_err(&what)(e.into()))?;
+    let fd: OwnedFd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| io_err(&what)(e.into()))?;
+    let start = Instant::now();
+    let mut backoff = Duration::from_micros(100);
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io_err(&what)(e.into()).into()),
+        }
+        interrupt().map_err(OpenError::Interrupted)?;
+        let waited = start.elapsed();
+        let mut step = backoff.min(opts.retry_every);
+        backoff = backoff.saturating_mul(2);
+        if let Some(timeout) = opts.timeout {
+            if waited >= timeout {
+                return Err(TransportError::NoConnection {
+                    what,
+                    event: "not connected (the listener's backlog is full)",
+                    waited,
+                }
+                .into());
+            }
+            step = step.min(timeout - waited);
+        }
+        std::thread::sleep(step);
+    }
+    set_blocking(&fd, &what)?;
+    Ok(UnixStream::from(fd))
+}
+
 /// The socket file of a `unix:` listener: removed when dropped, if the
 /// path still names this socket (not one a later listener put there).
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::OFlags;
 
-use super::net::{connect_tcp, resolve};
+use super::net::{connect_tcp, connect_unix, resolve};
 use super::{FdRegistry, OpenError, Transport, TransportError};
 
 /// The pipe buffer a FIFO or `exec:` sink asks for: the reader (`cat >
@@ -120,7 +120,9 @@ impl Sink {
     /// Opens `transport` for writing a stream:
     ///
     /// * `file:` as [`Sink::open_path`], from its offset;
-    /// * `unix:PATH` connects to the socket listening there;
+    /// * `unix:PATH` connects to the socket listening there (while its
+    ///   backlog is full, retried with the interrupt check and timeout
+    ///   below);
     /// * `tcp:HOST:PORT` resolves `HOST` (loopback addresses only unless
     ///   `opts.allow_remote`) and connects without blocking: while the
     ///   connection is under way `interrupt` runs every `opts.retry_every`
@@ -142,7 +144,7 @@ impl Sink {
             Transport::File { path, offset } => Sink::open_path_at(path, *offset, opts, interrupt),
             Transport::Exec(command) => Ok(Sink::exec(command)?),
             Transport::Unix(path) => {
-                let stream = UnixStream::connect(path).map_err(io_err(what))?;
+                let stream = connect_unix(path, opts, interrupt)?;
                 Ok(Sink {
                     kind: Kind::Socket(stream.into()),
                 })
