@@ -18,9 +18,10 @@
 //! * [`analyze`](mod@analyze): what a stream holds, record by record (the
 //!   report behind `vmkit analyze`) or counted; above both `wire` and
 //!   `savevm`, used by neither.
-//! * [`transport`]: where streams go — files (replaced atomically), FIFOs,
-//!   devices, sockets, `exec:` commands — and gathered writes of guest
-//!   pages (the crate's only `unsafe` code).
+//! * [`transport`]: where streams go and come from — `unix:` and `tcp:`
+//!   sockets (loopback unless allowed), named descriptors (`fd:`), files
+//!   (replaced atomically), FIFOs, devices, `exec:` commands — and
+//!   gathered writes of guest pages (the crate's only `unsafe` code).
 #![deny(unsafe_code)]
 
 pub mod analyze;

@@ -1,79 +1,48 @@
-//! Transports: where streams go, and how bytes get there.
+//! Transports: where streams go, where they come from, and how bytes get
+//! there.
 //!
-//! * [`Transport`]: a destination named as QEMU's `migrate` names one
-//!   (`file:PATH`, `exec:CMD`), parsed from its URI; schemes vmkit does not
-//!   carry yet (`unix:`, `tcp:`, `fd:`, ...) are refused by name.
-//! * [`sink`]: opening a destination for writing — a regular file is
+//! * [`Transport`] (`uri`): an endpoint named as QEMU's `migrate` and
+//!   `-incoming` name one — `unix:PATH`, `tcp:HOST:PORT` (`[IPV6]`
+//!   in brackets), `fd:NAME`, `file:PATH[,offset=N]`, `exec:CMD` —
+//!   parsed from its URI; schemes vmkit does not carry yet (`rdma:`,
+//!   `vsock:`, ...) are refused by name.
+//! * [`sink`]: opening an endpoint for writing — a regular file is
 //!   replaced only once the stream is complete, a FIFO is waited for with
-//!   a timeout and an interrupt check, `exec:` feeds a command — and the
-//!   pipe sizing policy.
-//! * [`source`]: opening a stream for reading, with the same wait for a
+//!   a timeout and an interrupt check, a socket is connected to (TCP
+//!   without blocking, with the same timeout and interrupt check),
+//!   `exec:` feeds a command — and the pipe sizing policy.
+//! * [`listener`]: an incoming endpoint bound ([`Listener`]) and the
+//!   stream it accepts ([`Source`]).
+//! * [`source`]: opening a path for reading, with the same wait for a
 //!   FIFO's other end.
+//! * [`fd_registry`]: descriptors handed over by name (QEMU's `getfd`),
+//!   which `fd:NAME` uses.
+//! * `net`: name resolution and the loopback rule (`tcp:` uses loopback
+//!   addresses only unless [`OpenOptions::allow_remote`]), the
+//!   interruptible connect and wait, and the socket file of a `unix:`
+//!   listener.
 //! * [`gather`]: gathered writes of record headers and guest pages
 //!   (`writev(2)`, short writes, `EINTR`, `poll(2)` on non-blocking
 //!   descriptors) and the batch sizes of RAM pages. It is the crate's only
 //!   `unsafe` code.
-//!
-//! The live-migration transports (`unix:`, `tcp:`, `fd:`, several
-//! channels) belong here too: a new [`Transport`] variant, its parse arm,
-//! and its arm in [`Sink::open`].
 
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
+pub mod fd_registry;
 #[allow(unsafe_code)]
 pub mod gather;
+pub mod listener;
+mod net;
 pub mod sink;
 pub mod source;
+mod uri;
 
+pub use fd_registry::{FdError, FdRegistry};
 pub use gather::{BATCH_BYTES, BATCH_RECORDS, FdWriter, GatherList, PartialWrite};
+pub use listener::{Listener, Source};
 pub use sink::{OpenOptions, PIPE_BUFFER, Sink};
 pub use source::open_source;
-
-/// A stream destination (or, later, source), as QEMU's `migrate` URI names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Transport {
-    /// `file:PATH`: a file, FIFO, device or Unix socket at `PATH`.
-    File(PathBuf),
-    /// `exec:CMD`: the standard input (or output) of `sh -c CMD`.
-    Exec(String),
-}
-
-/// URI schemes QEMU's `migrate` knows that vmkit does not carry yet.
-const NOT_YET: &[&str] = &["unix", "tcp", "fd", "rdma", "vsock", "channels"];
-
-impl FromStr for Transport {
-    type Err = TransportError;
-
-    fn from_str(uri: &str) -> Result<Transport, TransportError> {
-        let bad = |reason: &str| TransportError::BadUri {
-            uri: uri.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (scheme, rest) = uri
-            .split_once(':')
-            .ok_or_else(|| bad("no scheme (expected file:PATH or exec:CMD)"))?;
-        match scheme {
-            "file" if rest.is_empty() => Err(bad("empty path")),
-            "file" => Ok(Transport::File(PathBuf::from(rest))),
-            "exec" if rest.trim().is_empty() => Err(bad("empty command")),
-            "exec" => Ok(Transport::Exec(rest.to_owned())),
-            s if NOT_YET.contains(&s) => Err(TransportError::Unsupported { scheme: s.to_owned() }),
-            _ => Err(bad("unknown scheme (expected file:PATH or exec:CMD)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Transport::File(path) => write!(f, "file:{}", path.display()),
-            Transport::Exec(command) => write!(f, "exec:{command}"),
-        }
-    }
-}
+pub use uri::Transport;
 
 /// Transport errors: opening, waiting, finishing.
 #[derive(Debug, thiserror::Error)]
@@ -115,25 +84,54 @@ pub enum TransportError {
         reason: String,
     },
     /// A migration URI scheme vmkit does not carry yet.
-    #[error("the '{scheme}:' transport is not supported (only file: and exec:)")]
+    #[error("the '{scheme}:' transport is not supported (only unix:, tcp:, fd:, file: and exec:)")]
     Unsupported {
         /// The scheme.
         scheme: String,
     },
+    /// An endpoint refused before any I/O: a non-loopback `tcp:` address
+    /// without remote access allowed, a `unix:` path that is not free, an
+    /// offset on a file that cannot seek, a stream handed out twice.
+    #[error("{what}: {reason}")]
+    Refused {
+        /// The URI or path.
+        what: String,
+        /// Why.
+        reason: String,
+        /// The errno this stands for.
+        errno: i32,
+    },
+    /// A socket wait ran out: no connection came to a listener, or a
+    /// connection was not established, within the timeout.
+    #[error("{what}: {event} within {waited:?}")]
+    NoConnection {
+        /// The URI.
+        what: String,
+        /// What did not happen.
+        event: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// An `fd:NAME` with no descriptor registered under that name.
+    #[error(transparent)]
+    Fd(#[from] FdError),
 }
 
 impl TransportError {
     /// The errno this error stands for, so callers can report it as an
-    /// OS error (`ETIMEDOUT` for a FIFO nobody opened; `EINVAL` for a bad
-    /// URI; `EPROTONOSUPPORT` for a scheme not carried; `EIO` for a failed
-    /// command).
+    /// OS error (`ETIMEDOUT` for a FIFO nobody opened or a socket wait
+    /// that ran out; `EINVAL` for a bad URI; `EPROTONOSUPPORT` for a
+    /// scheme not carried; `EIO` for a failed command; `EBADF` for an
+    /// unknown descriptor name; a refused endpoint's own errno).
     pub fn errno(&self) -> i32 {
         match self {
             TransportError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-            TransportError::TimedOut { .. } => libc::ETIMEDOUT,
+            TransportError::TimedOut { .. } | TransportError::NoConnection { .. } => libc::ETIMEDOUT,
             TransportError::CommandFailed { .. } => libc::EIO,
             TransportError::BadUri { .. } => libc::EINVAL,
             TransportError::Unsupported { .. } => libc::EPROTONOSUPPORT,
+            TransportError::Refused { errno, .. } => *errno,
+            TransportError::Fd(_) => libc::EBADF,
         }
     }
 }

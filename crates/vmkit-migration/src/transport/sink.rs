@@ -1,11 +1,12 @@
 //! [`Sink`]: where a stream is written — a file (replaced only when the
-//! stream is complete), a FIFO, a device, a Unix socket, or a command's
-//! standard input (`exec:`).
+//! stream is complete), a FIFO, a device, a Unix or TCP socket connected
+//! to, a registered descriptor (`fd:`), or a command's standard input
+//! (`exec:`).
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions as FsOpenOptions};
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{self, Seek, SeekFrom};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::OFlags;
 
-use super::{OpenError, Transport, TransportError};
+use super::net::{connect_tcp, connect_unix, resolve};
+use super::{FdRegistry, OpenError, Transport, TransportError};
 
 /// The pipe buffer a FIFO or `exec:` sink asks for: the reader (`cat >
 /// FILE`) wakes up once per megabyte rather than sixteen times with
@@ -34,6 +36,10 @@ pub struct OpenOptions {
     /// 0.1 ms, doubling), so a reader that is just starting (`cat` spawned
     /// a moment before) costs next to nothing.
     pub retry_every: Duration,
+    /// Whether `tcp:` may use addresses other than loopback ones. Off by
+    /// default: the stream carries guest memory with neither
+    /// authentication nor encryption.
+    pub allow_remote: bool,
 }
 
 impl Default for OpenOptions {
@@ -41,6 +47,7 @@ impl Default for OpenOptions {
         OpenOptions {
             timeout: None,
             retry_every: Duration::from_millis(5),
+            allow_remote: false,
         }
     }
 }
@@ -65,8 +72,11 @@ enum Kind {
     },
     /// A FIFO or a device, written directly.
     Direct(File),
-    /// A listening Unix socket, connected to.
-    Socket(UnixStream),
+    /// A socket connected to (`unix:`, `tcp:`, or a listening Unix
+    /// socket at a `file:` path).
+    Socket(OwnedFd),
+    /// A descriptor the caller registered (`fd:`).
+    Descriptor(OwnedFd),
     /// A command's standard input. (Fields drop in order: the command
     /// sees end-of-file, then is reaped.)
     Exec {
@@ -90,7 +100,7 @@ impl Drop for TempPath {
 
 /// A child process that is waited for when dropped (no zombie is left).
 #[derive(Debug)]
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -107,17 +117,48 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TransportError {
 }
 
 impl Sink {
-    /// Opens `transport` for writing a stream (see [`Sink::open_path`] for
-    /// `file:`; `exec:` runs `sh -c CMD` with its standard input as the
-    /// sink, as QEMU's `exec:` migration does).
+    /// Opens `transport` for writing a stream:
+    ///
+    /// * `file:` as [`Sink::open_path`], from its offset;
+    /// * `unix:PATH` connects to the socket listening there (while its
+    ///   backlog is full, retried with the interrupt check and timeout
+    ///   below);
+    /// * `tcp:HOST:PORT` resolves `HOST` (loopback addresses only unless
+    ///   `opts.allow_remote`) and connects without blocking: while the
+    ///   connection is under way `interrupt` runs every `opts.retry_every`
+    ///   at most (its error comes back as [`OpenError::Interrupted`]) until
+    ///   `opts.timeout` ([`TransportError::NoConnection`]); a refused
+    ///   connection is an [`TransportError::Io`] with its errno;
+    /// * `fd:NAME` takes the descriptor registered under `NAME` out of
+    ///   `fds` (it is closed with the sink);
+    /// * `exec:CMD` runs `sh -c CMD` with its standard input as the sink,
+    ///   as QEMU's `exec:` migration does.
     pub fn open<E>(
         transport: &Transport,
         opts: &OpenOptions,
+        fds: &FdRegistry,
         interrupt: &dyn Fn() -> Result<(), E>,
     ) -> Result<Sink, OpenError<E>> {
+        let what = transport.to_string();
         match transport {
-            Transport::File(path) => Sink::open_path(path, opts, interrupt),
+            Transport::File { path, offset } => Sink::open_path_at(path, *offset, opts, interrupt),
             Transport::Exec(command) => Ok(Sink::exec(command)?),
+            Transport::Unix(path) => {
+                let stream = connect_unix(path, opts, interrupt)?;
+                Ok(Sink {
+                    kind: Kind::Socket(stream.into()),
+                })
+            }
+            Transport::Tcp { host, port } => {
+                let addrs = resolve(&what, host, *port, opts.allow_remote)?;
+                let stream = connect_tcp(&what, &addrs, opts, interrupt)?;
+                Ok(Sink {
+                    kind: Kind::Socket(stream.into()),
+                })
+            }
+            Transport::Fd(name) => Ok(Sink {
+                kind: Kind::Descriptor(fds.take(name).map_err(TransportError::from)?),
+            }),
         }
     }
 
@@ -140,6 +181,19 @@ impl Sink {
         opts: &OpenOptions,
         interrupt: &dyn Fn() -> Result<(), E>,
     ) -> Result<Sink, OpenError<E>> {
+        Sink::open_path_at(path, 0, opts, interrupt)
+    }
+
+    /// [`Sink::open_path`], the stream starting `offset` bytes into a
+    /// regular file (QEMU's `file:PATH,offset=N`): the new file keeps the
+    /// old one's first `offset` bytes (zeros where it was shorter). Only
+    /// a regular file takes an offset.
+    pub fn open_path_at<E>(
+        path: &Path,
+        offset: u64,
+        opts: &OpenOptions,
+        interrupt: &dyn Fn() -> Result<(), E>,
+    ) -> Result<Sink, OpenError<E>> {
         let shown = path.display().to_string();
         let meta = match std::fs::metadata(path) {
             Ok(meta) => Some(meta),
@@ -147,11 +201,18 @@ impl Sink {
             Err(e) => return Err(io_err(shown)(e).into()),
         };
         let Some(meta) = meta else {
-            return Ok(Sink::replacing(path)?);
+            return Ok(Sink::replacing(path, offset)?);
         };
         let ft = meta.file_type();
         if ft.is_file() {
-            Ok(Sink::replacing(path)?)
+            Ok(Sink::replacing(path, offset)?)
+        } else if offset > 0 && !ft.is_dir() {
+            Err(TransportError::Refused {
+                what: shown,
+                reason: "an offset needs a regular file".into(),
+                errno: libc::ESPIPE,
+            }
+            .into())
         } else if ft.is_dir() {
             Err(io_err(shown)(io::Error::from_raw_os_error(libc::EISDIR)).into())
         } else if ft.is_fifo() {
@@ -159,7 +220,7 @@ impl Sink {
         } else if ft.is_socket() {
             let stream = UnixStream::connect(path).map_err(io_err(shown))?;
             Ok(Sink {
-                kind: Kind::Socket(stream),
+                kind: Kind::Socket(stream.into()),
             })
         } else {
             let file = FsOpenOptions::new().write(true).open(path).map_err(io_err(shown))?;
@@ -169,7 +230,7 @@ impl Sink {
         }
     }
 
-    fn replacing(path: &Path) -> Result<Sink, TransportError> {
+    fn replacing(path: &Path, offset: u64) -> Result<Sink, TransportError> {
         // Write beside the file a symbolic link points to, so the rename
         // replaces the file and keeps the link.
         let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -192,17 +253,17 @@ impl Sink {
                 .mode(0o666)
                 .open(&temp)
             {
-                Ok(file) => {
+                Ok(mut file) => {
+                    let temp = TempPath(Some(temp));
                     if let Some(mode) = mode {
                         // Best effort: the new file keeps the old one's mode.
                         let _ = file.set_permissions(mode);
                     }
+                    if offset > 0 {
+                        keep_prefix(&target, &mut file, offset).map_err(io_err(path.display().to_string()))?;
+                    }
                     return Ok(Sink {
-                        kind: Kind::Replacing {
-                            file,
-                            temp: TempPath(Some(temp)),
-                            target,
-                        },
+                        kind: Kind::Replacing { file, temp, target },
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
@@ -281,17 +342,19 @@ impl Sink {
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.kind {
             Kind::Replacing { file, .. } | Kind::Direct(file) => file.as_fd(),
-            Kind::Socket(s) => s.as_fd(),
+            Kind::Socket(fd) | Kind::Descriptor(fd) => fd.as_fd(),
             Kind::Exec { stdin, .. } => stdin.as_fd(),
         }
     }
 
-    /// What kind of sink this is: `"file"`, `"fifo or device"`, `"socket"` or `"exec"`.
+    /// What kind of sink this is: `"file"`, `"fifo or device"`, `"socket"`,
+    /// `"fd"` or `"exec"`.
     pub fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Replacing { .. } => "file",
             Kind::Direct(_) => "fifo or device",
             Kind::Socket(_) => "socket",
+            Kind::Descriptor(_) => "fd",
             Kind::Exec { .. } => "exec",
         }
     }
@@ -309,7 +372,7 @@ impl Sink {
                 temp.0 = None;
                 Ok(())
             }
-            Kind::Direct(_) | Kind::Socket(_) => Ok(()),
+            Kind::Direct(_) | Kind::Socket(_) | Kind::Descriptor(_) => Ok(()),
             Kind::Exec {
                 stdin,
                 mut child,
@@ -328,6 +391,22 @@ impl Sink {
             }
         }
     }
+}
+
+/// Copies the first `offset` bytes of `target` (if it exists) into `file`,
+/// pads to `offset` with zeros, and leaves `file` positioned there, where
+/// the stream starts.
+fn keep_prefix(target: &Path, file: &mut File, offset: u64) -> io::Result<()> {
+    match File::open(target) {
+        Ok(old) => {
+            io::copy(&mut io::Read::take(old, offset), file)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    file.set_len(offset)?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(())
 }
 
 /// Best effort: a pipe that stays at its size still works, only slower.

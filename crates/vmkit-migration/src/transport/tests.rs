@@ -51,41 +51,195 @@ fn retry_quickly() -> OpenOptions {
     OpenOptions {
         timeout: None,
         retry_every: Duration::from_millis(1),
+        ..OpenOptions::default()
+    }
+}
+
+fn tcp(host: &str, port: u16) -> Transport {
+    Transport::Tcp {
+        host: host.into(),
+        port,
     }
 }
 
 #[test]
-fn uris_parse_to_transports() {
+fn uris_parse_to_transports_and_print_back() {
+    let table: Vec<(&str, Transport)> = vec![
+        ("file:/tmp/vm.stream", Transport::file("/tmp/vm.stream")),
+        (
+            "file:/tmp/vm.stream,offset=4096",
+            Transport::File {
+                path: "/tmp/vm.stream".into(),
+                offset: 4096,
+            },
+        ),
+        ("exec:cat > /tmp/x", Transport::Exec("cat > /tmp/x".into())),
+        ("unix:/run/vm.sock", Transport::Unix("/run/vm.sock".into())),
+        ("unix:relative.sock", Transport::Unix("relative.sock".into())),
+        ("tcp:127.0.0.1:4444", tcp("127.0.0.1", 4444)),
+        ("tcp:localhost:0", tcp("localhost", 0)),
+        ("tcp:[::1]:65535", tcp("::1", 65535)),
+        ("tcp:[fd00:766d::2]:4444", tcp("fd00:766d::2", 4444)),
+        ("fd:migfd", Transport::Fd("migfd".into())),
+    ];
+    for (uri, want) in table {
+        let got = uri.parse::<Transport>();
+        assert_eq!(got.as_ref().ok(), Some(&want), "{uri}: {got:?}");
+        assert_eq!(want.to_string(), uri, "Display round-trips");
+    }
+}
+
+#[test]
+fn file_offsets_take_qemu_sizes() {
+    for (uri, offset) in [
+        ("file:/f,offset=0", 0),
+        ("file:/f,offset=0x1000", 0x1000),
+        ("file:/f,offset=4K", 4096),
+        ("file:/f,offset=2M", 2 << 20),
+        ("file:/f,offset=1G", 1 << 30),
+    ] {
+        let got = uri.parse::<Transport>().ok();
+        assert_eq!(
+            got,
+            Some(Transport::File {
+                path: "/f".into(),
+                offset
+            }),
+            "{uri}"
+        );
+    }
+    // A path with a comma that is not an offset stays a path.
+    assert_eq!("file:/a,b".parse::<Transport>().ok(), Some(Transport::file("/a,b")));
+    // Offset 0 prints without the suffix.
     assert_eq!(
-        "file:/tmp/vm.stream".parse::<Transport>().ok(),
-        Some(Transport::File("/tmp/vm.stream".into()))
+        "file:/f,offset=0"
+            .parse::<Transport>()
+            .map(|t| t.to_string())
+            .ok()
+            .as_deref(),
+        Some("file:/f")
     );
-    assert_eq!(
-        "exec:cat > /tmp/x".parse::<Transport>().ok(),
-        Some(Transport::Exec("cat > /tmp/x".into()))
-    );
-    assert_eq!(
-        Transport::Exec("gzip -c > f".into()).to_string(),
-        "exec:gzip -c > f",
-        "Display round-trips"
-    );
-    for (uri, errno) in [
-        ("unix:/run/sock", libc::EPROTONOSUPPORT),
-        ("tcp:0:4444", libc::EPROTONOSUPPORT),
-        ("fd:3", libc::EPROTONOSUPPORT),
-        ("file:", libc::EINVAL),
-        ("exec:  ", libc::EINVAL),
-        ("/tmp/no-scheme", libc::EINVAL),
-        ("gopher:x", libc::EINVAL),
+}
+
+#[test]
+fn bad_uris_are_refused_with_a_reason_and_errno() {
+    for (uri, errno, reason) in [
+        ("file:", libc::EINVAL, "empty path"),
+        ("file:,offset=4", libc::EINVAL, "empty path"),
+        ("file:/f,offset=", libc::EINVAL, "bad offset ''"),
+        ("file:/f,offset=-1", libc::EINVAL, "bad offset '-1'"),
+        ("file:/f,offset=0x", libc::EINVAL, "bad offset '0x'"),
+        ("file:/f,offset=99999999999T", libc::EINVAL, "bad offset '99999999999T'"),
+        ("exec:  ", libc::EINVAL, "empty command"),
+        ("unix:", libc::EINVAL, "empty path"),
+        ("fd:", libc::EINVAL, "empty descriptor name"),
+        ("tcp:", libc::EINVAL, "no port (expected tcp:HOST:PORT)"),
+        ("tcp:localhost", libc::EINVAL, "no port (expected tcp:HOST:PORT)"),
+        ("tcp::4444", libc::EINVAL, "empty host"),
+        ("tcp:[]:4444", libc::EINVAL, "'' in brackets is not an IPv6 address"),
+        ("tcp:localhost:", libc::EINVAL, "empty port"),
+        ("tcp:localhost:65536", libc::EINVAL, "bad port '65536' (0 to 65535)"),
+        ("tcp:localhost:-1", libc::EINVAL, "bad port '-1' (0 to 65535)"),
+        ("tcp:localhost:+80", libc::EINVAL, "bad port '+80' (0 to 65535)"),
+        ("tcp:localhost:http", libc::EINVAL, "bad port 'http' (0 to 65535)"),
+        (
+            "tcp:::1:4444",
+            libc::EINVAL,
+            "IPv6 address '::1' must be in brackets (tcp:[::1]:4444)",
+        ),
+        ("tcp:[::1:4444", libc::EINVAL, "unclosed '[' (expected tcp:[IPV6]:PORT)"),
+        (
+            "tcp:[::1]",
+            libc::EINVAL,
+            "no port after ']' (expected tcp:[IPV6]:PORT)",
+        ),
+        (
+            "tcp:[::1]4444",
+            libc::EINVAL,
+            "no port after ']' (expected tcp:[IPV6]:PORT)",
+        ),
+        (
+            "tcp:[127.0.0.1]:4444",
+            libc::EINVAL,
+            "'127.0.0.1' in brackets is not an IPv6 address",
+        ),
+        ("/tmp/no-scheme", libc::EINVAL, "no scheme"),
+        ("gopher:x", libc::EINVAL, "unknown scheme 'gopher:'"),
+        (
+            "rdma:host:4444",
+            libc::EPROTONOSUPPORT,
+            "the 'rdma:' transport is not supported",
+        ),
+        (
+            "vsock:3:4444",
+            libc::EPROTONOSUPPORT,
+            "the 'vsock:' transport is not supported",
+        ),
     ] {
         let err = uri.parse::<Transport>().err();
         assert_eq!(err.as_ref().map(TransportError::errno), Some(errno), "{uri}: {err:?}");
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains(reason), "{uri}: {text}");
     }
-    let text = "tcp:0:4444".parse::<Transport>().err().map(|e| e.to_string());
+    let text = "tcp:h:1x".parse::<Transport>().err().map(|e| e.to_string());
+    assert_eq!(text.as_deref(), Some("'tcp:h:1x': bad port '1x' (0 to 65535)"));
+}
+
+#[test]
+fn the_registry_keeps_descriptors_by_name_as_getfd_does() -> TestResult {
+    let fds = FdRegistry::new();
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    // A name starting with a digit is refused (and the descriptor closed).
+    let err = fds.add("0mig", a.into()).err();
     assert_eq!(
-        text.as_deref(),
-        Some("the 'tcp:' transport is not supported (only file: and exec:)")
+        err.map(|e| e.to_string()).as_deref(),
+        Some("Parameter 'fdname' expects a name not starting with a digit")
     );
+    let mut peer = b;
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got)?;
+    assert!(
+        got.is_empty(),
+        "the refused descriptor was closed: its peer sees end-of-file"
+    );
+    // A second add under one name closes the first descriptor.
+    let (first, mut first_peer) = std::os::unix::net::UnixStream::pair()?;
+    let (second, _second_peer) = std::os::unix::net::UnixStream::pair()?;
+    fds.add("mig", first.into())?;
+    fds.add("mig", second.into())?;
+    assert_eq!(fds.len(), 1);
+    first_peer.read_to_end(&mut got)?;
+    assert!(got.is_empty(), "the replaced descriptor was closed");
+    fds.add("other", std::fs::File::open("/dev/null")?.into())?;
+    assert_eq!(fds.names(), ["mig", "other"]);
+    // take hands it over; a second take finds nothing.
+    let taken = fds.take("mig")?;
+    drop(taken);
+    let err = fds.take("mig").err();
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some("File descriptor named 'mig' has not been found")
+    );
+    fds.close("other")?;
+    let err = fds.close("other").err();
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some("File descriptor named 'other' not found")
+    );
+    assert!(fds.is_empty());
+    // fd: with an unknown name is an error with EBADF, for a sink and a listener.
+    let fd_uri = Transport::Fd("nope".into());
+    let err = Sink::open(&fd_uri, &OpenOptions::default(), &fds, &never).err();
+    assert!(
+        matches!(&err, Some(OpenError::Transport(e @ TransportError::Fd(_))) if e.errno() == libc::EBADF),
+        "{err:?}"
+    );
+    let err = Listener::bind(&fd_uri, &OpenOptions::default(), &fds).err();
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some("File descriptor named 'nope' has not been found")
+    );
+    Ok(())
 }
 
 #[test]
@@ -248,7 +402,12 @@ fn exec_feeds_the_command_and_checks_its_status() -> TestResult {
     let dir = temp_dir("exec")?;
     let out = dir.join("out");
     let cmd = format!("cat > '{}'", out.display());
-    let sink = Sink::open(&Transport::Exec(cmd), &OpenOptions::default(), &never)?;
+    let sink = Sink::open(
+        &Transport::Exec(cmd),
+        &OpenOptions::default(),
+        &FdRegistry::new(),
+        &never,
+    )?;
     assert_eq!(sink.kind(), "exec");
     let mut list = GatherList::new();
     list.push_bytes(b"stream bytes");
@@ -259,6 +418,7 @@ fn exec_feeds_the_command_and_checks_its_status() -> TestResult {
     let sink = Sink::open(
         &Transport::Exec("cat > /dev/null; exit 3".into()),
         &OpenOptions::default(),
+        &FdRegistry::new(),
         &never,
     )?;
     let err = sink.commit().err();
