@@ -327,6 +327,18 @@ class Machine:
 
         :raises MachineStateError: while running or saving, or once shut down.
         """
+        return self._load(
+            lambda: migration.restore(
+                path,
+                machine_type=self.machine_type,
+                ram=[self.ram],
+                devices=self.board,
+                cancelled=cancelled,
+            )
+        )
+
+    def _load(self, load: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """An incoming migration's run states around ``load``."""
         with self._lock:
             self._check_not_shut_down()
             status = self.status
@@ -336,18 +348,39 @@ class Machine:
                 self._runstate.set(RunState.PRELAUNCH)
             self._runstate.set(RunState.INMIGRATE)
             try:
-                stats = migration.restore(
-                    path,
-                    machine_type=self.machine_type,
-                    ram=[self.ram],
-                    devices=self.board,
-                    cancelled=cancelled,
-                )
+                stats = load()
             except BaseException as e:
                 _drop_frame_locals(e)
                 raise
             self._runstate.set(RunState.PAUSED)
             return stats
+
+    def incoming(
+        self,
+        listener: migration.Listener,
+        *,
+        timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, int]:
+        """Waits for a migration stream at ``listener`` (QEMU's ``-incoming
+        URI``; see :class:`vmkit.migration.Listener`) and loads it into this
+        machine, with the run states of :meth:`restore`: ``inmigrate``
+        while it arrives, ``paused`` once it loaded cleanly; on error the
+        machine stays in ``inmigrate``. ``timeout`` bounds the wait for the
+        sender (``TimeoutError``); ``cancelled`` returning true ends it
+        (``InterruptedError``).
+
+        :raises MachineStateError: while running or saving, or once shut down.
+        """
+        return self._load(
+            lambda: listener.restore(
+                machine_type=self.machine_type,
+                ram=[self.ram],
+                devices=self.board,
+                timeout=timeout,
+                cancelled=cancelled,
+            )
+        )
 
     # ----- teardown ----------------------------------------------------------
 

@@ -8,6 +8,7 @@ from vmkit._core.memory import RamBlock
 from vmkit._core.qom import Object
 
 __all__ = [
+    "Listener",
     "VMStateDescription",
     "VMStateField",
     "analyze",
@@ -95,3 +96,20 @@ def register_device_vmstate(
     save: Callable[[Object], _State] | None = None,
     load: Callable[[Object, _State, int], object] | None = None,
 ) -> None: ...
+
+@final
+class Listener:
+    def __new__(cls, uri: str, *, allow_remote: bool = False) -> Listener: ...
+    @property
+    def uri(self) -> str: ...
+    def restore(
+        self,
+        *,
+        machine_type: str,
+        ram: list[RamBlock],
+        devices: Object | None = None,
+        footers: bool = True,
+        timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, int]: ...
+    def close(self) -> None: ...

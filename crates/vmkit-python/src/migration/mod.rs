@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vmstate::PyVmStateField>()?;
     m.add_class::<vmstate::PyVmStateDescription>()?;
+    m.add_class::<stream::PyListener>()?;
     m.add_function(wrap_pyfunction!(vmstate::register_device_vmstate, m)?)?;
     m.add_function(wrap_pyfunction!(stream::analyze, m)?)?;
     m.add_function(wrap_pyfunction!(stream::load_ram, m)?)?;

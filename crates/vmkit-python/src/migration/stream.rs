@@ -12,7 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vmkit_migration::analyze::analyze_with_ram;
 use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, save_to_sink};
-use vmkit_migration::transport::{OpenError, OpenOptions, Sink, open_source};
+use vmkit_migration::transport::{
+    FdRegistry, Listener, OpenError, OpenOptions, Sink, Transport, TransportError, open_source,
+};
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader};
 
@@ -210,6 +212,10 @@ pub fn restore(
         Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
     })?
     .map_err(|e| migration_err(py, e))?;
+    restore_stats(py, &stats)
+}
+
+fn restore_stats(py: Python<'_>, stats: &savevm::RestoreStats) -> PyResult<Py<PyDict>> {
     stats_dict(
         py,
         &[
@@ -219,4 +225,104 @@ pub fn restore(
             ("devices", stats.devices),
         ],
     )
+}
+
+/// Where an incoming migration stream arrives: bound (listening) when
+/// created, so a sender can connect at once; `restore` then waits for the
+/// stream and loads it. QEMU's `-incoming URI`: `unix:PATH`,
+/// `tcp:HOST:PORT` (loopback only unless `allow_remote`; port 0 picks
+/// one, see `uri`), `file:PATH[,offset=N]`, `exec:CMD` (the command's
+/// output).
+#[pyclass(name = "Listener", module = "vmkit._core.migration")]
+pub struct PyListener {
+    listener: parking_lot::Mutex<Option<Listener>>,
+    uri: String,
+}
+
+#[pymethods]
+impl PyListener {
+    #[new]
+    #[pyo3(signature = (uri, *, allow_remote=false))]
+    fn new(py: Python<'_>, uri: &str, allow_remote: bool) -> PyResult<Self> {
+        let transport: Transport = uri
+            .parse()
+            .map_err(|e: TransportError| os_error(py, None, e.os_failure()))?;
+        let opts = OpenOptions {
+            allow_remote,
+            ..OpenOptions::default()
+        };
+        let listener = py
+            .detach(|| Listener::bind(&transport, &opts, &FdRegistry::new()))
+            .map_err(|e| os_error(py, None, e.os_failure()))?;
+        Ok(PyListener {
+            uri: listener.local_transport().to_string(),
+            listener: parking_lot::Mutex::new(Some(listener)),
+        })
+    }
+
+    /// The address it listens on (a `tcp:` port 0 replaced by the real one).
+    #[getter]
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Waits for the stream (up to `timeout` seconds, or until `cancelled`
+    /// returns true or a signal handler raises) and restores it into RAM
+    /// blocks `ram` and the devices below `devices`, as
+    /// `vmkit.migration.restore` does. The listener is used up.
+    #[pyo3(signature = (*, machine_type, ram, devices=None, footers=true, timeout=None, cancelled=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn restore(
+        &self,
+        py: Python<'_>,
+        machine_type: String,
+        ram: Vec<Bound<'_, PyRamBlock>>,
+        devices: Option<Bound<'_, PyObj>>,
+        footers: bool,
+        timeout: Option<f64>,
+        cancelled: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyDict>> {
+        let mut listener = self
+            .listener
+            .lock()
+            .take()
+            .ok_or_else(|| PyValueError::new_err("the listener was already used"))?;
+        let set = save_set(py, machine_type, &ram, devices.as_ref())?;
+        let opts = RestoreOptions {
+            footers,
+            ..RestoreOptions::default()
+        };
+        let open = OpenOptions {
+            timeout: seconds("timeout", timeout)?,
+            ..OpenOptions::default()
+        };
+        let uri = std::path::PathBuf::from(&self.uri);
+        let stats = with_transport(py, &uri, "incoming migration", cancelled, |interrupt| {
+            let mut source = listener.accept(&open, interrupt)?;
+            let restored = savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, &mut source), &opts);
+            // A command's failure counts only if the stream itself loaded.
+            let finished = source.finish();
+            Ok(match restored {
+                Ok(stats) => finished.map(|()| stats).map_err(vmkit_migration::Error::from),
+                Err(e) => Err(e),
+            })
+        })?
+        .map_err(|e| migration_err(py, e))?;
+        restore_stats(py, &stats)
+    }
+
+    /// Stops listening (removes a `unix:` socket file).
+    fn close(&self) {
+        self.listener.lock().take();
+    }
+}
+
+/// `seconds` as a `Duration`, refusing what is not a number of seconds.
+fn seconds(name: &str, seconds: Option<f64>) -> PyResult<Option<std::time::Duration>> {
+    seconds
+        .map(|t| {
+            std::time::Duration::try_from_secs_f64(t)
+                .map_err(|_| PyValueError::new_err(format!("{name} must be a number of seconds >= 0, not {t}")))
+        })
+        .transpose()
 }
