@@ -127,11 +127,22 @@ fn pages_written_during_the_run_are_resent_and_the_destination_equals_the_source
     assert_eq!(snap.phase, PrecopyPhase::Completed);
     assert_eq!(snap.switchover, Some(SwitchoverReason::Converged));
     let dirty: Vec<u64> = snap.passes.iter().map(|p| p.dirty_pages).collect();
-    assert_eq!(dirty, vec![272, 41, 3], "every page, then 40 + page 0, then 3 at the final sync");
-    assert_eq!(snap.passes.iter().map(|p| p.final_pass).collect::<Vec<_>>(), [false, false, true]);
+    assert_eq!(
+        dirty,
+        vec![272, 41, 3],
+        "every page, then 40 + page 0, then 3 at the final sync"
+    );
+    assert_eq!(
+        snap.passes.iter().map(|p| p.final_pass).collect::<Vec<_>>(),
+        [false, false, true]
+    );
     assert_eq!(snap.passes[0].duration, TICK * 2, "two batches: pc.ram, vga.vram");
     assert_eq!(snap.passes[1].duration, TICK);
-    assert_eq!(snap.passes[2].duration, Duration::ZERO, "the test guest takes no time once stopped");
+    assert_eq!(
+        snap.passes[2].duration,
+        Duration::ZERO,
+        "the test guest takes no time once stopped"
+    );
     let bw = snap.passes[1].bandwidth.ok_or("no bandwidth")?;
     assert_eq!(bw, snap.passes[1].bytes as f64 / 0.1);
     assert_eq!(snap.ram.dirty_sync_count, 4, "setup, after pass 1, after pass 2, final");
@@ -148,7 +159,10 @@ fn pages_written_during_the_run_are_resent_and_the_destination_equals_the_source
     assert!(snap.source_stopped);
 
     let (dst, pages) = restored(&stream)?;
-    assert_eq!(pages, sent, "the destination took every record, pages sent twice included");
+    assert_eq!(
+        pages, sent,
+        "the destination took every record, pages sent twice included"
+    );
     let (sums, dev) = at_stop.borrow_mut().take().ok_or("stop was not called")?;
     assert_eq!(checksums(&dst.ram)?, sums);
     assert_eq!(dst.counter.get(), dev);
@@ -288,7 +302,13 @@ fn a_block_another_migration_logs_is_refused_and_left_logging() -> TestResult {
     let control = Arc::new(PrecopyControl::new(params(1000, 10)));
     let result = Precopy::new(&src.set, control).run(Vec::new(), || Ok(()));
     assert!(matches!(result, Err(PrecopyError::Stream(_))), "{result:?}");
-    assert!(!src.ram[0].dirty_log().is_logging(DirtyClient::Migration), "its own start undone");
-    assert!(src.ram[1].dirty_log().is_logging(DirtyClient::Migration), "the other user's log kept");
+    assert!(
+        !src.ram[0].dirty_log().is_logging(DirtyClient::Migration),
+        "its own start undone"
+    );
+    assert!(
+        src.ram[1].dirty_log().is_logging(DirtyClient::Migration),
+        "the other user's log kept"
+    );
     Ok(())
 }

@@ -12,8 +12,8 @@ use super::error::PrecopyError;
 use super::limiter::BandwidthLimiter;
 use super::stats::{PassRecord, PrecopyPhase, PrecopySnapshot};
 use super::switchover::{SwitchoverReason, bandwidth, decide, expected_downtime};
-use crate::savevm::{SaveOptions, SaveSet};
 use crate::savevm::sections::{EncodedDevices, RAM_SECTION_ID, write_preamble};
+use crate::savevm::{SaveOptions, SaveSet};
 use crate::wire::format::TARGET_PAGE_SIZE;
 use crate::wire::{RamSectionWriter, SectionKind, StreamWriter};
 
@@ -152,6 +152,7 @@ impl<'a> Precopy<'a> {
                 phase: PrecopyPhase::Setup,
                 stopped: false,
                 stream: control.params().stream,
+                booked: 0,
                 cur: PassRecord::default(),
                 pass_started: Duration::ZERO,
             };
@@ -199,6 +200,8 @@ struct Run<'a, W: Write> {
     stopped: bool,
     /// Footers and trailer, fixed at the start.
     stream: SaveOptions,
+    /// Stream bytes booked with the limiter.
+    booked: u64,
     /// The pass being sent.
     cur: PassRecord,
     pass_started: Duration,
@@ -382,7 +385,6 @@ impl<W: Write> Run<'_, W> {
     fn send_batch(&mut self, index: usize, batch: &[u64], page_size: u64) -> Result<(), PrecopyError> {
         self.check_cancel()?;
         let before = self.ram.stats();
-        let start = self.w.offset();
         self.ram.write_block_pages(&mut self.w, index, batch.iter().copied())?;
         let after = self.ram.stats();
         let zero = after.zero_pages - before.zero_pages;
@@ -408,7 +410,10 @@ impl<W: Write> Run<'_, W> {
         (self.observer)(&Checkpoint::BatchSent { pass: self.cur.pass });
         if !self.stopped {
             let limit = self.control.params().max_bandwidth;
-            self.limiter.record(now, transferred - start, limit);
+            // Every byte since the last booking: section headers, EOS and
+            // footers too, so the stream as a whole keeps the limit.
+            self.limiter.record(now, transferred - self.booked, limit);
+            self.booked = transferred;
             if let Some(deadline) = self.limiter.hold_until(now) {
                 self.w.flush()?;
                 let control = self.control;

@@ -24,24 +24,32 @@ pub enum PrecopyError {
     /// state failed. If it happened after switchover the source is
     /// stopped ([`PrecopySnapshot::source_stopped`](super::PrecopySnapshot::source_stopped))
     /// and must be resumed.
+    /// Boxed: the crate's error is large, and this one is returned at
+    /// every step of the page loop.
     #[error(transparent)]
-    Stream(#[from] crate::Error),
+    Stream(Box<crate::Error>),
+}
+
+impl From<crate::Error> for PrecopyError {
+    fn from(e: crate::Error) -> Self {
+        PrecopyError::Stream(Box::new(e))
+    }
 }
 
 impl From<crate::wire::WireError> for PrecopyError {
     fn from(e: crate::wire::WireError) -> Self {
-        PrecopyError::Stream(e.into())
+        PrecopyError::Stream(Box::new(e.into()))
     }
 }
 
 impl From<vmkit_memory::Error> for PrecopyError {
     fn from(e: vmkit_memory::Error) -> Self {
-        PrecopyError::Stream(e.into())
+        PrecopyError::Stream(Box::new(e.into()))
     }
 }
 
 impl From<crate::savevm::SavevmError> for PrecopyError {
     fn from(e: crate::savevm::SavevmError) -> Self {
-        PrecopyError::Stream(e.into())
+        PrecopyError::Stream(Box::new(e.into()))
     }
 }

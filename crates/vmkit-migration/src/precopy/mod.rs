@@ -11,7 +11,7 @@
 //!   [`PassRecord`], [`PrecopyPhase`], [`PrecopySnapshot`].
 //! * [`limiter`]: [`BandwidthLimiter`], pacing on an injected clock.
 //! * [`switchover`]: QEMU's switchover rule and expected downtime.
-//! * [`error`]: [`PrecopyError`].
+//! * [`error`]: the run's error, [`PrecopyError`].
 //!
 //! ```
 //! use std::sync::Arc;

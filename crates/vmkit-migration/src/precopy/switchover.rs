@@ -72,14 +72,20 @@ mod tests {
     fn the_remainder_must_fit_bandwidth_times_the_limit() {
         // 100 MB/s × 300 ms = 30 MB.
         let bw = Some(100e6);
-        assert_eq!(decide(30_000_000, bw, 300 * MS, 1, 10), Some(SwitchoverReason::Converged));
+        assert_eq!(
+            decide(30_000_000, bw, 300 * MS, 1, 10),
+            Some(SwitchoverReason::Converged)
+        );
         assert_eq!(decide(30_000_001, bw, 300 * MS, 1, 10), None);
         assert_eq!(
             decide(30_000_001, bw, 300 * MS, 10, 10),
             Some(SwitchoverReason::MaxPasses)
         );
         // A higher limit lets the same remainder through.
-        assert_eq!(decide(30_000_001, bw, 301 * MS, 1, 10), Some(SwitchoverReason::Converged));
+        assert_eq!(
+            decide(30_000_001, bw, 301 * MS, 1, 10),
+            Some(SwitchoverReason::Converged)
+        );
     }
 
     #[test]

@@ -79,7 +79,12 @@ impl<'a> EncodedDevices<'a> {
     /// Writes the stream's tail: one FULL section per device (ids from
     /// [`RAM_SECTION_ID`] + 1, footers if `footers`), EOF, and the
     /// VMDESCRIPTION trailer if `vmdesc`.
-    pub(crate) fn write_tail<W: Write>(self, w: &mut StreamWriter<W>, footers: bool, vmdesc: bool) -> crate::Result<()> {
+    pub(crate) fn write_tail<W: Write>(
+        self,
+        w: &mut StreamWriter<W>,
+        footers: bool,
+        vmdesc: bool,
+    ) -> crate::Result<()> {
         let mut described = Vec::with_capacity(self.devices.len());
         for (n, dev) in self.devices.into_iter().enumerate() {
             // Section ids are u32 on the wire; more than 2^32 devices cannot exist.
@@ -87,8 +92,13 @@ impl<'a> EncodedDevices<'a> {
                 .ok()
                 .and_then(|n| n.checked_add(RAM_SECTION_ID + 1))
                 .unwrap_or(u32::MAX);
-            SectionHeader::full(section_id, dev.entry.idstr.clone(), dev.entry.instance_id, dev.version_id)
-                .write(w)?;
+            SectionHeader::full(
+                section_id,
+                dev.entry.idstr.clone(),
+                dev.entry.instance_id,
+                dev.version_id,
+            )
+            .write(w)?;
             w.put_bytes(&dev.body)?;
             if footers {
                 write_footer(w, section_id)?;
