@@ -15,7 +15,8 @@ use super::switchover::SwitchoverReason;
 /// reads [`snapshot`](Self::snapshot), `migrate_cancel` calls
 /// [`cancel`](Self::cancel), `migrate-set-parameters` calls
 /// [`set_params`](Self::set_params). The run updates it between batches
-/// (one lock per batch of about 1 MiB).
+/// (one lock per batch of about 1 MiB). One control serves one run (a
+/// cancel stays set); its last snapshot stays readable after the run.
 #[derive(Debug, Default)]
 pub struct PrecopyControl {
     cancelled: AtomicBool,
