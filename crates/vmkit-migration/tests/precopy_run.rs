@@ -312,3 +312,61 @@ fn a_block_another_migration_logs_is_refused_and_left_logging() -> TestResult {
     );
     Ok(())
 }
+
+/// A sink that takes at most `budget` bytes, then fails every write.
+struct Budgeted<'a> {
+    taken: &'a Cell<u64>,
+    budget: &'a Cell<u64>,
+}
+
+impl std::io::Write for Budgeted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.budget.get().saturating_sub(self.taken.get());
+        if room == 0 {
+            return Err(std::io::Error::other("the link went down"));
+        }
+        let n = buf.len().min(room as usize);
+        self.taken.set(self.taken.get() + n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_sink_failing_before_or_after_stop_fails_the_run_and_says_whether_the_source_stopped() -> TestResult {
+    for after_stop in [false, true] {
+        let src = machine(true)?;
+        let before = checksums(&src.ram)?;
+        let taken = Cell::new(0);
+        let budget = Cell::new(if after_stop { u64::MAX } else { 1000 });
+        let control = Arc::new(PrecopyControl::new(params(1000, 10)));
+        let clock = ManualClock::new();
+        let result = Precopy::new(&src.set, Arc::clone(&control))
+            .with_clock(clock.clone())
+            .observe(|c| match c {
+                Checkpoint::BatchSent { .. } => clock.advance(TICK),
+                // Dirty but unchanged, so the final pass has a page to send.
+                Checkpoint::PassDone(_) => assert!(src.ram[0].write_page_pattern(0, 7).is_ok()),
+                Checkpoint::AfterStop => budget.set(taken.get() + 10),
+                _ => {}
+            })
+            .run(
+                Budgeted {
+                    taken: &taken,
+                    budget: &budget,
+                },
+                || Ok(()),
+            );
+        assert!(matches!(result, Err(PrecopyError::Stream(_))), "{result:?}");
+        let snap = control.snapshot();
+        assert_eq!(snap.phase, PrecopyPhase::Failed);
+        assert_eq!(snap.source_stopped, after_stop);
+        assert!(snap.error.as_deref().is_some_and(|e| e.contains("the link went down")), "{snap:?}");
+        assert!(!logging(&src.ram));
+        assert_eq!(checksums(&src.ram)?, before);
+    }
+    Ok(())
+}
