@@ -1,6 +1,7 @@
 //! [`Precopy`]: one precopy run of a [`SaveSet`] into a sink.
 
 use std::io::{BufWriter, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::stats::{PassRecord, PrecopyPhase, PrecopySnapshot};
 use super::switchover::{SwitchoverReason, bandwidth, decide, expected_downtime};
 use crate::savevm::sections::{EncodedDevices, RAM_SECTION_ID, write_preamble};
 use crate::savevm::{SaveOptions, SaveSet};
+use crate::transport::FdWriter;
 use crate::wire::format::TARGET_PAGE_SIZE;
 use crate::wire::{RamSectionWriter, SectionKind, StreamWriter};
 
@@ -130,6 +132,30 @@ impl<'a> Precopy<'a> {
         W: Write,
         S: FnOnce() -> Result<(), StopError>,
     {
+        self.run_with(sink, None, stop)
+    }
+
+    /// [`run`](Self::run) into a file, pipe, socket or device: the same
+    /// stream, with the pages of each batch handed to the kernel straight
+    /// from guest memory in gathered writes, as
+    /// [`save_to_fd`](crate::savevm::save_to_fd) sends them. A
+    /// non-blocking descriptor is waited on with `poll(2)`.
+    pub fn run_to_fd<F, S>(self, sink: F, stop: S) -> Result<PrecopyOutcome, PrecopyError>
+    where
+        F: AsFd,
+        S: FnOnce() -> Result<(), StopError>,
+    {
+        let fd = sink.as_fd();
+        self.run_with(FdWriter(fd), Some(fd), stop)
+    }
+
+    /// [`run`](Self::run), with pages sent by gathered writes on `direct`
+    /// (the descriptor `sink` writes to) when there is one.
+    fn run_with<W, S>(self, sink: W, direct: Option<BorrowedFd<'_>>, stop: S) -> Result<PrecopyOutcome, PrecopyError>
+    where
+        W: Write,
+        S: FnOnce() -> Result<(), StopError>,
+    {
         let Precopy {
             set,
             control,
@@ -147,6 +173,7 @@ impl<'a> Precopy<'a> {
                 clock: clock.as_ref(),
                 observer,
                 w: StreamWriter::buffered(sink),
+                direct,
                 ram,
                 limiter: BandwidthLimiter::new(),
                 phase: PrecopyPhase::Setup,
@@ -188,12 +215,14 @@ enum PassPages {
 }
 
 /// A run in progress.
-struct Run<'a, W: Write> {
+struct Run<'a, 'fd, W: Write> {
     set: &'a SaveSet,
     control: &'a PrecopyControl,
     clock: &'a dyn Clock,
     observer: Observer<'a>,
     w: StreamWriter<BufWriter<W>>,
+    /// The descriptor `w` writes to, for gathered page writes.
+    direct: Option<BorrowedFd<'fd>>,
     ram: RamSectionWriter,
     limiter: BandwidthLimiter,
     phase: PrecopyPhase,
@@ -207,7 +236,7 @@ struct Run<'a, W: Write> {
     pass_started: Duration,
 }
 
-impl<W: Write> Run<'_, W> {
+impl<W: Write> Run<'_, '_, W> {
     fn check_cancel(&self) -> Result<(), PrecopyError> {
         if self.control.is_cancelled() {
             return Err(PrecopyError::Cancelled {
@@ -385,7 +414,12 @@ impl<W: Write> Run<'_, W> {
     fn send_batch(&mut self, index: usize, batch: &[u64], page_size: u64) -> Result<(), PrecopyError> {
         self.check_cancel()?;
         let before = self.ram.stats();
-        self.ram.write_block_pages(&mut self.w, index, batch.iter().copied())?;
+        match self.direct {
+            Some(fd) => self
+                .ram
+                .write_block_pages_to_fd(&mut self.w, fd, index, batch.iter().copied())?,
+            None => self.ram.write_block_pages(&mut self.w, index, batch.iter().copied())?,
+        }
         let after = self.ram.stats();
         let zero = after.zero_pages - before.zero_pages;
         let normal = after.normal_pages - before.normal_pages;
