@@ -42,7 +42,9 @@ fn params(max_bandwidth: u64) -> PrecopyParams {
 /// there; returns the stream bytes written by then.
 fn release(clock: &ManualClock, control: &PrecopyControl, expected: impl FnOnce(u64) -> Duration) -> u64 {
     assert!(clock.wait_for_blocked(1, GUARD), "the run did not wait");
-    let written = control.snapshot().ram.transferred;
+    let snap = control.snapshot();
+    assert_eq!(snap.total_time, clock.now(), "a waiting run's total time is read from its clock");
+    let written = snap.ram.transferred;
     let deadline = expected(written);
     assert_eq!(clock.deadlines(), vec![deadline]);
     clock.advance(deadline - clock.now());

@@ -1,10 +1,12 @@
 //! [`PrecopyControl`]: what a run and its owner share — the parameters
 //! (changeable while it runs), the cancel flag, and its progress.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use vmkit_memory::Clock;
 
 use super::params::PrecopyParams;
 use super::stats::{PassRecord, PrecopyPhase, PrecopySnapshot, RamStats};
@@ -28,6 +30,8 @@ pub struct PrecopyControl {
 #[derive(Debug, Default)]
 struct Progress {
     snap: PrecopySnapshot,
+    /// The run's clock, once it began.
+    clock: Option<Arc<dyn Clock>>,
     started_at: Duration,
     ended: bool,
 }
@@ -65,9 +69,15 @@ impl PrecopyControl {
         *self.params.lock() = params;
     }
 
-    /// The run's state now. `total_time` is as of the last update.
+    /// The run's state now (`total_time` read from the run's clock while
+    /// it goes, so a run waiting on the bandwidth limit still ages).
     pub fn snapshot(&self) -> PrecopySnapshot {
-        self.progress.lock().snap.clone()
+        let p = self.progress.lock();
+        let mut snap = p.snap.clone();
+        if let (false, Some(clock)) = (p.ended, &p.clock) {
+            snap.total_time = clock.now().saturating_sub(p.started_at);
+        }
+        snap
     }
 
     /// The phase now.
@@ -77,9 +87,10 @@ impl PrecopyControl {
 
     // The run's side.
 
-    pub(super) fn begin(&self, now: Duration, total: u64, page_size: u64) {
+    pub(super) fn begin(&self, clock: Arc<dyn Clock>, total: u64, page_size: u64) {
         let mut p = self.progress.lock();
-        p.started_at = now;
+        p.started_at = clock.now();
+        p.clock = Some(clock);
         p.ended = false;
         p.snap = PrecopySnapshot {
             phase: PrecopyPhase::Setup,
@@ -110,10 +121,13 @@ impl PrecopyControl {
         });
     }
 
+    /// The source stopped for `reason`.
     pub(super) fn switched_over(&self, now: Duration, reason: SwitchoverReason) {
         self.update(now, |s| {
             s.switchover = Some(reason);
             s.phase = PrecopyPhase::Device;
+            s.source_stopped = true;
+            s.ram.precopy_bytes = s.ram.transferred;
         });
     }
 

@@ -166,7 +166,7 @@ impl<'a> Precopy<'a> {
             set.check()?;
             let ram = RamSectionWriter::new(set.ram.clone())?;
             let total = ram.total_bytes();
-            control.begin(clock.now(), total, TARGET_PAGE_SIZE);
+            control.begin(Arc::clone(&clock), total, TARGET_PAGE_SIZE);
             let mut run = Run {
                 set,
                 control: &control,
@@ -301,10 +301,6 @@ impl<W: Write> Run<'_, '_, W> {
                 self.stopped = true;
                 let at = self.clock.now();
                 self.control.switched_over(at, reason);
-                self.control.update(at, |s| {
-                    s.source_stopped = true;
-                    s.ram.precopy_bytes = s.ram.transferred;
-                });
                 self.phase = PrecopyPhase::Device;
                 break dirty;
             }
