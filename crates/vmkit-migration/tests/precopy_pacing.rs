@@ -43,7 +43,11 @@ fn params(max_bandwidth: u64) -> PrecopyParams {
 fn release(clock: &ManualClock, control: &PrecopyControl, expected: impl FnOnce(u64) -> Duration) -> u64 {
     assert!(clock.wait_for_blocked(1, GUARD), "the run did not wait");
     let snap = control.snapshot();
-    assert_eq!(snap.total_time, clock.now(), "a waiting run's total time is read from its clock");
+    assert_eq!(
+        snap.total_time,
+        clock.now(),
+        "a waiting run's total time is read from its clock"
+    );
     let written = snap.ram.transferred;
     let deadline = expected(written);
     assert_eq!(clock.deadlines(), vec![deadline]);
