@@ -48,11 +48,12 @@ pub struct PassRecord {
     /// 1, 2, ...
     pub pass: u32,
     /// Pages to send when the pass began (every page for the first, the
-    /// dirty pages a sync found for later ones).
+    /// dirty pages a sync found for later ones), in each block's own page
+    /// size (4096 bytes unless the block says otherwise).
     pub dirty_pages: u64,
     /// Stream bytes the pass wrote.
     pub bytes: u64,
-    /// Pages it sent (zero and normal).
+    /// 4096-byte target pages it sent (zero and normal).
     pub pages: u64,
     /// Of those, zero pages.
     pub zero_pages: u64,
