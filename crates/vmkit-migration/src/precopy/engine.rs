@@ -69,8 +69,8 @@ type Observer<'a> = Box<dyn FnMut(&Checkpoint) + 'a>;
 /// the `Migration` dirty-log client started on every block, a first pass
 /// of every page, then passes of the pages each dirty sync found (zero
 /// pages as a flag), each its own RAM PART section ended by EOS and a
-/// footer, until the remaining dirty bytes fit `downtime_limit` at the
-/// measured bandwidth (or `max_passes` is reached). Then the `stop`
+/// footer, until the remaining dirty bytes are below what the measured
+/// bandwidth sends within `downtime_limit` (or `max_passes` is reached). Then the `stop`
 /// callback pauses the source, a final sync's pages go in the RAM END
 /// section, every device's state in a FULL section (the code
 /// [`save`](crate::savevm::save) uses), EOF and the VMDESCRIPTION trailer.

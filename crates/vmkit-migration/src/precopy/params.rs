@@ -23,8 +23,8 @@ pub struct PrecopyParams {
     /// stops is not limited (QEMU lifts the limit there too).
     pub max_bandwidth: u64,
     /// The longest pause the source may take: switchover happens once the
-    /// remaining dirty bytes can be sent in this time at the measured
-    /// bandwidth.
+    /// remaining dirty bytes are below what the measured bandwidth sends
+    /// in this time.
     pub downtime_limit: Duration,
     /// Safety bound: after this many passes (the first, full one
     /// included) switchover happens whatever remains. At least 1.

@@ -1,16 +1,18 @@
 //! When to switch over, and the downtime to expect: QEMU's rule.
 //!
 //! QEMU measures the bandwidth the stream achieved, and switches over
-//! once the bytes still dirty could be sent within `downtime-limit` at
-//! that bandwidth (the threshold is bandwidth × downtime-limit); the
-//! expected downtime it reports is remaining ÷ bandwidth.
+//! once nothing is pending or the bytes still dirty are below what that
+//! bandwidth sends within `downtime-limit` (the threshold, bandwidth ×
+//! downtime-limit: strictly below, as QEMU compares); the expected
+//! downtime it reports is remaining ÷ bandwidth.
 
 use std::time::Duration;
 
 /// Why a run switched over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwitchoverReason {
-    /// The remaining dirty bytes fit the downtime limit.
+    /// The remaining dirty bytes are below what the measured bandwidth
+    /// sends within the downtime limit (or nothing remains).
     Converged,
     /// `max_passes` passes were made without converging.
     MaxPasses,
@@ -41,10 +43,11 @@ pub fn expected_downtime(remaining: u64, bandwidth: Option<f64>) -> Option<Durat
 }
 
 /// The switchover decision after `passes` passes, with `remaining` dirty
-/// bytes and the last pass's measured `bandwidth`: converged when the
-/// remainder fits `downtime_limit` (nothing remaining always fits; an
-/// unknown bandwidth fits nothing else), else forced once `passes`
-/// reaches `max_passes`, else `None` (another pass).
+/// bytes and the last pass's measured `bandwidth`: converged when
+/// nothing remains or the remainder is below the threshold for
+/// `downtime_limit` (an unknown bandwidth admits nothing but an empty
+/// remainder), else forced once `passes` reaches `max_passes`, else
+/// `None` (another pass).
 pub fn decide(
     remaining: u64,
     bandwidth: Option<f64>,
@@ -52,7 +55,7 @@ pub fn decide(
     passes: u32,
     max_passes: u32,
 ) -> Option<SwitchoverReason> {
-    let fits = remaining == 0 || bandwidth.is_some_and(|bw| remaining <= threshold_bytes(bw, downtime_limit));
+    let fits = remaining == 0 || bandwidth.is_some_and(|bw| remaining < threshold_bytes(bw, downtime_limit));
     if fits {
         Some(SwitchoverReason::Converged)
     } else if passes >= max_passes {
@@ -69,23 +72,20 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn the_remainder_must_fit_bandwidth_times_the_limit() {
+    fn the_remainder_must_be_below_bandwidth_times_the_limit() {
         // 100 MB/s × 300 ms = 30 MB.
         let bw = Some(100e6);
+        let converged = Some(SwitchoverReason::Converged);
+        assert_eq!(decide(29_999_999, bw, 300 * MS, 1, 10), converged);
+        assert_eq!(decide(30_000_000, bw, 300 * MS, 1, 10), None);
         assert_eq!(
-            decide(30_000_000, bw, 300 * MS, 1, 10),
-            Some(SwitchoverReason::Converged)
-        );
-        assert_eq!(decide(30_000_001, bw, 300 * MS, 1, 10), None);
-        assert_eq!(
-            decide(30_000_001, bw, 300 * MS, 10, 10),
+            decide(30_000_000, bw, 300 * MS, 10, 10),
             Some(SwitchoverReason::MaxPasses)
         );
         // A higher limit lets the same remainder through.
-        assert_eq!(
-            decide(30_000_001, bw, 301 * MS, 1, 10),
-            Some(SwitchoverReason::Converged)
-        );
+        assert_eq!(decide(30_000_000, bw, 301 * MS, 1, 10), converged);
+        // Nothing pending converges even with a zero limit.
+        assert_eq!(decide(0, bw, Duration::ZERO, 1, 10), converged);
     }
 
     #[test]
