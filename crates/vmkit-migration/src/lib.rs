@@ -15,6 +15,9 @@
 //!   VMState description, saved and loaded through one trait.
 //! * [`savevm`]: a whole machine (RAM and device sections) saved to a
 //!   stream and restored from one; device types declare their VMState.
+//! * [`precopy`]: live migration's source side — passes of dirty pages
+//!   while the guest runs, QEMU's switchover rule, bandwidth pacing,
+//!   progress and cancel.
 //! * [`analyze`](mod@analyze): what a stream holds, record by record (the
 //!   report behind `vmkit analyze`) or counted; above both `wire` and
 //!   `savevm`, used by neither.
@@ -27,6 +30,7 @@
 pub mod analyze;
 pub mod device_state;
 mod error;
+pub mod precopy;
 pub mod savevm;
 #[doc(hidden)]
 pub mod test_support;

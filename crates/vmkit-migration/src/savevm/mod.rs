@@ -47,6 +47,7 @@ pub mod fuzz_support;
 mod restore;
 mod save;
 mod save_set;
+pub(crate) mod sections;
 
 pub use device_registry::{
     StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model, register_device_vmstate,

@@ -3,13 +3,10 @@
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::vmstate::json::{device_entry, encode_described};
-use crate::wire::format::TARGET_PAGE_SIZE;
-use crate::wire::section::{SectionHeader, write_file_header, write_footer};
-use crate::wire::stream::write_eof;
-use crate::wire::{Configuration, RamSectionWriter, SectionKind, StreamWriter, VmDescDevice, VmDescription, WireError};
+use crate::wire::{RamSectionWriter, SectionKind, StreamWriter};
 
 use super::save_set::SaveSet;
+use super::sections::{EncodedDevices, RAM_SECTION_ID, write_preamble};
 use crate::transport::{FdWriter, Sink};
 
 /// How [`save`] writes.
@@ -46,11 +43,6 @@ pub struct SaveStats {
     /// Device sections.
     pub devices: u64,
 }
-
-/// The section id of the RAM section; devices follow from 2. Not 0: QEMU
-/// resolves a PART/END by the first handler whose remembered load id
-/// matches, and every handler a stream did not name remembers 0.
-const RAM_SECTION_ID: u32 = 1;
 
 /// Writes the state of `set` to `sink` as one savevm stream (layout in the
 /// [module](super) docs). The machine should be paused: pages are read
@@ -112,28 +104,9 @@ fn save_with<W: Write>(
     opts: &SaveOptions,
 ) -> crate::Result<SaveStats> {
     set.check()?;
-    let mut order: Vec<usize> = (0..set.devices.len()).collect();
-    // Highest priority first, FIFO within one priority (a stable sort).
-    order.sort_by_key(|&i| std::cmp::Reverse(set.devices[i].device.description().priority()));
-    let mut bodies = Vec::with_capacity(order.len());
-    for &i in &order {
-        let dev = &set.devices[i];
-        let vmsd = dev.device.description();
-        let mut state = dev.device.save_vmstate().map_err(|e| dev.failed(None, e))?;
-        let mut body = Vec::new();
-        // Offsets in encode errors are relative to the body here.
-        let (_, desc) = encode_described(&vmsd, &mut state, &mut body, 0)?;
-        let entry = device_entry(&dev.idstr, dev.instance_id, &desc);
-        let entry: VmDescDevice = serde_json::from_value(entry).map_err(|e| WireError::BadJson {
-            offset: 0,
-            reason: format!("description of '{}': {e}", dev.idstr),
-        })?;
-        bodies.push((dev, vmsd.version_id(), body, entry));
-    }
-
+    let devices = EncodedDevices::take(set)?;
     let mut w = StreamWriter::buffered(sink);
-    write_file_header(&mut w)?;
-    Configuration::new(set.machine_type.clone()).write(&mut w)?;
+    write_preamble(&mut w, set)?;
     let mut ram = RamSectionWriter::new(set.ram.clone())?;
     ram.save_setup(&mut w, RAM_SECTION_ID, opts.footers)?;
     ram.begin_section(&mut w, SectionKind::Part, RAM_SECTION_ID)?;
@@ -145,26 +118,8 @@ fn save_with<W: Write>(
     ram.begin_section(&mut w, SectionKind::End, RAM_SECTION_ID)?;
     ram.end_section(&mut w, RAM_SECTION_ID, opts.footers)?;
 
-    let mut devices = Vec::with_capacity(bodies.len());
-    for (n, (dev, version, body, entry)) in bodies.into_iter().enumerate() {
-        // Section ids are u32 on the wire; more than 2^32 devices cannot exist.
-        let section_id = u32::try_from(n + 2).unwrap_or(u32::MAX);
-        SectionHeader::full(section_id, dev.idstr.clone(), dev.instance_id, version).write(&mut w)?;
-        w.put_bytes(&body)?;
-        if opts.footers {
-            write_footer(&mut w, section_id)?;
-        }
-        devices.push(entry);
-    }
-    write_eof(&mut w)?;
-    if opts.vmdesc {
-        VmDescription {
-            configuration: None,
-            page_size: Some(TARGET_PAGE_SIZE),
-            devices,
-        }
-        .write(&mut w)?;
-    }
+    let device_count = devices.len() as u64;
+    devices.write_tail(&mut w, opts.footers, opts.vmdesc)?;
     w.flush()?;
     let ram_stats = ram.stats();
     Ok(SaveStats {
@@ -172,6 +127,6 @@ fn save_with<W: Write>(
         ram_bytes: ram.total_bytes(),
         zero_pages: ram_stats.zero_pages,
         normal_pages: ram_stats.normal_pages,
-        devices: set.devices.len() as u64,
+        devices: device_count,
     })
 }

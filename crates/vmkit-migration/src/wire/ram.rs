@@ -61,6 +61,19 @@ fn record_word(last_block: &mut Option<usize>, index: usize, addr: u64, zero: bo
     v
 }
 
+/// The offset of page `page` (in the block's own page size) of `block`,
+/// or an error if the block has no such page.
+fn block_page_start<W: Write>(w: &StreamWriter<W>, block: &RamBlock, page: u64) -> WireResult<u64> {
+    page.checked_shl(block.page_shift())
+        .filter(|_| page < block.page_count())
+        .ok_or_else(|| WireError::PageOutOfRange {
+            offset: w.offset(),
+            block: block.name().to_owned(),
+            addr: page.saturating_mul(block.page_size()),
+            len: block.page_size(),
+        })
+}
+
 /// Pages written by a [`RamSectionWriter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RamWriteStats {
@@ -267,55 +280,111 @@ impl RamSectionWriter {
     /// write to `fd` (possibly through a buffer), or the stream interleaves
     /// wrongly.
     pub fn write_all_pages_to_fd<W: Write>(&mut self, w: &mut StreamWriter<W>, fd: BorrowedFd<'_>) -> WireResult<()> {
+        for index in 0..self.blocks.len() {
+            let len = self.blocks[index].used_length();
+            self.write_target_pages_to_fd(w, fd, index, (0..len).step_by(PAGE))?;
+        }
+        Ok(())
+    }
+
+    /// [`write_block_pages`](Self::write_block_pages) by gathered writes
+    /// into `fd`, as [`write_all_pages_to_fd`](Self::write_all_pages_to_fd)
+    /// sends: the same bytes, each page copied once, by the kernel.
+    pub fn write_block_pages_to_fd<W: Write, I: IntoIterator<Item = u64>>(
+        &mut self,
+        w: &mut StreamWriter<W>,
+        fd: BorrowedFd<'_>,
+        index: usize,
+        pages: I,
+    ) -> WireResult<()> {
+        let block = self.block(w, index)?;
+        let mut addrs = Vec::new();
+        for page in pages {
+            let start = block_page_start(w, &block, page)?;
+            if block.page_size() >= TARGET_PAGE_SIZE {
+                addrs.extend((start..start + block.page_size()).step_by(PAGE));
+            } else {
+                let t = start & !TARGET_PAGE_FLAG_MASK;
+                if addrs.last() != Some(&t) {
+                    addrs.push(t);
+                }
+            }
+        }
+        self.write_target_pages_to_fd(w, fd, index, addrs)
+    }
+
+    /// Writes the target pages at `addrs` (page-aligned offsets inside
+    /// block `index`) by gathered writes into `fd`, in batches of up to
+    /// [`BATCH_BYTES`] or [`BATCH_RECORDS`] records.
+    fn write_target_pages_to_fd<W: Write, I: IntoIterator<Item = u64>>(
+        &mut self,
+        w: &mut StreamWriter<W>,
+        fd: BorrowedFd<'_>,
+        index: usize,
+        addrs: I,
+    ) -> WireResult<()> {
         // Every public method leaves the stage empty.
         debug_assert_eq!(self.used, 0);
         w.flush()?;
+        let block = self.block(w, index)?;
+        let mut addrs = addrs.into_iter().peekable();
         // Record headers of one batch, and per record where its header ends
         // and which page (if not zero) follows it.
         let mut headers: Vec<u8> = Vec::with_capacity(BATCH_RECORDS * 10 + 264);
         let mut records: Vec<(usize, Option<u64>)> = Vec::with_capacity(BATCH_RECORDS);
-        for index in 0..self.blocks.len() {
-            let block = Arc::clone(&self.blocks[index]);
-            let len = block.used_length();
-            let mut addr = 0;
-            while addr < len {
-                headers.clear();
-                records.clear();
-                let mut bytes = 0;
-                while addr < len && records.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
-                    let err_at = w.offset() + bytes as u64;
-                    let zero = block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, &block))?;
-                    let start = headers.len();
-                    self.push_header(&mut headers, index, addr, zero);
-                    bytes += headers.len() - start;
-                    if zero {
-                        self.stats.zero_pages += 1;
-                        records.push((headers.len(), None));
-                    } else {
-                        self.stats.normal_pages += 1;
-                        records.push((headers.len(), Some(addr)));
-                        bytes += PAGE;
-                    }
-                    addr += TARGET_PAGE_SIZE;
+        while addrs.peek().is_some() {
+            headers.clear();
+            records.clear();
+            let mut bytes = 0;
+            while records.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
+                let Some(addr) = addrs.next() else { break };
+                let err_at = w.offset() + bytes as u64;
+                if addr % TARGET_PAGE_SIZE != 0 || addr >= block.used_length() {
+                    return Err(WireError::PageOutOfRange {
+                        offset: err_at,
+                        block: block.name().to_owned(),
+                        addr,
+                        len: TARGET_PAGE_SIZE,
+                    });
                 }
-                let mut list = GatherList::with_capacity(2 * records.len());
-                let mut from = 0;
-                for &(end, page) in &records {
-                    list.push_bytes(&headers[from..end]);
-                    from = end;
-                    if let Some(page) = page {
-                        list.push_host(block.host(), page, TARGET_PAGE_SIZE)
-                            .map_err(mem_err(w.offset(), &block))?;
-                    }
+                let zero = block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, &block))?;
+                let start = headers.len();
+                self.push_header(&mut headers, index, addr, zero);
+                bytes += headers.len() - start;
+                if zero {
+                    self.stats.zero_pages += 1;
+                    records.push((headers.len(), None));
+                } else {
+                    self.stats.normal_pages += 1;
+                    records.push((headers.len(), Some(addr)));
+                    bytes += PAGE;
                 }
-                let sent = list.write_to(fd).map_err(|e| WireError::Io {
-                    offset: w.offset() + e.written as u64,
-                    source: e.error,
-                })?;
-                w.note_written(sent as u64);
             }
+            let mut list = GatherList::with_capacity(2 * records.len());
+            let mut from = 0;
+            for &(end, page) in &records {
+                list.push_bytes(&headers[from..end]);
+                from = end;
+                if let Some(page) = page {
+                    list.push_host(block.host(), page, TARGET_PAGE_SIZE)
+                        .map_err(mem_err(w.offset(), &block))?;
+                }
+            }
+            let sent = list.write_to(fd).map_err(|e| WireError::Io {
+                offset: w.offset() + e.written as u64,
+                source: e.error,
+            })?;
+            w.note_written(sent as u64);
         }
         Ok(())
+    }
+
+    /// Block `index`, or an error at the writer's offset.
+    fn block<W: Write>(&self, w: &StreamWriter<W>, index: usize) -> WireResult<Arc<RamBlock>> {
+        self.blocks.get(index).cloned().ok_or_else(|| WireError::Unsupported {
+            offset: w.offset(),
+            what: format!("RAM block index {index}"),
+        })
     }
 
     /// Appends the header of the record for the page at `addr` of block
@@ -344,25 +413,11 @@ impl RamSectionWriter {
         index: usize,
         pages: I,
     ) -> WireResult<()> {
-        let Some(block) = self.blocks.get(index).cloned() else {
-            return Err(WireError::Unsupported {
-                offset: w.offset(),
-                what: format!("RAM block index {index}"),
-            });
-        };
-        let shift = block.page_shift();
+        let block = self.block(w, index)?;
         let page_size = block.page_size();
         let mut last_target: Option<u64> = None;
         for page in pages {
-            let start = page
-                .checked_shl(shift)
-                .filter(|_| page < block.page_count())
-                .ok_or_else(|| WireError::PageOutOfRange {
-                    offset: w.offset(),
-                    block: block.name().to_owned(),
-                    addr: page.saturating_mul(page_size),
-                    len: page_size,
-                })?;
+            let start = block_page_start(w, &block, page)?;
             if page_size >= TARGET_PAGE_SIZE {
                 let mut a = start;
                 while a < start + page_size {
