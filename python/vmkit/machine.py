@@ -355,6 +355,52 @@ class Machine:
             self._runstate.set(RunState.PAUSED)
             return stats
 
+    def migrate(
+        self, precopy: migration.Precopy, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Live-migrates this machine with ``precopy`` (see
+        :class:`vmkit.migration.Precopy`): the guest keeps running while
+        RAM is sent in passes; at switchover the machine stops
+        (``finish-migrate``), the last dirty pages and the devices go, and
+        a completed migration leaves it in ``postmigrate``, as a QEMU
+        source. If the migration fails or is cancelled after the stop, the
+        machine returns to the state it was in (running again if it ran).
+        Returns the final statistics (``precopy.snapshot()`` with
+        ``devices``). ``timeout`` bounds the wait to connect.
+
+        :raises MachineStateError: in ``inmigrate``, during a save, or once
+            shut down.
+        """
+        with self._lock:
+            self._check_not_shut_down()
+            previous = self.status
+            if previous not in _SAVE_FROM:
+                raise MachineStateError(f"cannot migrate in state '{previous}'")
+            stopped = False
+
+            def stop() -> None:
+                nonlocal stopped
+                if previous == RunState.RUNNING:
+                    self._pause_workload()
+                stopped = True
+                self._runstate.set(RunState.FINISH_MIGRATE)
+
+            try:
+                result = precopy.run(
+                    machine_type=self.machine_type,
+                    ram=[self.ram],
+                    devices=self.board,
+                    stop=stop,
+                    timeout=timeout,
+                )
+            except BaseException as e:
+                _drop_frame_locals(e)
+                if stopped:
+                    self._leave_failed_save(previous)
+                raise
+            self._runstate.set(RunState.POSTMIGRATE)
+            return result
+
     def incoming(
         self,
         listener: migration.Listener,

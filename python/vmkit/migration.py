@@ -94,12 +94,13 @@ from typing import Any
 
 from vmkit._core import migration as _core
 from vmkit._core.memory import RamBlock
-from vmkit._core.migration import Listener, VMStateDescription, VMStateField
+from vmkit._core.migration import Listener, Precopy, VMStateDescription, VMStateField
 from vmkit._core.qom import Object
 
 __all__ = [
     "KindSpec",
     "Listener",
+    "Precopy",
     "VMStateDescription",
     "VMStateField",
     "analyze",

@@ -9,6 +9,7 @@ from vmkit._core.qom import Object
 
 __all__ = [
     "Listener",
+    "Precopy",
     "VMStateDescription",
     "VMStateField",
     "analyze",
@@ -113,3 +114,31 @@ class Listener:
         cancelled: Callable[[], bool] | None = None,
     ) -> dict[str, int]: ...
     def close(self) -> None: ...
+
+@final
+class Precopy:
+    def __new__(
+        cls,
+        uri: str,
+        *,
+        max_bandwidth: int = ...,
+        downtime_limit_ms: int | None = None,
+        max_passes: int = ...,
+        allow_remote: bool = False,
+    ) -> Precopy: ...
+    @property
+    def uri(self) -> str: ...
+    def run(
+        self,
+        *,
+        machine_type: str,
+        ram: list[RamBlock],
+        stop: Callable[[], object],
+        devices: Object | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]: ...
+    def cancel(self) -> None: ...
+    def set_params(
+        self, *, max_bandwidth: int | None = None, downtime_limit_ms: int | None = None
+    ) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...

@@ -1,6 +1,7 @@
 //! `vmkit._core.migration`: bindings of `vmkit-migration` (VMState
 //! descriptions, device state of Python types, save / restore / analyze).
 
+mod precopy;
 mod stream;
 mod vmstate;
 
@@ -11,6 +12,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vmstate::PyVmStateField>()?;
     m.add_class::<vmstate::PyVmStateDescription>()?;
     m.add_class::<stream::PyListener>()?;
+    m.add_class::<precopy::PyPrecopy>()?;
     m.add_function(wrap_pyfunction!(vmstate::register_device_vmstate, m)?)?;
     m.add_function(wrap_pyfunction!(stream::analyze, m)?)?;
     m.add_function(wrap_pyfunction!(stream::load_ram, m)?)?;

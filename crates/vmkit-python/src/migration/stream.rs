@@ -64,7 +64,7 @@ pub fn load_ram(py: Python<'_>, path: PathBuf, blocks: Vec<Bound<'_, PyRamBlock>
 }
 
 /// The save set: RAM blocks and the devices found below `devices`.
-fn save_set(
+pub(super) fn save_set(
     py: Python<'_>,
     machine_type: String,
     ram: &[Bound<'_, PyRamBlock>],
