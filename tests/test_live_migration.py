@@ -11,12 +11,12 @@ is QEMU's, so a file restore and a live destination read the same)."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from stream_receiver import Receiver
 from vmkit import qom
 from vmkit.machine import Machine
 from vmkit.migration import Precopy
@@ -31,29 +31,6 @@ def no_machine() -> Iterator[None]:
     yield
     if qom.machine() is not None:
         qom.destroy_machine()
-
-
-class Receiver:
-    """A UNIX socket that keeps everything a sender writes into a file."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "dest.sock"
-        self.stream = directory / "received.stream"
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(str(self.path))
-        self.sock.listen(1)
-        self.thread = threading.Thread(target=self._receive)
-        self.thread.start()
-
-    def _receive(self) -> None:
-        conn, _ = self.sock.accept()
-        with conn, self.stream.open("wb") as out:
-            while chunk := conn.recv(1 << 20):
-                out.write(chunk)
-
-    def close(self) -> None:
-        self.thread.join(GUARD)
-        self.sock.close()
 
 
 def test_a_running_machine_migrates_live(tmp_path: Path) -> None:

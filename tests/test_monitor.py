@@ -4,6 +4,7 @@ a ``vmkit run`` process (argument checks)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_receiver import Receiver
 from vmkit import memory, qom
 from vmkit.machine import Machine
 from vmkit.memory import RamBlock
@@ -137,3 +139,56 @@ def test_pmemsave_names_a_file_it_cannot_open(qmp: QMPSocket) -> None:
             "desc": "Could not open '/nonexistent/dir/x': No such file or directory",
         }
     }
+
+
+def test_migrate_over_qmp_with_events_and_query_migrate(qmp: QMPSocket, tmp_path: Path) -> None:
+    assert qmp.execute("query-migrate") == {}
+    qmp.execute("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+    receiver = Receiver(tmp_path)
+    assert qmp.execute("migrate", uri=receiver.uri) == {}
+    statuses = []
+    while not statuses or statuses[-1] not in ("completed", "failed", "cancelled"):
+        statuses.append(qmp.next_event("MIGRATION")["data"]["status"])
+    receiver.close()
+    assert statuses[0] == "setup" and "active" in statuses and statuses[-1] == "completed"
+    assert qmp.next_event("MIGRATION_PASS")["data"] == {"pass": 1}
+    info = qmp.execute("query-migrate")
+    assert info["status"] == "completed"
+    assert info["ram"]["transferred"] == receiver.stream.stat().st_size
+    assert info["ram"]["remaining"] == 0 and "downtime" in info
+    assert qmp.execute("query-status")["status"] == "postmigrate"
+
+
+def test_migrate_refusals_and_a_failed_migration(qmp: QMPSocket, tmp_path: Path) -> None:
+    reply = qmp.command("migrate", uri="ftp:x")
+    assert reply["error"]["desc"] == "Parameter 'uri' expects a valid migration protocol"
+    assert qmp.execute("migrate", uri=f"unix:{tmp_path / 'nobody.sock'}") == {}
+    deadline = time.monotonic() + GUARD
+    while (info := qmp.execute("query-migrate"))["status"] not in ("failed", "completed"):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.01)
+    assert info["status"] == "failed"
+    assert "No such file or directory" in info["error-desc"]
+    assert qmp.execute("query-status")["status"] == "prelaunch", "the source is as it was"
+
+
+def test_migrate_cancel_leaves_the_source_as_it_was(qmp: QMPSocket, tmp_path: Path) -> None:
+    qmp.execute("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+    # Slow enough that the cancel arrives mid-run: 16 MiB of data at 1 MiB/s.
+    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
+    ram.write(0, os.urandom(16 << 20))
+    qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
+    receiver = Receiver(tmp_path)
+    qmp.execute("migrate", uri=receiver.uri)
+    assert qmp.next_event("MIGRATION")["data"]["status"] == "setup"
+    assert qmp.command("migrate", uri=receiver.uri)["error"]["desc"] == (
+        "There's a migration process in progress"
+    )
+    qmp.execute("migrate_cancel")
+    statuses = []
+    while not statuses or statuses[-1] not in ("completed", "failed", "cancelled"):
+        statuses.append(qmp.next_event("MIGRATION")["data"]["status"])
+    receiver.close()
+    assert statuses[-1] == "cancelled" and "cancelling" in statuses
+    assert qmp.execute("query-migrate")["status"] == "cancelled"
+    assert qmp.execute("query-status")["status"] == "prelaunch"

@@ -143,7 +143,7 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "device_add", "device_del", "object-add", "object-del", "calc-dirty-rate",
             "query-dirty-rate", "human-monitor-command", "x-vmkit-save", "pmemsave",
             "query-migrate", "query-migrate-capabilities", "migrate-set-capabilities",
-            "query-migrate-parameters", "migrate-set-parameters",
+            "query-migrate-parameters", "migrate-set-parameters", "migrate", "migrate_cancel",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")

@@ -356,7 +356,12 @@ class Machine:
             return stats
 
     def migrate(
-        self, precopy: migration.Precopy, *, timeout: float | None = None
+        self,
+        precopy: migration.Precopy,
+        *,
+        timeout: float | None = None,
+        progress: Callable[[str, int], object] | None = None,
+        on_stop: Callable[[], object] | None = None,
     ) -> dict[str, Any]:
         """Live-migrates this machine with ``precopy`` (see
         :class:`vmkit.migration.Precopy`): the guest keeps running while
@@ -366,7 +371,9 @@ class Machine:
         source. If the migration fails or is cancelled after the stop, the
         machine returns to the state it was in (running again if it ran).
         Returns the final statistics (``precopy.snapshot()`` with
-        ``devices``). ``timeout`` bounds the wait to connect.
+        ``devices``). ``timeout`` bounds the wait to connect; ``progress``
+        is the engine's (see :meth:`vmkit.migration.Precopy.run`), and
+        ``on_stop`` runs once the machine stopped for the switchover.
 
         :raises MachineStateError: in ``inmigrate``, during a save, or once
             shut down.
@@ -384,6 +391,8 @@ class Machine:
                     self._pause_workload()
                 stopped = True
                 self._runstate.set(RunState.FINISH_MIGRATE)
+                if on_stop is not None:
+                    on_stop()
 
             try:
                 result = precopy.run(
@@ -392,6 +401,7 @@ class Machine:
                     devices=self.board,
                     stop=stop,
                     timeout=timeout,
+                    progress=progress,
                 )
             except BaseException as e:
                 _drop_frame_locals(e)

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeAlias, TypeVar
 
 from vmkit import __version__, errors, memory, qom
-from vmkit.jobs import Job, JobManager
+from vmkit.jobs import Job, JobManager, JobStatus
 from vmkit.machine import Machine
 from vmkit.migration_settings import MigrationSettings
+from vmkit.migrations import OutgoingMigration
 from vmkit.qmp import (
     EXTRA_MEMBERS,
     CommandContext,
@@ -161,6 +162,8 @@ class MachineMonitor:
         """The long operations of this monitor's commands."""
         self.migration_settings = MigrationSettings()
         """The capabilities and parameters a new migration starts from."""
+        self.migration: OutgoingMigration | None = None
+        """The current or last outgoing migration (``query-migrate``)."""
         self._dirty_lock = threading.Lock()
         # Saves holding the machine's lock, and whether shutdown has begun
         # (after which no save starts), under one lock: shutdown cancels
@@ -293,6 +296,12 @@ class MachineMonitor:
         r("x-vmkit-save", self._save, {"path": "str"})
         r("pmemsave", self._pmemsave, {"val": "int", "size": "int", "filename": "str"})
         r("query-migrate", self._query_migrate)
+        r(
+            "migrate",
+            self._migrate,
+            {"uri": "str", "*detach": "bool", "*resume": "bool", "*blk": "bool", "*inc": "bool"},
+        )
+        r("migrate_cancel", self._migrate_cancel)
         r("query-migrate-capabilities", self._query_migrate_capabilities)
         r("migrate-set-capabilities", self._migrate_set_capabilities, {"capabilities": "any"})
         r("query-migrate-parameters", self._query_migrate_parameters)
@@ -614,7 +623,44 @@ class MachineMonitor:
     # ----- migration settings -------------------------------------------
 
     def _query_migrate(self, ctx: CommandContext) -> JSONValue:
-        """``{}`` while no migration has happened, as in QEMU."""
+        """The current or last migration's ``MigrationInfo``; ``{}`` while
+        no migration has happened, as in QEMU."""
+        migration = self.migration
+        return {} if migration is None else migration.info()
+
+    def _migrate(self, ctx: CommandContext) -> JSONValue:
+        """``migrate {"uri"}``: starts a live migration and answers at once,
+        as QEMU does; ``query-migrate`` and the ``MIGRATION`` events
+        (capability ``events``) follow it. The migration copies the
+        current capabilities and parameters."""
+        if ctx.arguments.get("resume") or ctx.arguments.get("blk") or ctx.arguments.get("inc"):
+            raise GenericError("vmkit migrates without postcopy recovery or block migration")
+        if self.machine.status == "inmigrate":
+            raise GenericError("Guest is waiting for an incoming migration")
+        current = self.migration
+        if current is not None and not current.ended:
+            raise GenericError("There's a migration process in progress")
+        try:
+            migration = OutgoingMigration(
+                self.machine, str(ctx.arguments["uri"]), self.migration_settings, self.emit
+            )
+        except OSError:
+            raise GenericError("Parameter 'uri' expects a valid migration protocol") from None
+        with self._holds_lock:
+            if self._closing:
+                raise GenericError("The machine is shutting down")
+            self.migration = migration
+            job = self.jobs.start("migrate", migration.run)
+            job.add_status_listener(
+                lambda _job, status: migration.cancel() if status is JobStatus.ABORTING else None
+            )
+            self._holds.append(_MachineHold(job, None))
+        return {}
+
+    def _migrate_cancel(self, ctx: CommandContext) -> JSONValue:
+        migration = self.migration
+        if migration is not None:
+            migration.cancel()
         return {}
 
     def _query_migrate_capabilities(self, ctx: CommandContext) -> JSONValue:
@@ -629,6 +675,10 @@ class MachineMonitor:
 
     def _migrate_set_parameters(self, ctx: CommandContext) -> JSONValue:
         self.migration_settings.set_parameters(ctx.arguments)
+        migration = self.migration
+        if migration is not None and not migration.ended:
+            # As QEMU's: a running migration takes the new limits at once.
+            migration.set_parameters(self.migration_settings.parameters())
         return {}
 
     # ----- HMP -----------------------------------------------------------

@@ -136,6 +136,7 @@ class Precopy:
         stop: Callable[[], object],
         devices: Object | None = None,
         timeout: float | None = None,
+        progress: Callable[[str, int], object] | None = None,
     ) -> dict[str, Any]: ...
     def cancel(self) -> None: ...
     def set_params(

@@ -7,8 +7,8 @@ use pyo3::exceptions::{PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vmkit_migration::precopy::{
-    DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Precopy, PrecopyControl, PrecopyError,
-    PrecopyParams, PrecopySnapshot, StopError,
+    Checkpoint, DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Precopy, PrecopyControl,
+    PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
 };
 use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, Sink, Transport, TransportError};
 
@@ -75,8 +75,12 @@ impl PyPrecopy {
     /// final snapshot (see `snapshot`) with `devices`. A cancelled run
     /// raises `InterruptedError`, a transport failure `OSError`, a stream
     /// or device failure the matching `MigrationError`; an exception from
-    /// `stop` comes back unchanged.
-    #[pyo3(signature = (*, machine_type, ram, stop, devices=None, timeout=None))]
+    /// `stop` comes back unchanged. `progress(kind, n)`, if given, is
+    /// called with the GIL at `("setup", 0)` (dirty logging on, the first
+    /// pass begins) and `("pass", n)` (pass `n` ended); its exceptions go
+    /// to `sys.unraisablehook`.
+    #[pyo3(signature = (*, machine_type, ram, stop, devices=None, timeout=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         py: Python<'_>,
@@ -85,6 +89,7 @@ impl PyPrecopy {
         stop: Py<PyAny>,
         devices: Option<Bound<'_, PyObj>>,
         timeout: Option<f64>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyDict>> {
         let set = save_set(py, machine_type, &ram, devices.as_ref())?;
         let open = OpenOptions {
@@ -110,7 +115,21 @@ impl PyPrecopy {
             let stop = || -> Result<(), StopError> {
                 Python::attach(|py| stop.call0(py).map(|_| ())).map_err(|e| Box::new(e) as StopError)
             };
+            let report = |kind: &str, n: u32| {
+                if let Some(progress) = &progress {
+                    Python::attach(|py| {
+                        if let Err(e) = progress.call1(py, (kind, n)) {
+                            e.write_unraisable(py, Some(progress.bind(py)));
+                        }
+                    });
+                }
+            };
             let result = Precopy::new(&set, Arc::clone(&control))
+                .observe(|checkpoint| match checkpoint {
+                    Checkpoint::SetupDone => report("setup", 0),
+                    Checkpoint::PassDone(pass) => report("pass", pass.pass),
+                    _ => {}
+                })
                 .run_to_fd(sink.as_fd(), stop)
                 .and_then(|outcome| {
                     sink.commit()

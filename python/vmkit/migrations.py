@@ -1,0 +1,154 @@
+"""One migration, one object (principle 4).
+
+An :class:`OutgoingMigration` is created by QMP ``migrate``: it copies the
+monitor's migration settings when it starts (so nothing of an earlier
+migration leaks into it), runs the precopy engine on a job, follows QEMU's
+``MigrationStatus`` and emits its events, and keeps its final
+``MigrationInfo`` after it ended, for ``query-migrate``, until the next
+migration replaces it.
+
+Policy lives here (statuses, events, which numbers go in
+``MigrationInfo``); the page loop, the transports and the statistics are
+the Rust core's (:class:`vmkit.migration.Precopy`).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from vmkit.jobs import Job
+from vmkit.machine import Machine
+from vmkit.migration import Precopy
+from vmkit.migration_settings import MigrationSettings
+
+__all__ = ["MigrationStatus", "OutgoingMigration"]
+
+#: How a migration reports an event: ``emit(name, data)``.
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class MigrationStatus(enum.StrEnum):
+    """QEMU's ``MigrationStatus`` values that vmkit's migrations take."""
+
+    NONE = "none"
+    SETUP = "setup"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    ACTIVE = "active"
+    DEVICE = "device"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+_ENDED = (MigrationStatus.COMPLETED, MigrationStatus.FAILED, MigrationStatus.CANCELLED)
+
+
+class OutgoingMigration:
+    """One outgoing live migration of ``machine`` to ``uri``."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        uri: str,
+        settings: MigrationSettings,
+        emit: Emit,
+        *,
+        allow_remote: bool = False,
+    ) -> None:
+        self.machine = machine
+        self.settings = settings.snapshot()
+        params = self.settings.parameters()
+        self._events = self.settings.capabilities()["events"]
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._status = MigrationStatus.NONE
+        self._error: str | None = None
+        self._final: dict[str, Any] | None = None
+        # Parsing the URI here refuses a bad one before anything starts.
+        self.precopy = Precopy(
+            uri,
+            max_bandwidth=int(params["max-bandwidth"]),
+            downtime_limit_ms=int(params["downtime-limit"]),
+            allow_remote=allow_remote,
+        )
+        self._set_status(MigrationStatus.SETUP)
+
+    @property
+    def status(self) -> MigrationStatus:
+        """Where the migration is."""
+        with self._lock:
+            return self._status
+
+    @property
+    def ended(self) -> bool:
+        """Whether it completed, failed or was cancelled."""
+        return self.status in _ENDED
+
+    def _set_status(self, status: MigrationStatus) -> None:
+        with self._lock:
+            if self._status == status or self._status in _ENDED:
+                return
+            self._status = status
+        if self._events:
+            self._emit("MIGRATION", {"status": str(status)})
+
+    def _progress(self, kind: str, n: int) -> None:
+        # QEMU counts passes by dirty-bitmap syncs: the setup's is pass 1.
+        if self._events:
+            self._emit("MIGRATION_PASS", {"pass": 1 if kind == "setup" else n + 1})
+        if kind == "setup":
+            self._set_status(MigrationStatus.ACTIVE)
+
+    def run(self, job: Job[None]) -> None:
+        """The job's work: migrates, then records how it ended."""
+        try:
+            self._final = self.machine.migrate(
+                self.precopy,
+                progress=self._progress,
+                on_stop=lambda: self._set_status(MigrationStatus.DEVICE),
+            )
+        except InterruptedError:
+            self._set_status(MigrationStatus.CANCELLED)
+        except Exception as e:  # every failure is the migration's error-desc
+            with self._lock:
+                self._error = str(e) or type(e).__name__
+            self._set_status(MigrationStatus.FAILED)
+        else:
+            self._set_status(MigrationStatus.COMPLETED)
+
+    def cancel(self) -> None:
+        """QMP ``migrate_cancel``: the run stops at its next batch."""
+        if not self.ended:
+            self._set_status(MigrationStatus.CANCELLING)
+            self.precopy.cancel()
+
+    def set_parameters(self, params: dict[str, Any]) -> None:
+        """What QEMU applies to a running migration: bandwidth and downtime limit."""
+        self.precopy.set_params(
+            max_bandwidth=int(params["max-bandwidth"]),
+            downtime_limit_ms=int(params["downtime-limit"]),
+        )
+
+    def info(self) -> dict[str, Any]:
+        """QMP ``query-migrate``: QEMU's ``MigrationInfo`` for this migration."""
+        status = self.status
+        snap = self._final if self._final is not None else self.precopy.snapshot()
+        info: dict[str, Any] = {"status": str(status)}
+        if status in (MigrationStatus.ACTIVE, MigrationStatus.DEVICE, MigrationStatus.COMPLETED):
+            info["ram"] = dict(snap["ram"])
+            info["total-time"] = snap["total_time_ms"]
+            info["setup-time"] = snap["setup_time_ms"]
+        running = status in (MigrationStatus.ACTIVE, MigrationStatus.DEVICE)
+        if running and snap["expected_downtime_ms"] is not None:
+            info["expected-downtime"] = snap["expected_downtime_ms"]
+        if status == MigrationStatus.COMPLETED and snap["downtime_ms"] is not None:
+            info["downtime"] = snap["downtime_ms"]
+        if status == MigrationStatus.FAILED:
+            with self._lock:
+                info["error-desc"] = self._error
+        # vmkit's own: the per-pass history of this migration.
+        info["x-vmkit-passes"] = list(snap["passes"])
+        return info
