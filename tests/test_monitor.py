@@ -4,7 +4,6 @@ a ``vmkit run`` process (argument checks)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -176,7 +175,7 @@ def test_migrate_cancel_leaves_the_source_as_it_was(qmp: QMPSocket, tmp_path: Pa
     qmp.execute("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
     # Slow enough that the cancel arrives mid-run: 16 MiB of data at 1 MiB/s.
     ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
-    ram.write(0, os.urandom(16 << 20))
+    ram.fill(0, 16 << 20, 0x5A)
     qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
     receiver = Receiver(tmp_path)
     qmp.execute("migrate", uri=receiver.uri)
