@@ -144,6 +144,7 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "query-dirty-rate", "human-monitor-command", "x-vmkit-save", "pmemsave",
             "query-migrate", "query-migrate-capabilities", "migrate-set-capabilities",
             "query-migrate-parameters", "migrate-set-parameters", "migrate", "migrate_cancel",
+            "migrate-incoming",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")
@@ -712,3 +713,68 @@ def test_ambiguous_and_missing_partial_paths(vmkit: VmkitProcess) -> None:
         )
 
     qmp_session(vmkit.socket, body)
+
+
+def wait_status(qmp: QMPSocket, command: str, wanted: set[str]) -> dict[str, Any]:
+    """Polls ``command`` until its ``status`` is one of ``wanted``; the
+    deadline only guards against a hang."""
+    deadline = time.monotonic() + START_TIMEOUT * 3
+    while (info := qmp.execute(command))["status"] not in wanted:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.01)
+    return dict(info)
+
+
+def test_live_migration_between_two_vmkit_processes(tmp_path: Path) -> None:
+    """A running source with its workload migrates over a UNIX socket into
+    ``vmkit run --incoming``: both end as QEMU's do (postmigrate / paused
+    with -S) and their guest memory is the same byte for byte."""
+    stream_sock = tmp_path / "mig.sock"
+    src = start_vmkit("-m", "64M", "--qmp", f"unix:{tmp_path / 's.qmp'}", "--workload-rate", "8M")
+    dst = start_vmkit(
+        "-m", "64M", "--qmp", f"unix:{tmp_path / 'd.qmp'}",
+        "-S", "--incoming", f"unix:{stream_sock}",
+    )  # fmt: skip
+    try:
+        with QMPSocket(src.socket, negotiate=True) as s, QMPSocket(dst.socket, negotiate=True) as d:
+            assert d.execute("query-status")["status"] == "inmigrate"
+            assert (
+                d.command("cont")["error"]["desc"] == "Guest is waiting for an incoming migration"
+            )
+            s.execute(
+                "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
+            )
+            assert s.execute("query-status")["status"] == "running"
+            s.execute("migrate", uri=f"unix:{stream_sock}")
+            statuses = []
+            while not statuses or statuses[-1] not in ("completed", "failed", "cancelled"):
+                statuses.append(s.next_event("MIGRATION")["data"]["status"])
+            assert statuses[-1] == "completed", s.execute("query-migrate")
+            assert wait_status(d, "query-migrate", {"completed", "failed"})["status"] == "completed"
+            assert s.execute("query-status")["status"] == "postmigrate"
+            assert d.execute("query-status")["status"] == "paused"
+            for qmp, name in ((s, "src.mem"), (d, "dst.mem")):
+                qmp.execute("pmemsave", val=0, size=64 << 20, filename=str(tmp_path / name))
+            assert (tmp_path / "src.mem").read_bytes() == (tmp_path / "dst.mem").read_bytes()
+    finally:
+        assert src.stop() == 0 and dst.stop() == 0
+
+
+def test_migrate_incoming_needs_incoming_defer(vmkit: VmkitProcess, tmp_path: Path) -> None:
+    with QMPSocket(vmkit.socket, negotiate=True) as q:
+        reply = q.command("migrate-incoming", uri=f"unix:{tmp_path / 'x.sock'}")
+        assert reply["error"]["desc"] == "'-incoming' was not specified on the command line"
+
+
+def test_incoming_defer_then_migrate_incoming(tmp_path: Path) -> None:
+    stream_sock = tmp_path / "in.sock"
+    dst = start_vmkit("-m", "16M", "--qmp", f"unix:{tmp_path / 'd.qmp'}", "--incoming", "defer")
+    try:
+        with QMPSocket(dst.socket, negotiate=True) as d:
+            assert d.execute("query-status")["status"] == "inmigrate"
+            assert d.execute("migrate-incoming", uri=f"unix:{stream_sock}") == {}
+            again = d.command("migrate-incoming", uri=f"unix:{stream_sock}")
+            assert again["error"]["desc"] == "The incoming migration has already been started"
+            assert stream_sock.exists()
+    finally:
+        assert dst.stop() == 0

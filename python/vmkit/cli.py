@@ -283,7 +283,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workload_threads=args.workload_threads,
         seed=args.seed,
     )
-    return run_machine(vm, address, start_paused=args.S, name=args.name, verbose=args.verbose)
+    return run_machine(
+        vm,
+        address,
+        start_paused=args.S,
+        name=args.name,
+        verbose=args.verbose,
+        incoming=args.incoming,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
         " 'QMP: unix:PATH' (or tcp:HOST:PORT) on stdout once the monitor listens.",
     )
     p.add_argument("-S", action="store_true", help="start paused (prelaunch) until 'cont'")
+    p.add_argument(
+        "--incoming",
+        "-incoming",
+        metavar="URI|defer",
+        help="wait for a migration at URI (unix:PATH, tcp:HOST:PORT, file:PATH, exec:CMD;"
+        " prints 'incoming: URI' once listening) or, with 'defer', for QMP migrate-incoming;"
+        " the machine runs once it loaded unless -S",
+    )
     p.add_argument(
         "--qmp",
         metavar="unix:PATH|tcp:HOST:PORT",

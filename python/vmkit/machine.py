@@ -411,6 +411,18 @@ class Machine:
             self._runstate.set(RunState.POSTMIGRATE)
             return result
 
+    def expect_incoming(self) -> None:
+        """Waits for an incoming migration from now on (``inmigrate``), as
+        QEMU's ``-incoming``: the machine does not run until one loaded.
+
+        :raises MachineStateError: once the machine has run or is shut down.
+        """
+        with self._lock:
+            self._check_not_shut_down()
+            if self.status not in (RunState.PRELAUNCH, RunState.INMIGRATE):
+                raise MachineStateError(f"cannot wait for a migration in state '{self.status}'")
+            self._runstate.set(RunState.INMIGRATE)
+
     def incoming(
         self,
         listener: migration.Listener,

@@ -21,10 +21,10 @@ from typing import Any
 
 from vmkit.jobs import Job
 from vmkit.machine import Machine
-from vmkit.migration import Precopy
+from vmkit.migration import Listener, Precopy
 from vmkit.migration_settings import MigrationSettings
 
-__all__ = ["MigrationStatus", "OutgoingMigration"]
+__all__ = ["IncomingMigration", "MigrationStatus", "OutgoingMigration"]
 
 #: How a migration reports an event: ``emit(name, data)``.
 Emit = Callable[[str, dict[str, Any]], None]
@@ -151,4 +151,87 @@ class OutgoingMigration:
                 info["error-desc"] = self._error
         # vmkit's own: the per-pass history of this migration.
         info["x-vmkit-passes"] = list(snap["passes"])
+        return info
+
+
+class IncomingMigration:
+    """One incoming migration (QEMU's ``-incoming URI`` or
+    ``migrate-incoming``): it listens from creation on, loads the stream
+    into ``machine`` on a job (``inmigrate`` until then), and then leaves
+    the machine ``paused``, or ``running`` with ``autostart`` (QEMU's
+    ``-incoming`` without ``-S``). A stream that fails leaves the machine in
+    ``inmigrate``, never runnable with partial state."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        uri: str,
+        settings: MigrationSettings,
+        emit: Emit,
+        *,
+        autostart: bool,
+        allow_remote: bool = False,
+    ) -> None:
+        self.machine = machine
+        self.autostart = autostart
+        self._events = settings.capabilities()["events"]
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._status = MigrationStatus.NONE
+        self._error: str | None = None
+        self._stats: dict[str, int] | None = None
+        self.listener = Listener(uri, allow_remote=allow_remote)
+        self._set_status(MigrationStatus.SETUP)
+
+    @property
+    def uri(self) -> str:
+        """Where it listens (a ``tcp:`` port 0 replaced by the real one)."""
+        return self.listener.uri
+
+    @property
+    def status(self) -> MigrationStatus:
+        """Where the migration is."""
+        with self._lock:
+            return self._status
+
+    @property
+    def ended(self) -> bool:
+        """Whether it completed or failed."""
+        return self.status in _ENDED
+
+    def _set_status(self, status: MigrationStatus) -> None:
+        with self._lock:
+            if self._status == status or self._status in _ENDED:
+                return
+            self._status = status
+        if self._events:
+            self._emit("MIGRATION", {"status": str(status)})
+
+    def run(self, job: Job[None]) -> None:
+        """The job's work: waits for the stream and loads it."""
+        self._set_status(MigrationStatus.ACTIVE)
+        try:
+            self._stats = self.machine.incoming(
+                self.listener, cancelled=lambda: job.cancel_requested
+            )
+        except Exception as e:  # every failure is the migration's error-desc
+            with self._lock:
+                self._error = str(e) or type(e).__name__
+            self._set_status(MigrationStatus.FAILED)
+            return
+        self._set_status(MigrationStatus.COMPLETED)
+        if self.autostart:
+            self.machine.cont()
+
+    def cancel(self) -> None:
+        """Nothing to cancel on a destination; ``quit`` ends the wait."""
+
+    def info(self) -> dict[str, Any]:
+        """QMP ``query-migrate`` on the destination."""
+        info: dict[str, Any] = {"status": str(self.status)}
+        with self._lock:
+            if self._error is not None:
+                info["error-desc"] = self._error
+            if self._stats is not None:
+                info["x-vmkit-received"] = dict(self._stats)
         return info

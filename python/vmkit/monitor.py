@@ -29,7 +29,7 @@ from vmkit import __version__, errors, memory, qom
 from vmkit.jobs import Job, JobManager, JobStatus
 from vmkit.machine import Machine
 from vmkit.migration_settings import MigrationSettings
-from vmkit.migrations import OutgoingMigration
+from vmkit.migrations import IncomingMigration, OutgoingMigration
 from vmkit.qmp import (
     EXTRA_MEMBERS,
     CommandContext,
@@ -162,8 +162,11 @@ class MachineMonitor:
         """The long operations of this monitor's commands."""
         self.migration_settings = MigrationSettings()
         """The capabilities and parameters a new migration starts from."""
-        self.migration: OutgoingMigration | None = None
-        """The current or last outgoing migration (``query-migrate``)."""
+        self.migration: OutgoingMigration | IncomingMigration | None = None
+        """The current or last migration, either way (``query-migrate``)."""
+        self.incoming_deferred = False
+        """Whether the machine waits for ``migrate-incoming`` (``--incoming
+        defer``)."""
         self._dirty_lock = threading.Lock()
         # Saves holding the machine's lock, and whether shutdown has begun
         # (after which no save starts), under one lock: shutdown cancels
@@ -302,6 +305,7 @@ class MachineMonitor:
             {"uri": "str", "*detach": "bool", "*resume": "bool", "*blk": "bool", "*inc": "bool"},
         )
         r("migrate_cancel", self._migrate_cancel)
+        r("migrate-incoming", self._migrate_incoming, {"uri": "str"})
         r("query-migrate-capabilities", self._query_migrate_capabilities)
         r("migrate-set-capabilities", self._migrate_set_capabilities, {"capabilities": "any"})
         r("query-migrate-parameters", self._query_migrate_parameters)
@@ -657,6 +661,36 @@ class MachineMonitor:
             self._holds.append(_MachineHold(job, None))
         return {}
 
+    def start_incoming(self, uri: str, *, autostart: bool) -> IncomingMigration:
+        """Listens at ``uri`` and loads the migration that arrives there
+        into the machine, on a job (``vmkit run --incoming URI``, QMP
+        ``migrate-incoming``). The machine waits in ``inmigrate``.
+
+        :raises OSError: ``uri`` is not a transport, or cannot be listened on.
+        """
+        self.machine.expect_incoming()
+        migration = IncomingMigration(
+            self.machine, uri, self.migration_settings, self.emit, autostart=autostart
+        )
+        with self._holds_lock:
+            if self._closing:
+                raise GenericError("The machine is shutting down")
+            self.migration = migration
+            job = self.jobs.start("migrate-incoming", migration.run)
+            self._holds.append(_MachineHold(job, None))
+        return migration
+
+    def _migrate_incoming(self, ctx: CommandContext) -> JSONValue:
+        if not self.incoming_deferred:
+            raise GenericError("'-incoming' was not specified on the command line")
+        if isinstance(self.migration, IncomingMigration):
+            raise GenericError("The incoming migration has already been started")
+        try:
+            self.start_incoming(str(ctx.arguments["uri"]), autostart=False)
+        except OSError as e:
+            raise GenericError(str(e)) from None
+        return {}
+
     def _migrate_cancel(self, ctx: CommandContext) -> JSONValue:
         migration = self.migration
         if migration is not None:
@@ -676,7 +710,7 @@ class MachineMonitor:
     def _migrate_set_parameters(self, ctx: CommandContext) -> JSONValue:
         self.migration_settings.set_parameters(ctx.arguments)
         migration = self.migration
-        if migration is not None and not migration.ended:
+        if isinstance(migration, OutgoingMigration) and not migration.ended:
             # As QEMU's: a running migration takes the new limits at once.
             migration.set_parameters(self.migration_settings.parameters())
         return {}

@@ -111,6 +111,7 @@ def run_machine(
     name: str | None = None,
     verbose: bool = False,
     out: TextIO | None = None,
+    incoming: str | None = None,
 ) -> int:
     """Serves QMP for ``vm`` on ``address`` (default: :func:`default_qmp_path`)
     until ``quit``, SIGTERM or SIGINT; then closes the machine. Prints
@@ -152,13 +153,28 @@ def run_machine(
             # One line: the caller's machine is closed below, nothing else failed.
             print(f"vmkit: cannot serve QMP on {_describe(address)}: {e}", file=sys.stderr)
             return 1
-        # Running before the address is announced: a client that read it
-        # sees the state the options asked for, never a transient prelaunch.
-        if not start_paused:
+        listening: str | None = None
+        if incoming == "defer":
+            # QEMU's -incoming defer: inmigrate until migrate-incoming.
+            vm.expect_incoming()
+            monitor.incoming_deferred = True
+        elif incoming is not None:
+            # Listening before the address is announced, so a source told
+            # both can migrate at once.
+            try:
+                listening = monitor.start_incoming(incoming, autostart=not start_paused).uri
+            except OSError as e:
+                print(f"vmkit: cannot listen for a migration on {incoming}: {e}", file=sys.stderr)
+                return 1
+        elif not start_paused:
+            # Running before the address is announced: a client that read it
+            # sees the state the options asked for, never a transient prelaunch.
             vm.cont()
         bound = server.address
         shown = _describe(bound)
         print(f"QMP: {shown}", file=stream, flush=True)
+        if listening is not None:
+            print(f"incoming: {listening}", file=stream, flush=True)
         log.info("machine %s, QMP on %s", vm.machine_type, shown)
         while not done.wait(0.5):
             if not server.is_serving:
