@@ -191,3 +191,29 @@ def test_migrate_cancel_leaves_the_source_as_it_was(qmp: QMPSocket, tmp_path: Pa
     assert statuses[-1] == "cancelled" and "cancelling" in statuses
     assert qmp.execute("query-migrate")["status"] == "cancelled"
     assert qmp.execute("query-status")["status"] == "prelaunch"
+
+
+def test_migrate_takes_capabilities_and_parameters_inline_for_itself_only(
+    qmp: QMPSocket, tmp_path: Path
+) -> None:
+    """vmkit's extension (principle 4): settings given with ``migrate``
+    apply to that migration and leave the defaults as they were."""
+    bad = qmp.command("migrate", uri="unix:/x", **{"x-vmkit-parameters": {"downtime-limit": -1}})
+    assert "downtime_limit" in bad["error"]["desc"]
+    receiver = Receiver(tmp_path)
+    qmp.execute(
+        "migrate",
+        uri=receiver.uri,
+        **{
+            "x-vmkit-capabilities": [{"capability": "events", "state": True}],
+            "x-vmkit-parameters": {"max-bandwidth": 1 << 30},
+        },
+    )
+    statuses = []
+    while not statuses or statuses[-1] not in ("completed", "failed", "cancelled"):
+        statuses.append(qmp.next_event("MIGRATION")["data"]["status"])
+    receiver.close()
+    assert statuses[-1] == "completed"
+    caps = {c["capability"]: c["state"] for c in qmp.execute("query-migrate-capabilities")}
+    assert caps["events"] is False, "the defaults did not change"
+    assert qmp.execute("query-migrate-parameters")["max-bandwidth"] == 128 << 20

@@ -302,7 +302,15 @@ class MachineMonitor:
         r(
             "migrate",
             self._migrate,
-            {"uri": "str", "*detach": "bool", "*resume": "bool", "*blk": "bool", "*inc": "bool"},
+            {
+                "uri": "str",
+                "*detach": "bool",
+                "*resume": "bool",
+                "*blk": "bool",
+                "*inc": "bool",
+                "*x-vmkit-capabilities": "any",
+                "*x-vmkit-parameters": "any",
+            },
         )
         r("migrate_cancel", self._migrate_cancel)
         r("migrate-incoming", self._migrate_incoming, {"uri": "str"})
@@ -636,7 +644,11 @@ class MachineMonitor:
         """``migrate {"uri"}``: starts a live migration and answers at once,
         as QEMU does; ``query-migrate`` and the ``MIGRATION`` events
         (capability ``events``) follow it. The migration copies the
-        current capabilities and parameters."""
+        current capabilities and parameters; vmkit's
+        ``x-vmkit-capabilities`` (a ``migrate-set-capabilities`` list) and
+        ``x-vmkit-parameters`` (a ``migrate-set-parameters`` object) change
+        that copy only, checked as those commands check them, so nothing of
+        one migration's settings is left for the next (principle 4)."""
         if ctx.arguments.get("resume") or ctx.arguments.get("blk") or ctx.arguments.get("inc"):
             raise GenericError("vmkit migrates without postcopy recovery or block migration")
         if self.machine.status == "inmigrate":
@@ -644,9 +656,19 @@ class MachineMonitor:
         current = self.migration
         if current is not None and not current.ended:
             raise GenericError("There's a migration process in progress")
+        settings = self.migration_settings.snapshot()
+        if "x-vmkit-capabilities" in ctx.arguments:
+            settings.set_capabilities(ctx.arguments["x-vmkit-capabilities"])
+        if "x-vmkit-parameters" in ctx.arguments:
+            inline = ctx.arguments["x-vmkit-parameters"]
+            if not isinstance(inline, dict):
+                raise GenericError(
+                    "Invalid parameter type for 'x-vmkit-parameters', expected: object"
+                )
+            settings.set_parameters(inline)
         try:
             migration = OutgoingMigration(
-                self.machine, str(ctx.arguments["uri"]), self.migration_settings, self.emit
+                self.machine, str(ctx.arguments["uri"]), settings, self.emit
             )
         except OSError:
             raise GenericError("Parameter 'uri' expects a valid migration protocol") from None
