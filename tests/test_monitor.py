@@ -198,15 +198,15 @@ def test_migrate_takes_capabilities_and_parameters_inline_for_itself_only(
 ) -> None:
     """vmkit's extension (principle 4): settings given with ``migrate``
     apply to that migration and leave the defaults as they were."""
-    bad = qmp.command("migrate", uri="unix:/x", **{"x-vmkit-parameters": {"downtime-limit": -1}})
+    bad = qmp.command("migrate", uri="unix:/x", **{"parameters": {"downtime-limit": -1}})
     assert "downtime_limit" in bad["error"]["desc"]
     receiver = Receiver(tmp_path)
     qmp.execute(
         "migrate",
         uri=receiver.uri,
         **{
-            "x-vmkit-capabilities": [{"capability": "events", "state": True}],
-            "x-vmkit-parameters": {"max-bandwidth": 1 << 30},
+            "capabilities": [{"capability": "events", "state": True}],
+            "parameters": {"max-bandwidth": 1 << 30},
         },
     )
     statuses = []

@@ -308,8 +308,8 @@ class MachineMonitor:
                 "*resume": "bool",
                 "*blk": "bool",
                 "*inc": "bool",
-                "*x-vmkit-capabilities": "any",
-                "*x-vmkit-parameters": "any",
+                "*capabilities": "any",
+                "*parameters": "any",
             },
         )
         r("migrate_cancel", self._migrate_cancel)
@@ -645,8 +645,8 @@ class MachineMonitor:
         as QEMU does; ``query-migrate`` and the ``MIGRATION`` events
         (capability ``events``) follow it. The migration copies the
         current capabilities and parameters; vmkit's
-        ``x-vmkit-capabilities`` (a ``migrate-set-capabilities`` list) and
-        ``x-vmkit-parameters`` (a ``migrate-set-parameters`` object) change
+        ``capabilities`` (a ``migrate-set-capabilities`` list) and
+        ``parameters`` (a ``migrate-set-parameters`` object) change
         that copy only, checked as those commands check them, so nothing of
         one migration's settings is left for the next (principle 4)."""
         if ctx.arguments.get("resume") or ctx.arguments.get("blk") or ctx.arguments.get("inc"):
@@ -657,14 +657,12 @@ class MachineMonitor:
         if current is not None and not current.ended:
             raise GenericError("There's a migration process in progress")
         settings = self.migration_settings.snapshot()
-        if "x-vmkit-capabilities" in ctx.arguments:
-            settings.set_capabilities(ctx.arguments["x-vmkit-capabilities"])
-        if "x-vmkit-parameters" in ctx.arguments:
-            inline = ctx.arguments["x-vmkit-parameters"]
+        if "capabilities" in ctx.arguments:
+            settings.set_capabilities(ctx.arguments["capabilities"])
+        if "parameters" in ctx.arguments:
+            inline = ctx.arguments["parameters"]
             if not isinstance(inline, dict):
-                raise GenericError(
-                    "Invalid parameter type for 'x-vmkit-parameters', expected: object"
-                )
+                raise GenericError("Invalid parameter type for 'parameters', expected: object")
             settings.set_parameters(inline)
         try:
             migration = OutgoingMigration(
