@@ -217,3 +217,39 @@ def test_migrate_takes_capabilities_and_parameters_inline_for_itself_only(
     caps = {c["capability"]: c["state"] for c in qmp.execute("query-migrate-capabilities")}
     assert caps["events"] is False, "the defaults did not change"
     assert qmp.execute("query-migrate-parameters")["max-bandwidth"] == 128 << 20
+
+
+@pytest.mark.parametrize("then", ["migrate-continue", "migrate_cancel"])
+def test_pause_before_switchover_waits_for_migrate_continue(
+    qmp: QMPSocket, tmp_path: Path, then: str
+) -> None:
+    qmp.execute(
+        "migrate-set-capabilities",
+        capabilities=[
+            {"capability": "events", "state": True},
+            {"capability": "pause-before-switchover", "state": True},
+        ],
+    )
+    early = qmp.command("migrate-continue", state="pre-switchover")
+    assert early["error"]["desc"] == "Migration not in expected state: none"
+    receiver = Receiver(tmp_path)
+    qmp.execute("migrate", uri=receiver.uri)
+    while qmp.next_event("MIGRATION")["data"]["status"] != "pre-switchover":
+        pass
+    assert qmp.execute("query-status")["status"] == "finish-migrate", "stopped, waiting"
+    wrong = qmp.command("migrate-continue", state="active")
+    assert wrong["error"]["desc"] == "Migration not in expected state: pre-switchover"
+    if then == "migrate-continue":
+        qmp.execute("migrate-continue", state="pre-switchover")
+    else:
+        qmp.execute("migrate_cancel")
+    statuses = []
+    while not statuses or statuses[-1] not in ("completed", "failed", "cancelled"):
+        statuses.append(qmp.next_event("MIGRATION")["data"]["status"])
+    receiver.close()
+    if then == "migrate-continue":
+        assert statuses[0] == "device" and statuses[-1] == "completed"
+        assert qmp.execute("query-status")["status"] == "postmigrate"
+    else:
+        assert statuses[-1] == "cancelled"
+        assert qmp.execute("query-status")["status"] == "prelaunch", "back where it was"

@@ -38,6 +38,7 @@ class MigrationStatus(enum.StrEnum):
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
     ACTIVE = "active"
+    PRE_SWITCHOVER = "pre-switchover"
     DEVICE = "device"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -61,7 +62,10 @@ class OutgoingMigration:
         self.machine = machine
         self.settings = settings.snapshot()
         params = self.settings.parameters()
-        self._events = self.settings.capabilities()["events"]
+        capabilities = self.settings.capabilities()
+        self._events = capabilities["events"]
+        self._pause_before_switchover = capabilities["pause-before-switchover"]
+        self._continue = threading.Event()
         self._emit = emit
         self._lock = threading.Lock()
         self._status = MigrationStatus.NONE
@@ -106,9 +110,7 @@ class OutgoingMigration:
         """The job's work: migrates, then records how it ended."""
         try:
             self._final = self.machine.migrate(
-                self.precopy,
-                progress=self._progress,
-                on_stop=lambda: self._set_status(MigrationStatus.DEVICE),
+                self.precopy, progress=self._progress, on_stop=self._stopped
             )
         except InterruptedError:
             self._set_status(MigrationStatus.CANCELLED)
@@ -119,11 +121,35 @@ class OutgoingMigration:
         else:
             self._set_status(MigrationStatus.COMPLETED)
 
+    def _stopped(self) -> None:
+        """The source stopped for the switchover. With
+        ``pause-before-switchover`` it waits there (``pre-switchover``)
+        until :meth:`continue_` or :meth:`cancel`, as QEMU's does."""
+        if self._pause_before_switchover:
+            self._set_status(MigrationStatus.PRE_SWITCHOVER)
+            self._continue.wait()
+            if self.status == MigrationStatus.CANCELLING:
+                raise InterruptedError("migration cancelled before switchover")
+        self._set_status(MigrationStatus.DEVICE)
+
+    def continue_(self, state: str) -> None:
+        """QMP ``migrate-continue {"state"}``: lets a migration paused
+        before switchover go on; ``state`` must be the one it is in.
+
+        :raises ValueError: with QEMU's message, when it is not paused there.
+        """
+        current = self.status
+        if state != str(current) or current != MigrationStatus.PRE_SWITCHOVER:
+            raise ValueError(f"Migration not in expected state: {current}")
+        self._continue.set()
+
     def cancel(self) -> None:
-        """QMP ``migrate_cancel``: the run stops at its next batch."""
+        """QMP ``migrate_cancel``: the run stops at its next batch (or at
+        the pause before switchover)."""
         if not self.ended:
             self._set_status(MigrationStatus.CANCELLING)
             self.precopy.cancel()
+            self._continue.set()
 
     def set_parameters(self, params: dict[str, Any]) -> None:
         """What QEMU applies to a running migration: bandwidth and downtime limit."""

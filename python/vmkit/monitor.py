@@ -29,7 +29,7 @@ from vmkit import __version__, errors, memory, qom
 from vmkit.jobs import Job, JobManager, JobStatus
 from vmkit.machine import Machine
 from vmkit.migration_settings import MigrationSettings
-from vmkit.migrations import IncomingMigration, OutgoingMigration
+from vmkit.migrations import IncomingMigration, MigrationStatus, OutgoingMigration
 from vmkit.qmp import (
     EXTRA_MEMBERS,
     CommandContext,
@@ -313,6 +313,11 @@ class MachineMonitor:
             },
         )
         r("migrate_cancel", self._migrate_cancel)
+        r(
+            "migrate-continue",
+            self._migrate_continue,
+            {"state": Enum("MigrationStatus", [str(m) for m in MigrationStatus])},
+        )
         r("migrate-incoming", self._migrate_incoming, {"uri": "str"})
         r("query-migrate-capabilities", self._query_migrate_capabilities)
         r("migrate-set-capabilities", self._migrate_set_capabilities, {"capabilities": "any"})
@@ -708,6 +713,16 @@ class MachineMonitor:
         try:
             self.start_incoming(str(ctx.arguments["uri"]), autostart=False)
         except OSError as e:
+            raise GenericError(str(e)) from None
+        return {}
+
+    def _migrate_continue(self, ctx: CommandContext) -> JSONValue:
+        migration = self.migration
+        if not isinstance(migration, OutgoingMigration):
+            raise GenericError("Migration not in expected state: none")
+        try:
+            migration.continue_(str(ctx.arguments["state"]))
+        except ValueError as e:
             raise GenericError(str(e)) from None
         return {}
 
