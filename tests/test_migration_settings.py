@@ -161,3 +161,33 @@ def test_capabilities_change_together_and_snapshots_are_independent() -> None:
     s.set_capabilities([{"capability": "events", "state": False}])
     assert frozen.capabilities()["events"] and not s.capabilities()["events"]
     assert s.capabilities()["zero-copy-send"]
+
+
+def test_auto_converge_throttles_after_two_high_passes_and_steps_up() -> None:
+    from vmkit.migrations import AutoConverge
+
+    params = MigrationSettings().parameters()  # threshold 50 %, 20 then +10, at most 99
+    ac = AutoConverge(params)
+    assert ac.after_pass(dirtied_bytes=40, sent_bytes=100) == 0, "below the threshold"
+    assert ac.after_pass(dirtied_bytes=60, sent_bytes=100) == 0, "one high pass is not enough"
+    assert ac.after_pass(dirtied_bytes=60, sent_bytes=100) == 20, "the second: initial"
+    assert ac.after_pass(dirtied_bytes=90, sent_bytes=100) == 20
+    assert ac.after_pass(dirtied_bytes=90, sent_bytes=100) == 30, "then the increment"
+    for _ in range(20):
+        ac.after_pass(dirtied_bytes=500, sent_bytes=100)
+    assert ac.percentage == 99, "never above max-cpu-throttle"
+
+
+def test_auto_converge_tailslow_steps_by_the_overshoot() -> None:
+    from vmkit.migrations import AutoConverge
+
+    settings = MigrationSettings()
+    settings.set_parameters({"cpu-throttle-tailslow": True, "cpu-throttle-increment": 30})
+    ac = AutoConverge(settings.parameters())
+    for _ in range(2):
+        ac.after_pass(dirtied_bytes=200, sent_bytes=100)
+    assert ac.percentage == 20
+    for _ in range(2):
+        ac.after_pass(dirtied_bytes=125, sent_bytes=100)
+    # An overshoot of 1.25 asks 20 * (1 - 1/1.25) = 4 points, not the full 30.
+    assert ac.percentage == 24

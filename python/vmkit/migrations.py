@@ -47,6 +47,46 @@ class MigrationStatus(enum.StrEnum):
 _ENDED = (MigrationStatus.COMPLETED, MigrationStatus.FAILED, MigrationStatus.CANCELLED)
 
 
+class AutoConverge:
+    """QEMU's ``auto-converge`` policy as plain logic: after each pass, if
+    the guest dirtied more than ``throttle-trigger-threshold`` percent of
+    what the pass sent, twice, throttle it — ``cpu-throttle-initial``
+    first, then ``cpu-throttle-increment`` more each time, up to
+    ``max-cpu-throttle``. With ``cpu-throttle-tailslow`` a step is only
+    the current throttle times the share of the dirtying the pass did not
+    keep up with (at least 1, at most the increment): vmkit's rule, gentler
+    near convergence."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.threshold = int(params["throttle-trigger-threshold"])
+        self.initial = int(params["cpu-throttle-initial"])
+        self.increment = int(params["cpu-throttle-increment"])
+        self.tailslow = bool(params["cpu-throttle-tailslow"])
+        self.maximum = int(params["max-cpu-throttle"])
+        self.percentage = 0
+        self._high = 0
+
+    def after_pass(self, dirtied_bytes: int, sent_bytes: int) -> int:
+        """The throttle after a pass that sent ``sent_bytes`` while the
+        guest dirtied ``dirtied_bytes``."""
+        if dirtied_bytes * 100 <= sent_bytes * self.threshold:
+            return self.percentage
+        self._high += 1
+        if self._high < 2:
+            return self.percentage
+        self._high = 0
+        if self.percentage == 0:
+            self.percentage = self.initial
+        elif self.tailslow:
+            # The share of the dirtying the pass could not keep up with.
+            overshoot = self.percentage * (dirtied_bytes - sent_bytes) // dirtied_bytes
+            self.percentage += min(self.increment, max(1, overshoot))
+        else:
+            self.percentage += self.increment
+        self.percentage = min(self.percentage, self.maximum)
+        return self.percentage
+
+
 class OutgoingMigration:
     """One outgoing live migration of ``machine`` to ``uri``."""
 
@@ -65,6 +105,7 @@ class OutgoingMigration:
         capabilities = self.settings.capabilities()
         self._events = capabilities["events"]
         self._pause_before_switchover = capabilities["pause-before-switchover"]
+        self._auto_converge = AutoConverge(params) if capabilities["auto-converge"] else None
         self._continue = threading.Event()
         self._emit = emit
         self._lock = threading.Lock()
@@ -105,6 +146,21 @@ class OutgoingMigration:
             self._emit("MIGRATION_PASS", {"pass": 1 if kind == "setup" else n + 1})
         if kind == "setup":
             self._set_status(MigrationStatus.ACTIVE)
+        elif self._auto_converge is not None:
+            self._throttle_after_pass()
+
+    def _throttle_after_pass(self) -> None:
+        assert self._auto_converge is not None
+        snap = self.precopy.snapshot()
+        last = snap["passes"][-1]
+        page_size = int(snap["ram"]["page-size"]) or 4096
+        before = self._auto_converge.percentage
+        now = self._auto_converge.after_pass(
+            int(last["dirty_pages"]) * page_size, int(last["bytes"])
+        )
+        workload = self.machine.workload
+        if now != before and workload is not None:
+            workload.throttle = now
 
     def run(self, job: Job[None]) -> None:
         """The job's work: migrates, then records how it ended."""
@@ -114,12 +170,21 @@ class OutgoingMigration:
             )
         except InterruptedError:
             self._set_status(MigrationStatus.CANCELLED)
+            self._unthrottle()
         except Exception as e:  # every failure is the migration's error-desc
             with self._lock:
                 self._error = str(e) or type(e).__name__
             self._set_status(MigrationStatus.FAILED)
+            self._unthrottle()
         else:
             self._set_status(MigrationStatus.COMPLETED)
+            self._unthrottle()
+
+    def _unthrottle(self) -> None:
+        """The guest runs at full speed again once the migration ended."""
+        workload = self.machine.workload
+        if self._auto_converge is not None and workload is not None:
+            workload.throttle = 0
 
     def _stopped(self) -> None:
         """The source stopped for the switchover. With
@@ -172,6 +237,8 @@ class OutgoingMigration:
             info["expected-downtime"] = snap["expected_downtime_ms"]
         if status == MigrationStatus.COMPLETED and snap["downtime_ms"] is not None:
             info["downtime"] = snap["downtime_ms"]
+        if self._auto_converge is not None and running:
+            info["cpu-throttle-percentage"] = self._auto_converge.percentage
         if status == MigrationStatus.FAILED:
             with self._lock:
                 info["error-desc"] = self._error
