@@ -442,3 +442,44 @@ def test_qemu_refuses_other_machine_type(incoming: Incoming) -> None:
     # Refused at the configuration record, before any page was loaded.
     with incoming.ram_file.open("rb") as f:
         assert f.read(2 * PAGE) == bytes([STALE]) * (2 * PAGE)
+
+
+def test_qemu_takes_a_live_vmkit_migration(
+    incoming: Incoming, report: dict[str, Any], migrated: Migrated
+) -> None:
+    """vmkit's precopy engine migrates live into QEMU over a UNIX socket:
+    pages the "guest" (this test, between passes) writes after the first
+    pass are sent again, QEMU completes, and its memory is vmkit's at the
+    switchover."""
+    machine_type = report["records"][0]["machine_type"]
+    ram = RamBlock.anonymous("pc.ram", RAM_SIZE)
+    ram.write(0, migrated.pattern)
+    sock = incoming.work / "live.sock"
+    incoming.qemu.qmp.execute("migrate-incoming", uri=f"unix:{sock}")
+    rewritten = [3 * PAGE, 2000 * PAGE, RAM_SIZE - PAGE]
+
+    def guest(kind: str, n: int) -> None:
+        if kind == "pass" and n == 1:  # dirty pages after the first, full pass
+            for i, addr in enumerate(rewritten):
+                ram.write(addr, bytes([0xA0 + i]) * PAGE)
+
+    at_stop: list[bytes] = []
+    precopy = migration.Precopy(f"unix:{sock}", max_bandwidth=0)
+    result = precopy.run(
+        machine_type=machine_type,
+        ram=[ram],
+        stop=lambda: at_stop.append(ram.read(0, RAM_SIZE)),
+        timeout=INCOMING_TIMEOUT,
+        progress=guest,
+    )
+    assert result["phase"] == "completed"
+    assert len(result["passes"]) >= 2 and result["passes"][1]["dirty_pages"] >= len(rewritten)
+    qmp = incoming.qemu.qmp
+    deadline = time.monotonic() + INCOMING_TIMEOUT
+    while (status := qmp.execute("query-migrate").get("status")) not in ("completed", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status == "completed", incoming.qemu.output()
+    backend = incoming.ram_file.read_bytes()
+    assert backend == at_stop[0], first_different_page(backend, at_stop[0])
+    assert backend[3 * PAGE : 4 * PAGE] == bytes([0xA0]) * PAGE
