@@ -68,3 +68,14 @@ def no_leaks() -> Iterator[None]:
     after = qom.stats()
     assert after.live_objects == before.live_objects, (before, after)
     assert after.live_storages == before.live_storages, (before, after)
+
+
+@pytest.fixture
+def no_machine() -> Iterator[None]:
+    """No /machine before the test (a :class:`vmkit.machine.Machine` makes
+    its own) and none left after it."""
+    if qom.machine() is not None:
+        qom.destroy_machine()
+    yield
+    if qom.machine() is not None:
+        qom.destroy_machine()

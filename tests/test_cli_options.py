@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +74,6 @@ def test_malformed_options(text: str, message: str | None) -> None:
 
 
 @pytest.fixture
-def clean_machine() -> Iterator[None]:
-    if qom.machine() is not None:
-        qom.destroy_machine()
-    yield
-    if qom.machine() is not None:
-        qom.destroy_machine()
-
-
-@pytest.fixture
 def probe(uniq: Uniq) -> tuple[str, list[dict[str, Any]]]:
     """A device with one property of each kind; realize records their values."""
     name = uniq("probe")
@@ -112,7 +103,7 @@ def save(tmp_path: Path, *device: str) -> int:
     return main(args)
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_values_are_parsed_by_the_property_type(
     probe: tuple[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
@@ -141,7 +132,7 @@ def test_values_are_parsed_by_the_property_type(
     ]
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 @pytest.mark.parametrize(
     ("setting", "words"),
     [
@@ -176,7 +167,7 @@ def test_a_bad_value_names_the_property_and_its_type(
     assert qom.machine() is None, "the machine was taken down"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_syntax_errors_print_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert save(tmp_path, ",id=x") == 1
     err = capsys.readouterr().err

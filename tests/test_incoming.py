@@ -7,25 +7,17 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vmkit import errors, qom
+from vmkit import errors
 from vmkit.machine import Machine
 from vmkit.migration import Listener
 
+pytestmark = pytest.mark.usefixtures("no_machine")
+
 GUARD = 60.0  # seconds: only so that a broken test fails instead of hanging
-
-
-@pytest.fixture(autouse=True)
-def no_machine() -> Iterator[None]:
-    if qom.machine() is not None:
-        qom.destroy_machine()
-    yield
-    if qom.machine() is not None:
-        qom.destroy_machine()
 
 
 @pytest.fixture

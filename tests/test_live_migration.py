@@ -11,26 +11,17 @@ is QEMU's, so a file restore and a live destination read the same)."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stream_receiver import Receiver
-from vmkit import qom
 from vmkit.machine import Machine
 from vmkit.migration import Precopy
 
+pytestmark = pytest.mark.usefixtures("no_machine")
+
 GUARD = 60.0  # seconds: only so that a broken test fails instead of hanging
-
-
-@pytest.fixture(autouse=True)
-def no_machine() -> Iterator[None]:
-    if qom.machine() is not None:
-        qom.destroy_machine()
-    yield
-    if qom.machine() is not None:
-        qom.destroy_machine()
 
 
 def test_a_running_machine_migrates_live(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,15 +190,6 @@ def test_listeners_are_removed_and_their_errors_propagate() -> None:
 # ----- the machine ----------------------------------------------------------
 
 
-@pytest.fixture
-def clean_machine() -> Iterator[None]:
-    if qom.machine() is not None:
-        qom.destroy_machine()
-    yield
-    if qom.machine() is not None:
-        qom.destroy_machine()
-
-
 class SaveRefusedError(Exception):
     pass
 
@@ -243,7 +233,7 @@ class Recorder:
         return seen
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_saving_a_running_machine_migrates_then_runs_again(tmp_path: Path) -> None:
     with Machine(memory="4M", workload_rate=1 << 20) as vm:
         rec = Recorder(vm)
@@ -260,7 +250,7 @@ def test_saving_a_running_machine_migrates_then_runs_again(tmp_path: Path) -> No
         assert vm.status == "running" and vm.running
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 @pytest.mark.parametrize("start", ["prelaunch", "paused", "postmigrate"])
 def test_saving_a_stopped_machine_ends_in_postmigrate(tmp_path: Path, start: str) -> None:
     with Machine(memory="4M") as vm:
@@ -278,7 +268,7 @@ def test_saving_a_stopped_machine_ends_in_postmigrate(tmp_path: Path, start: str
         assert rec.take() == [("postmigrate", "running")]
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 @pytest.mark.parametrize("start", ["prelaunch", "running", "paused", "postmigrate"])
 @pytest.mark.parametrize("failure", ["hook", "oserror"])
 def test_a_failed_save_returns_to_the_state_before(
@@ -310,7 +300,7 @@ def test_a_failed_save_returns_to_the_state_before(
         assert vm.status == ("running" if start == "running" else "postmigrate")
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_restoring_is_an_incoming_migration(tmp_path: Path) -> None:
     stream = tmp_path / "s"
     with Machine(memory="4M") as vm:
@@ -336,7 +326,7 @@ def test_restoring_is_an_incoming_migration(tmp_path: Path) -> None:
         assert vm.status == "paused"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_a_failed_restore_stays_in_inmigrate(tmp_path: Path) -> None:
     good, bad = tmp_path / "good", tmp_path / "bad"
     with Machine(memory="4M") as vm:
@@ -359,7 +349,7 @@ def test_a_failed_restore_stays_in_inmigrate(tmp_path: Path) -> None:
         assert vm.status == "running"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_restore_is_refused_while_running(tmp_path: Path) -> None:
     with Machine(memory="4M") as vm:
         vm.save(tmp_path / "s")
@@ -370,7 +360,7 @@ def test_restore_is_refused_while_running(tmp_path: Path) -> None:
         assert rec.take() == [] and vm.status == "running"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_shutdown_of_a_running_machine(tmp_path: Path) -> None:
     with Machine(memory="4M", workload_rate=1 << 20) as vm:
         vm.cont()
@@ -387,7 +377,7 @@ def test_shutdown_of_a_running_machine(tmp_path: Path) -> None:
         assert vm.status == "shutdown"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_shutdown_of_a_stopped_machine_keeps_its_state(tmp_path: Path) -> None:
     with Machine(memory="4M") as vm:
         vm.save(tmp_path / "s")
@@ -406,7 +396,7 @@ def test_shutdown_of_a_stopped_machine_keeps_its_state(tmp_path: Path) -> None:
         assert rec.take() == [] and vm.status == "paused"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_a_listener_that_fails_on_finish_migrate_does_not_strand_the_machine(
     tmp_path: Path,
 ) -> None:

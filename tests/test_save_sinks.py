@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from vmkit import migration, qom
+from vmkit import migration
 from vmkit.cli import main
 from vmkit.machine import Machine
 from vmkit.memory import RamBlock
@@ -256,15 +256,6 @@ def test_an_error_in_cancelled_ends_the_wait_with_that_error(tmp_path: Path, ram
 
     with pytest.raises(LookupError, match="no such job"):
         save(fifo, ram, open_timeout=120, cancelled=broken)
-
-
-@pytest.fixture
-def no_machine() -> Iterator[None]:
-    if qom.machine() is not None:
-        qom.destroy_machine()
-    yield
-    if qom.machine() is not None:
-        qom.destroy_machine()
 
 
 @pytest.mark.usefixtures("no_machine")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -269,15 +269,6 @@ def timer_state(base: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def clean_machine() -> Iterator[None]:
-    if qom.machine() is not None:
-        qom.destroy_machine()
-    yield
-    if qom.machine() is not None:
-        qom.destroy_machine()
-
-
 def build(timer_type: str, bases: list[int], **kw: Any) -> tuple[Machine, list[qom.Object]]:
     vm = Machine(memory="16M", **kw)
     devs = []
@@ -288,7 +279,7 @@ def build(timer_type: str, bases: list[int], **kw: Any) -> tuple[Machine, list[q
     return vm, devs
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_a_machine_saves_and_restores_into_a_fresh_one(timer_type: str, tmp_path: Path) -> None:
     stream = tmp_path / "vm.stream"
     vm, devs = build(timer_type, [10, 21], workload_rate=64 << 20, seed=4)
@@ -322,7 +313,7 @@ def test_a_machine_saves_and_restores_into_a_fresh_one(timer_type: str, tmp_path
     assert fields[0]["regs"] == "0a0a0a0a"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_custom_save_and_load_functions(uniq: Uniq, tmp_path: Path) -> None:
     name = uniq("counter")
     loads: list[tuple[dict[str, Any], int]] = []
@@ -362,7 +353,7 @@ def test_kinds_nested_past_the_limit_are_refused_not_a_crash() -> None:
 
 
 @pytest.fixture
-def saved(timer_type: str, tmp_path: Path, clean_machine: None) -> Path:
+def saved(timer_type: str, tmp_path: Path, no_machine: None) -> Path:
     stream = tmp_path / "vm.stream"
     vm, _ = build(timer_type, [10, 21])
     with vm:
@@ -461,7 +452,7 @@ def test_a_load_exception_propagates_unchanged(uniq: Uniq, tmp_path: Path) -> No
         assert vm.status == "inmigrate"
 
 
-@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.usefixtures("no_machine")
 def test_state_listeners_see_run_state_changes(tmp_path: Path) -> None:
     seen: list[tuple[str, str]] = []
     with Machine(memory="4M") as vm:
@@ -513,7 +504,7 @@ def test_cli_save_then_restore_gives_the_same_ram(tmp_path: Path) -> None:
 
 
 def test_the_analyzer_decodes_known_sections_without_a_trailer(
-    timer_type: str, tmp_path: Path, clean_machine: None
+    timer_type: str, tmp_path: Path, no_machine: None
 ) -> None:
     stream = tmp_path / "novmdesc"
     vm, devs = build(timer_type, [5, 6])

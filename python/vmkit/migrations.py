@@ -87,39 +87,16 @@ class AutoConverge:
         return self.percentage
 
 
-class OutgoingMigration:
-    """One outgoing live migration of ``machine`` to ``uri``."""
+class _Migration:
+    """What every migration has: a status that only moves forward until it
+    ended, and ``MIGRATION`` events (capability ``events``)."""
 
-    def __init__(
-        self,
-        machine: Machine,
-        uri: str,
-        settings: MigrationSettings,
-        emit: Emit,
-        *,
-        allow_remote: bool = False,
-    ) -> None:
-        self.machine = machine
-        self.settings = settings.snapshot()
-        params = self.settings.parameters()
-        capabilities = self.settings.capabilities()
-        self._events = capabilities["events"]
-        self._pause_before_switchover = capabilities["pause-before-switchover"]
-        self._auto_converge = AutoConverge(params) if capabilities["auto-converge"] else None
-        self._continue = threading.Event()
+    def __init__(self, settings: MigrationSettings, emit: Emit) -> None:
+        self._events = settings.capabilities()["events"]
         self._emit = emit
         self._lock = threading.Lock()
         self._status = MigrationStatus.NONE
         self._error: str | None = None
-        self._final: dict[str, Any] | None = None
-        # Parsing the URI here refuses a bad one before anything starts.
-        self.precopy = Precopy(
-            uri,
-            max_bandwidth=int(params["max-bandwidth"]),
-            downtime_limit_ms=int(params["downtime-limit"]),
-            allow_remote=allow_remote,
-        )
-        self._set_status(MigrationStatus.SETUP)
 
     @property
     def status(self) -> MigrationStatus:
@@ -139,6 +116,42 @@ class OutgoingMigration:
             self._status = status
         if self._events:
             self._emit("MIGRATION", {"status": str(status)})
+
+    def _failed(self, e: BaseException) -> None:
+        with self._lock:
+            self._error = str(e) or type(e).__name__
+        self._set_status(MigrationStatus.FAILED)
+
+
+class OutgoingMigration(_Migration):
+    """One outgoing live migration of ``machine`` to ``uri``."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        uri: str,
+        settings: MigrationSettings,
+        emit: Emit,
+        *,
+        allow_remote: bool = False,
+    ) -> None:
+        self.settings = settings.snapshot()
+        super().__init__(self.settings, emit)
+        self.machine = machine
+        params = self.settings.parameters()
+        capabilities = self.settings.capabilities()
+        self._pause_before_switchover = capabilities["pause-before-switchover"]
+        self._auto_converge = AutoConverge(params) if capabilities["auto-converge"] else None
+        self._continue = threading.Event()
+        self._final: dict[str, Any] | None = None
+        # Parsing the URI here refuses a bad one before anything starts.
+        self.precopy = Precopy(
+            uri,
+            max_bandwidth=int(params["max-bandwidth"]),
+            downtime_limit_ms=int(params["downtime-limit"]),
+            allow_remote=allow_remote,
+        )
+        self._set_status(MigrationStatus.SETUP)
 
     def _progress(self, kind: str, n: int) -> None:
         # QEMU counts passes by dirty-bitmap syncs: the setup's is pass 1.
@@ -172,9 +185,7 @@ class OutgoingMigration:
             self._set_status(MigrationStatus.CANCELLED)
             self._unthrottle()
         except Exception as e:  # every failure is the migration's error-desc
-            with self._lock:
-                self._error = str(e) or type(e).__name__
-            self._set_status(MigrationStatus.FAILED)
+            self._failed(e)
             self._unthrottle()
         else:
             self._set_status(MigrationStatus.COMPLETED)
@@ -247,7 +258,7 @@ class OutgoingMigration:
         return info
 
 
-class IncomingMigration:
+class IncomingMigration(_Migration):
     """One incoming migration (QEMU's ``-incoming URI`` or
     ``migrate-incoming``): it listens from creation on, loads the stream
     into ``machine`` on a job (``inmigrate`` until then), and then leaves
@@ -265,13 +276,9 @@ class IncomingMigration:
         autostart: bool,
         allow_remote: bool = False,
     ) -> None:
+        super().__init__(settings, emit)
         self.machine = machine
         self.autostart = autostart
-        self._events = settings.capabilities()["events"]
-        self._emit = emit
-        self._lock = threading.Lock()
-        self._status = MigrationStatus.NONE
-        self._error: str | None = None
         self._stats: dict[str, int] | None = None
         self.listener = Listener(uri, allow_remote=allow_remote)
         self._set_status(MigrationStatus.SETUP)
@@ -281,25 +288,6 @@ class IncomingMigration:
         """Where it listens (a ``tcp:`` port 0 replaced by the real one)."""
         return self.listener.uri
 
-    @property
-    def status(self) -> MigrationStatus:
-        """Where the migration is."""
-        with self._lock:
-            return self._status
-
-    @property
-    def ended(self) -> bool:
-        """Whether it completed or failed."""
-        return self.status in _ENDED
-
-    def _set_status(self, status: MigrationStatus) -> None:
-        with self._lock:
-            if self._status == status or self._status in _ENDED:
-                return
-            self._status = status
-        if self._events:
-            self._emit("MIGRATION", {"status": str(status)})
-
     def run(self, job: Job[None]) -> None:
         """The job's work: waits for the stream and loads it."""
         self._set_status(MigrationStatus.ACTIVE)
@@ -308,9 +296,7 @@ class IncomingMigration:
                 self.listener, cancelled=lambda: job.cancel_requested
             )
         except Exception as e:  # every failure is the migration's error-desc
-            with self._lock:
-                self._error = str(e) or type(e).__name__
-            self._set_status(MigrationStatus.FAILED)
+            self._failed(e)
             return
         self._set_status(MigrationStatus.COMPLETED)
         if self.autostart:
