@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
+from stream_receiver import Receiver
 from vmkit.qmp import QMPSocket
 
 START_TIMEOUT = 20.0
@@ -778,3 +779,34 @@ def test_incoming_defer_then_migrate_incoming(tmp_path: Path) -> None:
             assert stream_sock.exists()
     finally:
         assert dst.stop() == 0
+
+
+def test_auto_converge_throttles_a_guest_that_outruns_the_link(tmp_path: Path) -> None:
+    """A workload that dirties every page faster than 8 MiB/s can send
+    them: after two such passes auto-converge throttles it (QEMU's
+    cpu-throttle-initial, 20 %), and query-migrate says so."""
+    src = start_vmkit(
+        "-m", "16M", "--qmp", f"unix:{tmp_path / 's.qmp'}", "--workload-rate", "256M"
+    )  # fmt: skip
+    receiver = Receiver(tmp_path)
+    try:
+        with QMPSocket(src.socket, negotiate=True) as s:
+            s.execute(
+                "migrate",
+                uri=receiver.uri,
+                capabilities=[{"capability": "auto-converge", "state": True}],
+                parameters={"max-bandwidth": 8 << 20},
+            )
+            deadline = time.monotonic() + START_TIMEOUT * 3
+            while (info := s.execute("query-migrate")).get("cpu-throttle-percentage", 0) == 0:
+                assert info["status"] in ("setup", "active"), info
+                assert time.monotonic() < deadline, info
+                time.sleep(0.05)
+            assert info["cpu-throttle-percentage"] == 20
+            assert info["ram"]["dirty-sync-count"] >= 2
+            s.execute("migrate_cancel")
+            assert wait_status(s, "query-migrate", {"cancelled", "failed"})["status"] == "cancelled"
+            assert s.execute("query-status")["status"] == "running"
+    finally:
+        receiver.close()
+        assert src.stop() == 0
