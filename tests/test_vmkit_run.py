@@ -777,6 +777,9 @@ def test_incoming_defer_then_migrate_incoming(tmp_path: Path) -> None:
             again = d.command("migrate-incoming", uri=f"unix:{stream_sock}")
             assert again["error"]["desc"] == "The incoming migration has already been started"
             assert stream_sock.exists()
+            # stop while waiting answers at once (no autostart), as QEMU's.
+            assert d.execute("stop") == {}
+            assert d.execute("query-status")["status"] == "inmigrate"
     finally:
         assert dst.stop() == 0
 

@@ -366,6 +366,12 @@ class MachineMonitor:
         return later()
 
     def _stop(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        incoming = self.migration
+        if isinstance(incoming, IncomingMigration) and not incoming.ended:
+            # As QEMU's: a destination still waiting does not run when the
+            # migration has loaded (no autostart); nothing to wait for now.
+            incoming.autostart = False
+            return None
         return self._when_machine_free(self.machine.stop)
 
     def _cont(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
