@@ -4,11 +4,16 @@ a ``vmkit run`` process (argument checks)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,8 +28,8 @@ GUARD = 20.0  # seconds: only so that a broken test fails instead of hanging
 
 
 @pytest.fixture
-def qmp() -> Iterator[QMPSocket]:
-    """A negotiated client of a monitor over a fresh 16 MiB machine."""
+def monitor_path() -> Iterator[str]:
+    """The socket of a monitor over a fresh 16 MiB machine."""
     if qom.machine() is not None:
         qom.destroy_machine()
     directory = tempfile.mkdtemp(prefix="mon")  # a UNIX socket path must be short
@@ -34,11 +39,17 @@ def qmp() -> Iterator[QMPSocket]:
             server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
             monitor.attach(server)
             with server.start_in_thread(f"{directory}/qmp.sock"):
-                with QMPSocket(f"{directory}/qmp.sock", negotiate=True) as client:
-                    yield client
+                yield f"{directory}/qmp.sock"
                 monitor.jobs.wait_all(GUARD)
     finally:
         shutil.rmtree(directory)
+
+
+@pytest.fixture
+def qmp(monitor_path: str) -> Iterator[QMPSocket]:
+    """A negotiated client of a monitor over a fresh 16 MiB machine."""
+    with QMPSocket(monitor_path, negotiate=True) as client:
+        yield client
 
 
 @pytest.mark.parametrize(
@@ -253,3 +264,152 @@ def test_pause_before_switchover_waits_for_migrate_continue(
     else:
         assert statuses[-1] == "cancelled"
         assert qmp.execute("query-status")["status"] == "prelaunch", "back where it was"
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _drain(sock: socket.socket, out: Path) -> threading.Thread:
+    """Copies what arrives on ``sock`` into ``out`` until EOF, in a thread."""
+
+    def copy() -> None:
+        with sock, out.open("wb") as f:
+            while chunk := sock.recv(1 << 20):
+                f.write(chunk)
+
+    thread = threading.Thread(target=copy)
+    thread.start()
+    return thread
+
+
+def wait_migration(qmp: QMPSocket) -> dict[str, Any]:
+    """Polls query-migrate until the migration ended; the deadline only
+    guards against a hang."""
+    deadline = time.monotonic() + GUARD
+    while (info := qmp.execute("query-migrate"))["status"] not in (
+        "completed",
+        "failed",
+        "cancelled",
+    ):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.01)
+    return dict(info)
+
+
+def test_getfd_keeps_a_passed_descriptor_for_an_fd_migration(
+    qmp: QMPSocket, tmp_path: Path
+) -> None:
+    """QEMU's way to hand a migration its connection: the descriptor
+    travels with ``getfd`` (SCM_RIGHTS), ``migrate fd:NAME`` uses it up."""
+    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
+    ram.fill(0x3000, 0x1000, 0xC3)
+    ours, theirs = socket.socketpair()
+    with theirs:
+        assert qmp.execute_with_fds("getfd", [theirs.fileno()], fdname="mig") == {}
+    stream = tmp_path / "fd.stream"
+    drained = _drain(ours, stream)
+    assert qmp.execute("migrate", uri="fd:mig") == {}
+    info = wait_migration(qmp)
+    drained.join(GUARD)
+    assert info["status"] == "completed", info
+    assert info["ram"]["transferred"] == stream.stat().st_size
+    data = stream.read_bytes()
+    assert data.startswith(b"QEVM") and b"\xc3" * 0x1000 in data
+    # Used up: a second migration to the same name is refused at once.
+    reply = qmp.command("migrate", uri="fd:mig")
+    assert reply["error"]["desc"] == "File descriptor named 'mig' has not been found"
+
+
+def test_getfd_and_closefd_refusals_as_qemu(qmp: QMPSocket) -> None:
+    before = _open_fds()
+    assert qmp.command("getfd", fdname="x")["error"]["desc"] == (
+        "No file descriptor supplied via SCM_RIGHTS"
+    )
+    with open(os.devnull, "rb") as f:
+        reply = qmp.send({"execute": "getfd", "arguments": {"fdname": "1abc"}}, fds=[f.fileno()])
+    assert reply["error"]["desc"] == "Parameter 'fdname' expects a name not starting with a digit"
+    assert qmp.command("closefd", fdname="nope")["error"]["desc"] == (
+        "File descriptor named 'nope' not found"
+    )
+    with open(os.devnull, "rb") as f:
+        assert qmp.execute_with_fds("getfd", [f.fileno()], fdname="keep") == {}
+    assert qmp.execute("closefd", fdname="keep") == {}
+    # Descriptors passed with a command that does not take them are closed
+    # when the next ones arrive or the client leaves: nothing leaks.
+    with open(os.devnull, "rb") as f:
+        assert qmp.execute_with_fds("query-status", [f.fileno(), f.fileno()])["status"]
+    with open(os.devnull, "rb") as f:
+        assert qmp.execute_with_fds("getfd", [f.fileno()], fdname="again") == {}
+    assert qmp.execute("closefd", fdname="again") == {}
+    assert _open_fds() <= before
+
+
+def test_getfd_through_qemu_qmp(monitor_path: str) -> None:
+    """``qemu.qmp``'s ``send_fd_scm`` then ``getfd``, as libvirt-like tools do."""
+    from qemu.qmp import QMPClient
+
+    path = monitor_path
+
+    async def run() -> None:
+        client = QMPClient("fd-test")
+        await client.connect(path)
+        try:
+            with open(os.devnull, "rb") as f:
+                client.send_fd_scm(f.fileno())
+            await client.execute("getfd", {"fdname": "from-qemu-qmp"})
+            await client.execute("closefd", {"fdname": "from-qemu-qmp"})
+        finally:
+            await client.disconnect()
+
+    asyncio.run(run())
+
+
+def test_migrate_takes_qemus_channels(qmp: QMPSocket, tmp_path: Path) -> None:
+    receiver = Receiver(tmp_path)
+    channel = {
+        "channel-type": "main",
+        "addr": {"transport": "socket", "type": "unix", "path": str(receiver.path)},
+    }
+    assert qmp.execute("migrate", channels=[channel]) == {}
+    info = wait_migration(qmp)
+    receiver.close()
+    assert info["status"] == "completed"
+    assert info["ram"]["transferred"] == receiver.stream.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("arguments", "desc"),
+    [
+        (
+            {"uri": "unix:/x", "channels": []},
+            "'uri' and 'channels' arguments are mutually exclusive; exactly one of the two"
+            " should be present in 'migrate' qmp command ",
+        ),
+        ({}, "neither 'uri' or 'channels' argument are specified in 'migrate' qmp command "),
+        (
+            {
+                "channels": [
+                    {"channel-type": "main", "addr": {"transport": "file", "filename": "a"}}
+                ]
+                * 2
+            },
+            "Channel list has more than one entries",
+        ),
+        (
+            {"channels": [{"channel-type": "main", "addr": {"transport": "rdma", "host": "h"}}]},
+            "vmkit does not support the 'rdma' migration transport",
+        ),
+        (
+            {
+                "channels": [
+                    {"channel-type": "main", "addr": {"transport": "socket", "type": "inet"}}
+                ]
+            },
+            "Parameter 'addr.host' is missing",
+        ),
+    ],
+)
+def test_channels_refusals(qmp: QMPSocket, arguments: dict[str, Any], desc: str) -> None:
+    assert qmp.command("migrate", **arguments)["error"]["desc"] == desc
+    assert qmp.execute("query-migrate") == {}, "nothing started"

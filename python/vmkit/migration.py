@@ -94,10 +94,11 @@ from typing import Any
 
 from vmkit._core import migration as _core
 from vmkit._core.memory import RamBlock
-from vmkit._core.migration import Listener, Precopy, VMStateDescription, VMStateField
+from vmkit._core.migration import FdRegistry, Listener, Precopy, VMStateDescription, VMStateField
 from vmkit._core.qom import Object
 
 __all__ = [
+    "FdRegistry",
     "KindSpec",
     "Listener",
     "Precopy",

@@ -21,7 +21,7 @@ from typing import Any
 
 from vmkit.jobs import Job
 from vmkit.machine import Machine
-from vmkit.migration import Listener, Precopy
+from vmkit.migration import FdRegistry, Listener, Precopy
 from vmkit.migration_settings import MigrationSettings
 
 __all__ = ["IncomingMigration", "MigrationStatus", "OutgoingMigration"]
@@ -134,6 +134,7 @@ class OutgoingMigration(_Migration):
         emit: Emit,
         *,
         allow_remote: bool = False,
+        fds: FdRegistry | None = None,
     ) -> None:
         self.settings = settings.snapshot()
         super().__init__(self.settings, emit)
@@ -150,6 +151,7 @@ class OutgoingMigration(_Migration):
             max_bandwidth=int(params["max-bandwidth"]),
             downtime_limit_ms=int(params["downtime-limit"]),
             allow_remote=allow_remote,
+            fds=fds,
         )
         self._set_status(MigrationStatus.SETUP)
 
@@ -275,12 +277,13 @@ class IncomingMigration(_Migration):
         *,
         autostart: bool,
         allow_remote: bool = False,
+        fds: FdRegistry | None = None,
     ) -> None:
         super().__init__(settings, emit)
         self.machine = machine
         self.autostart = autostart
         self._stats: dict[str, int] | None = None
-        self.listener = Listener(uri, allow_remote=allow_remote)
+        self.listener = Listener(uri, allow_remote=allow_remote, fds=fds)
         self._set_status(MigrationStatus.SETUP)
 
     @property

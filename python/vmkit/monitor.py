@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 import traceback
@@ -28,6 +29,8 @@ from typing import Any, TypeAlias, TypeVar
 from vmkit import __version__, errors, memory, qom
 from vmkit.jobs import Job, JobManager, JobStatus
 from vmkit.machine import Machine
+from vmkit.migration import FdRegistry
+from vmkit.migration_channels import ChannelError, migration_uri
 from vmkit.migration_settings import MigrationSettings
 from vmkit.migrations import IncomingMigration, MigrationStatus, OutgoingMigration
 from vmkit.qmp import (
@@ -160,6 +163,8 @@ class MachineMonitor:
         self._on_quit = on_quit
         self.jobs = JobManager()
         """The long operations of this monitor's commands."""
+        self.fds = FdRegistry()
+        """Descriptors clients passed with ``getfd``, by name."""
         self.migration_settings = MigrationSettings()
         """The capabilities and parameters a new migration starts from."""
         self.migration: OutgoingMigration | IncomingMigration | None = None
@@ -303,7 +308,8 @@ class MachineMonitor:
             "migrate",
             self._migrate,
             {
-                "uri": "str",
+                "*uri": "str",
+                "*channels": "any",
                 "*detach": "bool",
                 "*resume": "bool",
                 "*blk": "bool",
@@ -318,7 +324,9 @@ class MachineMonitor:
             self._migrate_continue,
             {"state": Enum("MigrationStatus", [str(m) for m in MigrationStatus])},
         )
-        r("migrate-incoming", self._migrate_incoming, {"uri": "str"})
+        r("migrate-incoming", self._migrate_incoming, {"*uri": "str", "*channels": "any"})
+        r("getfd", self._getfd, {"fdname": "str"})
+        r("closefd", self._closefd, {"fdname": "str"})
         r("query-migrate-capabilities", self._query_migrate_capabilities)
         r("migrate-set-capabilities", self._migrate_set_capabilities, {"capabilities": "any"})
         r("query-migrate-parameters", self._query_migrate_parameters)
@@ -667,6 +675,7 @@ class MachineMonitor:
         current = self.migration
         if current is not None and not current.ended:
             raise GenericError("There's a migration process in progress")
+        uri = self._migration_uri(ctx, "migrate")
         settings = self.migration_settings.snapshot()
         if "capabilities" in ctx.arguments:
             settings.set_capabilities(ctx.arguments["capabilities"])
@@ -676,9 +685,7 @@ class MachineMonitor:
                 raise GenericError("Invalid parameter type for 'parameters', expected: object")
             settings.set_parameters(inline)
         try:
-            migration = OutgoingMigration(
-                self.machine, str(ctx.arguments["uri"]), settings, self.emit
-            )
+            migration = OutgoingMigration(self.machine, uri, settings, self.emit, fds=self.fds)
         except OSError:
             raise GenericError("Parameter 'uri' expects a valid migration protocol") from None
         with self._holds_lock:
@@ -701,7 +708,7 @@ class MachineMonitor:
         """
         self.machine.expect_incoming()
         migration = IncomingMigration(
-            self.machine, uri, self.migration_settings, self.emit, autostart=autostart
+            self.machine, uri, self.migration_settings, self.emit, autostart=autostart, fds=self.fds
         )
         with self._holds_lock:
             if self._closing:
@@ -717,8 +724,42 @@ class MachineMonitor:
         if isinstance(self.migration, IncomingMigration):
             raise GenericError("The incoming migration has already been started")
         try:
-            self.start_incoming(str(ctx.arguments["uri"]), autostart=False)
+            self.start_incoming(self._migration_uri(ctx, "migrate-incoming"), autostart=False)
         except OSError as e:
+            raise GenericError(str(e)) from None
+        return {}
+
+    def _migration_uri(self, ctx: CommandContext, command: str) -> str:
+        """The URI of ``uri`` or ``channels``; an ``fd:NAME`` must name a
+        descriptor ``getfd`` kept (QEMU refuses the command otherwise)."""
+        try:
+            uri = migration_uri(ctx.arguments, command)
+        except ChannelError as e:
+            raise GenericError(str(e)) from None
+        if uri.startswith("fd:") and uri[3:] not in self.fds.names():
+            raise GenericError(f"File descriptor named '{uri[3:]}' has not been found")
+        return uri
+
+    def _getfd(self, ctx: CommandContext) -> JSONValue:
+        """QEMU's ``getfd {"fdname"}``: keeps the descriptor the client
+        passed with the command (``SCM_RIGHTS`` on a UNIX socket) under
+        ``fdname``, for ``fd:NAME`` migration URIs."""
+        fd = ctx.session.take_fd()
+        if fd is None:
+            raise GenericError("No file descriptor supplied via SCM_RIGHTS")
+        try:
+            self.fds.add(str(ctx.arguments["fdname"]), fd)
+        except ValueError as e:
+            raise GenericError(str(e)) from None
+        finally:
+            os.close(fd)  # the registry keeps its own duplicate
+        return {}
+
+    def _closefd(self, ctx: CommandContext) -> JSONValue:
+        """QEMU's ``closefd {"fdname"}``."""
+        try:
+            self.fds.close(str(ctx.arguments["fdname"]))
+        except ValueError as e:
             raise GenericError(str(e)) from None
         return {}
 

@@ -51,9 +51,11 @@ Nested names read ``a.b`` and ``a[0]``, as QEMU's ``full_name()`` spells them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -306,6 +308,32 @@ class SessionState:
     """Change it with :meth:`enter`, which refuses illegal moves."""
     peer: str = ""
     """Human-readable client address, for logs."""
+    received_fds: list[int] = field(default_factory=list)
+    """Descriptors the client passed with its last message that carried
+    any (``SCM_RIGHTS``, UNIX sockets only), not yet taken by a command:
+    the session owns them."""
+
+    def fds_received(self, fds: list[int]) -> None:
+        """Keeps the descriptors of a new message; as QEMU's monitor, those
+        of an earlier message that no command took are closed."""
+        self.close_received_fds()
+        self.received_fds = list(fds)
+
+    def take_fd(self) -> int | None:
+        """The first descriptor passed (the caller owns it now; the others
+        are closed, as QEMU's ``getfd`` does), or ``None``."""
+        if not self.received_fds:
+            return None
+        fd = self.received_fds.pop(0)
+        self.close_received_fds()
+        return fd
+
+    def close_received_fds(self) -> None:
+        """Closes the descriptors no command took."""
+        fds, self.received_fds = self.received_fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def enter(self, phase: SessionPhase) -> None:
         """Moves to ``phase``; ``ValueError`` if the move is not a legal one."""

@@ -74,6 +74,7 @@ from vmkit.qmp.parser import (
     ParseFailure,
     ParseResult,
 )
+from vmkit.qmp.unix_transport import UnixFdServer
 
 __all__ = [
     "ANSWERS_PER_TURN",
@@ -270,9 +271,20 @@ class _Session(asyncio.Protocol):
         # what was sent before the EOF; _turn closes it when done.
         return not self._idle()
 
+    def fds_received(self, fds: list[int]) -> None:
+        """Descriptors passed with ``SCM_RIGHTS`` (UNIX sockets), kept for
+        ``getfd``."""
+        if self.state.closing:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return
+        self.state.fds_received(fds)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._sessions.discard(self)
         self.state.enter(SessionPhase.CLOSED)
+        self.state.close_received_fds()
         self.inbox.clear()
         self.pending.clear()
         self.outbox = bytearray()
@@ -508,7 +520,7 @@ class QMPServer:
         self.max_pending_output = max_pending_output
         self.input_slice = input_slice
         self.answers_per_turn = answers_per_turn
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | UnixFdServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: set[_Session] = set()
         self._session_numbers = itertools.count(1)
@@ -564,15 +576,17 @@ class QMPServer:
         self._closed_async = asyncio.Event()
         if isinstance(address, tuple):
             host, port = address
-            self._server = await self._loop.create_server(self._new_session, host, port)
-            sockname = self._server.sockets[0].getsockname()
+            tcp = await self._loop.create_server(self._new_session, host, port)
+            self._server = tcp
+            sockname = tcp.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
         else:
             path = os.fspath(address)
             sock = _bind_private_unix_socket(path)
             st = os.stat(path)
             self._unix_path, self._unix_inode = path, (st.st_dev, st.st_ino)
-            self._server = await self._loop.create_unix_server(self._new_session, sock=sock)
+            # Our own transport: it keeps descriptors passed with SCM_RIGHTS.
+            self._server = UnixFdServer(self._loop, sock, self._new_session)
             self._address = path
         logger.info("QMP server listening on %s", self._address)
 

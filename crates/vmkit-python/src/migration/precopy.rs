@@ -12,6 +12,7 @@ use vmkit_migration::precopy::{
 };
 use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, Sink, Transport, TransportError};
 
+use super::fd_registry::PyFdRegistry;
 use super::stream::save_set;
 use crate::errors::{migration_err, os_error};
 use crate::memory::ram::PyRamBlock;
@@ -28,6 +29,7 @@ fn millis(d: Duration) -> u64 {
 pub struct PyPrecopy {
     transport: Transport,
     allow_remote: bool,
+    fds: Arc<FdRegistry>,
     control: Arc<PrecopyControl>,
 }
 
@@ -35,7 +37,8 @@ pub struct PyPrecopy {
 impl PyPrecopy {
     #[new]
     #[pyo3(signature = (uri, *, max_bandwidth=DEFAULT_MAX_BANDWIDTH, downtime_limit_ms=None,
-        max_passes=DEFAULT_MAX_PASSES, allow_remote=false))]
+        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         uri: &str,
@@ -43,6 +46,7 @@ impl PyPrecopy {
         downtime_limit_ms: Option<u64>,
         max_passes: u32,
         allow_remote: bool,
+        fds: Option<PyRef<'_, PyFdRegistry>>,
     ) -> PyResult<Self> {
         let transport: Transport = uri
             .parse()
@@ -59,6 +63,7 @@ impl PyPrecopy {
         Ok(PyPrecopy {
             transport,
             allow_remote,
+            fds: fds.map_or_else(|| Arc::new(FdRegistry::new()), |f| Arc::clone(&f.inner)),
             control: Arc::new(PrecopyControl::new(params)),
         })
     }
@@ -111,7 +116,7 @@ impl PyPrecopy {
                 }
                 Ok(())
             };
-            let sink = Sink::open(&self.transport, &open, &FdRegistry::new(), &interrupt)?;
+            let sink = Sink::open(&self.transport, &open, &self.fds, &interrupt)?;
             let stop = || -> Result<(), StopError> {
                 Python::attach(|py| stop.call0(py).map(|_| ())).map_err(|e| Box::new(e) as StopError)
             };

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use std::io::BufReader;
 
@@ -18,6 +19,7 @@ use vmkit_migration::transport::{
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader};
 
+use super::fd_registry::PyFdRegistry;
 use crate::errors::{migration_err, os_error};
 use crate::memory::ram::PyRamBlock;
 use crate::qom::object::PyObj;
@@ -242,8 +244,8 @@ pub struct PyListener {
 #[pymethods]
 impl PyListener {
     #[new]
-    #[pyo3(signature = (uri, *, allow_remote=false))]
-    fn new(py: Python<'_>, uri: &str, allow_remote: bool) -> PyResult<Self> {
+    #[pyo3(signature = (uri, *, allow_remote=false, fds=None))]
+    fn new(py: Python<'_>, uri: &str, allow_remote: bool, fds: Option<PyRef<'_, PyFdRegistry>>) -> PyResult<Self> {
         let transport: Transport = uri
             .parse()
             .map_err(|e: TransportError| os_error(py, None, e.os_failure()))?;
@@ -251,8 +253,9 @@ impl PyListener {
             allow_remote,
             ..OpenOptions::default()
         };
+        let registry = fds.map_or_else(|| Arc::new(FdRegistry::new()), |f| Arc::clone(&f.inner));
         let listener = py
-            .detach(|| Listener::bind(&transport, &opts, &FdRegistry::new()))
+            .detach(|| Listener::bind(&transport, &opts, &registry))
             .map_err(|e| os_error(py, None, e.os_failure()))?;
         Ok(PyListener {
             uri: listener.local_transport().to_string(),
