@@ -48,10 +48,13 @@ class VmkitProcess:
         return self.proc.returncode
 
 
-def start_vmkit(*args: str, env: dict[str, str] | None = None) -> VmkitProcess:
-    """Starts ``vmkit run ARGS`` and waits for its ``QMP: unix:PATH`` line."""
+def start_vmkit(
+    *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None
+) -> VmkitProcess:
+    """Starts ``vmkit run ARGS`` (after ``prefix``, e.g. ``ip netns exec
+    NS``) and waits for its ``QMP: unix:PATH`` line."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmkit.cli", "run", *args],
+        [*(prefix or []), sys.executable, "-m", "vmkit.cli", "run", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

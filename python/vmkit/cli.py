@@ -290,6 +290,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         name=args.name,
         verbose=args.verbose,
         incoming=args.incoming,
+        migration_allow_remote=args.migration_allow_remote,
     )
 
 
@@ -377,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--qmp-allow-remote", action="store_true", help="allow a non-loopback TCP address"
+    )
+    p.add_argument(
+        "--migration-allow-remote",
+        action="store_true",
+        help="let migrations (migrate, --incoming, migrate-incoming) use TCP addresses that"
+        " are not loopback; the stream is not encrypted",
     )
     _add_machine_options(p)
     p.add_argument("--name", help="the machine name (query-name)")

@@ -163,6 +163,8 @@ class MachineMonitor:
         self._on_quit = on_quit
         self.jobs = JobManager()
         """The long operations of this monitor's commands."""
+        self.migration_allow_remote = False
+        """Whether migrations may use TCP addresses that are not loopback."""
         self.fds = FdRegistry()
         """Descriptors clients passed with ``getfd``, by name."""
         self.migration_settings = MigrationSettings()
@@ -685,7 +687,14 @@ class MachineMonitor:
                 raise GenericError("Invalid parameter type for 'parameters', expected: object")
             settings.set_parameters(inline)
         try:
-            migration = OutgoingMigration(self.machine, uri, settings, self.emit, fds=self.fds)
+            migration = OutgoingMigration(
+                self.machine,
+                uri,
+                settings,
+                self.emit,
+                fds=self.fds,
+                allow_remote=self.migration_allow_remote,
+            )
         except OSError:
             raise GenericError("Parameter 'uri' expects a valid migration protocol") from None
         with self._holds_lock:
@@ -708,7 +717,13 @@ class MachineMonitor:
         """
         self.machine.expect_incoming()
         migration = IncomingMigration(
-            self.machine, uri, self.migration_settings, self.emit, autostart=autostart, fds=self.fds
+            self.machine,
+            uri,
+            self.migration_settings,
+            self.emit,
+            autostart=autostart,
+            fds=self.fds,
+            allow_remote=self.migration_allow_remote,
         )
         with self._holds_lock:
             if self._closing:

@@ -112,13 +112,16 @@ def run_machine(
     verbose: bool = False,
     out: TextIO | None = None,
     incoming: str | None = None,
+    migration_allow_remote: bool = False,
 ) -> int:
     """Serves QMP for ``vm`` on ``address`` (default: :func:`default_qmp_path`)
     until ``quit``, SIGTERM or SIGINT; then closes the machine. Prints
     ``QMP: <address>`` on ``out`` (stdout) once listening. Returns the exit
     status: 0, or 1 with one line on stderr when the address cannot be
     served (a path that is not a socket, a socket another server listens
-    on, a missing directory, a path too long for a UNIX socket...)."""
+    on, a missing directory, a path too long for a UNIX socket...).
+    ``migration_allow_remote`` lets migrations use TCP addresses that are
+    not loopback (``--migration-allow-remote``)."""
     stream = out if out is not None else sys.stdout
     logging.basicConfig(
         stream=sys.stderr,
@@ -145,6 +148,7 @@ def run_machine(
         # a signal during start-up or cleanup must not kill the process.
         previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)})
         monitor = MachineMonitor(vm, name=name, on_quit=lambda: finish("quit"))
+        monitor.migration_allow_remote = migration_allow_remote
         server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
         monitor.attach(server)
         try:
