@@ -413,3 +413,25 @@ def test_migrate_takes_qemus_channels(qmp: QMPSocket, tmp_path: Path) -> None:
 def test_channels_refusals(qmp: QMPSocket, arguments: dict[str, Any], desc: str) -> None:
     assert qmp.command("migrate", **arguments)["error"]["desc"] == desc
     assert qmp.execute("query-migrate") == {}, "nothing started"
+
+
+@pytest.mark.parametrize(("mode", "zero_pages_sent"), [("none", False), ("legacy", True)])
+def test_zero_page_detection(
+    qmp: QMPSocket, tmp_path: Path, mode: str, zero_pages_sent: bool
+) -> None:
+    """QEMU's ``zero-page-detection``: ``none`` sends the (all-zero) RAM
+    of a fresh machine page by page, ``legacy`` as zero records."""
+    receiver = Receiver(tmp_path)
+    qmp.execute("migrate", uri=receiver.uri, parameters={"zero-page-detection": mode})
+    info = wait_migration(qmp)
+    receiver.close()
+    assert info["status"] == "completed"
+    pages = (16 << 20) // 4096
+    ram = info["ram"]
+    assert ram["transferred"] == receiver.stream.stat().st_size
+    if zero_pages_sent:
+        assert (ram["duplicate"], ram["normal"]) == (pages, 0)
+    else:
+        assert (ram["duplicate"], ram["normal"]) == (0, pages)
+        assert ram["transferred"] > 16 << 20
+    assert qmp.execute("query-migrate-parameters")["zero-page-detection"] == "multifd"

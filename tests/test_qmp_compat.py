@@ -454,6 +454,12 @@ class Deliberate:
 
 DELIBERATE_DIFFERENCES = [
     Deliberate(
+        "query-migrate-parameters*",
+        ".zero-page-detection: only vmkit",
+        "MigrationParameters 'zero-page-detection' came with QEMU 9.0; vmkit follows QEMU 9.2",
+        always=False,
+    ),
+    Deliberate(
         "query-status-*",
         ".singlestep: only qemu",
         "QEMU before 8.1 reports StatusInfo's deprecated 'singlestep' (removed in 8.1);"

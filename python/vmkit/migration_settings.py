@@ -117,6 +117,10 @@ PARAMETERS: dict[str, Param] = {
     "multifd-compression": Param("enum", "none", ("none", "zlib", "zstd")),
     "multifd-zlib-level": Param("uint8", 1),
     "multifd-zstd-level": Param("uint8", 1),
+    # QEMU 9.0's (vmkit's QMP follows 9.2): whether zero pages are found and
+    # sent as zero records. vmkit has no multifd, so "multifd" (the
+    # default) detects them as "legacy" does, in the migration thread.
+    "zero-page-detection": Param("enum", "multifd", ("none", "legacy", "multifd")),
 }
 
 _BITS = {"uint8": 8, "uint32": 32}

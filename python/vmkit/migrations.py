@@ -152,6 +152,7 @@ class OutgoingMigration(_Migration):
             downtime_limit_ms=int(params["downtime-limit"]),
             allow_remote=allow_remote,
             fds=fds,
+            zero_page_detection=params["zero-page-detection"] != "none",
         )
         self._set_status(MigrationStatus.SETUP)
 

@@ -133,6 +133,36 @@ fn a_gathered_stream_restores() -> TestResult {
 }
 
 #[test]
+fn without_zero_page_detection_every_page_is_sent_whole_and_restores() -> TestResult {
+    let zero: Vec<bool> = (0..40).map(|p| p % 2 == 0).collect();
+    let set = set_of(vec![block("pc.ram", &zero, 9)?])?;
+    let opts = SaveOptions {
+        zero_page_detection: false,
+        ..SaveOptions::default()
+    };
+    let mut staged_bytes = Vec::new();
+    let stats = save(&set, &mut staged_bytes, &opts)?;
+    assert_eq!((stats.zero_pages, stats.normal_pages), (0, 40));
+    let path = temp_path("no-zero");
+    let gathered = save_to_fd(&set, std::fs::File::create(&path)?, &opts)?;
+    assert_eq!((gathered.zero_pages, gathered.normal_pages), (0, 40));
+    assert!(std::fs::read(&path)? == staged_bytes, "both paths write the same bytes");
+    std::fs::remove_file(&path)?;
+    let with_detection = staged(&set)?;
+    assert_eq!(staged_bytes.len() - with_detection.len(), 20 * (PAGE as usize - 1));
+
+    let fresh = RamBlock::anonymous("pc.ram", 40 * PAGE)?;
+    fresh.fill(0, 40 * PAGE, 0xEE)?;
+    restore(
+        &set_of(vec![Arc::clone(&fresh)])?,
+        staged_bytes.as_slice(),
+        &RestoreOptions::default(),
+    )?;
+    assert_eq!(fresh.checksum_all()?, set.ram[0].checksum_all()?);
+    Ok(())
+}
+
+#[test]
 fn a_sink_that_fails_is_an_error_with_an_offset() -> TestResult {
     let set = set_of(vec![block("pc.ram", &[false; 40], 1)?])?;
     let path = temp_path("readonly");

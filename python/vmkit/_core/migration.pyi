@@ -137,6 +137,7 @@ class Precopy:
         max_passes: int = ...,
         allow_remote: bool = False,
         fds: FdRegistry | None = None,
+        zero_page_detection: bool = True,
     ) -> Precopy: ...
     @property
     def uri(self) -> str: ...

@@ -164,7 +164,8 @@ impl<'a> Precopy<'a> {
         } = self;
         let result = (|| {
             set.check()?;
-            let ram = RamSectionWriter::new(set.ram.clone())?;
+            let stream = control.params().stream;
+            let ram = RamSectionWriter::new(set.ram.clone())?.with_zero_detection(stream.zero_page_detection);
             let total = ram.total_bytes();
             control.begin(Arc::clone(&clock), total, TARGET_PAGE_SIZE);
             let mut run = Run {
@@ -178,7 +179,7 @@ impl<'a> Precopy<'a> {
                 limiter: BandwidthLimiter::new(),
                 phase: PrecopyPhase::Setup,
                 stopped: false,
-                stream: control.params().stream,
+                stream,
                 booked: 0,
                 cur: PassRecord::default(),
                 pass_started: Duration::ZERO,

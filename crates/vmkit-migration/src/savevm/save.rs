@@ -18,6 +18,9 @@ pub struct SaveOptions {
     /// Append the VMDESCRIPTION trailer (QEMU omits it with
     /// `suppress-vmdesc`).
     pub vmdesc: bool,
+    /// Send zero pages as zero records (QEMU's `zero-page-detection`
+    /// `legacy`, the default) or whole (`none`).
+    pub zero_page_detection: bool,
 }
 
 impl Default for SaveOptions {
@@ -25,6 +28,7 @@ impl Default for SaveOptions {
         SaveOptions {
             footers: true,
             vmdesc: true,
+            zero_page_detection: true,
         }
     }
 }
@@ -107,7 +111,7 @@ fn save_with<W: Write>(
     let devices = EncodedDevices::take(set)?;
     let mut w = StreamWriter::buffered(sink);
     write_preamble(&mut w, set)?;
-    let mut ram = RamSectionWriter::new(set.ram.clone())?;
+    let mut ram = RamSectionWriter::new(set.ram.clone())?.with_zero_detection(opts.zero_page_detection);
     ram.save_setup(&mut w, RAM_SECTION_ID, opts.footers)?;
     ram.begin_section(&mut w, SectionKind::Part, RAM_SECTION_ID)?;
     match direct {

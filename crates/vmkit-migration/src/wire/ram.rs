@@ -99,6 +99,9 @@ pub struct RamSectionWriter {
     stage: Vec<u8>,
     used: usize,
     stats: RamWriteStats,
+    /// Whether zero pages are sent as zero records (QEMU's
+    /// `zero-page-detection` `legacy`) or whole like any other (`none`).
+    detect_zero: bool,
 }
 
 impl RamSectionWriter {
@@ -124,7 +127,16 @@ impl RamSectionWriter {
             stage: vec![0u8; STAGE],
             used: 0,
             stats: RamWriteStats::default(),
+            detect_zero: true,
         })
+    }
+
+    /// Sends zero pages as zero records (`true`, the default, QEMU's
+    /// `zero-page-detection=legacy`) or as whole pages (`false`, `none`:
+    /// no page is scanned, which costs bandwidth and saves CPU).
+    pub fn with_zero_detection(mut self, detect_zero: bool) -> RamSectionWriter {
+        self.detect_zero = detect_zero;
+        self
     }
 
     /// The source blocks.
@@ -242,11 +254,11 @@ impl RamSectionWriter {
         // the copy, tested again so the record matches the bytes copied. A
         // page the guest changes meanwhile is dirty again and resent later.
         let err_at = w.offset() + at as u64;
-        let mut zero = block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, block))?;
+        let mut zero = self.detect_zero && block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, block))?;
         if !zero {
             let page = &mut self.stage[data..data + PAGE];
             block.read(addr, page).map_err(mem_err(err_at, block))?;
-            zero = is_zero(page);
+            zero = self.detect_zero && is_zero(page);
         }
         let word = record_word(&mut self.last_block, index, addr, zero);
         if !cont {
@@ -347,7 +359,8 @@ impl RamSectionWriter {
                         len: TARGET_PAGE_SIZE,
                     });
                 }
-                let zero = block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, &block))?;
+                let zero =
+                    self.detect_zero && block.is_zero(addr, TARGET_PAGE_SIZE).map_err(mem_err(err_at, &block))?;
                 let start = headers.len();
                 self.push_header(&mut headers, index, addr, zero);
                 bytes += headers.len() - start;

@@ -10,6 +10,7 @@ use vmkit_migration::precopy::{
     Checkpoint, DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Precopy, PrecopyControl,
     PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
 };
+use vmkit_migration::savevm::SaveOptions;
 use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, Sink, Transport, TransportError};
 
 use super::fd_registry::PyFdRegistry;
@@ -37,7 +38,7 @@ pub struct PyPrecopy {
 impl PyPrecopy {
     #[new]
     #[pyo3(signature = (uri, *, max_bandwidth=DEFAULT_MAX_BANDWIDTH, downtime_limit_ms=None,
-        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None))]
+        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None, zero_page_detection=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -47,6 +48,7 @@ impl PyPrecopy {
         max_passes: u32,
         allow_remote: bool,
         fds: Option<PyRef<'_, PyFdRegistry>>,
+        zero_page_detection: bool,
     ) -> PyResult<Self> {
         let transport: Transport = uri
             .parse()
@@ -58,6 +60,10 @@ impl PyPrecopy {
             max_bandwidth,
             downtime_limit: downtime_limit_ms.map_or(DEFAULT_DOWNTIME_LIMIT, Duration::from_millis),
             max_passes,
+            stream: SaveOptions {
+                zero_page_detection,
+                ..SaveOptions::default()
+            },
             ..PrecopyParams::default()
         };
         Ok(PyPrecopy {

@@ -165,7 +165,11 @@ pub fn save(
         })
         .transpose()?;
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
-    let opts = SaveOptions { footers, vmdesc };
+    let opts = SaveOptions {
+        footers,
+        vmdesc,
+        ..SaveOptions::default()
+    };
     let open = OpenOptions {
         timeout,
         ..OpenOptions::default()
