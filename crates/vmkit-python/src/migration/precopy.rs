@@ -64,7 +64,6 @@ impl PyPrecopy {
                 zero_page_detection,
                 ..SaveOptions::default()
             },
-            ..PrecopyParams::default()
         };
         Ok(PyPrecopy {
             transport,
