@@ -816,3 +816,52 @@ def test_auto_converge_throttles_a_guest_that_outruns_the_link(tmp_path: Path) -
     finally:
         receiver.close()
         assert src.stop() == 0
+
+
+def test_x_ignore_shared_leaves_shared_ram_to_the_file(tmp_path: Path) -> None:
+    """Both processes map one RAM file (``--share``): with ``x-ignore-shared``
+    on both sides (the destination sets it before ``migrate-incoming``, as
+    with QEMU) the stream carries the block list and the devices, not the
+    pages; a destination without the capability refuses the stream and
+    stays waiting."""
+    ram_file = Path("/dev/shm") / f"vmkit-test-{os.getpid()}-{tmp_path.name}"
+    machine = ["-m", "32M", "--backend", "file", "--mem-path", str(ram_file), "--share"]
+    stream_sock = tmp_path / "mig.sock"
+    ignore = [{"capability": "x-ignore-shared", "state": True}]
+    src = start_vmkit(*machine, "--qmp", f"unix:{tmp_path / 's.qmp'}", "--workload-rate", "4M")
+    dst = start_vmkit(*machine, "--qmp", f"unix:{tmp_path / 'd.qmp'}", "-S", "--incoming", "defer")
+    try:
+        with QMPSocket(src.socket, negotiate=True) as s, QMPSocket(dst.socket, negotiate=True) as d:
+            d.execute("migrate-set-capabilities", capabilities=ignore)
+            d.execute("migrate-incoming", uri=f"unix:{stream_sock}")
+            s.execute("migrate", uri=f"unix:{stream_sock}", capabilities=ignore)
+            info = wait_status(s, "query-migrate", {"completed", "failed", "cancelled"})
+            assert info["status"] == "completed", info
+            assert info["ram"]["transferred"] < 1 << 20, "32 MiB of RAM stayed in the file"
+            assert info["ram"]["normal"] == 0
+            assert wait_status(d, "query-migrate", {"completed", "failed"})["status"] == "completed"
+            assert d.execute("query-status")["status"] == "paused"
+            for qmp, name in ((s, "src.mem"), (d, "dst.mem")):
+                qmp.execute("pmemsave", val=0, size=32 << 20, filename=str(tmp_path / name))
+            assert (tmp_path / "src.mem").read_bytes() == (tmp_path / "dst.mem").read_bytes()
+    finally:
+        assert src.stop() == 0 and dst.stop() == 0
+
+    other_sock = tmp_path / "mig2.sock"
+    src = start_vmkit(*machine, "--qmp", f"unix:{tmp_path / 's2.qmp'}", "--workload-rate", "0")
+    dst = start_vmkit(*machine, "--qmp", f"unix:{tmp_path / 'd2.qmp'}", "--incoming", "defer")
+    try:
+        with QMPSocket(src.socket, negotiate=True) as s, QMPSocket(dst.socket, negotiate=True) as d:
+            d.execute("migrate-incoming", uri=f"unix:{other_sock}")
+            s.execute("migrate", uri=f"unix:{other_sock}", capabilities=ignore)
+            failed = wait_status(d, "query-migrate", {"completed", "failed"})
+            assert failed["status"] == "failed"
+            assert (
+                "Capability 'x-ignore-shared' is off, but received capability is on"
+                in (failed["error-desc"])
+            )
+            assert d.execute("query-status")["status"] == "inmigrate"
+    finally:
+        src.stop()
+        dst.stop()
+        ram_file.unlink(missing_ok=True)

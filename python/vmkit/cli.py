@@ -160,6 +160,12 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["ram", "memfd", "file"], default="ram")
     p.add_argument("--mem-path", help="backing file of the file backend")
     p.add_argument(
+        "--share",
+        action="store_true",
+        help="map the file backend shared (QEMU's share=on): writes reach the file, and"
+        " another process mapping it sees them (see x-ignore-shared)",
+    )
+    p.add_argument(
         "--machine-type",
         default=DEFAULT_MACHINE_TYPE,
         help=f"machine type named in migration streams (default {DEFAULT_MACHINE_TYPE})",
@@ -179,6 +185,7 @@ def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
         memory=args.memory,
         backend=args.backend,
         mem_path=args.mem_path,
+        share=args.share,
         machine_type=args.machine_type,
         **extra,
     )

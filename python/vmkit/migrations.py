@@ -153,6 +153,7 @@ class OutgoingMigration(_Migration):
             allow_remote=allow_remote,
             fds=fds,
             zero_page_detection=params["zero-page-detection"] != "none",
+            ignore_shared=capabilities["x-ignore-shared"],
         )
         self._set_status(MigrationStatus.SETUP)
 
@@ -284,7 +285,12 @@ class IncomingMigration(_Migration):
         self.machine = machine
         self.autostart = autostart
         self._stats: dict[str, int] | None = None
-        self.listener = Listener(uri, allow_remote=allow_remote, fds=fds)
+        self.listener = Listener(
+            uri,
+            allow_remote=allow_remote,
+            fds=fds,
+            ignore_shared=settings.capabilities()["x-ignore-shared"],
+        )
         self._set_status(MigrationStatus.SETUP)
 
     @property

@@ -110,7 +110,12 @@ class FdRegistry:
 @final
 class Listener:
     def __new__(
-        cls, uri: str, *, allow_remote: bool = False, fds: FdRegistry | None = None
+        cls,
+        uri: str,
+        *,
+        allow_remote: bool = False,
+        fds: FdRegistry | None = None,
+        ignore_shared: bool = False,
     ) -> Listener: ...
     @property
     def uri(self) -> str: ...
@@ -138,6 +143,7 @@ class Precopy:
         allow_remote: bool = False,
         fds: FdRegistry | None = None,
         zero_page_detection: bool = True,
+        ignore_shared: bool = False,
     ) -> Precopy: ...
     @property
     def uri(self) -> str: ...

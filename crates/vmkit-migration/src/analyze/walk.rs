@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
+use crate::savevm::IGNORE_SHARED;
 use crate::savevm::{decode_section_body, known_vmstate};
 use crate::vmstate::{DecodeLimits, VmReader, VmStruct, decode_with_vmdesc};
 use crate::wire::format::{RAM_IDSTR, SectionKind};
@@ -112,6 +113,10 @@ impl<R: Read> Walk<R> {
         self.handler.current = None;
         self.handler.decoded = None;
         let record = self.parser.next_record(&mut self.handler)?;
+        if let Some(Record::Configuration { config, .. }) = &record {
+            // Its MEM_SIZE entries then carry block addresses.
+            self.handler.ram.set_ignore_shared(config.has_capability(IGNORE_SHARED));
+        }
         Ok(record.map(|record| Step {
             record,
             fields: self.handler.decoded.take(),

@@ -165,8 +165,10 @@ impl<'a> Precopy<'a> {
         let result = (|| {
             set.check()?;
             let stream = control.params().stream;
-            let ram = RamSectionWriter::new(set.ram.clone())?.with_zero_detection(stream.zero_page_detection);
-            let total = ram.total_bytes();
+            let ram = RamSectionWriter::new(set.ram.clone())?
+                .with_zero_detection(stream.zero_page_detection)
+                .with_ignore_shared(stream.ignore_shared);
+            let total = ram.migrated_bytes();
             control.begin(Arc::clone(&clock), total, TARGET_PAGE_SIZE);
             let mut run = Run {
                 set,
@@ -259,7 +261,7 @@ impl<W: Write> Run<'_, '_, W> {
         self.check_cancel()?;
         // Stopped on every block when dropped, however the run ends.
         let log = MigrationLog::start(&self.set.ram)?;
-        write_preamble(&mut self.w, self.set)?;
+        write_preamble(&mut self.w, self.set, &self.stream)?;
         self.ram.save_setup(&mut self.w, RAM_SECTION_ID, self.stream.footers)?;
         // QEMU's setup sync: counted, its pages dropped (the first pass
         // sends every page anyway).
@@ -273,12 +275,15 @@ impl<W: Write> Run<'_, '_, W> {
         (self.observer)(&Checkpoint::SetupDone);
         self.set_phase(PrecopyPhase::Active);
 
-        let total_pages: u64 = self.set.ram.iter().map(|b| b.page_count()).sum();
+        let total_pages: u64 = (self.set.ram.iter().enumerate())
+            .filter(|(i, _)| !self.ram.is_ignored(*i))
+            .map(|(_, b)| b.page_count())
+            .sum();
         let mut record = self.send_pass(1, total_pages, &PassPages::Every, SectionKind::Part)?;
         let mut pending = loop {
             (self.observer)(&Checkpoint::PassDone(record));
             self.check_cancel()?;
-            let dirty = log.sync()?;
+            let dirty = self.without_ignored(log.sync()?)?;
             let now = self.clock.now();
             let found: u64 = dirty.iter().map(DirtyPages::count).sum();
             let remaining = self.dirty_bytes(&dirty);
@@ -313,7 +318,7 @@ impl<W: Write> Run<'_, '_, W> {
 
         // The final sync: what the guest wrote since the last one, plus
         // the pages that sync found, which were never sent.
-        for (pages, last) in pending.iter_mut().zip(log.sync()?) {
+        for (pages, last) in pending.iter_mut().zip(self.without_ignored(log.sync()?)?) {
             pages.merge(&last)?;
         }
         let found: u64 = pending.iter().map(DirtyPages::count).sum();
@@ -337,6 +342,17 @@ impl<W: Write> Run<'_, '_, W> {
             s.downtime = Some(end.saturating_sub(stopped_at));
         });
         Ok(count)
+    }
+
+    /// `dirty` with the pages of blocks left out by `x-ignore-shared`
+    /// dropped (the destination maps those blocks itself).
+    fn without_ignored(&self, mut dirty: Vec<DirtyPages>) -> Result<Vec<DirtyPages>, PrecopyError> {
+        for (i, pages) in dirty.iter_mut().enumerate() {
+            if self.ram.is_ignored(i) {
+                *pages = DirtyPages::empty(pages.pages())?;
+            }
+        }
+        Ok(dirty)
     }
 
     /// Guest bytes of the pages in `dirty` (block page size each).
@@ -367,6 +383,9 @@ impl<W: Write> Run<'_, '_, W> {
         let start_offset = self.w.offset();
         self.ram.begin_section(&mut self.w, kind, RAM_SECTION_ID)?;
         for index in 0..self.set.ram.len() {
+            if self.ram.is_ignored(index) {
+                continue;
+            }
             let block = Arc::clone(&self.set.ram[index]);
             let per_batch = (BATCH_BYTES / block.page_size()).max(1) as usize;
             let mut batch = Vec::with_capacity(per_batch);

@@ -56,6 +56,7 @@ pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore};
 pub use save::{SaveOptions, SaveStats, save, save_to_fd, save_to_sink};
 pub use save_set::{DeviceEntry, SaveSet};
+pub use sections::IGNORE_SHARED;
 
 /// Errors of whole-machine save and restore that are not about the bytes
 /// of the stream (those are [`WireError`](crate::wire::WireError)s and

@@ -14,6 +14,7 @@ use crate::wire::{
 
 use super::SavevmError;
 use super::save_set::SaveSet;
+use super::sections::IGNORE_SHARED;
 
 /// How [`restore`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub struct RestoreOptions {
     pub footers: bool,
     /// Caps on lengths taken from device bodies.
     pub limits: DecodeLimits,
+    /// QEMU's `x-ignore-shared` on this side: the stream must have been
+    /// written with it too (its configuration says so), and shared RAM
+    /// blocks, mapped from the source's memfd or file, get no pages.
+    pub ignore_shared: bool,
 }
 
 impl Default for RestoreOptions {
@@ -29,6 +34,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             footers: true,
             limits: DecodeLimits::default(),
+            ignore_shared: false,
         }
     }
 }
@@ -169,6 +175,11 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
     let mut saw_eof = false;
     while let Some(rec) = parser.next_record(&mut handler)? {
         match rec {
+            Record::Configuration { offset, config } => {
+                let theirs = config.has_capability(IGNORE_SHARED);
+                check_capability(IGNORE_SHARED, opts.ignore_shared, theirs, offset)?;
+                handler.ram.set_ignore_shared(theirs);
+            }
             Record::Eof { .. } => saw_eof = true,
             Record::Trailing { offset, byte } => {
                 return Err(WireError::Malformed {
@@ -255,4 +266,17 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         stats.devices += 1;
     }
     Ok(stats)
+}
+
+/// A capability both sides must agree on (QEMU's configuration check),
+/// refused with QEMU's message when they differ.
+fn check_capability(name: &str, ours: bool, theirs: bool, offset: u64) -> Result<(), WireError> {
+    if ours == theirs {
+        return Ok(());
+    }
+    let (here, there) = if ours { ("on", "off") } else { ("off", "on") };
+    Err(WireError::Malformed {
+        offset,
+        reason: format!("Capability '{name}' is {here}, but received capability is {there}"),
+    })
 }

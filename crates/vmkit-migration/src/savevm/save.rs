@@ -21,6 +21,9 @@ pub struct SaveOptions {
     /// Send zero pages as zero records (QEMU's `zero-page-detection`
     /// `legacy`, the default) or whole (`none`).
     pub zero_page_detection: bool,
+    /// QEMU's `x-ignore-shared`: shared RAM blocks are listed, not sent;
+    /// the configuration record says so, and the destination must agree.
+    pub ignore_shared: bool,
 }
 
 impl Default for SaveOptions {
@@ -29,6 +32,7 @@ impl Default for SaveOptions {
             footers: true,
             vmdesc: true,
             zero_page_detection: true,
+            ignore_shared: false,
         }
     }
 }
@@ -110,8 +114,10 @@ fn save_with<W: Write>(
     set.check()?;
     let devices = EncodedDevices::take(set)?;
     let mut w = StreamWriter::buffered(sink);
-    write_preamble(&mut w, set)?;
-    let mut ram = RamSectionWriter::new(set.ram.clone())?.with_zero_detection(opts.zero_page_detection);
+    write_preamble(&mut w, set, opts)?;
+    let mut ram = RamSectionWriter::new(set.ram.clone())?
+        .with_zero_detection(opts.zero_page_detection)
+        .with_ignore_shared(opts.ignore_shared);
     ram.save_setup(&mut w, RAM_SECTION_ID, opts.footers)?;
     ram.begin_section(&mut w, SectionKind::Part, RAM_SECTION_ID)?;
     match direct {

@@ -11,6 +11,7 @@ use crate::wire::section::{SectionHeader, write_file_header, write_footer};
 use crate::wire::stream::write_eof;
 use crate::wire::{Configuration, StreamWriter, VmDescDevice, VmDescription, WireError};
 
+use super::save::SaveOptions;
 use super::save_set::{DeviceEntry, SaveSet};
 
 /// The section id of the RAM section; devices follow from 2. Not 0: QEMU
@@ -20,11 +21,24 @@ pub(crate) const RAM_SECTION_ID: u32 = 1;
 
 /// Writes the file header and the configuration record naming the set's
 /// machine type.
-pub(crate) fn write_preamble<W: Write>(w: &mut StreamWriter<W>, set: &SaveSet) -> crate::Result<()> {
+pub(crate) fn write_preamble<W: Write>(
+    w: &mut StreamWriter<W>,
+    set: &SaveSet,
+    opts: &SaveOptions,
+) -> crate::Result<()> {
     write_file_header(w)?;
-    Configuration::new(set.machine_type.clone()).write(w)?;
+    let mut config = Configuration::new(set.machine_type.clone());
+    if opts.ignore_shared {
+        // The capabilities both sides must agree on (QEMU's
+        // "configuration/capabilities" subsection).
+        config.capabilities = Some(vec![IGNORE_SHARED.to_owned()]);
+    }
+    config.write(w)?;
     Ok(())
 }
+
+/// QEMU's capability name for leaving shared RAM out of the stream.
+pub const IGNORE_SHARED: &str = "x-ignore-shared";
 
 /// One device's state, taken and encoded, waiting to be written.
 struct EncodedDevice<'a> {

@@ -35,6 +35,13 @@ impl Configuration {
         }
     }
 
+    /// Whether the capabilities subsection lists `name`.
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities
+            .as_ref()
+            .is_some_and(|caps| caps.iter().any(|c| c == name))
+    }
+
     /// Writes the record: type byte, machine type and the subsections that
     /// are set.
     pub fn write<W: Write>(&self, w: &mut StreamWriter<W>) -> WireResult<()> {

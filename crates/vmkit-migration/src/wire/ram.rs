@@ -32,6 +32,12 @@ const STAGE: usize = WRITE_BUFFER + 9 + 255 + PAGE;
 /// Cap on the number of blocks a MEM_SIZE list may announce (summary mode).
 pub const MAX_RAM_BLOCKS: usize = 4096;
 
+/// The address of a RAM block in its memory region, as MEM_SIZE carries it
+/// with `x-ignore-shared`: vmkit's blocks are memory-backend regions mapped
+/// into the address space through aliases, so this is 0, as for QEMU's
+/// backends.
+pub const BLOCK_REGION_ADDR: u64 = 0;
+
 fn is_zero(buf: &[u8]) -> bool {
     // Word-wise OR over fixed chunks: the compiler vectorises this.
     buf.chunks_exact(64).all(|c| {
@@ -102,6 +108,11 @@ pub struct RamSectionWriter {
     /// Whether zero pages are sent as zero records (QEMU's
     /// `zero-page-detection` `legacy`) or whole like any other (`none`).
     detect_zero: bool,
+    /// With QEMU's `x-ignore-shared`: MEM_SIZE carries each block's
+    /// address, and `ignored[i]` (block `i` is shared memory another
+    /// process maps too) means its pages are never sent.
+    ignore_shared: bool,
+    ignored: Vec<bool>,
 }
 
 impl RamSectionWriter {
@@ -121,6 +132,7 @@ impl RamSectionWriter {
                 });
             }
         }
+        let blocks_len = blocks.len();
         Ok(RamSectionWriter {
             blocks,
             last_block: None,
@@ -128,7 +140,35 @@ impl RamSectionWriter {
             used: 0,
             stats: RamWriteStats::default(),
             detect_zero: true,
+            ignore_shared: false,
+            ignored: vec![false; blocks_len],
         })
+    }
+
+    /// QEMU's `x-ignore-shared`: shared blocks (a memfd, a `share=on`
+    /// file), which the destination maps itself, are listed but their
+    /// pages are not sent; MEM_SIZE then carries each block's address in
+    /// its memory region (0: vmkit maps RAM blocks through aliases, as
+    /// QEMU maps its memory backends).
+    pub fn with_ignore_shared(mut self, ignore_shared: bool) -> RamSectionWriter {
+        self.ignore_shared = ignore_shared;
+        self.ignored = self.blocks.iter().map(|b| ignore_shared && b.fd().is_some()).collect();
+        self
+    }
+
+    /// Whether block `index`'s pages are left out (`x-ignore-shared`).
+    pub fn is_ignored(&self, index: usize) -> bool {
+        self.ignored.get(index).copied().unwrap_or(false)
+    }
+
+    /// Guest RAM bytes whose pages are sent (every block's but the ignored).
+    pub fn migrated_bytes(&self) -> u64 {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_ignored(*i))
+            .map(|(_, b)| b.used_length())
+            .sum()
     }
 
     /// Sends zero pages as zero records (`true`, the default, QEMU's
@@ -190,6 +230,9 @@ impl RamSectionWriter {
         for b in &self.blocks {
             w.put_name(b.name(), "RAM block name")?;
             w.put_be64(b.used_length())?;
+            if self.ignore_shared {
+                w.put_be64(BLOCK_REGION_ADDR)?;
+            }
         }
         Ok(())
     }
@@ -293,6 +336,9 @@ impl RamSectionWriter {
     /// wrongly.
     pub fn write_all_pages_to_fd<W: Write>(&mut self, w: &mut StreamWriter<W>, fd: BorrowedFd<'_>) -> WireResult<()> {
         for index in 0..self.blocks.len() {
+            if self.is_ignored(index) {
+                continue;
+            }
             let len = self.blocks[index].used_length();
             self.write_target_pages_to_fd(w, fd, index, (0..len).step_by(PAGE))?;
         }
@@ -451,6 +497,9 @@ impl RamSectionWriter {
     /// Writes every page of every block (a first pass).
     pub fn write_all_pages<W: Write>(&mut self, w: &mut StreamWriter<W>) -> WireResult<()> {
         for index in 0..self.blocks.len() {
+            if self.is_ignored(index) {
+                continue;
+            }
             let len = self.blocks[index].used_length();
             let mut a = 0;
             while a < len {
@@ -520,6 +569,9 @@ pub struct RamSectionReader {
     received: Vec<Vec<u64>>,
     last_block: Option<usize>,
     buf: Vec<u8>,
+    /// The stream was written with `x-ignore-shared`: MEM_SIZE entries
+    /// carry a block address, and shared destination blocks get no pages.
+    ignore_shared: bool,
 }
 
 impl RamSectionReader {
@@ -564,6 +616,7 @@ impl RamSectionReader {
             received,
             last_block: None,
             buf: vec![0u8; PAGE],
+            ignore_shared: false,
         }
     }
 
@@ -578,7 +631,17 @@ impl RamSectionReader {
             received: Vec::new(),
             last_block: None,
             buf: vec![0u8; PAGE],
+            ignore_shared: false,
         }
+    }
+
+    /// Reads a stream written with QEMU's `x-ignore-shared` (its
+    /// configuration lists the capability): each MEM_SIZE entry carries the
+    /// block's address, and a shared destination block (one mapped from the
+    /// same memfd or file as the source's) is taken as complete without
+    /// pages, once its address matches.
+    pub fn set_ignore_shared(&mut self, ignore_shared: bool) {
+        self.ignore_shared = ignore_shared;
     }
 
     /// What was decoded so far.
@@ -680,6 +743,11 @@ impl RamSectionReader {
                 });
             }
             remaining -= length;
+            let region_addr = if self.ignore_shared {
+                Some(r.read_be64("RAM block address (MEM_SIZE, x-ignore-shared)")?)
+            } else {
+                None
+            };
             match (&self.dest, self.by_name.get(&name).copied()) {
                 (Some(dest), Some(i)) if i < dest.len() => {
                     let expected = dest[i].used_length();
@@ -690,6 +758,22 @@ impl RamSectionReader {
                             expected,
                             found: length,
                         });
+                    }
+                    if let Some(addr) = region_addr
+                        && dest[i].fd().is_some()
+                    {
+                        if addr != BLOCK_REGION_ADDR {
+                            return Err(WireError::Malformed {
+                                offset: entry_at,
+                                reason: format!(
+                                    "Mismatched GPAs for block {name} {BLOCK_REGION_ADDR} != {addr} (x-ignore-shared)"
+                                ),
+                            });
+                        }
+                        // Shared with the source: its pages are already here.
+                        if let Some(bits) = self.received.get_mut(i) {
+                            bits.fill(u64::MAX);
+                        }
                     }
                 }
                 (Some(_), _) if !self.discard_unknown => {

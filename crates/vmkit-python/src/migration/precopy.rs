@@ -24,8 +24,10 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// One outgoing live migration to a URI (`unix:`, `tcp:`, `file:`,
-/// `exec:`): the engine runs in `run`; `cancel`, `set_params` and
-/// `snapshot` may be called from other threads meanwhile.
+/// `exec:`, `fd:NAME` from `fds`): the engine runs in `run`; `cancel`,
+/// `set_params` and `snapshot` may be called from other threads meanwhile.
+/// `zero_page_detection=False` sends zero pages whole; `ignore_shared`
+/// (QEMU's `x-ignore-shared`) lists shared RAM blocks without their pages.
 #[pyclass(name = "Precopy", module = "vmkit._core.migration", frozen)]
 pub struct PyPrecopy {
     transport: Transport,
@@ -38,7 +40,7 @@ pub struct PyPrecopy {
 impl PyPrecopy {
     #[new]
     #[pyo3(signature = (uri, *, max_bandwidth=DEFAULT_MAX_BANDWIDTH, downtime_limit_ms=None,
-        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None, zero_page_detection=true))]
+        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None, zero_page_detection=true, ignore_shared=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -49,6 +51,7 @@ impl PyPrecopy {
         allow_remote: bool,
         fds: Option<PyRef<'_, PyFdRegistry>>,
         zero_page_detection: bool,
+        ignore_shared: bool,
     ) -> PyResult<Self> {
         let transport: Transport = uri
             .parse()
@@ -62,6 +65,7 @@ impl PyPrecopy {
             max_passes,
             stream: SaveOptions {
                 zero_page_detection,
+                ignore_shared,
                 ..SaveOptions::default()
             },
         };

@@ -238,18 +238,27 @@ fn restore_stats(py: Python<'_>, stats: &savevm::RestoreStats) -> PyResult<Py<Py
 /// stream and loads it. QEMU's `-incoming URI`: `unix:PATH`,
 /// `tcp:HOST:PORT` (loopback only unless `allow_remote`; port 0 picks
 /// one, see `uri`), `file:PATH[,offset=N]`, `exec:CMD` (the command's
-/// output).
+/// output), `fd:NAME` (a descriptor kept in `fds`). With `ignore_shared`
+/// (QEMU's `x-ignore-shared`) the stream must have been sent with it too,
+/// and shared RAM blocks are taken as they are.
 #[pyclass(name = "Listener", module = "vmkit._core.migration")]
 pub struct PyListener {
     listener: parking_lot::Mutex<Option<Listener>>,
     uri: String,
+    ignore_shared: bool,
 }
 
 #[pymethods]
 impl PyListener {
     #[new]
-    #[pyo3(signature = (uri, *, allow_remote=false, fds=None))]
-    fn new(py: Python<'_>, uri: &str, allow_remote: bool, fds: Option<PyRef<'_, PyFdRegistry>>) -> PyResult<Self> {
+    #[pyo3(signature = (uri, *, allow_remote=false, fds=None, ignore_shared=false))]
+    fn new(
+        py: Python<'_>,
+        uri: &str,
+        allow_remote: bool,
+        fds: Option<PyRef<'_, PyFdRegistry>>,
+        ignore_shared: bool,
+    ) -> PyResult<Self> {
         let transport: Transport = uri
             .parse()
             .map_err(|e: TransportError| os_error(py, None, e.os_failure()))?;
@@ -264,6 +273,7 @@ impl PyListener {
         Ok(PyListener {
             uri: listener.local_transport().to_string(),
             listener: parking_lot::Mutex::new(Some(listener)),
+            ignore_shared,
         })
     }
 
@@ -297,6 +307,7 @@ impl PyListener {
         let set = save_set(py, machine_type, &ram, devices.as_ref())?;
         let opts = RestoreOptions {
             footers,
+            ignore_shared: self.ignore_shared,
             ..RestoreOptions::default()
         };
         let open = OpenOptions {
