@@ -1,0 +1,10 @@
+//! vmkit's device models, written as QEMU's Rust devices are: register
+//! state is plain data whose `read` / `write` return what must happen next
+//! (a BAR to move, an interrupt to raise), apart from the object-model glue
+//! that owns it.
+//!
+//! * [`pci`]: the PCI function — configuration space with QEMU's write
+//!   masks, BAR sizing and mapping decisions, the capability list, device
+//!   addresses.
+
+pub mod pci;

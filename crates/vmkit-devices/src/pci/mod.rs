@@ -1,0 +1,23 @@
+//! A PCI function's configuration space and what follows from writing it.
+//!
+//! * [`addr`]: [`DevFn`] and QEMU's `addr=` syntax ("SS" or "SS.F").
+//! * [`regs`]: type-0 header offsets ([`HeaderReg`]) and the bits of the
+//!   Command and Status registers.
+//! * [`bar`]: [`Bar`] descriptions, their sizing masks and mapping rule.
+//! * [`config`]: [`ConfigSpace`]: the bytes with QEMU's `wmask`,
+//!   `w1cmask` and `cmask`, accesses of 1, 2 or 4 bytes, the capability
+//!   list, and the [`ConfigEffects`] of a write (BAR moves, unmapping
+//!   first; bus mastering; INTx disable).
+//! * [`error`]: the refusals, [`PciError`].
+
+pub mod addr;
+pub mod bar;
+pub mod config;
+pub mod error;
+pub mod regs;
+
+pub use addr::DevFn;
+pub use bar::{Bar, BarIndex, BarKind, BarMove, BarSpace};
+pub use config::{ConfigEffects, ConfigKind, ConfigSpace, Identity};
+pub use error::PciError;
+pub use regs::{Command, HeaderReg, Status};
