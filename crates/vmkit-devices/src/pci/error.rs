@@ -49,4 +49,11 @@ pub enum PciError {
         /// What differs.
         reason: String,
     },
+    /// An MSI-X table or PBA access that is not 4 or 8 aligned bytes inside
+    /// them, or a vector count out of range.
+    #[error("MSI-X: {reason}")]
+    BadMsix {
+        /// What was wrong.
+        reason: String,
+    },
 }

@@ -8,16 +8,20 @@
 //!   `w1cmask` and `cmask`, accesses of 1, 2 or 4 bytes, the capability
 //!   list, and the [`ConfigEffects`] of a write (BAR moves, unmapping
 //!   first; bus mastering; INTx disable).
+//! * [`msix`]: [`Msix`]: the vector table and pending bits, and the
+//!   [`MsiMessage`]s a notification or an unmask sends.
 //! * [`error`]: the refusals, [`PciError`].
 
 pub mod addr;
 pub mod bar;
 pub mod config;
 pub mod error;
+pub mod msix;
 pub mod regs;
 
 pub use addr::DevFn;
 pub use bar::{Bar, BarIndex, BarKind, BarMove, BarSpace};
 pub use config::{ConfigEffects, ConfigKind, ConfigSpace, Identity};
 pub use error::PciError;
+pub use msix::{MsiMessage, Msix};
 pub use regs::{Command, HeaderReg, Status};
