@@ -56,4 +56,7 @@ pub enum PciError {
         /// What was wrong.
         reason: String,
     },
+    /// A device/function number refused by the bus (QEMU's message).
+    #[error("{0}")]
+    Placement(String),
 }

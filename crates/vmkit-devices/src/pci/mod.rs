@@ -3,6 +3,9 @@
 //! * [`addr`]: [`DevFn`] and QEMU's `addr=` syntax ("SS" or "SS.F").
 //! * [`regs`]: type-0 header offsets ([`HeaderReg`]) and the bits of the
 //!   Command and Status registers.
+//! * [`bus`]: [`PciBus`]: which function holds which number, placed by
+//!   QEMU's rules and refused with its messages.
+//! * [`host`]: configuration access through 0xCF8/0xCFC and ECAM.
 //! * [`bar`]: [`Bar`] descriptions, their sizing masks and mapping rule.
 //! * [`config`]: [`ConfigSpace`]: the bytes with QEMU's `wmask`,
 //!   `w1cmask` and `cmask`, accesses of 1, 2 or 4 bytes, the capability
@@ -14,13 +17,16 @@
 
 pub mod addr;
 pub mod bar;
+pub mod bus;
 pub mod config;
 pub mod error;
+pub mod host;
 pub mod msix;
 pub mod regs;
 
 pub use addr::DevFn;
 pub use bar::{Bar, BarIndex, BarKind, BarMove, BarSpace};
+pub use bus::{Occupant, PciBus};
 pub use config::{ConfigEffects, ConfigKind, ConfigSpace, Identity};
 pub use error::PciError;
 pub use msix::{MsiMessage, Msix};
