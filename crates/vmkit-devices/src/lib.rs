@@ -4,7 +4,9 @@
 //! that owns it.
 //!
 //! * [`pci`]: the PCI function — configuration space with QEMU's write
-//!   masks, BAR sizing and mapping decisions, the capability list, device
-//!   addresses.
+//!   masks, BAR sizing and mapping decisions, the capability list, MSI-X,
+//!   the bus's placement rules, configuration access paths.
+//! * [`dma`]: [`dma::Dma`], guest memory as a device reaches it.
 
+pub mod dma;
 pub mod pci;
