@@ -198,6 +198,7 @@ pub struct Field {
     pub(crate) version_id: u32,
     pub(crate) exists: Option<ExistsHook>,
     pub(crate) must_exist: bool,
+    pub(crate) info: Option<String>,
 }
 
 impl fmt::Debug for Field {
@@ -208,6 +209,7 @@ impl fmt::Debug for Field {
             .field("version_id", &self.version_id)
             .field("exists", &self.exists.is_some())
             .field("must_exist", &self.must_exist)
+            .field("info", &self.info)
             .finish()
     }
 }
@@ -221,7 +223,17 @@ impl Field {
             version_id: 0,
             exists: None,
             must_exist: false,
+            info: None,
         }
+    }
+
+    /// Names the field's type in the VMDESCRIPTION trailer as QEMU's own
+    /// `VMStateInfo` does where the bytes are a plain kind's but the
+    /// codec is special (`"pci config"`, `"int32 le"`): the wire is
+    /// unchanged, the trailer matches QEMU's. Not for array fields.
+    pub fn info(mut self, name: impl Into<String>) -> Self {
+        self.info = Some(name.into());
+        self
     }
 
     /// The field exists from `version` on (`VMSTATE_*_V`): present iff

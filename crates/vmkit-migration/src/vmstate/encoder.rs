@@ -207,7 +207,8 @@ impl<W: Write> Encoder<W> {
             kind => {
                 let info = self.encode_elem(kind, value, vlen)?;
                 if self.describe {
-                    entries.push(entry(&field.name, &info.type_name, info.size, info.struct_json, None));
+                    let type_name = field.info.as_deref().unwrap_or(&info.type_name);
+                    entries.push(entry(&field.name, type_name, info.size, info.struct_json, None));
                 }
             }
         }
