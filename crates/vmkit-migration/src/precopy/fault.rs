@@ -294,3 +294,74 @@ fn next_act<W: Write>(w: &FaultWriter<W>, fault: &Fault, len: usize) -> io::Resu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vmkit_memory::ManualClock;
+
+    use super::*;
+
+    /// Writes `data` through a writer with `plan` in pieces of `chunk`
+    /// bytes (as a buffer's flushes come); returns what reached the sink.
+    fn through(plan: FaultPlan, data: &[u8], chunk: usize) -> (Vec<u8>, io::Result<()>, FaultReport) {
+        let fault = Fault::new(plan);
+        let control = Arc::new(PrecopyControl::default());
+        let mut sink = Vec::new();
+        let result = {
+            let mut w = FaultWriter::new(&mut sink, Some(Arc::clone(&fault)), ManualClock::new(), control);
+            data.chunks(chunk)
+                .try_for_each(|c| w.write_all(c))
+                .and_then(|()| w.flush())
+        };
+        (sink, result, fault.report())
+    }
+
+    fn at(action: FaultAction, offset: u64) -> FaultPlan {
+        FaultPlan {
+            action,
+            at: FaultTrigger::Offset(offset),
+        }
+    }
+
+    #[test]
+    fn corrupt_and_drop_span_several_writes() {
+        let data: Vec<u8> = (0..100).collect();
+        for chunk in [1, 7, 100] {
+            let (sink, result, report) = through(at(FaultAction::Corrupt { bytes: 10 }, 45), &data, chunk);
+            assert!(result.is_ok());
+            let mut want = data.clone();
+            want[45..55].iter_mut().for_each(|b| *b ^= 0xff);
+            assert_eq!(sink, want, "chunks of {chunk}");
+            assert!(report.fired);
+
+            let (sink, result, _) = through(at(FaultAction::Drop { bytes: 10 }, 45), &data, chunk);
+            assert!(result.is_ok());
+            assert_eq!(sink, [&data[..45], &data[55..]].concat(), "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_cut_fails_there_and_an_unreached_fault_never_fires() {
+        let data = [7u8; 64];
+        let (sink, result, report) = through(at(FaultAction::Cut, 10), &data, 8);
+        assert_eq!(sink, [7u8; 10]);
+        assert_eq!(result.map_err(|e| e.raw_os_error()), Err(Some(libc::EPIPE)));
+        assert!(report.fired);
+        let (sink, result, report) = through(at(FaultAction::Cut, 64), &data, 8);
+        assert_eq!((sink.len(), result.is_ok(), report.fired), (64, true, false));
+    }
+
+    #[test]
+    fn triggers_arm_once_at_the_first_matching_point() {
+        let fault = Fault::new(FaultPlan {
+            action: FaultAction::Cut,
+            at: FaultTrigger::Section("dev".into()),
+        });
+        fault.mark(FaultPoint::Pass(1), 5);
+        fault.mark(FaultPoint::Section("ram"), 6);
+        assert_eq!(fault.report().armed_at, None);
+        fault.mark(FaultPoint::Section("dev"), 70);
+        fault.mark(FaultPoint::Section("dev"), 90);
+        assert_eq!(fault.report().armed_at, Some(70));
+    }
+}
