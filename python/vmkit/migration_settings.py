@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vmkit import migration_fault
+
 __all__ = [
     "CAPABILITIES",
     "PARAMETERS",
@@ -231,14 +233,23 @@ class MigrationSettings:
         self._parameters: dict[str, bool | int | str] = {
             name: p.default for name, p in PARAMETERS.items()
         }
+        self._fault: dict[str, Any] | None = None
 
     def capabilities(self) -> dict[str, bool]:
         """Each capability's state."""
         return dict(self._capabilities)
 
-    def parameters(self) -> dict[str, bool | int | str]:
-        """Each parameter's value."""
-        return dict(self._parameters)
+    def parameters(self) -> dict[str, Any]:
+        """Each parameter's value; vmkit's ``x-vmkit-fault`` only while
+        one is set (:mod:`vmkit.migration_fault`)."""
+        values: dict[str, Any] = dict(self._parameters)
+        if self._fault is not None:
+            values[migration_fault.NAME] = copy.deepcopy(self._fault)
+        return values
+
+    def fault(self) -> dict[str, Any] | None:
+        """The ``x-vmkit-fault`` a migration starting now applies, if any."""
+        return copy.deepcopy(self._fault)
 
     def query_capabilities(self) -> list[dict[str, str | bool]]:
         """``query-migrate-capabilities``: ``[{capability, state}]`` in QEMU's order."""
@@ -277,7 +288,14 @@ class MigrationSettings:
     def set_parameters(self, values: Mapping[str, Any]) -> None:
         """``migrate-set-parameters``: any subset; all or nothing."""
         changed = dict(self._parameters)
+        fault = self._fault
         for name, value in values.items():
+            if name == migration_fault.NAME:
+                try:
+                    fault = migration_fault.check(value)
+                except migration_fault.FaultError as e:
+                    raise SettingsError(str(e)) from None
+                continue
             param = PARAMETERS.get(name)
             if param is None:
                 raise SettingsError(f"Parameter '{name}' is unexpected")
@@ -287,6 +305,7 @@ class MigrationSettings:
             if problem is not None:
                 raise SettingsError(problem)
         self._parameters = changed
+        self._fault = fault
 
     def snapshot(self) -> MigrationSettings:
         """A copy, for a migration to start from."""

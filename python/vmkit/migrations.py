@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from vmkit import migration_fault
 from vmkit.jobs import Job
 from vmkit.machine import Machine
 from vmkit.migration import FdRegistry, Listener, Precopy
@@ -113,14 +114,24 @@ class _Migration:
         with self._lock:
             if self._status == status or self._status in _ENDED:
                 return
+            if self._status == MigrationStatus.CANCELLING and status not in _ENDED:
+                # As QEMU's compare-and-set: a cancel is not undone by the
+                # run reaching its next phase.
+                return
             self._status = status
         if self._events:
             self._emit("MIGRATION", {"status": str(status)})
 
     def _failed(self, e: BaseException) -> None:
         with self._lock:
-            self._error = str(e) or type(e).__name__
-        self._set_status(MigrationStatus.FAILED)
+            if self._status == MigrationStatus.CANCELLING:
+                # QEMU's rule: whatever ends a migration being cancelled
+                # (a write the cancel broke off) ends it cancelled.
+                status = MigrationStatus.CANCELLED
+            else:
+                self._error = str(e) or type(e).__name__
+                status = MigrationStatus.FAILED
+        self._set_status(status)
 
 
 class OutgoingMigration(_Migration):
@@ -155,6 +166,10 @@ class OutgoingMigration(_Migration):
             zero_page_detection=params["zero-page-detection"] != "none",
             ignore_shared=capabilities["x-ignore-shared"],
         )
+        self.fault = self.settings.fault()
+        """The ``x-vmkit-fault`` this migration applies (:mod:`vmkit.migration_fault`)."""
+        if self.fault is not None:
+            self.precopy.inject_fault(**migration_fault.precopy_arguments(self.fault))
         self._set_status(MigrationStatus.SETUP)
 
     def _progress(self, kind: str, n: int) -> None:
@@ -257,8 +272,11 @@ class OutgoingMigration(_Migration):
         if status == MigrationStatus.FAILED:
             with self._lock:
                 info["error-desc"] = self._error
-        # vmkit's own: the per-pass history of this migration.
+        # vmkit's own: the per-pass history of this migration, and its fault.
         info["x-vmkit-passes"] = list(snap["passes"])
+        report = self.precopy.fault()
+        if self.fault is not None and report is not None:
+            info[migration_fault.NAME] = {**self.fault, **report}
         return info
 
 

@@ -669,7 +669,9 @@ class MachineMonitor:
         ``capabilities`` (a ``migrate-set-capabilities`` list) and
         ``parameters`` (a ``migrate-set-parameters`` object) change
         that copy only, checked as those commands check them, so nothing of
-        one migration's settings is left for the next (principle 4)."""
+        one migration's settings is left for the next (principle 4).
+        vmkit's parameter ``x-vmkit-fault`` breaks the outgoing stream on
+        purpose (:mod:`vmkit.migration_fault`)."""
         if ctx.arguments.get("resume") or ctx.arguments.get("blk") or ctx.arguments.get("inc"):
             raise GenericError("vmkit migrates without postcopy recovery or block migration")
         if self.machine.status == "inmigrate":

@@ -157,6 +157,17 @@ class Precopy:
         timeout: float | None = None,
         progress: Callable[[str, int], object] | None = None,
     ) -> dict[str, Any]: ...
+    def inject_fault(
+        self,
+        action: str,
+        *,
+        offset: int | None = None,
+        pass_number: int | None = None,
+        section: str | None = None,
+        length: int = 1,
+        delay_ms: int = 0,
+    ) -> None: ...
+    def fault(self) -> dict[str, Any] | None: ...
     def cancel(self) -> None: ...
     def set_params(
         self, *, max_bandwidth: int | None = None, downtime_limit_ms: int | None = None

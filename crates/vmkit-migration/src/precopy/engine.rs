@@ -10,13 +10,14 @@ use vmkit_memory::{Clock, DirtyPages, SystemClock};
 use super::control::PrecopyControl;
 use super::dirty_log::MigrationLog;
 use super::error::PrecopyError;
+use super::fault::{Fault, FaultPoint, FaultWriter};
 use super::limiter::BandwidthLimiter;
 use super::stats::{PassRecord, PrecopyPhase, PrecopySnapshot};
 use super::switchover::{SwitchoverReason, bandwidth, decide, expected_downtime};
 use crate::savevm::sections::{EncodedDevices, RAM_SECTION_ID, write_preamble};
 use crate::savevm::{SaveOptions, SaveSet};
 use crate::transport::FdWriter;
-use crate::wire::format::TARGET_PAGE_SIZE;
+use crate::wire::format::{RAM_IDSTR, TARGET_PAGE_SIZE};
 use crate::wire::{RamSectionWriter, SectionKind, StreamWriter};
 
 /// Guest bytes per batch: the run checks for cancel, updates its progress
@@ -84,6 +85,7 @@ pub struct Precopy<'a> {
     control: Arc<PrecopyControl>,
     clock: Arc<dyn Clock>,
     observer: Observer<'a>,
+    fault: Option<Arc<Fault>>,
 }
 
 impl std::fmt::Debug for Precopy<'_> {
@@ -104,7 +106,16 @@ impl<'a> Precopy<'a> {
             control,
             clock: SystemClock::shared(),
             observer: Box::new(|_| {}),
+            fault: None,
         }
+    }
+
+    /// Applies `fault` to the stream (see [`fault`](super::fault)). Pages
+    /// then go through the buffer rather than in gathered writes, so that
+    /// every byte passes the fault.
+    pub fn inject(mut self, fault: Arc<Fault>) -> Precopy<'a> {
+        self.fault = Some(fault);
+        self
     }
 
     /// Uses `clock` for pacing, pass durations and bandwidth.
@@ -161,7 +172,10 @@ impl<'a> Precopy<'a> {
             control,
             clock,
             observer,
+            fault,
         } = self;
+        let direct = if fault.is_some() { None } else { direct };
+        let sink = FaultWriter::new(sink, fault.clone(), Arc::clone(&clock), Arc::clone(&control));
         let result = (|| {
             set.check()?;
             let stream = control.params().stream;
@@ -185,9 +199,22 @@ impl<'a> Precopy<'a> {
                 booked: 0,
                 cur: PassRecord::default(),
                 pass_started: Duration::ZERO,
+                fault,
             };
             run.run(stop)
         })();
+        // As QEMU's: whatever ends a run that was asked to stop (a write
+        // that a cancelled wait broke off) ends it cancelled.
+        let result = result.map_err(|e| match e {
+            PrecopyError::Stream(_) if control.is_cancelled() => {
+                let snap = control.snapshot();
+                PrecopyError::Cancelled {
+                    phase: snap.phase,
+                    stopped: snap.source_stopped,
+                }
+            }
+            e => e,
+        });
         let now = clock.now();
         match result {
             Ok(devices) => {
@@ -223,7 +250,7 @@ struct Run<'a, 'fd, W: Write> {
     control: &'a PrecopyControl,
     clock: &'a dyn Clock,
     observer: Observer<'a>,
-    w: StreamWriter<BufWriter<W>>,
+    w: StreamWriter<BufWriter<FaultWriter<W>>>,
     /// The descriptor `w` writes to, for gathered page writes.
     direct: Option<BorrowedFd<'fd>>,
     ram: RamSectionWriter,
@@ -237,6 +264,7 @@ struct Run<'a, 'fd, W: Write> {
     /// The pass being sent.
     cur: PassRecord,
     pass_started: Duration,
+    fault: Option<Arc<Fault>>,
 }
 
 impl<W: Write> Run<'_, '_, W> {
@@ -248,6 +276,13 @@ impl<W: Write> Run<'_, '_, W> {
             });
         }
         Ok(())
+    }
+
+    /// Arms a fault whose trigger names `point`, at the stream's offset.
+    fn mark(&self, point: FaultPoint<'_>) {
+        if let Some(fault) = &self.fault {
+            fault.mark(point, self.w.offset());
+        }
     }
 
     fn set_phase(&mut self, phase: PrecopyPhase) {
@@ -262,6 +297,7 @@ impl<W: Write> Run<'_, '_, W> {
         // Stopped on every block when dropped, however the run ends.
         let log = MigrationLog::start(&self.set.ram)?;
         write_preamble(&mut self.w, self.set, &self.stream)?;
+        self.mark(FaultPoint::Section(RAM_IDSTR));
         self.ram.save_setup(&mut self.w, RAM_SECTION_ID, self.stream.footers)?;
         // QEMU's setup sync: counted, its pages dropped (the first pass
         // sends every page anyway).
@@ -331,7 +367,17 @@ impl<W: Write> Run<'_, '_, W> {
         self.check_cancel()?;
         let devices = EncodedDevices::take(self.set)?;
         let count = devices.len() as u64;
-        devices.write_tail(&mut self.w, self.stream.footers, self.stream.vmdesc)?;
+        let fault = self.fault.as_deref();
+        devices.write_tail_marked(
+            &mut self.w,
+            self.stream.footers,
+            self.stream.vmdesc,
+            &mut |idstr, offset| {
+                if let Some(f) = fault {
+                    f.mark(FaultPoint::Section(idstr), offset);
+                }
+            },
+        )?;
         self.w.flush()?;
         drop(log);
         let end = self.clock.now();
@@ -373,6 +419,7 @@ impl<W: Write> Run<'_, '_, W> {
         pages: &PassPages,
         kind: SectionKind,
     ) -> Result<PassRecord, PrecopyError> {
+        self.mark(FaultPoint::Pass(pass));
         self.pass_started = self.clock.now();
         self.cur = PassRecord {
             pass,

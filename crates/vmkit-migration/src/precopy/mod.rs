@@ -12,6 +12,8 @@
 //! * [`limiter`]: [`BandwidthLimiter`], pacing on an injected clock.
 //! * [`switchover`]: QEMU's switchover rule and expected downtime.
 //! * [`error`]: the run's error, [`PrecopyError`].
+//! * [`fault`]: fault injection ([`FaultPlan`]: cut, corrupt, drop or
+//!   delay the stream at an offset, a pass or a section).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,6 +39,7 @@ pub mod control;
 mod dirty_log;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod limiter;
 pub mod params;
 pub mod stats;
@@ -45,6 +48,7 @@ pub mod switchover;
 pub use control::PrecopyControl;
 pub use engine::{BATCH_BYTES, Checkpoint, Precopy, PrecopyOutcome, StopError};
 pub use error::PrecopyError;
+pub use fault::{Fault, FaultAction, FaultPlan, FaultReport, FaultTrigger};
 pub use limiter::BandwidthLimiter;
 pub use params::{DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, PrecopyParams};
 pub use stats::{PassRecord, PrecopyPhase, PrecopySnapshot, RamStats};

@@ -99,6 +99,18 @@ impl<'a> EncodedDevices<'a> {
         footers: bool,
         vmdesc: bool,
     ) -> crate::Result<()> {
+        self.write_tail_marked(w, footers, vmdesc, &mut |_, _| {})
+    }
+
+    /// [`write_tail`](Self::write_tail), calling `at_section(idstr,
+    /// offset)` where each device's section begins (fault triggers).
+    pub(crate) fn write_tail_marked<W: Write>(
+        self,
+        w: &mut StreamWriter<W>,
+        footers: bool,
+        vmdesc: bool,
+        at_section: &mut dyn FnMut(&str, u64),
+    ) -> crate::Result<()> {
         let mut described = Vec::with_capacity(self.devices.len());
         for (n, dev) in self.devices.into_iter().enumerate() {
             // Section ids are u32 on the wire; more than 2^32 devices cannot exist.
@@ -106,6 +118,7 @@ impl<'a> EncodedDevices<'a> {
                 .ok()
                 .and_then(|n| n.checked_add(RAM_SECTION_ID + 1))
                 .unwrap_or(u32::MAX);
+            at_section(&dev.entry.idstr, w.offset());
             SectionHeader::full(
                 section_id,
                 dev.entry.idstr.clone(),

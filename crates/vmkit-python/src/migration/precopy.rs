@@ -7,8 +7,8 @@ use pyo3::exceptions::{PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vmkit_migration::precopy::{
-    Checkpoint, DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Precopy, PrecopyControl,
-    PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
+    Checkpoint, DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Fault, FaultAction, FaultPlan,
+    FaultTrigger, Precopy, PrecopyControl, PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
 };
 use vmkit_migration::savevm::SaveOptions;
 use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, Sink, Transport, TransportError};
@@ -34,6 +34,7 @@ pub struct PyPrecopy {
     allow_remote: bool,
     fds: Arc<FdRegistry>,
     control: Arc<PrecopyControl>,
+    fault: parking_lot::Mutex<Option<Arc<Fault>>>,
 }
 
 #[pymethods]
@@ -74,6 +75,7 @@ impl PyPrecopy {
             allow_remote,
             fds: fds.map_or_else(|| Arc::new(FdRegistry::new()), |f| Arc::clone(&f.inner)),
             control: Arc::new(PrecopyControl::new(params)),
+            fault: parking_lot::Mutex::new(None),
         })
     }
 
@@ -117,6 +119,7 @@ impl PyPrecopy {
             ..OpenOptions::default()
         };
         let control = Arc::clone(&self.control);
+        let fault = self.fault.lock().clone();
         let outcome = py.detach(|| {
             let interrupt = || -> PyResult<()> {
                 Python::attach(|py| py.check_signals())?;
@@ -138,18 +141,19 @@ impl PyPrecopy {
                     });
                 }
             };
-            let result = Precopy::new(&set, Arc::clone(&control))
-                .observe(|checkpoint| match checkpoint {
-                    Checkpoint::SetupDone => report("setup", 0),
-                    Checkpoint::PassDone(pass) => report("pass", pass.pass),
-                    _ => {}
-                })
-                .run_to_fd(sink.as_fd(), stop)
-                .and_then(|outcome| {
-                    sink.commit()
-                        .map(|()| outcome)
-                        .map_err(|e| PrecopyError::from(vmkit_migration::Error::from(e)))
-                });
+            let mut precopy = Precopy::new(&set, Arc::clone(&control)).observe(|checkpoint| match checkpoint {
+                Checkpoint::SetupDone => report("setup", 0),
+                Checkpoint::PassDone(pass) => report("pass", pass.pass),
+                _ => {}
+            });
+            if let Some(fault) = fault {
+                precopy = precopy.inject(fault);
+            }
+            let result = precopy.run_to_fd(sink.as_fd(), stop).and_then(|outcome| {
+                sink.commit()
+                    .map(|()| outcome)
+                    .map_err(|e| PrecopyError::from(vmkit_migration::Error::from(e)))
+            });
             Ok::<_, OpenError<PyErr>>(result)
         });
         let outcome = match outcome {
@@ -161,6 +165,62 @@ impl PyPrecopy {
         let d = snapshot_dict(py, &outcome.snapshot)?;
         d.bind(py).set_item("devices", outcome.devices)?;
         Ok(d)
+    }
+
+    /// Sets the fault the run applies to its stream (before `run`):
+    /// `action` `"cut"`, `"corrupt"` (`length` bytes inverted), `"drop"`
+    /// (`length` bytes not sent) or `"delay"` (`delay_ms`, ended by
+    /// `cancel`), at exactly one of `offset` (stream offset),
+    /// `pass_number` (where that pass begins, from 1) or `section` (where
+    /// the first section of that idstr begins: `"ram"` or a device's).
+    /// Raises `ValueError` for anything else.
+    #[pyo3(signature = (action, *, offset=None, pass_number=None, section=None, length=1, delay_ms=0))]
+    fn inject_fault(
+        &self,
+        action: &str,
+        offset: Option<u64>,
+        pass_number: Option<u32>,
+        section: Option<String>,
+        length: u64,
+        delay_ms: u64,
+    ) -> PyResult<()> {
+        let action = match action {
+            "cut" => FaultAction::Cut,
+            "corrupt" => FaultAction::Corrupt { bytes: length },
+            "drop" => FaultAction::Drop { bytes: length },
+            "delay" => FaultAction::Delay(Duration::from_millis(delay_ms)),
+            other => return Err(PyValueError::new_err(format!("unknown fault action '{other}'"))),
+        };
+        if length == 0 {
+            return Err(PyValueError::new_err("length must be at least 1"));
+        }
+        let at = match (offset, pass_number, section) {
+            (Some(o), None, None) => FaultTrigger::Offset(o),
+            (None, Some(0), None) => return Err(PyValueError::new_err("pass_number must be at least 1")),
+            (None, Some(p), None) => FaultTrigger::Pass(p),
+            (None, None, Some(s)) => FaultTrigger::Section(s),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "a fault needs exactly one of offset, pass_number and section",
+                ));
+            }
+        };
+        *self.fault.lock() = Some(Fault::new(FaultPlan { action, at }));
+        Ok(())
+    }
+
+    /// The injected fault's state, or `None` without one: `armed-at` (the
+    /// stream offset it applies at, once the run reached its pass or
+    /// section) and `fired` (the stream reached it).
+    fn fault(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        let Some(fault) = self.fault.lock().clone() else {
+            return Ok(None);
+        };
+        let report = fault.report();
+        let d = PyDict::new(py);
+        d.set_item("armed-at", report.armed_at)?;
+        d.set_item("fired", report.fired)?;
+        Ok(Some(d.unbind()))
     }
 
     /// Asks the run to stop at its next batch (QMP `migrate_cancel`).
