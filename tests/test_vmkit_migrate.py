@@ -121,7 +121,8 @@ def test_migrate_into_a_deferred_destination_left_paused(
     tmp_path: Path, procs: list[VmkitProcess]
 ) -> None:
     """``-incoming defer``: vmkit migrate issues migrate-incoming on the
-    given URI, sets the capability on both sides, and with
+    given URI, sets the capabilities on both sides, lets the source go on
+    from its pause before switchover (``migrate-continue``), and with
     ``--leave-paused`` the destination waits; the pause the guest feels
     ends when it is run."""
     src = start_vmkit("-m", "16M", "--qmp", f"unix:{tmp_path / 's.qmp'}", "--workload-rate", "4M")
@@ -133,7 +134,7 @@ def test_migrate_into_a_deferred_destination_left_paused(
     uri = f"unix:{tmp_path / 'mig.sock'}"
     out = vmkit_migrate(
         f"unix:{src.socket}", dst.socket, "--uri", uri, "--leave-paused",
-        "--capability", "events=on", "--quiet",
+        "--capability", "events=on", "--capability", "pause-before-switchover=on", "--quiet",
     )  # fmt: skip
     assert out.returncode == 0 and out.stderr == "", out.stderr
     text = out.stdout
@@ -143,7 +144,7 @@ def test_migrate_into_a_deferred_destination_left_paused(
     with QMPSocket(src.socket, negotiate=True) as s, QMPSocket(dst.socket, negotiate=True) as d:
         for qmp in (s, d):
             caps = {c["capability"]: c["state"] for c in qmp.execute("query-migrate-capabilities")}
-            assert caps["events"] is True
+            assert caps["events"] is True and caps["pause-before-switchover"] is True
         assert d.execute("query-status")["status"] == "paused"
         assert list(d.execute("query-migrate")["x-vmkit-guest-pause"]) == ["loaded"]
         d.execute("cont")

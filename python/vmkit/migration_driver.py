@@ -7,7 +7,8 @@ default on ``tcp:`` port 0 of the destination monitor's host, the port
 then read from its ``socket-address``) or takes the URI it listens on,
 sets the capabilities and parameters, issues ``migrate`` on the source,
 and follows the source's ``query-migrate`` until it ended, reporting each
-look to a callback. Then it waits for the destination to finish loading
+look to a callback (and answering ``migrate-continue`` when the source
+pauses before switchover). Then it waits for the destination to finish loading
 and, as libvirt does, runs it if the source was running and the
 destination was left paused (``-S``), unless asked not to. It returns the
 final ``query-migrate`` of both sides; :mod:`vmkit.migration_report`
@@ -217,6 +218,9 @@ async def _follow(
         on_progress(progress)
         if progress.status in ENDED:
             return info, samples
+        if progress.status == "pre-switchover" and not interrupted.is_set():
+            # pause-before-switchover: nothing else to do there, so go on.
+            await source.execute("migrate-continue", {"state": "pre-switchover"})
         if interrupted.is_set() and not cancelled:
             await source.execute("migrate_cancel")
             cancelled = True
