@@ -57,7 +57,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SRC) Cargo.toml $(wildcard Cargo.lock) pypr
 build: $(BUILD_STAMP)
 
 demo: build
-	$(PY) -m vmkit.demo
+	$(PY) -m vmkit.demo --out target/demo
 
 test: build
 	@$(MAKE) --no-print-directory test-rust

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from vmkit import __version__, migration, qom
+from vmkit import __version__, migrate_cmd, migration, qom
 from vmkit.errors import VmkitError
 from vmkit.machine import DEFAULT_MACHINE_TYPE, Machine
 
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
+
+    migrate_cmd.add_parser(sub)
     return parser
 
 

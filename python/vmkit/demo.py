@@ -1,10 +1,21 @@
-"""``make demo``: the main job, then a tour of the object model, memory and migration.
+"""``make demo``: the main job — a live migration between two ``vmkit run``
+processes — then a short tour of the object model, memory and save/restore.
 
-Run with ``python -m vmkit.demo``. The main job starts ``vmkit run`` with the
-default machine and a workload in the background and drives it over QMP with
-QEMU's own client library, ``qemu.qmp``: it introspects the tree, hot-plugs
-and unplugs a device, pauses and resumes, measures the dirty rate and shuts
-the machine down, printing what it saw.
+Run with ``python -m vmkit.demo [--out DIR] [--main-only]``. The main job
+starts two ``vmkit run`` processes: a source whose workload dirties guest
+memory at a chosen rate (``--rate``), with a serial port whose scratch
+register is set over QMP, and a destination waiting with ``--incoming
+tcp:127.0.0.1:0``. It drives a live migration over TCP on loopback with
+QEMU's own QMP client (``qemu.qmp``), through the code of ``vmkit migrate``
+(:func:`vmkit.migrate_cmd.migrate_and_report`): live progress (``rich``,
+on a terminal), the summary table — QEMU's downtime and the pause the
+guest felt, segment by segment — and a PNG plot of the remaining bytes and
+the throughput per pass in ``DIR`` (its path is printed). Then it checks
+that the destination holds what the source held at switchover: guest RAM
+(``pmemsave`` on both sides, compared byte for byte) and device state (the
+serial port's register read back with ``qom-get``, and every device section
+of a save of each side, decoded and compared). It exits with status 1 if
+anything differs.
 
 The tour then builds a machine in this process from Python device models
 (:mod:`vmkit.demo_devices`), prints the tree as QEMU's ``info qom-tree``
@@ -17,29 +28,61 @@ damaged copy refused).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import json
+import filecmp
+import os
+import select
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
+
+import xxhash
+from rich.console import Console
 
 import vmkit.demo_devices  # noqa: F401  (registers the demo device types)
 from vmkit import errors, memory, migration, qom
 from vmkit.machine import Machine
+from vmkit.migrate_cmd import migrate_and_report
+from vmkit.migration_driver import MigrationRequest
+
+T = TypeVar("T")
+
+#: The guest RAM of both machines, and what the main job migrates.
+DEMO_MEMORY = 128 << 20
+#: The link's limit: the workload's rate must stay below it to converge.
+DEMO_BANDWIDTH = 64 << 20
+#: The downtime the switchover aims at (ms).
+DEMO_DOWNTIME_LIMIT = 100
+#: How long to wait for a process to start or stop (a guard, not a pace).
+_GUARD = 30.0
 
 
 def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
 
 
-def main() -> None:
-    """Runs the demo."""
-    main_job()
-    tour()
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the demo; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m vmkit.demo", description=__doc__)
+    parser.add_argument("--out", default="vmkit-demo", help="where the plot goes")
+    parser.add_argument("--main-only", action="store_true", help="skip the in-process tour")
+    parser.add_argument(
+        "--rate", default="24M", help="bytes/s the source's workload writes (default 24M)"
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ok = main_job(out, rate=args.rate)
+    if not args.main_only:
+        tour()
+    return 0 if ok else 1
 
 
 def tour() -> None:
@@ -105,9 +148,6 @@ def tour() -> None:
     s2 = qom.stats()
     print(f"  region released: live storages {s1.live_storages} -> {s2.live_storages}")
 
-    _section("tree after unplug")
-    print(qom.qom_tree("/machine/peripheral"), end="")
-
     show_memory()
     qom.destroy_machine()
     qom.object_del("pc.ram")
@@ -130,9 +170,6 @@ def show_memory() -> None:
             impl_max=1,
         ),
     )
-    _section("info mtree -f")
-    print(memory.mtree_flat(), end="")
-
     _section("a workload dirtying guest RAM")
     ram.log_start("migration")
     with memory.Workload([ram], rate=256 << 20, pattern="hot-set", seed=1) as load:
@@ -207,121 +244,210 @@ def show_save_restore() -> None:
                 print(f"  cont refused: {e}")
 
 
-# ----- the main job: vmkit run, driven over QMP ----------------------------
+# ----- the main job: a live migration between two vmkit run processes ------
 
 
-def _start_vmkit_run(sock: Path) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable, "-m", "vmkit.cli", "run", "-S",
-        "--qmp", f"unix:{sock}",
-        "-m", "256M", "--backend", "memfd",
-        "--workload-rate", "256M", "--workload-pattern", "hot-set", "--seed", "1",
-        "--plugin", "vmkit.demo_devices",
-        "--name", "demo-vm",
+@dataclass
+class _Process:
+    """One ``vmkit run`` in the background."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    qmp: str
+    log: IO[str]
+
+    def finish(self) -> int:
+        """Waits for it to exit after ``quit`` (kills it past the guard)."""
+        try:
+            status = self.proc.wait(timeout=_GUARD)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait()
+        self.log.close()
+        return status
+
+
+def _start_vmkit_run(tmp: Path, name: str, *extra: str) -> tuple[_Process, list[str]]:
+    """Starts ``vmkit run`` with the demo machine; returns it with the lines
+    it printed once ready (``QMP: ...``, and ``incoming: ...`` if asked)."""
+    sock = tmp / f"{name}.qmp"
+    args = [
+        "run", "--qmp", f"unix:{sock}", "-m", f"{DEMO_MEMORY >> 20}M",
+        "--plugin", "vmkit.demo_devices", "-device", "demo-isa-serial,id=serial0",
+        "--name", name, *extra,
     ]  # fmt: skip
-    print("  $ vmkit " + " ".join(cmd[3:]))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    print("  $ vmkit " + " ".join(args).replace(str(tmp) + "/", ""))
+    log = open(tmp / f"{name}.log", "w+")  # noqa: SIM115 - closed by finish()
+    # Unbuffered: select() then sees every line that readline() has not read.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmkit.cli", *args], stdout=subprocess.PIPE, stderr=log, bufsize=0
+    )
     assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("QMP: "):
-        proc.kill()
-        _, err = proc.communicate()
-        raise RuntimeError(f"vmkit run did not start: {line!r} {err}")
-    print(f"  {line}")
-    return proc
+    wanted = 2 if "--incoming" in extra else 1
+    lines: list[str] = []
+    while len(lines) < wanted:
+        ready, _, _ = select.select([proc.stdout], [], [], _GUARD)
+        line = proc.stdout.readline().decode().strip() if ready else ""
+        if not line:
+            proc.kill()
+            proc.wait()
+            log.seek(0)
+            raise RuntimeError(f"vmkit run ({name}) did not start: {log.read()[-2000:]}")
+        lines.append(line)
+        print(f"    {line}")
+    return _Process(name, proc, str(sock), log), lines
 
 
-async def _drive(sock: Path) -> None:
-    from qemu.qmp import ExecuteError, QMPClient
+async def _session(sock: str, body: Callable[[Any], Awaitable[T]]) -> T:
+    """Runs ``body`` with a qemu.qmp client connected to ``sock``."""
+    from qemu.qmp import QMPClient
 
     client = QMPClient("demo")
-    await client.connect(str(sock))
-    events: list[str] = []
-
-    async def run(cmd: str, args: dict[str, Any] | None = None) -> Any:
-        shown = f" {json.dumps(args)}" if args else ""
-        result = await client.execute(cmd, args)
-        brief = json.dumps(result)
-        print(f"  -> {cmd}{shown}: {brief if len(brief) < 100 else brief[:97] + '...'}")
-        return result
-
-    async def collect(listener: Any) -> None:
-        async for event in listener:
-            data = f" {json.dumps(event['data'])}" if "data" in event else ""
-            events.append(f"{event['event']}{data}")
-            print(f"  <- event {event['event']}{data}")
-
-    with client.listener() as listener:
-        task = asyncio.create_task(collect(listener))
-        greeting = client.greeting
-        version = dict(greeting.QMP.version) if greeting is not None else {}
-        print(f"  connected with qemu.qmp; greeting version {json.dumps(version)}")
-        await run("query-status")
-        await run("query-name")
-
-        _section("introspect the machine")
-        tree = await run("human-monitor-command", {"command-line": "info qom-tree"})
-        print("    " + "\n    ".join(str(tree).rstrip().splitlines()))
-        devices = await run("qom-list-types", {"implements": "device"})
-        print(f"    device types: {', '.join(sorted(t['name'] for t in devices))}")
-        props = await run("device-list-properties", {"typename": "demo-intel-iommu"})
-        print(f"    demo-intel-iommu properties: {', '.join(p['name'] for p in props)}")
-
-        _section("hot-plug and unplug")
-        await run("device_add", {"driver": "demo-intel-iommu", "id": "iommu0", "aw-bits": 48})
-        try:
-            await client.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
-        except ExecuteError as e:
-            print(f"  -> a second IOMMU refused ({e.error_class}): {e}")
-        await run("device_add", {"driver": "demo-isa-serial", "id": "serial0"})
-        await run("qom-get", {"path": "/machine/peripheral/iommu0", "property": "aw-bits"})
-        await run("qom-list", {"path": "/machine/peripheral"})
-        await run("device_del", {"id": "serial0"})
-
-        _section("run, measure the dirty rate, pause, resume")
-        await run("cont")
-        await run("calc-dirty-rate", {"calc-time": 500, "calc-time-unit": "millisecond"})
-        info: dict[str, Any] = {}
-        for _ in range(50):
-            info = await client.execute("query-dirty-rate")  # type: ignore[assignment]
-            if info["status"] == "measured":
-                break
-            await asyncio.sleep(0.05)
-        print(f"  -> query-dirty-rate: {info['dirty-rate']} MiB/s over {info['calc-time']} ms")
-        await run("stop")
-        await run("query-status")
-        await run("cont")
-        await run("human-monitor-command", {"command-line": "info ramblock"})
-
-        _section("shut down")
-        await run("quit")
-        await asyncio.sleep(0.2)
-        task.cancel()
-    print(f"  events seen: {', '.join(e.split(' ')[0] for e in events)}")
-    with contextlib.suppress(EOFError):  # the server closed after quit, as QEMU does
-        await client.disconnect()
-
-
-def main_job() -> None:
-    """Starts ``vmkit run`` in the background and drives it over QMP."""
-    _section("main job: vmkit run, driven over QMP with qemu.qmp")
+    await client.connect(sock)
     try:
-        import qemu.qmp  # noqa: F401
-    except ImportError:
-        print("  skipped: the qemu.qmp client is not installed (pip install qemu.qmp)")
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        sock = Path(tmp) / "demo.qmp"
-        proc = _start_vmkit_run(sock)
+        return await body(client)
+    finally:
+        with contextlib.suppress(EOFError, OSError):
+            await client.disconnect()
+
+
+async def _show(client: Any, cmd: str, args: dict[str, Any] | None = None) -> Any:
+    result = await client.execute(cmd, args)
+    shown = "" if not args else " " + " ".join(f"{k}={v}" for k, v in args.items())
+    text = str(result)
+    print(f"  -> {cmd}{shown}: {text if len(text) < 90 else text[:87] + '...'}")
+    return result
+
+
+async def _prepare_source(client: Any) -> None:
+    await _show(client, "query-status")
+    await _show(client, "qom-set", {"path": "serial0", "property": "scratch", "value": 0x5A})
+    await client.execute("calc-dirty-rate", {"calc-time": 300, "calc-time-unit": "millisecond"})
+    deadline = time.monotonic() + _GUARD
+    while (info := await client.execute("query-dirty-rate"))["status"] != "measured":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the dirty rate was not measured: {info}")
+        await asyncio.sleep(0.05)
+    print(f"  -> calc-dirty-rate over 300 ms: the guest dirties {info.get('dirty-rate')} MiB/s")
+
+
+async def _verify_side(client: Any, tmp: Path, name: str) -> tuple[str, int, list[Any]]:
+    """pmemsave of all guest RAM, the serial's scratch register, and the
+    decoded device sections of a save: what is compared across sides."""
+    status = (await client.execute("query-status"))["status"]
+    ram = tmp / f"{name}.ram"
+    await client.execute("pmemsave", {"val": 0, "size": DEMO_MEMORY, "filename": str(ram)})
+    scratch = await client.execute("qom-get", {"path": "serial0", "property": "scratch"})
+    stream = tmp / f"{name}.stream"
+    await client.execute("x-vmkit-save", {"path": str(stream)})
+    devices = [(d["idstr"], d["fields"]) for d in migration.analyze(stream)["devices"]]
+    stream.unlink()
+    return status, int(scratch), devices
+
+
+def _busy_memory(path: Path) -> None:
+    """A file of pseudo-random bytes, the source's initial RAM: a guest
+    whose memory is in use (a fresh one is all zero pages, which cost the
+    stream almost nothing)."""
+    with open(path, "wb") as f:
+        for _ in range(DEMO_MEMORY >> 20):
+            f.write(os.urandom(1 << 20))
+
+
+def _xxh3_of(path: Path) -> int:
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.intdigest()
+
+
+def _verify(src: _Process, dst: _Process, tmp: Path) -> bool:
+    src_status, src_scr, src_devs = asyncio.run(
+        _session(src.qmp, lambda c: _verify_side(c, tmp, "source"))
+    )
+    dst_status, dst_scr, dst_devs = asyncio.run(
+        _session(dst.qmp, lambda c: _verify_side(c, tmp, "destination"))
+    )
+    print(
+        f"  source {src_status}, destination {dst_status} (no workload of its own: RAM as loaded)"
+    )
+    src_ram, dst_ram = tmp / "source.ram", tmp / "destination.ram"
+    same_ram = filecmp.cmp(src_ram, dst_ram, shallow=False)
+    print(
+        f"  guest RAM (pmemsave of {DEMO_MEMORY >> 20} MiB on each side):"
+        f" {'equal byte for byte' if same_ram else 'DIFFERENT'}"
+        f" (XXH3-64 {_xxh3_of(src_ram):#018x} / {_xxh3_of(dst_ram):#018x})"
+    )
+    for f in (src_ram, dst_ram):
+        f.unlink()
+    same_scr = src_scr == dst_scr == 0x5A
+    print(f"  serial0 scratch register (qom-get): {src_scr:#x} / {dst_scr:#x}")
+    same_devs = src_devs == dst_devs and bool(src_devs)
+    print(
+        f"  device state (every section of a save of each side, decoded):"
+        f" {'equal' if same_devs else 'DIFFERENT'}"
+    )
+    for idstr, fields in dst_devs:
+        print(f"    {idstr}: {fields}")
+    return same_ram and same_scr and same_devs
+
+
+def main_job(out: Path, *, rate: str = "24M") -> bool:
+    """The live migration between two ``vmkit run`` processes (module
+    docstring); returns whether the destination matched the source."""
+    _section("main job: live migration between two vmkit run processes")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        print(f"  (sockets and files in {tmp})")
+        procs: list[_Process] = []
         try:
-            asyncio.run(_drive(sock))
-            status = proc.wait(timeout=20)
-            print(f"  vmkit run exited with status {status}; socket removed: {not sock.exists()}")
+            _busy_memory(tmp / "source-initial.ram")
+            src, _ = _start_vmkit_run(
+                tmp, "source", "--backend", "file", "--mem-path", str(tmp / "source-initial.ram"),
+                "--workload-rate", rate, "--workload-pattern", "uniform", "--seed", "1",
+            )  # fmt: skip
+            procs.append(src)
+            dst, _ = _start_vmkit_run(
+                tmp, "destination", "--workload-rate", "0", "--incoming", "tcp:127.0.0.1:0"
+            )
+            procs.append(dst)
+
+            _section("the source runs; over QMP with qemu.qmp")
+            asyncio.run(_session(src.qmp, _prepare_source))
+            asyncio.run(_session(dst.qmp, lambda c: _show(c, "query-migrate")))
+
+            _section("vmkit migrate: live migration over TCP on loopback")
+            plot = out / "migration.png"
+            print(
+                f"  $ vmkit migrate unix:source.qmp unix:destination.qmp"
+                f" --max-bandwidth {DEMO_BANDWIDTH >> 20}M --downtime-limit {DEMO_DOWNTIME_LIMIT}"
+                f" --plot {plot}"
+            )
+            migrate_and_report(
+                MigrationRequest(
+                    source=f"unix:{src.qmp}",
+                    dest=f"unix:{dst.qmp}",
+                    max_bandwidth=DEMO_BANDWIDTH,
+                    downtime_limit=DEMO_DOWNTIME_LIMIT,
+                ),
+                console=Console(),
+                live=sys.stderr.isatty(),
+                plot=plot,
+            )
+
+            _section("the destination equals the source at switchover")
+            ok = _verify(src, dst, tmp)
+            print(f"  verdict: {'the same machine' if ok else 'MISMATCH'}")
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+            for p in procs:
+                if p.proc.poll() is None:
+                    with contextlib.suppress(Exception):
+                        asyncio.run(_session(p.qmp, lambda c: c.execute("quit")))
+                status = p.finish()
+                print(f"  vmkit run ({p.name}) exited with status {status}")
+    return ok
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

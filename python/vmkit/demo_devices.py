@@ -106,6 +106,14 @@ def register() -> None:
             Property("index", "uint32", before_realize=True),
             Property("iobase", "uint32", default=0x3F8, before_realize=True),
             Property("wakeup", "bool", description="wake the guest on input (settable any time)"),
+            # A window on the migrated state: the guest may write SCR any time.
+            Property(
+                "scratch",
+                "uint8",
+                description="the scratch register, SCR (part of the migrated state)",
+                getter=lambda o: o.data["scr"],
+                setter=lambda o, v: o.data.__setitem__("scr", v),
+            ),
         ],
         instance_init=lambda o: o.data.update(
             divider=12, rbr=0, ier=0, iir=1, lcr=0, mcr=0, lsr=0x60, msr=0xB0, scr=0

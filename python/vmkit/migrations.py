@@ -10,12 +10,34 @@ migration replaces it.
 Policy lives here (statuses, events, which numbers go in
 ``MigrationInfo``); the page loop, the transports and the statistics are
 the Rust core's (:class:`vmkit.migration.Precopy`).
+
+Beside QEMU's members, ``query-migrate`` carries vmkit's own:
+
+* ``x-vmkit-passes`` (source): one object per pass, in order — ``pass``
+  (1, 2, ...), ``dirty-pages`` (the pages the pass set out to send: every
+  page for the first, those the dirty sync before it found for the others),
+  ``bytes-sent`` (stream bytes it wrote), ``pages-sent`` and ``zero-pages``
+  (target pages it sent, and of those the zero pages), ``duration-ms``,
+  ``bytes-per-second`` (``bytes-sent`` over ``duration-ms``; ``null`` if
+  no time was measured) and ``final`` (the pass after the source stopped).
+* ``x-vmkit-guest-pause`` (both sides): the wall-clock stamps of the
+  switchover, microseconds since the Unix epoch on ``CLOCK_REALTIME`` —
+  ``stop``, ``stopped``, ``synced``, ``ram-sent``, ``devices-sent`` on the
+  source, ``loaded`` and ``resumed`` on the destination, each once
+  reached. :func:`guest_pause` turns both into the pause the guest felt
+  (:mod:`vmkit.migration_report`).
+* ``x-vmkit-received`` (destination): what the load read (``bytes``,
+  ``zero_pages``, ``normal_pages``, ``devices``).
+
+A destination also reports QEMU's ``socket-address`` while it listens on
+a socket, with the port it really bound.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +45,55 @@ from vmkit import migration_fault
 from vmkit.jobs import Job
 from vmkit.machine import Machine
 from vmkit.migration import FdRegistry, Listener, Precopy
+from vmkit.migration_report import GUEST_PAUSE_KEY, guest_pause
 from vmkit.migration_settings import MigrationSettings
+from vmkit.runstate import RunState
 
-__all__ = ["IncomingMigration", "MigrationStatus", "OutgoingMigration"]
+__all__ = [
+    "IncomingMigration",
+    "MigrationStatus",
+    "OutgoingMigration",
+    "guest_pause",
+    "socket_address",
+    "wall_clock_us",
+]
 
 #: How a migration reports an event: ``emit(name, data)``.
 Emit = Callable[[str, dict[str, Any]], None]
+
+
+def wall_clock_us() -> int:
+    """Microseconds since the Unix epoch on ``CLOCK_REALTIME``: the clock of
+    the guest-pause stamps (the engine's is the same)."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) // 1000
+
+
+def socket_address(uri: str) -> dict[str, str] | None:
+    """QEMU's ``SocketAddress`` for a ``tcp:`` or ``unix:`` migration URI
+    (``{"type": "inet", "host", "port"}``, the port as a string as QEMU
+    gives it, or ``{"type": "unix", "path"}``); ``None`` for other URIs."""
+    kind, _, rest = uri.partition(":")
+    if kind == "unix" and rest:
+        return {"type": "unix", "path": rest}
+    if kind == "tcp":
+        host, sep, port = rest.rpartition(":")
+        if sep and host and port.isdigit():
+            return {"type": "inet", "host": host.strip("[]"), "port": port}
+    return None
+
+
+def _pass_entry(p: dict[str, Any]) -> dict[str, Any]:
+    """One ``x-vmkit-passes`` entry from the engine's pass record."""
+    return {
+        "pass": p["pass"],
+        "dirty-pages": p["dirty_pages"],
+        "bytes-sent": p["bytes"],
+        "pages-sent": p["pages"],
+        "zero-pages": p["zero_pages"],
+        "duration-ms": p["duration_ms"],
+        "bytes-per-second": p["bandwidth"],
+        "final": p["final"],
+    }
 
 
 class MigrationStatus(enum.StrEnum):
@@ -272,8 +337,12 @@ class OutgoingMigration(_Migration):
         if status == MigrationStatus.FAILED:
             with self._lock:
                 info["error-desc"] = self._error
-        # vmkit's own: the per-pass history of this migration, and its fault.
-        info["x-vmkit-passes"] = list(snap["passes"])
+        # vmkit's own (module docstring): the per-pass history, the
+        # switchover's stamps once it began, and the fault.
+        info["x-vmkit-passes"] = [_pass_entry(p) for p in snap["passes"]]
+        stamps = {k.replace("_", "-"): v for k, v in snap["stamps"].items() if v is not None}
+        if stamps:
+            info[GUEST_PAUSE_KEY] = stamps
         report = self.precopy.fault()
         if self.fault is not None and report is not None:
             info[migration_fault.NAME] = {**self.fault, **report}
@@ -298,11 +367,16 @@ class IncomingMigration(_Migration):
         autostart: bool,
         allow_remote: bool = False,
         fds: FdRegistry | None = None,
+        wall_clock: Callable[[], int] = wall_clock_us,
     ) -> None:
         super().__init__(settings, emit)
         self.machine = machine
         self.autostart = autostart
         self._stats: dict[str, int] | None = None
+        self._wall_clock = wall_clock
+        # The guest-pause stamps: the load ended; the machine ran again.
+        self._loaded: int | None = None
+        self._resumed: int | None = None
         self.listener = Listener(
             uri,
             allow_remote=allow_remote,
@@ -326,19 +400,43 @@ class IncomingMigration(_Migration):
         except Exception as e:  # every failure is the migration's error-desc
             self._failed(e)
             return
-        self._set_status(MigrationStatus.COMPLETED)
+        with self._lock:
+            self._loaded = self._wall_clock()
+        # The first run from now on ends the guest's pause, whoever starts
+        # it: autostart below, or a later ``cont``.
+        self.machine.add_state_listener(self._on_state_change)
         if self.autostart:
             self.machine.cont()
+        # As QEMU's: completed once the machine runs (with autostart), so a
+        # client that sees it sees the final run state.
+        self._set_status(MigrationStatus.COMPLETED)
+
+    def _on_state_change(self, _old: str, new: str) -> None:
+        if new != RunState.RUNNING:
+            return
+        with self._lock:
+            if self._resumed is None:
+                self._resumed = self._wall_clock()
+        self.machine.remove_state_listener(self._on_state_change)
 
     def cancel(self) -> None:
         """Nothing to cancel on a destination; ``quit`` ends the wait."""
 
     def info(self) -> dict[str, Any]:
-        """QMP ``query-migrate`` on the destination."""
-        info: dict[str, Any] = {"status": str(self.status)}
+        """QMP ``query-migrate`` on the destination (module docstring)."""
+        status = self.status
+        info: dict[str, Any] = {"status": str(status)}
+        if status in (MigrationStatus.SETUP, MigrationStatus.ACTIVE):
+            address = socket_address(self.uri)
+            if address is not None:
+                info["socket-address"] = [address]
         with self._lock:
             if self._error is not None:
                 info["error-desc"] = self._error
             if self._stats is not None:
                 info["x-vmkit-received"] = dict(self._stats)
+            stamps = {"loaded": self._loaded, "resumed": self._resumed}
+        stamps = {k: v for k, v in stamps.items() if v is not None}
+        if stamps:
+            info[GUEST_PAUSE_KEY] = stamps
         return info

@@ -3,7 +3,7 @@
 use std::io::{BufWriter, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use vmkit_memory::{Clock, DirtyPages, SystemClock};
 
@@ -12,7 +12,7 @@ use super::dirty_log::MigrationLog;
 use super::error::PrecopyError;
 use super::fault::{Fault, FaultPoint, FaultWriter};
 use super::limiter::BandwidthLimiter;
-use super::stats::{PassRecord, PrecopyPhase, PrecopySnapshot};
+use super::stats::{PassRecord, PrecopyPhase, PrecopySnapshot, SwitchoverStamps};
 use super::switchover::{SwitchoverReason, bandwidth, decide, expected_downtime};
 use crate::savevm::sections::{EncodedDevices, RAM_SECTION_ID, write_preamble};
 use crate::savevm::{SaveOptions, SaveSet};
@@ -26,6 +26,10 @@ pub const BATCH_BYTES: u64 = 1 << 20;
 
 /// What the `stop` callback of [`Precopy::run`] returns on failure.
 pub type StopError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The wall clock a run stamps its switchover with
+/// ([`SwitchoverStamps`]); [`SystemTime::now`] unless a test injects one.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Points of a run at which its observer ([`Precopy::observe`]) is called,
 /// on the run's thread, with the stream flushed up to there only where
@@ -84,6 +88,7 @@ pub struct Precopy<'a> {
     set: &'a SaveSet,
     control: Arc<PrecopyControl>,
     clock: Arc<dyn Clock>,
+    wall: WallClock,
     observer: Observer<'a>,
     fault: Option<Arc<Fault>>,
 }
@@ -105,6 +110,7 @@ impl<'a> Precopy<'a> {
             set,
             control,
             clock: SystemClock::shared(),
+            wall: Arc::new(SystemTime::now),
             observer: Box::new(|_| {}),
             fault: None,
         }
@@ -121,6 +127,12 @@ impl<'a> Precopy<'a> {
     /// Uses `clock` for pacing, pass durations and bandwidth.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Precopy<'a> {
         self.clock = clock;
+        self
+    }
+
+    /// Uses `wall` for the switchover's [`SwitchoverStamps`].
+    pub fn with_wall_clock(mut self, wall: WallClock) -> Precopy<'a> {
+        self.wall = wall;
         self
     }
 
@@ -171,6 +183,7 @@ impl<'a> Precopy<'a> {
             set,
             control,
             clock,
+            wall,
             observer,
             fault,
         } = self;
@@ -188,6 +201,7 @@ impl<'a> Precopy<'a> {
                 set,
                 control: &control,
                 clock: clock.as_ref(),
+                wall: wall.as_ref(),
                 observer,
                 w: StreamWriter::buffered(sink),
                 direct,
@@ -249,6 +263,7 @@ struct Run<'a, 'fd, W: Write> {
     set: &'a SaveSet,
     control: &'a PrecopyControl,
     clock: &'a dyn Clock,
+    wall: &'a (dyn Fn() -> SystemTime + Send + Sync),
     observer: Observer<'a>,
     w: StreamWriter<BufWriter<FaultWriter<W>>>,
     /// The descriptor `w` writes to, for gathered page writes.
@@ -283,6 +298,13 @@ impl<W: Write> Run<'_, '_, W> {
         if let Some(fault) = &self.fault {
             fault.mark(point, self.w.offset());
         }
+    }
+
+    /// Records the wall-clock time now in the stamp `which` picks.
+    fn stamp(&self, which: fn(&mut SwitchoverStamps) -> &mut Option<SystemTime>) {
+        let at = (self.wall)();
+        self.control
+            .update(self.clock.now(), |s| *which(&mut s.stamps) = Some(at));
     }
 
     fn set_phase(&mut self, phase: PrecopyPhase) {
@@ -339,7 +361,10 @@ impl<W: Write> Run<'_, '_, W> {
                 self.w.flush()?;
                 (self.observer)(&Checkpoint::BeforeStop(reason));
                 self.check_cancel()?;
+                // The guest's pause begins as the callback is called.
+                self.stamp(|t| &mut t.stop);
                 stop().map_err(PrecopyError::Stop)?;
+                self.stamp(|t| &mut t.stopped);
                 self.stopped = true;
                 let at = self.clock.now();
                 self.control.switched_over(at, reason);
@@ -363,7 +388,9 @@ impl<W: Write> Run<'_, '_, W> {
             s.ram.dirty_sync_count += 1;
             s.ram.remaining = remaining;
         });
+        self.stamp(|t| &mut t.synced);
         self.send_pass(record.pass + 1, found, &PassPages::Dirty(pending), SectionKind::End)?;
+        self.stamp(|t| &mut t.ram_sent);
         self.check_cancel()?;
         let devices = EncodedDevices::take(self.set)?;
         let count = devices.len() as u64;
@@ -379,6 +406,7 @@ impl<W: Write> Run<'_, '_, W> {
             },
         )?;
         self.w.flush()?;
+        self.stamp(|t| &mut t.devices_sent);
         drop(log);
         let end = self.clock.now();
         let transferred = self.w.offset();

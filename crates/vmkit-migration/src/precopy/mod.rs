@@ -8,7 +8,8 @@
 //! * [`control`]: [`PrecopyControl`], shared with the run's owner:
 //!   parameters changeable while it runs, cancel, progress.
 //! * [`stats`]: [`RamStats`] (named as QEMU's `MigrationInfo.ram`),
-//!   [`PassRecord`], [`PrecopyPhase`], [`PrecopySnapshot`].
+//!   [`PassRecord`], [`PrecopyPhase`], [`PrecopySnapshot`], and the
+//!   switchover's wall-clock [`SwitchoverStamps`].
 //! * [`limiter`]: [`BandwidthLimiter`], pacing on an injected clock.
 //! * [`switchover`]: QEMU's switchover rule and expected downtime.
 //! * [`error`]: the run's error, [`PrecopyError`].
@@ -46,10 +47,10 @@ pub mod stats;
 pub mod switchover;
 
 pub use control::PrecopyControl;
-pub use engine::{BATCH_BYTES, Checkpoint, Precopy, PrecopyOutcome, StopError};
+pub use engine::{BATCH_BYTES, Checkpoint, Precopy, PrecopyOutcome, StopError, WallClock};
 pub use error::PrecopyError;
 pub use fault::{Fault, FaultAction, FaultPlan, FaultReport, FaultTrigger};
 pub use limiter::BandwidthLimiter;
 pub use params::{DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, PrecopyParams};
-pub use stats::{PassRecord, PrecopyPhase, PrecopySnapshot, RamStats};
+pub use stats::{PassRecord, PrecopyPhase, PrecopySnapshot, RamStats, SwitchoverStamps};
 pub use switchover::SwitchoverReason;

@@ -2,7 +2,7 @@
 //! `MigrationInfo.ram`, the per-pass history, and the phase.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::switchover::SwitchoverReason;
 
@@ -141,4 +141,26 @@ pub struct PrecopySnapshot {
     pub source_stopped: bool,
     /// What ended a failed run (QEMU's `error-desc`).
     pub error: Option<String>,
+    /// Wall-clock times of the switchover, as far as the run got.
+    pub stamps: SwitchoverStamps,
+}
+
+/// Wall-clock times of a run's switchover, read from the run's wall clock
+/// (by default [`SystemTime::now`], the host's `CLOCK_REALTIME`), for the
+/// pause the guest feels. The destination stamps the end of its load and
+/// its resume on its own host's clock: the two sides' stamps compare only
+/// where the hosts' clocks are synchronized (on one host they always are).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwitchoverStamps {
+    /// The `stop` callback was called: the guest is asked to pause.
+    pub stop: Option<SystemTime>,
+    /// It returned: the guest is paused (after whatever the callback
+    /// waited for, such as a pause before switchover).
+    pub stopped: Option<SystemTime>,
+    /// The final dirty sync is done.
+    pub synced: Option<SystemTime>,
+    /// The final RAM section (RAM END) is written and flushed.
+    pub ram_sent: Option<SystemTime>,
+    /// Device state, EOF and the trailer are written and flushed.
+    pub devices_sent: Option<SystemTime>,
 }

@@ -1,7 +1,7 @@
 //! The precopy engine (live migration's source side) for Python.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pyo3::exceptions::{PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
@@ -21,6 +21,12 @@ use crate::qom::object::PyObj;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Microseconds since the Unix epoch (`None` for a time before it).
+fn epoch_micros(t: SystemTime) -> Option<u64> {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_micros()).ok()
 }
 
 /// One outgoing live migration to a URI (`unix:`, `tcp:`, `file:`,
@@ -246,7 +252,9 @@ impl PyPrecopy {
     /// Where the run is: `phase` (QEMU's status name), `ram` (QEMU's
     /// MigrationInfo ram statistics), `passes`, `setup_time_ms`,
     /// `total_time_ms`, `expected_downtime_ms`, `downtime_ms`,
-    /// `source_stopped`, `error`.
+    /// `source_stopped`, `error`, and `stamps`: the switchover's
+    /// wall-clock times (`stop`, `stopped`, `synced`, `ram_sent`,
+    /// `devices_sent`), microseconds since the Unix epoch or `None`.
     fn snapshot(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         snapshot_dict(py, &self.control.snapshot())
     }
@@ -310,5 +318,17 @@ fn snapshot_dict(py: Python<'_>, s: &PrecopySnapshot) -> PyResult<Py<PyDict>> {
     d.set_item("downtime_ms", s.downtime.map(millis))?;
     d.set_item("source_stopped", s.source_stopped)?;
     d.set_item("error", s.error.clone())?;
+    let stamps = PyDict::new(py);
+    let t = &s.stamps;
+    for (k, v) in [
+        ("stop", t.stop),
+        ("stopped", t.stopped),
+        ("synced", t.synced),
+        ("ram_sent", t.ram_sent),
+        ("devices_sent", t.devices_sent),
+    ] {
+        stamps.set_item(k, v.and_then(epoch_micros))?;
+    }
+    d.set_item("stamps", stamps)?;
     Ok(d.unbind())
 }
