@@ -718,3 +718,31 @@ def qmp_run(m: Monitored, tmp_path: Path, rng: random.Random, what: str) -> str:
     assert m.vm.ram.checksum() == checksum, f"{what}: the source's RAM changed"
     assert not m.vm.ram.is_logging("migration"), what
     return status
+
+
+def test_a_deferred_destination_may_report_what_it_does_not_model(
+    tmp_path: Path, uniq: Callable[[str], str]
+) -> None:
+    """``migrate-incoming``'s ``x-vmkit-unmodelled: report`` (vmkit's
+    extension, for streams from a real QEMU) takes the section of a device
+    the destination lacks and lists it, instead of refusing the stream."""
+    name = register_counter(uniq)
+    sock = tmp_path / "in.sock"
+    dst = start_vmkit(
+        "-m", str(MEM), "--qmp", f"unix:{tmp_path / 'd.qmp'}", "-S", "--incoming", "defer"
+    )  # fmt: skip
+    try:
+        with QMPSocket(dst.socket, negotiate=True) as d, Machine(memory=MEM) as vm:
+            bad = d.command("migrate-incoming", uri=f"unix:{sock}", **{"x-vmkit-unmodelled": "x"})
+            assert bad["error"]["class"] == "GenericError"
+            d.execute("migrate-incoming", uri=f"unix:{sock}", **{"x-vmkit-unmodelled": "report"})
+            vm.device_add(name, id="c").data["n"] = 7
+            outcome = migrate(vm, Precopy(f"unix:{sock}"))
+            info = wait_dest(d)
+            assert info["status"] == "completed", info
+            assert outcome.status == "completed"
+            (section,) = info["x-vmkit-unmodelled"]["sections"]
+            assert name in section["vmsd-name"] or name in section["idstr"], section
+            assert d.execute("query-status")["status"] == "paused"
+    finally:
+        dst.stop()

@@ -12,6 +12,11 @@ defer`` loads it (``migrate-incoming``), and the guest memory that QEMU then
 holds, read back with QMP ``pmemsave``, equals what vmkit sent. A stream
 naming another machine type must make that QEMU fail the migration.
 
+Live, both ways, between processes driven with ``qemu.qmp``: a paused QEMU
+migrates into ``vmkit run --incoming``, which takes QEMU's RAM and lists
+what it does not model; a running ``vmkit run`` migrates into ``QEMU
+-incoming`` in several passes.
+
 QEMU 7.2 (Debian 12) has no ``file:`` migration URI, so the stream goes
 through ``exec:cat``. ``make test-python`` installs QEMU (``make
 system-deps``); without it the test skips, except under CI (``CI`` set),
@@ -20,6 +25,9 @@ where a missing QEMU is a failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -27,16 +35,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from qemu.qmp import QMPClient
 
-from vmkit import migration
+from qmp_peers import short_dir, start_peer
+from vmkit import errors, migration
 from vmkit.cli import main
+from vmkit.machine import Machine, MachineStateError
 from vmkit.memory import RamBlock
 from vmkit.qmp import QMPSocket
 
@@ -294,6 +305,46 @@ def test_cli_json(migrated: Migrated, capsys: pytest.CaptureFixture[str]) -> Non
     assert parsed == migration.analyze(migrated.stream)
 
 
+@pytest.mark.usefixtures("no_machine")
+def test_a_machine_restores_a_qemu_stream_and_lists_what_it_does_not_model(
+    migrated: Migrated, report: dict[str, Any], tmp_path: Path
+) -> None:
+    """``report_unmodelled``: a vmkit machine of QEMU's machine type and
+    RAM size takes QEMU's whole stream — its RAM equals QEMU's, every
+    device section is listed as the analyzer decodes it, every other RAM
+    block as dropped — and a stream cut short anywhere after RAM (so that
+    the trailer, which decodes the unmodelled sections, is lost) leaves
+    the machine waiting in ``inmigrate``, unable to run."""
+    machine_type = report["records"][0]["machine_type"]
+    with Machine(memory=RAM_SIZE, machine_type=machine_type) as vm:
+        stats = vm.restore(migrated.stream, report_unmodelled=True)
+        assert vm.status == "paused"
+        assert vm.ram.checksum() == RamBlock.file("f", RAM_SIZE, migrated.ram_file).checksum()
+    unmodelled = stats["unmodelled"]
+    listed = [(s["idstr"], s["instance_id"], s["fields"]) for s in unmodelled["sections"]]
+    assert listed == [(d["idstr"], d["instance_id"], d["fields"]) for d in report["devices"]]
+    others = [b for b in report["ram"]["blocks"] if b["idstr"] != "pc.ram"]
+    assert [(b["name"], b["length"]) for b in unmodelled["ram_blocks"]] == [
+        (b["idstr"], b["used_length"]) for b in others
+    ]
+
+    records = report["records"]
+    first_device = next(r["offset"] for r in records if r["type"] == "FULL")
+    eof = next(r["offset"] for r in records if r["type"] == "EOF")
+    length = migrated.stream.stat().st_size
+    for cut in [first_device + 1, (first_device + eof) // 2, eof + 1, length - 1]:
+        part = tmp_path / "cut.stream"
+        shutil.copyfile(migrated.stream, part)
+        os.truncate(part, cut)
+        with Machine(memory=RAM_SIZE, machine_type=machine_type) as vm:
+            with pytest.raises(errors.MigrationError, match=r"VMDESCRIPTION|truncated"):
+                vm.restore(part, report_unmodelled=True)
+            assert vm.status == "inmigrate"
+            with pytest.raises(MachineStateError):
+                vm.cont()
+        part.unlink()
+
+
 # --- vmkit -> QEMU -----------------------------------------------------------
 
 INCOMING_TIMEOUT = 30.0
@@ -483,3 +534,354 @@ def test_qemu_takes_a_live_vmkit_migration(
     backend = incoming.ram_file.read_bytes()
     assert backend == at_stop[0], first_different_page(backend, at_stop[0])
     assert backend[3 * PAGE : 4 * PAGE] == bytes([0xA0]) * PAGE
+
+
+# --- live, both ways, driven over QMP -----------------------------------------
+#
+# Real processes on both ends, each driven with qemu.qmp's QMPClient: a
+# paused QEMU migrates into ``vmkit run --incoming``, and a running ``vmkit
+# run`` migrates into ``qemu-system-x86_64 -incoming``. The stream names
+# the machine type QEMU itself reports for q35 and the RAM block it has,
+# ``pc.ram`` of ``-m`` bytes.
+
+LIVE_TIMEOUT = 60.0
+# 3 GiB puts q35's RAM on both sides of the PCI hole: guest-physical
+# [0, 2 GiB) and [4 GiB, 5 GiB) (QEMU allocates it lazily: untouched
+# pages cost nothing on either side).
+BIG_RAM = 3 << 30
+LOW_RAM_END = 2 << 30
+HIGH_RAM = 4 << 30
+# Where QEMU's generic loader writes recognisable pages before the
+# migration (at reset, which -S does not skip): below 640 KiB, at the start
+# of extended memory, the last MiB below the hole, the first and the last
+# MiB above 4 GiB.
+LOADED = [
+    (0x10000, 16 * PAGE),
+    (0x100000, MIB),
+    (LOW_RAM_END - MIB, MIB),
+    (HIGH_RAM, MIB),
+    (HIGH_RAM + BIG_RAM - LOW_RAM_END - MIB, MIB),
+]
+# The guest-physical ranges compared (the ones both machines have as RAM:
+# not [0xa0000, 0x100000), where q35 shows its VGA/SMRAM window and BIOS
+# shadow): each loaded range and the MiB before it, or after it where that
+# is not RAM.
+COMPARED = [
+    (0, LEGACY_START),
+    (0x100000, 2 * MIB),
+    (LOW_RAM_END - 2 * MIB, 2 * MIB),
+    (HIGH_RAM, 2 * MIB),
+    (HIGH_RAM + BIG_RAM - LOW_RAM_END - 2 * MIB, 2 * MIB),
+]
+
+
+def expected_pages(addr: int, size: int) -> Iterator[bytes]:
+    """Guest memory ``[addr, addr + size)`` of the loaded QEMU, page by
+    page: :func:`page_pattern` of the guest page number where the loader
+    wrote, zero elsewhere."""
+    for page in range(addr // PAGE, (addr + size) // PAGE):
+        loaded = any(a <= page * PAGE < a + n for a, n in LOADED)
+        yield page_pattern(page) if loaded else bytes(PAGE)
+
+
+def file_pages(path: Path) -> Iterator[bytes]:
+    """A file's pages, one at a time (no large buffer in this process:
+    freeing one raises glibc's mmap threshold and blurs later RSS counts)."""
+    with path.open("rb") as f:
+        while page := f.read(PAGE):
+            yield page
+
+
+def first_difference(
+    got: Iterable[bytes], want: Iterable[bytes], base: int, skip: tuple[int, int] = (0, 0)
+) -> str | None:
+    """The guest address of the first page where ``got`` and ``want``
+    differ (pages of memory from ``base``; none in ``skip``), or ``None``."""
+    addr = base
+    for a, b in itertools.zip_longest(got, want):
+        if not skip[0] <= addr < skip[1] and a != b:
+            return f"{addr:#x}"
+        addr += PAGE
+    return None
+
+
+async def wait_migration(client: QMPClient, deadline: float) -> dict[str, Any]:
+    """Polls ``query-migrate`` until the migration completed or failed."""
+    while True:
+        info = await client.execute("query-migrate")
+        assert isinstance(info, dict)
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            return info
+        assert time.monotonic() < deadline, f"migration not done after {LIVE_TIMEOUT}s: {info}"
+        await asyncio.sleep(0.05)
+
+
+async def pmem(client: QMPClient, addr: int, size: int, path: Path) -> Path:
+    """QMP ``pmemsave`` of ``[addr, addr + size)`` into ``path``."""
+    await client.execute("pmemsave", {"val": addr, "size": size, "filename": str(path)})
+    assert path.stat().st_size == size
+    return path
+
+
+async def q35_name(qemu: QMPClient) -> str:
+    machines = await qemu.execute("query-machines")
+    assert isinstance(machines, list)
+    names = [m["name"] for m in machines if m.get("alias") == "q35"]
+    assert len(names) == 1, machines
+    return str(names[0])
+
+
+def vmkit_run(sock: Path, *args: str) -> list[str]:
+    """``vmkit run`` with QMP on ``sock`` (not paused unless ``-S`` is given)."""
+    return [sys.executable, "-m", "vmkit.cli", "run", "--qmp", f"unix:{sock}", *args]
+
+
+def qemu_q35(binary: str, sock: Path, ram: int, *args: str) -> list[str]:
+    """QEMU's q35 under TCG, no default devices, no guest kernel, paused."""
+    return [
+        binary,
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-nodefaults",
+        "-S",
+        "-m",
+        f"{ram >> 20}M",
+        "-display",
+        "none",
+        *args,
+        "-qmp",
+        f"unix:{sock},server=on,wait=off",
+    ]
+
+
+def test_vmkit_run_takes_a_live_qemu_migration(qemu_binary: str) -> None:
+    """QEMU 7.2 → ``vmkit run --incoming unix:``: a paused q35 with 3 GiB
+    (RAM below and above the PCI hole) and pages of a known pattern
+    migrates into vmkit, which afterwards holds QEMU's guest memory. What
+    vmkit does not model — QEMU's firmware RAM blocks and every device
+    section — is read, decoded by the stream's VMDESCRIPTION trailer, and
+    listed in ``query-migrate`` and on stderr, not refused; the machine
+    becomes runnable (``paused``, started with ``-S``) only then."""
+    with short_dir() as d:
+        loader = []
+        for i, (addr, size) in enumerate(LOADED):
+            blob = d / f"blob{i}"
+            with blob.open("wb") as f:
+                f.writelines(page_pattern(p) for p in range(addr // PAGE, (addr + size) // PAGE))
+            loader += ["-device", f"loader,file={blob},addr={addr:#x},force-raw=on"]
+        with start_peer(
+            "qemu", qemu_q35(qemu_binary, d / "q.sock", BIG_RAM, *loader), d / "q.sock"
+        ) as q:
+
+            async def source_side() -> str:
+                qemu = QMPClient("interop-qemu")
+                await qemu.connect(str(q.socket))
+                for a, n in COMPARED:
+                    await pmem(qemu, a, n, d / f"qemu-{a:x}")
+                name = await q35_name(qemu)
+                await qemu.disconnect()
+                return name
+
+            machine_type = asyncio.run(source_side())
+            # The pattern is in QEMU's RAM: the comparison below means something.
+            for addr, size in COMPARED:
+                before = file_pages(d / f"qemu-{addr:x}")
+                assert first_difference(before, expected_pages(addr, size), addr) is None
+            incoming = d / "in.sock"
+            cmd = vmkit_run(
+                d / "v.sock",
+                "-S",
+                "--workload-rate",
+                "0",
+                "-m",
+                f"{BIG_RAM >> 20}M",
+                "--machine-type",
+                machine_type,
+                "--incoming",
+                f"unix:{incoming}",
+                "--unmodelled",
+                "report",
+            )
+            with start_peer("vmkit", cmd, d / "v.sock") as v:
+
+                async def migrate() -> dict[str, Any]:
+                    qemu, vm = QMPClient("interop-qemu"), QMPClient("interop-vmkit")
+                    await qemu.connect(str(q.socket))
+                    await vm.connect(str(v.socket))
+                    status = await vm.execute("query-status")
+                    assert status == {"status": "inmigrate", "running": False}
+                    await qemu.execute("migrate", {"uri": f"unix:{incoming}"})
+                    deadline = time.monotonic() + LIVE_TIMEOUT
+                    sent = await wait_migration(qemu, deadline)
+                    assert sent["status"] == "completed", sent
+                    got = await wait_migration(vm, deadline)
+                    assert got["status"] == "completed", got
+                    assert await vm.execute("query-status") == {
+                        "status": "paused",
+                        "running": False,
+                    }
+                    for a, n in COMPARED:
+                        await pmem(vm, a, n, d / f"vmkit-{a:x}")
+                    got["qemu-ram"] = sent["ram"]
+                    await vm.execute("quit")
+                    await qemu.execute("quit")
+                    for c in (qemu, vm):
+                        with contextlib.suppress(EOFError, ConnectionResetError):
+                            await c.disconnect()
+                    return got
+
+                info = asyncio.run(migrate())
+                v.wait_exit()
+                log = v.output()
+            q.wait_exit()
+        # vmkit's guest memory after the migration is QEMU's before it.
+        for addr, _ in COMPARED:
+            after, before = file_pages(d / f"vmkit-{addr:x}"), file_pages(d / f"qemu-{addr:x}")
+            assert first_difference(after, before, addr) is None
+
+    received = info["x-vmkit-received"]
+    # Every page of pc.ram once (the source was paused): the loaded data
+    # pages as raw pages, everything else as zero pages.
+    data_pages = sum(
+        1
+        for a, n in LOADED
+        for p in range(a // PAGE, (a + n) // PAGE)
+        if page_pattern(p) != bytes(PAGE)
+    )
+    assert received["normal_pages"] == data_pages
+    assert received["zero_pages"] + received["normal_pages"] == BIG_RAM // PAGE
+    assert received["devices"] == 0
+
+    unmodelled = info["x-vmkit-unmodelled"]
+    blocks = {b["name"]: b for b in unmodelled["ram-blocks"]}
+    assert "pc.ram" not in blocks
+    assert {"pc.bios", "pc.rom", "/rom@etc/acpi/tables"} <= blocks.keys(), blocks
+    # The firmware is QEMU's 256 KiB SeaBIOS image: not all zero.
+    assert blocks["pc.bios"]["length"] == 256 << 10 and blocks["pc.bios"]["normal-pages"] > 0
+    # Together with pc.ram, the blocks QEMU announced: its "total".
+    assert sum(b["length"] for b in blocks.values()) + BIG_RAM == info["qemu-ram"]["total"]
+
+    sections = {(s["idstr"], s["instance-id"]): s for s in unmodelled["sections"]}
+    for key in [
+        ("cpu", 0),
+        ("apic", 0),
+        ("0000:00:1f.0/ICH9LPC", 0),
+        ("i8259", 1),
+        ("globalstate", 0),
+    ]:
+        assert key in sections, sorted(sections)
+    cpu = sections["cpu", 0]
+    assert cpu["vmsd-name"] == "cpu" and cpu["size"] > 0
+    assert cpu["fields"]["env.eip"] == 0xFFF0  # paused at the reset vector
+    state = sections["globalstate", 0]["fields"]
+    assert bytes.fromhex(state["runstate"])[: state["size"]].rstrip(b"\0") == b"prelaunch"
+    mch = sections["0000:00:00.0/mch", 0]["fields"]["parent_obj"]["config[0]"]
+    assert bytes.fromhex(mch)[:4] == bytes.fromhex("8680c029")
+    # Listed in stream order, each once.
+    offsets = [s["offset"] for s in unmodelled["sections"]]
+    assert offsets == sorted(offsets) and len(sections) == len(offsets)
+
+    # And on stderr, one line each.
+    lines = [line for line in log.splitlines() if "is not modelled" in line]
+    assert len(lines) == len(blocks) + len(sections), log
+    assert any("RAM block 'pc.bios'" in line for line in lines)
+    assert any("device section 'cpu' instance 0" in line for line in lines)
+
+
+SMALL_RAM = 64 << 20
+
+
+def test_qemu_takes_a_live_migration_from_vmkit_run(qemu_binary: str) -> None:
+    """``vmkit run`` with its workload writing guest RAM → QEMU 7.2
+    (``-incoming unix:``), started with QMP ``migrate``: with
+    ``downtime-limit`` 0 the migration cannot converge while the guest
+    dirties pages, so RAM goes in passes, each resending what the guest
+    wrote during the one before; from the third pass on, a 300 ms limit
+    lets it switch over. QEMU completes, and its guest memory equals
+    vmkit's at the switchover (vmkit's, read after completion: the source
+    stays stopped in ``postmigrate``)."""
+    with short_dir() as d:
+        incoming = d / "in.sock"
+        qemu_cmd = qemu_q35(qemu_binary, d / "q.sock", SMALL_RAM, "-incoming", f"unix:{incoming}")
+        with start_peer("qemu", qemu_cmd, d / "q.sock") as q:
+
+            async def machine_type() -> str:
+                qemu = QMPClient("interop-qemu")
+                await qemu.connect(str(q.socket))
+                name = await q35_name(qemu)
+                await qemu.disconnect()
+                return name
+
+            cmd = vmkit_run(
+                d / "v.sock",
+                "-m",
+                f"{SMALL_RAM >> 20}M",
+                "--machine-type",
+                asyncio.run(machine_type()),
+                "--workload-rate",
+                "32M",
+            )
+            with start_peer("vmkit", cmd, d / "v.sock") as v:
+
+                async def migrate() -> dict[str, Any]:
+                    qemu, vm = QMPClient("interop-qemu"), QMPClient("interop-vmkit")
+                    await qemu.connect(str(q.socket))
+                    await vm.connect(str(v.socket))
+                    assert (await qemu.execute("query-status"))["status"] == "inmigrate"
+                    assert (await vm.execute("query-status"))["status"] == "running"
+                    await vm.execute(
+                        "migrate-set-capabilities",
+                        {"capabilities": [{"capability": "events", "state": True}]},
+                    )
+                    await vm.execute("migrate-set-parameters", {"downtime-limit": 0})
+                    passes: list[int] = []
+                    with vm.listener(names=("MIGRATION_PASS", "MIGRATION")) as events:
+                        await vm.execute("migrate", {"uri": f"unix:{incoming}"})
+                        async with asyncio.timeout(LIVE_TIMEOUT):
+                            async for event in events:
+                                data = event["data"]
+                                if event["event"] == "MIGRATION_PASS":
+                                    passes.append(data["pass"])
+                                # Over before a third pass: the asserts below say so.
+                                ended = data.get("status") in ("completed", "failed")
+                                if ended or len(passes) >= 3:
+                                    break
+                    # QEMU's way to let a migration that does not
+                    # converge finish: a longer limit, taken at once.
+                    await vm.execute("migrate-set-parameters", {"downtime-limit": 300})
+                    deadline = time.monotonic() + LIVE_TIMEOUT
+                    sent = await wait_migration(vm, deadline)
+                    assert sent["status"] == "completed", sent
+                    got = await wait_migration(qemu, deadline)
+                    assert got["status"] == "completed", got
+                    assert (await vm.execute("query-status"))["status"] == "postmigrate"
+                    assert (await qemu.execute("query-status"))["status"] == "paused"
+                    sent["events"] = passes
+                    await pmem(vm, 0, SMALL_RAM, d / "vmkit")
+                    await pmem(qemu, 0, SMALL_RAM, d / "qemu")
+                    await vm.execute("quit")
+                    await qemu.execute("quit")
+                    for c in (qemu, vm):
+                        with contextlib.suppress(EOFError, ConnectionResetError):
+                            await c.disconnect()
+                    return sent
+
+                info = asyncio.run(migrate())
+                v.wait_exit()
+            q.wait_exit()
+        # The guest wrote: the comparison is not of two empty memories.
+        assert sum(1 for page in file_pages(d / "vmkit") if page.count(0) < PAGE) > 0
+        legacy = (LEGACY_START, LEGACY_END)
+        vmkit, qemu = file_pages(d / "vmkit"), file_pages(d / "qemu")
+        assert first_difference(qemu, vmkit, 0, legacy) is None
+
+    assert info["events"][:3] == [1, 2, 3]
+    ram = info["ram"]
+    assert ram["dirty-sync-count"] >= 3 and ram["remaining"] == 0
+    passes = info["x-vmkit-passes"]
+    assert len(passes) >= 3, passes
+    # Pages the guest wrote during the first pass went again in the second.
+    assert passes[1]["dirty-pages"] > 0 and passes[1]["pages-sent"] > 0, passes
+    assert ram["normal"] + ram["duplicate"] > SMALL_RAM // PAGE

@@ -417,6 +417,28 @@ def test_another_machine_shape_is_refused(saved: Path, timer_type: str) -> None:
     assert "timer" in str(e) or "no section" in str(e)
 
 
+def test_sections_of_devices_a_machine_lacks_can_be_taken_and_listed(
+    saved: Path, timer_type: str
+) -> None:
+    """``report_unmodelled``: the second timer's section, which no device
+    here takes, is decoded by the stream's trailer and listed; the first
+    timer loads as usual."""
+    vm, devs = build(timer_type, [1])
+    with vm:
+        stats = vm.restore(saved, report_unmodelled=True)
+        assert vm.status == "paused"
+        assert devs[0].data["ctrl"] == 10
+    assert stats["devices"] == 1
+    unmodelled = stats["unmodelled"]
+    assert unmodelled["ram_blocks"] == []
+    (section,) = unmodelled["sections"]
+    assert (section["idstr"], section["instance_id"]) == (timer_type, 1)
+    assert section["vmsd_name"] == timer_type and section["size"] > 0
+    device = migration.analyze(saved)["devices"][1]
+    assert section["fields"] == device["fields"] and section["offset"] == device["offset"]
+    assert section["fields"]["ctrl"] == 21 and section["fields"]["queue"] == [21, 22, 23]
+
+
 def test_a_stream_for_another_machine_type_is_refused(saved: Path, timer_type: str) -> None:
     vm, devs = build(timer_type, [1, 2], machine_type="pc-i440fx-vmkit")
     with vm:

@@ -298,6 +298,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         incoming=args.incoming,
         migration_allow_remote=args.migration_allow_remote,
+        unmodelled=args.unmodelled,
     )
 
 
@@ -385,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--qmp-allow-remote", action="store_true", help="allow a non-loopback TCP address"
+    )
+    p.add_argument(
+        "--unmodelled",
+        choices=["refuse", "report"],
+        default="refuse",
+        help="what an incoming migration does with RAM blocks and device sections this machine"
+        " does not model: refuse the stream (as QEMU does; the default) or take them, decode"
+        " them by the stream's VMDESCRIPTION and list them (query-migrate x-vmkit-unmodelled;"
+        " for a stream from a real QEMU)",
     )
     p.add_argument(
         "--migration-allow-remote",

@@ -312,8 +312,12 @@ class Machine:
         self._runstate.set(previous)
 
     def restore(
-        self, path: str | os.PathLike[str], *, cancelled: Callable[[], bool] | None = None
-    ) -> dict[str, int]:
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        report_unmodelled: bool = False,
+    ) -> dict[str, Any]:
         """Loads the machine saved at ``path`` into this one (paused after).
 
         This is QEMU's incoming migration: ``inmigrate`` while the stream
@@ -323,7 +327,9 @@ class Machine:
         one's shape (see :func:`vmkit.migration.restore`). On error it
         stays in ``inmigrate`` and cannot run; restore again to recover.
         ``cancelled`` returning true ends a wait for a FIFO's writer with
-        :class:`InterruptedError`.
+        :class:`InterruptedError`. ``report_unmodelled`` takes (and lists)
+        RAM blocks and device sections this machine does not model instead
+        of refusing them (see :func:`vmkit.migration.restore`).
 
         :raises MachineStateError: while running or saving, or once shut down.
         """
@@ -334,10 +340,11 @@ class Machine:
                 ram=[self.ram],
                 devices=self.board,
                 cancelled=cancelled,
+                report_unmodelled=report_unmodelled,
             )
         )
 
-    def _load(self, load: Callable[[], dict[str, int]]) -> dict[str, int]:
+    def _load(self, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """An incoming migration's run states around ``load``."""
         with self._lock:
             self._check_not_shut_down()
@@ -429,14 +436,15 @@ class Machine:
         *,
         timeout: float | None = None,
         cancelled: Callable[[], bool] | None = None,
-    ) -> dict[str, int]:
+        report_unmodelled: bool = False,
+    ) -> dict[str, Any]:
         """Waits for a migration stream at ``listener`` (QEMU's ``-incoming
         URI``; see :class:`vmkit.migration.Listener`) and loads it into this
         machine, with the run states of :meth:`restore`: ``inmigrate``
         while it arrives, ``paused`` once it loaded cleanly; on error the
         machine stays in ``inmigrate``. ``timeout`` bounds the wait for the
         sender (``TimeoutError``); ``cancelled`` returning true ends it
-        (``InterruptedError``).
+        (``InterruptedError``); ``report_unmodelled`` is :meth:`restore`'s.
 
         :raises MachineStateError: while running or saving, or once shut down.
         """
@@ -447,6 +455,7 @@ class Machine:
                 devices=self.board,
                 timeout=timeout,
                 cancelled=cancelled,
+                report_unmodelled=report_unmodelled,
             )
         )
 

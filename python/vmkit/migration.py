@@ -261,7 +261,8 @@ def restore(
     devices: Object | None = None,
     footers: bool = True,
     cancelled: Callable[[], bool] | None = None,
-) -> dict[str, int]:
+    report_unmodelled: bool = False,
+) -> dict[str, Any]:
     """Restores the stream at ``path`` into ``ram`` and the devices below ``devices``.
 
     The receiving machine must have the saved one's shape: the same
@@ -272,6 +273,24 @@ def restore(
     changed — but RAM may be partly loaded: do not run the machine (the
     :class:`~vmkit.machine.Machine` wrapper refuses to). Returns ``bytes``,
     ``zero_pages``, ``normal_pages`` and ``devices``.
+
+    With ``report_unmodelled``, what the stream holds beyond this
+    machine's shape is taken instead of refused — a real QEMU's firmware
+    RAM blocks (``pc.bios``, ``pc.rom``, ``/rom@etc/...``) and the sections
+    of its devices — and listed under ``"unmodelled"``::
+
+        {"ram_blocks": [{"name", "length", "zero_pages", "normal_pages"}],
+         "sections": [{"offset", "section_id", "idstr", "instance_id",
+                       "version_id", "vmsd_name", "size", "fields"}]}
+
+    Such a block's pages are decoded and dropped. Such a section's body
+    is checked against the stream's VMDESCRIPTION trailer and decoded by
+    it (``fields``, in :func:`analyze`'s layout): as the trailer comes
+    last, the rest of the stream from the first such section on is held
+    in memory, at most 16 MiB (a precopy stream's device sections follow
+    its RAM). Every other check still applies to what this machine has;
+    a stream without a trailer, or whose trailer does not describe such a
+    section, is refused.
 
     :raises StreamError: the stream is damaged or is another machine's
         (``offset`` says where; ``section`` which section).
@@ -293,4 +312,5 @@ def restore(
         devices=devices,
         footers=footers,
         cancelled=cancelled,
+        report_unmodelled=report_unmodelled,
     )

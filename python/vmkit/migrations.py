@@ -36,6 +36,7 @@ a socket, with the port it really bound.
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +61,8 @@ __all__ = [
 
 #: How a migration reports an event: ``emit(name, data)``.
 Emit = Callable[[str, dict[str, Any]], None]
+
+log = logging.getLogger(__name__)
 
 
 def wall_clock_us() -> int:
@@ -349,13 +352,44 @@ class OutgoingMigration(_Migration):
         return info
 
 
+def _qmp_keys(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's keys as QMP spells them (``zero-pages``); values as they are."""
+    return {key.replace("_", "-"): value for key, value in entry.items()}
+
+
+def _names(kind: str, names: list[str], shown: int = 4) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{kind} " + ", ".join(names[:shown]) + more
+
+
+def _field_summary(fields: object) -> str:
+    """A decoded section's first few field (and subsection) names."""
+    if not isinstance(fields, dict):
+        return "no fields"
+    subsections = fields.get("subsections")
+    names = [name for name in fields if name != "subsections"]
+    text = _names("fields", names) if names else "no fields"
+    if isinstance(subsections, dict) and subsections:
+        text += "; " + _names("subsections", list(subsections))
+    return text
+
+
 class IncomingMigration(_Migration):
     """One incoming migration (QEMU's ``-incoming URI`` or
     ``migrate-incoming``): it listens from creation on, loads the stream
     into ``machine`` on a job (``inmigrate`` until then), and then leaves
     the machine ``paused``, or ``running`` with ``autostart`` (QEMU's
     ``-incoming`` without ``-S``). A stream that fails leaves the machine in
-    ``inmigrate``, never runnable with partial state."""
+    ``inmigrate``, never runnable with partial state.
+
+    The stream may come from a real QEMU, whose machine has more than a
+    vmkit machine models. With ``report_unmodelled`` its firmware RAM
+    blocks and the sections of its devices are taken, not refused (see
+    :func:`vmkit.migration.restore`'s ``report_unmodelled``), listed in
+    ``query-migrate`` under ``x-vmkit-unmodelled`` and logged, one line
+    each, once the stream has loaded; without it they are refused, as QEMU
+    refuses them, so a stream from a machine with a device this one lacks
+    never loads with that device's state dropped."""
 
     def __init__(
         self,
@@ -368,6 +402,7 @@ class IncomingMigration(_Migration):
         allow_remote: bool = False,
         fds: FdRegistry | None = None,
         wall_clock: Callable[[], int] = wall_clock_us,
+        report_unmodelled: bool = False,
     ) -> None:
         super().__init__(settings, emit)
         self.machine = machine
@@ -377,6 +412,8 @@ class IncomingMigration(_Migration):
         # The guest-pause stamps: the load ended; the machine ran again.
         self._loaded: int | None = None
         self._resumed: int | None = None
+        self._unmodelled: dict[str, list[dict[str, Any]]] | None = None
+        self.report_unmodelled = report_unmodelled
         self.listener = Listener(
             uri,
             allow_remote=allow_remote,
@@ -394,14 +431,27 @@ class IncomingMigration(_Migration):
         """The job's work: waits for the stream and loads it."""
         self._set_status(MigrationStatus.ACTIVE)
         try:
-            self._stats = self.machine.incoming(
-                self.listener, cancelled=lambda: job.cancel_requested
+            stats = self.machine.incoming(
+                self.listener,
+                cancelled=lambda: job.cancel_requested,
+                report_unmodelled=self.report_unmodelled,
             )
         except Exception as e:  # every failure is the migration's error-desc
             self._failed(e)
             return
+        loaded = self._wall_clock()
+        # Present only when the load reported what it does not model.
+        unmodelled = stats.pop("unmodelled", None)
         with self._lock:
-            self._loaded = self._wall_clock()
+            self._loaded = loaded
+            self._stats = stats
+            if unmodelled is not None:
+                self._unmodelled = {
+                    "ram-blocks": [_qmp_keys(b) for b in unmodelled["ram_blocks"]],
+                    "sections": [_qmp_keys(s) for s in unmodelled["sections"]],
+                }
+        if unmodelled is not None:
+            self._log_unmodelled(unmodelled)
         # The first run from now on ends the guest's pause, whoever starts
         # it: autostart below, or a later ``cont``.
         self.machine.add_state_listener(self._on_state_change)
@@ -419,6 +469,29 @@ class IncomingMigration(_Migration):
                 self._resumed = self._wall_clock()
         self.machine.remove_state_listener(self._on_state_change)
 
+    @staticmethod
+    def _log_unmodelled(unmodelled: dict[str, list[dict[str, Any]]]) -> None:
+        for b in unmodelled["ram_blocks"]:
+            log.info(
+                "incoming migration: RAM block '%s' (%d bytes) is not modelled:"
+                " %d zero and %d raw pages read and dropped",
+                b["name"],
+                b["length"],
+                b["zero_pages"],
+                b["normal_pages"],
+            )
+        for sec in unmodelled["sections"]:
+            log.info(
+                "incoming migration: device section '%s' instance %d (version %d, %d bytes)"
+                " is not modelled: decoded by the stream's VMDESCRIPTION as '%s', %s",
+                sec["idstr"],
+                sec["instance_id"],
+                sec["version_id"],
+                sec["size"],
+                sec["vmsd_name"],
+                _field_summary(sec["fields"]),
+            )
+
     def cancel(self) -> None:
         """Nothing to cancel on a destination; ``quit`` ends the wait."""
 
@@ -435,6 +508,9 @@ class IncomingMigration(_Migration):
                 info["error-desc"] = self._error
             if self._stats is not None:
                 info["x-vmkit-received"] = dict(self._stats)
+            if self._unmodelled is not None:
+                # vmkit's own: what the stream held that this machine does not model.
+                info["x-vmkit-unmodelled"] = {k: list(v) for k, v in self._unmodelled.items()}
             stamps = {"loaded": self._loaded, "resumed": self._resumed}
         stamps = {k: v for k, v in stamps.items() if v is not None}
         if stamps:

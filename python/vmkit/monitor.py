@@ -46,7 +46,13 @@ from vmkit.qmp import (
     to_qmp_error,
 )
 
-__all__ = ["QEMU_VERSION", "VMKIT_COMMANDS", "MachineMonitor", "monitor_version"]
+__all__ = [
+    "QEMU_VERSION",
+    "UNMODELLED_POLICIES",
+    "VMKIT_COMMANDS",
+    "MachineMonitor",
+    "monitor_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,11 @@ T = TypeVar("T")
 _U64 = 1 << 64
 #: pmemsave copies this much guest memory per read.
 _PMEMSAVE_CHUNK = 1 << 20
+
+#: What an incoming migration may do with RAM blocks and device sections
+#: the machine does not model: refuse the stream (QEMU's way) or take,
+#: decode and list them (for a stream from a real QEMU).
+UNMODELLED_POLICIES = ("refuse", "report")
 
 
 def monitor_version() -> QMPVersion:
@@ -163,6 +174,9 @@ class MachineMonitor:
         self._on_quit = on_quit
         self.jobs = JobManager()
         """The long operations of this monitor's commands."""
+        self.incoming_unmodelled = "refuse"
+        """What an incoming migration does with what this machine does not
+        model (one of :data:`UNMODELLED_POLICIES`; ``vmkit run --unmodelled``)."""
         self.migration_allow_remote = False
         """Whether migrations may use TCP addresses that are not loopback."""
         self.fds = FdRegistry()
@@ -326,7 +340,15 @@ class MachineMonitor:
             self._migrate_continue,
             {"state": Enum("MigrationStatus", [str(m) for m in MigrationStatus])},
         )
-        r("migrate-incoming", self._migrate_incoming, {"*uri": "str", "*channels": "any"})
+        r(
+            "migrate-incoming",
+            self._migrate_incoming,
+            {
+                "*uri": "str",
+                "*channels": "any",
+                "*x-vmkit-unmodelled": Enum("UnmodelledPolicy", list(UNMODELLED_POLICIES)),
+            },
+        )
         r("getfd", self._getfd, {"fdname": "str"})
         r("closefd", self._closefd, {"fdname": "str"})
         r("query-migrate-capabilities", self._query_migrate_capabilities)
@@ -710,10 +732,16 @@ class MachineMonitor:
             self._holds.append(_MachineHold(job, None))
         return {}
 
-    def start_incoming(self, uri: str, *, autostart: bool) -> IncomingMigration:
+    def start_incoming(
+        self, uri: str, *, autostart: bool, unmodelled: str | None = None
+    ) -> IncomingMigration:
         """Listens at ``uri`` and loads the migration that arrives there
         into the machine, on a job (``vmkit run --incoming URI``, QMP
         ``migrate-incoming``). The machine waits in ``inmigrate``.
+        ``unmodelled`` (default :attr:`incoming_unmodelled`): ``refuse`` a
+        stream with RAM blocks or device sections this machine lacks, as
+        QEMU does, or ``report`` them (decoded by the stream's trailer,
+        listed in ``query-migrate``; for streams from a real QEMU).
 
         :raises OSError: ``uri`` is not a transport, or cannot be listened on.
         """
@@ -726,6 +754,7 @@ class MachineMonitor:
             autostart=autostart,
             fds=self.fds,
             allow_remote=self.migration_allow_remote,
+            report_unmodelled=(unmodelled or self.incoming_unmodelled) == "report",
         )
         with self._holds_lock:
             if self._closing:
@@ -741,7 +770,12 @@ class MachineMonitor:
         if isinstance(self.migration, IncomingMigration):
             raise GenericError("The incoming migration has already been started")
         try:
-            self.start_incoming(self._migration_uri(ctx, "migrate-incoming"), autostart=False)
+            policy = ctx.arguments.get("x-vmkit-unmodelled")
+            self.start_incoming(
+                self._migration_uri(ctx, "migrate-incoming"),
+                autostart=False,
+                unmodelled=None if policy is None else str(policy),
+            )
         except OSError as e:
             raise GenericError(str(e)) from None
         return {}

@@ -113,6 +113,7 @@ def run_machine(
     out: TextIO | None = None,
     incoming: str | None = None,
     migration_allow_remote: bool = False,
+    unmodelled: str = "refuse",
 ) -> int:
     """Serves QMP for ``vm`` on ``address`` (default: :func:`default_qmp_path`)
     until ``quit``, SIGTERM or SIGINT; then closes the machine. Prints
@@ -121,7 +122,9 @@ def run_machine(
     served (a path that is not a socket, a socket another server listens
     on, a missing directory, a path too long for a UNIX socket...).
     ``migration_allow_remote`` lets migrations use TCP addresses that are
-    not loopback (``--migration-allow-remote``)."""
+    not loopback (``--migration-allow-remote``); ``unmodelled`` is what an
+    incoming migration does with what the machine does not model
+    (``--unmodelled``)."""
     stream = out if out is not None else sys.stdout
     logging.basicConfig(
         stream=sys.stderr,
@@ -149,6 +152,7 @@ def run_machine(
         previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)})
         monitor = MachineMonitor(vm, name=name, on_quit=lambda: finish("quit"))
         monitor.migration_allow_remote = migration_allow_remote
+        monitor.incoming_unmodelled = unmodelled
         server = QMPServer(monitor.register(CommandRegistry()), version=monitor_version())
         monitor.attach(server)
         try:

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use vmkit_migration::savevm::fuzz_support::{fuzz_restore, fuzz_seed};
+use vmkit_migration::savevm::fuzz_support::{fuzz_restore, fuzz_restore_reporting, fuzz_seed};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/restore")
@@ -15,6 +15,7 @@ fn the_seed_restores_and_its_mutations_do_not_panic() -> Result<(), Box<dyn std:
     let seed = fuzz_seed();
     assert!(seed.len() > 4096, "a whole stream: {} bytes", seed.len());
     assert!(fuzz_restore(&seed));
+    assert!(fuzz_restore_reporting(&seed));
     let dir = corpus_dir();
     if std::env::var_os("VMKIT_WRITE_CORPUS").is_some() {
         std::fs::create_dir_all(&dir)?;
@@ -32,10 +33,18 @@ fn the_seed_restores_and_its_mutations_do_not_panic() -> Result<(), Box<dyn std:
         if fuzz_restore(&seed[..cut]) {
             assert_eq!(seed[cut], 0x06, "cut at {cut} accepted");
         }
+        // Reporting needs the trailer to decode the device it lacks (every
+        // third cut: each restore builds a machine).
+        if cut % 3 == 0 {
+            assert!(
+                !fuzz_restore_reporting(&seed[..cut]),
+                "cut at {cut} accepted while reporting"
+            );
+        }
     }
     // Byte flips in the device sections: never a panic.
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    for _ in 0..8_000 {
+    for i in 0..8_000 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -43,6 +52,10 @@ fn the_seed_restores_and_its_mutations_do_not_panic() -> Result<(), Box<dyn std:
         let at = tail_start + (x as usize % (seed.len() - tail_start));
         bad[at] ^= (x >> 32) as u8 | 1;
         let _ = fuzz_restore(&bad);
+        if i % 8 == 0 {
+            // Slower (the tail is held and decoded generically): fewer flips.
+            let _ = fuzz_restore_reporting(&bad);
+        }
     }
     Ok(())
 }

@@ -90,7 +90,8 @@ def restore(
     devices: Object | None = None,
     footers: bool = True,
     cancelled: Callable[[], bool] | None = None,
-) -> dict[str, int]: ...
+    report_unmodelled: bool = False,
+) -> dict[str, Any]: ...
 def register_device_vmstate(
     type_name: str,
     vmsd: VMStateDescription,
@@ -128,7 +129,8 @@ class Listener:
         footers: bool = True,
         timeout: float | None = None,
         cancelled: Callable[[], bool] | None = None,
-    ) -> dict[str, int]: ...
+        report_unmodelled: bool = False,
+    ) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 @final

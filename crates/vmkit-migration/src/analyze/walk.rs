@@ -15,8 +15,8 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::savevm::IGNORE_SHARED;
-use crate::savevm::{decode_section_body, known_vmstate};
-use crate::vmstate::{DecodeLimits, VmReader, VmStruct, decode_with_vmdesc};
+use crate::savevm::{decode_by_trailer, decode_section_body, known_vmstate};
+use crate::vmstate::{DecodeLimits, VmStruct};
 use crate::wire::format::{RAM_IDSTR, SectionKind};
 use crate::wire::ram::{RamSectionReader, RamSummary};
 use crate::wire::reader::READ_BUFFER;
@@ -224,8 +224,7 @@ impl WalkHandler {
         };
         let entry = vmdesc
             .device(&header.idstr, header.instance_id)
-            .filter(|_| self.bodies == Bodies::Decode && header.kind == SectionKind::Full)
-            .map(serde_json::to_value);
+            .filter(|_| self.bodies == Bodies::Decode && header.kind == SectionKind::Full);
         let start = r.offset();
         {
             let mut c = self.capture.borrow_mut();
@@ -241,16 +240,14 @@ impl WalkHandler {
         };
         framed?;
         let len = usize::try_from(r.offset() - start).unwrap_or(usize::MAX);
-        let Some(Ok(entry)) = entry else {
+        let Some(entry) = entry else {
             return Ok(());
         };
         if overflow || body.len() < len {
             self.decoded = Some(Value::Null);
             return Ok(());
         }
-        let mut vr = VmReader::new(&body[..len], start);
-        let fields = decode_with_vmdesc(&entry, &mut vr, &self.limits)?;
-        self.decoded = Some(fields.to_json());
+        self.decoded = Some(decode_by_trailer(entry, &body[..len], start, &self.limits)?);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use vmkit_memory::RamBlock;
 
-use super::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, restore, save};
+use super::{DeviceEntry, RestoreOptions, SaveOptions, SaveSet, Unmodelled, restore, save};
 use crate::test_support::ValueDevice;
 use crate::vmstate::{ArrayLen, DecodeLimits, Field, FieldKind, VmStateDescription, VmStruct, VmValue};
 
@@ -95,6 +95,14 @@ pub fn fuzz_seed() -> Vec<u8> {
     out
 }
 
+fn small_limits() -> DecodeLimits {
+    DecodeLimits {
+        max_buffer: 1 << 16,
+        max_array_len: 1 << 10,
+        max_depth: 8,
+    }
+}
+
 /// Restores `data` into a fresh fuzz machine with small decode limits.
 /// Must never panic; returns whether the stream was accepted.
 pub fn fuzz_restore(data: &[u8]) -> bool {
@@ -102,12 +110,26 @@ pub fn fuzz_restore(data: &[u8]) -> bool {
         return false;
     };
     let opts = RestoreOptions {
-        limits: DecodeLimits {
-            max_buffer: 1 << 16,
-            max_array_len: 1 << 10,
-            max_depth: 8,
-        },
+        limits: small_limits(),
         ..RestoreOptions::default()
     };
     restore(&set, data, &opts).is_ok()
+}
+
+/// Restores `data` into a fuzz machine without its second `fz` device,
+/// reporting what it does not model ([`Unmodelled::Report`]): that
+/// device's section is decoded by the trailer, from the rest of the
+/// stream held in memory. Must never panic; returns whether the stream
+/// was accepted.
+pub fn fuzz_restore_reporting(data: &[u8]) -> bool {
+    let Some(mut set) = machine() else {
+        return false;
+    };
+    set.devices.truncate(1);
+    let opts = RestoreOptions {
+        limits: small_limits(),
+        unmodelled: Unmodelled::Report,
+        ..RestoreOptions::default()
+    };
+    restore(&set, data, &opts).is_ok_and(|stats| stats.unmodelled.sections.len() == 1)
 }

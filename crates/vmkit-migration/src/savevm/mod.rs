@@ -6,7 +6,9 @@
 //! [`save`] writes QEMU's layout: header, configuration, RAM START
 //! (MEM_SIZE), one PART with every page, END, the device sections in
 //! priority order, EOF and the VMDESCRIPTION trailer. [`restore`] reads
-//! such a stream into a set of the same shape.
+//! such a stream into a set of the same shape — or, with
+//! [`Unmodelled::Report`], a stream from a machine with more (a real
+//! QEMU's), listing what this one does not model ([`unmodelled`]).
 //!
 //! Restoring follows principle 5: the stream is untrusted, and a device is
 //! only changed once the whole stream has been read and checked. RAM is
@@ -48,6 +50,7 @@ mod restore;
 mod save;
 mod save_set;
 pub(crate) mod sections;
+pub mod unmodelled;
 
 pub use device_registry::{
     StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model, register_device_vmstate,
@@ -57,6 +60,8 @@ pub use restore::{RestoreOptions, RestoreStats, restore};
 pub use save::{SaveOptions, SaveStats, save, save_to_fd, save_to_sink};
 pub use save_set::{DeviceEntry, SaveSet};
 pub use sections::IGNORE_SHARED;
+pub(crate) use unmodelled::decode_by_trailer;
+pub use unmodelled::{Unmodelled, UnmodelledBlock, UnmodelledReport, UnmodelledSection};
 
 /// Errors of whole-machine save and restore that are not about the bytes
 /// of the stream (those are [`WireError`](crate::wire::WireError)s and

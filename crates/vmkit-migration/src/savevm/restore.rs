@@ -8,13 +8,14 @@ use crate::vmstate::io::VmReader;
 use crate::vmstate::{VmStateDescription, VmStruct};
 use crate::wire::format::{RAM_IDSTR, TARGET_PAGE_SIZE};
 use crate::wire::{
-    ParserOptions, RamSectionReader, Record, SectionBodyHandler, SectionHeader, SectionKind, StreamParser,
+    Lookahead, ParserOptions, RamSectionReader, Record, SectionBodyHandler, SectionHeader, SectionKind, StreamParser,
     StreamReader, WireError,
 };
 
 use super::SavevmError;
 use super::save_set::SaveSet;
 use super::sections::IGNORE_SHARED;
+use super::unmodelled::{Unmodelled, UnmodelledBlock, UnmodelledReport, UnmodelledSections};
 
 /// How [`restore`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub struct RestoreOptions {
     /// written with it too (its configuration says so), and shared RAM
     /// blocks, mapped from the source's memfd or file, get no pages.
     pub ignore_shared: bool,
+    /// What to do with RAM blocks and device sections this machine does
+    /// not have.
+    pub unmodelled: Unmodelled,
 }
 
 impl Default for RestoreOptions {
@@ -35,21 +39,25 @@ impl Default for RestoreOptions {
             footers: true,
             limits: DecodeLimits::default(),
             ignore_shared: false,
+            unmodelled: Unmodelled::Refuse,
         }
     }
 }
 
 /// What [`restore`] read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RestoreStats {
     /// Stream bytes parsed.
     pub bytes: u64,
-    /// Zero-page records applied.
+    /// Zero-page records applied (to this machine's blocks).
     pub zero_pages: u64,
-    /// Full-page records applied.
+    /// Full-page records applied (to this machine's blocks).
     pub normal_pages: u64,
     /// Device sections loaded.
     pub devices: u64,
+    /// What the stream held that this machine does not model (with
+    /// [`Unmodelled::Report`]; empty otherwise).
+    pub unmodelled: UnmodelledReport,
 }
 
 /// Decodes the body of section `header` by `vmsd` straight from the
@@ -86,6 +94,8 @@ struct RestoreHandler<'a> {
     ram: RamSectionReader,
     staged: Vec<Option<Staged>>,
     limits: DecodeLimits,
+    /// With [`Unmodelled::Report`]: the sections no device here takes.
+    unmodelled: Option<UnmodelledSections>,
 }
 
 /// A device's decoded state, waiting for the end of the stream.
@@ -102,20 +112,26 @@ impl RestoreHandler<'_> {
         &mut self,
         header: &SectionHeader,
         offset: u64,
-        r: &mut StreamReader<R>,
+        r: &mut StreamReader<Lookahead<R>>,
     ) -> crate::Result<()> {
         let index = self
             .set
             .devices
             .iter()
             .position(|d| d.idstr == header.idstr && d.instance_id == header.instance_id)
-            .filter(|_| header.kind == SectionKind::Full)
-            .ok_or_else(|| WireError::UnknownSection {
+            .filter(|_| header.kind == SectionKind::Full);
+        let Some(index) = index else {
+            if let Some(unmodelled) = &mut self.unmodelled {
+                return unmodelled.section_body(header, offset, r, &self.limits);
+            }
+            return Err(WireError::UnknownSection {
                 offset,
                 section_id: header.section_id,
                 idstr: header.idstr.clone(),
                 instance_id: header.instance_id,
-            })?;
+            }
+            .into());
+        };
         let dev = &self.set.devices[index];
         let vmsd = dev.device.description();
         // Decoded over the device's current values, as QEMU loads into the
@@ -132,8 +148,13 @@ impl RestoreHandler<'_> {
     }
 }
 
-impl<R: Read> SectionBodyHandler<R> for RestoreHandler<'_> {
-    fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<R>) -> crate::Result<()> {
+impl<R: Read> SectionBodyHandler<Lookahead<R>> for RestoreHandler<'_> {
+    fn section_body(
+        &mut self,
+        header: &SectionHeader,
+        offset: u64,
+        r: &mut StreamReader<Lookahead<R>>,
+    ) -> crate::Result<()> {
         if header.idstr == RAM_IDSTR && header.instance_id == 0 {
             return self.ram.section_body(header, offset, r);
         }
@@ -156,14 +177,27 @@ impl<R: Read> SectionBodyHandler<R> for RestoreHandler<'_> {
 /// open; every device here that has no `needed` predicate got its
 /// section. Wrap unbuffered sources (files, sockets) in a `BufReader`.
 ///
+/// With [`Unmodelled::Report`], RAM blocks and device sections this
+/// machine lacks are taken instead of refused (see
+/// [`unmodelled`](super::unmodelled)): such blocks' pages are decoded and
+/// dropped, such sections checked and decoded by the stream's
+/// VMDESCRIPTION trailer, and both listed in [`RestoreStats::unmodelled`].
+/// Every check above still applies to what this machine has.
+///
 /// On error no device has been changed, but RAM may be partly loaded.
 pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
     set.check()?;
+    let report = opts.unmodelled == Unmodelled::Report;
     let mut handler = RestoreHandler {
         set,
-        ram: RamSectionReader::apply_to(set.ram.clone()),
+        ram: if report {
+            RamSectionReader::apply_to_some(set.ram.clone())
+        } else {
+            RamSectionReader::apply_to(set.ram.clone())
+        },
         staged: vec![None; set.devices.len()],
         limits: opts.limits,
+        unmodelled: report.then(UnmodelledSections::default),
     };
     let popts = ParserOptions {
         footers: opts.footers,
@@ -171,7 +205,8 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         require_configuration: true,
         ..ParserOptions::default()
     };
-    let mut parser = StreamParser::new(source, popts);
+    // Reads straight through unless an unmodelled section needs the trailer.
+    let mut parser = StreamParser::new(Lookahead::new(source), popts);
     let mut saw_eof = false;
     while let Some(rec) = parser.next_record(&mut handler)? {
         match rec {
@@ -210,9 +245,16 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         .into());
     }
     let missing: Vec<Option<u64>> = (0..set.ram.len()).map(|i| handler.ram.first_missing_page(i)).collect();
-    let summary = handler.ram.into_summary();
+    let mut summary = handler.ram.into_summary();
     let expected_total: u64 = set.ram.iter().map(|b| b.used_length()).sum();
-    if !set.ram.is_empty() && summary.total_bytes != expected_total {
+    // Reporting, the stream may announce more (the blocks not modelled);
+    // a block of this machine it did not announce has every page missing.
+    let announced_enough = if report {
+        summary.total_bytes >= expected_total
+    } else {
+        summary.total_bytes == expected_total
+    };
+    if !set.ram.is_empty() && !announced_enough {
         return Err(SavevmError::IncompleteRam {
             block: set.ram.iter().map(|b| b.name()).collect::<Vec<_>>().join(","),
             reason: format!(
@@ -226,6 +268,12 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         bytes: end,
         ..RestoreStats::default()
     };
+    // The decoder lists this machine's blocks first, then those it dropped.
+    let dropped = summary.blocks.split_off(set.ram.len().min(summary.blocks.len()));
+    stats.unmodelled.ram_blocks = dropped.into_iter().map(UnmodelledBlock::from).collect();
+    if let Some(unmodelled) = handler.unmodelled.take() {
+        stats.unmodelled.sections = unmodelled.sections;
+    }
     for ((block, seen), missing) in set.ram.iter().zip(&summary.blocks).zip(missing) {
         if let Some(addr) = missing {
             return Err(SavevmError::IncompleteRam {

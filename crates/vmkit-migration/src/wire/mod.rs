@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`format`](mod@format) | constants: magic, version, record types, RAM flags, commands |
 //! | [`reader`] | [`StreamReader`]: offset-tracking, bounds-checked reads |
+//! | [`lookahead`] | [`Lookahead`]: a source whose rest can be read into memory ahead of the parser |
 //! | [`writer`] | [`StreamWriter`]: byte-counting writes |
 //! | [`section`] | file header, section headers and footers |
 //! | [`config`] | the configuration record (`0x07`) |
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod format;
+pub mod lookahead;
 pub mod ram;
 pub mod reader;
 pub mod section;
@@ -31,6 +33,7 @@ pub mod writer;
 
 pub use config::Configuration;
 pub use format::{RamFlag, RecordType, SectionKind, VmCommand};
+pub use lookahead::Lookahead;
 pub use ram::{RamBlockSummary, RamSectionReader, RamSectionWriter, RamSummary};
 pub use reader::StreamReader;
 pub use section::SectionHeader;

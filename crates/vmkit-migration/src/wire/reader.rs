@@ -2,6 +2,7 @@
 
 use std::io::{BufReader, ErrorKind, Read};
 
+use super::lookahead::Lookahead;
 use super::{WireError, WireResult};
 
 /// Buffer size of [`StreamReader::buffered`].
@@ -229,6 +230,33 @@ impl<R: Read> StreamReader<R> {
             return Err(self.truncated(context));
         }
         Ok(())
+    }
+}
+
+impl<R: Read> StreamReader<Lookahead<R>> {
+    /// Reads the rest of the stream into memory (at most `limit` bytes;
+    /// `context` says why, for the error) and returns it; parsing then
+    /// goes on from that buffer. Called again, returns what is left.
+    pub fn read_ahead_to_end(&mut self, limit: u64, context: &str) -> WireResult<&[u8]> {
+        let front = self.peeked.take();
+        let offset = self.offset;
+        match self.inner.fill(front, offset, limit) {
+            Ok(true) => Ok(self.inner.remaining()),
+            Ok(false) => Err(WireError::BadLength {
+                offset,
+                what: context.to_owned(),
+                len: limit.saturating_add(1),
+                max: limit,
+            }),
+            Err(source) => Err(WireError::Io { offset, source }),
+        }
+    }
+
+    /// The bytes at stream offsets `start..end`, once the stream has been
+    /// read ahead ([`read_ahead_to_end`](Self::read_ahead_to_end)) from
+    /// `start` or earlier; `None` otherwise.
+    pub fn read_ahead_bytes(&self, start: u64, end: u64) -> Option<&[u8]> {
+        self.inner.buffered(start, end)
     }
 }
 

@@ -12,7 +12,7 @@ use pyo3::exceptions::{PyIOError, PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vmkit_migration::analyze::analyze_with_ram;
-use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, collect_devices, save_to_sink};
+use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, Unmodelled, collect_devices, save_to_sink};
 use vmkit_migration::transport::{
     FdRegistry, Listener, OpenError, OpenOptions, Sink, Transport, TransportError, open_source,
 };
@@ -20,6 +20,7 @@ use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader};
 
 use super::fd_registry::PyFdRegistry;
+use crate::convert::json_to_py;
 use crate::errors::{migration_err, os_error};
 use crate::memory::ram::PyRamBlock;
 use crate::qom::object::PyObj;
@@ -196,9 +197,12 @@ pub fn save(
 /// `vmkit.migration.restore`). A FIFO is waited on until a writer sends,
 /// checking for Python signals and calling `cancelled` (if given): true
 /// ends the wait with `InterruptedError("restore cancelled")`. Returns
-/// `bytes`, `zero_pages`, `normal_pages`, `devices`.
+/// `bytes`, `zero_pages`, `normal_pages`, `devices`; with
+/// `report_unmodelled`, also `unmodelled` (what the stream held that this
+/// machine does not model, taken instead of refused).
 #[pyfunction]
-#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, cancelled=None))]
+#[pyo3(signature = (path, *, machine_type, ram, devices=None, footers=true, cancelled=None, report_unmodelled=false))]
+#[allow(clippy::too_many_arguments)]
 pub fn restore(
     py: Python<'_>,
     path: PathBuf,
@@ -207,22 +211,34 @@ pub fn restore(
     devices: Option<Bound<'_, PyObj>>,
     footers: bool,
     cancelled: Option<Py<PyAny>>,
+    report_unmodelled: bool,
 ) -> PyResult<Py<PyDict>> {
     let set = save_set(py, machine_type, &ram, devices.as_ref())?;
-    let opts = RestoreOptions {
-        footers,
-        ..RestoreOptions::default()
-    };
+    let opts = restore_options(footers, report_unmodelled);
     let stats = with_transport(py, &path, "restore", cancelled, |interrupt| {
         let f = open_source(&path, &OpenOptions::default(), interrupt)?;
         Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
     })?
     .map_err(|e| migration_err(py, e))?;
-    restore_stats(py, &stats)
+    restore_stats(py, &stats, &opts)
 }
 
-fn restore_stats(py: Python<'_>, stats: &savevm::RestoreStats) -> PyResult<Py<PyDict>> {
-    stats_dict(
+fn restore_options(footers: bool, report_unmodelled: bool) -> RestoreOptions {
+    RestoreOptions {
+        footers,
+        unmodelled: if report_unmodelled {
+            Unmodelled::Report
+        } else {
+            Unmodelled::Refuse
+        },
+        ..RestoreOptions::default()
+    }
+}
+
+/// The statistics; `unmodelled` (`ram_blocks`, `sections`) only when the
+/// restore reported what it did not model.
+fn restore_stats(py: Python<'_>, stats: &savevm::RestoreStats, opts: &RestoreOptions) -> PyResult<Py<PyDict>> {
+    let d = stats_dict(
         py,
         &[
             ("bytes", stats.bytes),
@@ -230,7 +246,12 @@ fn restore_stats(py: Python<'_>, stats: &savevm::RestoreStats) -> PyResult<Py<Py
             ("normal_pages", stats.normal_pages),
             ("devices", stats.devices),
         ],
-    )
+    )?;
+    if opts.unmodelled == Unmodelled::Report {
+        let report = serde_json::to_value(&stats.unmodelled).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        d.bind(py).set_item("unmodelled", json_to_py(py, &report)?)?;
+    }
+    Ok(d)
 }
 
 /// Where an incoming migration stream arrives: bound (listening) when
@@ -286,8 +307,9 @@ impl PyListener {
     /// Waits for the stream (up to `timeout` seconds, or until `cancelled`
     /// returns true or a signal handler raises) and restores it into RAM
     /// blocks `ram` and the devices below `devices`, as
-    /// `vmkit.migration.restore` does. The listener is used up.
-    #[pyo3(signature = (*, machine_type, ram, devices=None, footers=true, timeout=None, cancelled=None))]
+    /// `vmkit.migration.restore` does (`report_unmodelled` too). The
+    /// listener is used up.
+    #[pyo3(signature = (*, machine_type, ram, devices=None, footers=true, timeout=None, cancelled=None, report_unmodelled=false))]
     #[allow(clippy::too_many_arguments)]
     fn restore(
         &self,
@@ -298,6 +320,7 @@ impl PyListener {
         footers: bool,
         timeout: Option<f64>,
         cancelled: Option<Py<PyAny>>,
+        report_unmodelled: bool,
     ) -> PyResult<Py<PyDict>> {
         let mut listener = self
             .listener
@@ -306,9 +329,8 @@ impl PyListener {
             .ok_or_else(|| PyValueError::new_err("the listener was already used"))?;
         let set = save_set(py, machine_type, &ram, devices.as_ref())?;
         let opts = RestoreOptions {
-            footers,
             ignore_shared: self.ignore_shared,
-            ..RestoreOptions::default()
+            ..restore_options(footers, report_unmodelled)
         };
         let open = OpenOptions {
             timeout: seconds("timeout", timeout)?,
@@ -326,7 +348,7 @@ impl PyListener {
             })
         })?
         .map_err(|e| migration_err(py, e))?;
-        restore_stats(py, &stats)
+        restore_stats(py, &stats, &opts)
     }
 
     /// Stops listening (removes a `unix:` socket file).

@@ -1,0 +1,135 @@
+//! [`Lookahead`]: a source whose remainder can be read into memory ahead
+//! of the parser.
+//!
+//! A device section's body has no framing: only the VMDESCRIPTION trailer,
+//! which comes last, says where a body of a device the reader does not
+//! model ends. A receiver that meets such a section therefore reads the
+//! rest of the stream into memory (bounded), finds the trailer at its end,
+//! and then goes on parsing the buffered bytes
+//! ([`StreamReader::read_ahead_to_end`](super::StreamReader::read_ahead_to_end)).
+
+use std::io::{self, Read};
+
+/// A [`Read`] over `R` that can buffer everything `R` has left and then
+/// serves reads from that buffer. Until then it reads straight through.
+#[derive(Debug)]
+pub struct Lookahead<R> {
+    inner: R,
+    /// The remainder, once read ahead.
+    ahead: Vec<u8>,
+    /// The next byte of `ahead` to serve.
+    pos: usize,
+    /// The stream offset of `ahead[0]`.
+    base: u64,
+    /// Whether `inner` has been read to its end into `ahead`.
+    filled: bool,
+}
+
+impl<R: Read> Lookahead<R> {
+    /// Reads through to `inner` until [`fill`](Self::fill) is called.
+    pub fn new(inner: R) -> Lookahead<R> {
+        Lookahead {
+            inner,
+            ahead: Vec::new(),
+            pos: 0,
+            base: 0,
+            filled: false,
+        }
+    }
+
+    /// Whether the remainder has been read ahead.
+    pub fn is_filled(&self) -> bool {
+        self.filled
+    }
+
+    /// Reads what `inner` has left into memory, behind `front` (a byte the
+    /// caller took from this reader but has not consumed), refusing more
+    /// than `limit` bytes in all: `Ok(false)` then, and the bytes read are
+    /// lost (the stream cannot be parsed further).
+    /// `base` is the stream offset of the first byte buffered (`front`,
+    /// if any). Called again, it only moves `front` in front of what is
+    /// left.
+    pub(crate) fn fill(&mut self, front: Option<u8>, base: u64, limit: u64) -> io::Result<bool> {
+        let mut buf = Vec::new();
+        buf.extend(front);
+        buf.extend_from_slice(&self.ahead[self.pos..]);
+        if !self.filled {
+            let room = limit.saturating_sub(buf.len() as u64);
+            // One byte more than the room tells "exactly the limit" from "over".
+            (&mut self.inner).take(room.saturating_add(1)).read_to_end(&mut buf)?;
+            if buf.len() as u64 > limit {
+                return Ok(false);
+            }
+        }
+        self.ahead = buf;
+        self.pos = 0;
+        self.base = base;
+        self.filled = true;
+        Ok(true)
+    }
+
+    /// The buffered bytes at stream offsets `start..end`, if they were
+    /// read ahead (served already or not).
+    pub fn buffered(&self, start: u64, end: u64) -> Option<&[u8]> {
+        if !self.filled || start > end {
+            return None;
+        }
+        let from = usize::try_from(start.checked_sub(self.base)?).ok()?;
+        let to = usize::try_from(end - self.base).ok()?;
+        self.ahead.get(from..to)
+    }
+
+    /// The bytes read ahead and not yet served.
+    pub fn remaining(&self) -> &[u8] {
+        &self.ahead[self.pos..]
+    }
+}
+
+impl<R: Read> Read for Lookahead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.filled {
+            return self.inner.read(buf);
+        }
+        let rest = &self.ahead[self.pos..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_through_then_from_the_buffer() -> io::Result<()> {
+        let mut l = Lookahead::new(&b"abcdefgh"[..]);
+        let mut two = [0u8; 2];
+        l.read_exact(&mut two)?;
+        assert_eq!(&two, b"ab");
+        assert!(l.fill(Some(b'b'), 1, 100)?);
+        assert_eq!(l.remaining(), b"bcdefgh");
+        assert_eq!(l.buffered(2, 4), Some(&b"cd"[..]));
+        assert_eq!(l.buffered(0, 2), None);
+        let mut rest = Vec::new();
+        l.read_to_end(&mut rest)?;
+        assert_eq!(rest, b"bcdefgh");
+        // Served bytes stay addressable; the end is the end.
+        assert_eq!(l.buffered(7, 8), Some(&b"h"[..]));
+        assert_eq!(l.buffered(7, 9), None);
+        assert_eq!(l.read(&mut two)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_more_than_the_limit() -> io::Result<()> {
+        let mut l = Lookahead::new(&b"abcdef"[..]);
+        assert!(!l.fill(None, 0, 5)?);
+        assert!(!l.is_filled());
+        let mut l = Lookahead::new(&b"abcdef"[..]);
+        assert!(l.fill(None, 0, 6)?);
+        assert_eq!(l.remaining(), b"abcdef");
+        Ok(())
+    }
+}
