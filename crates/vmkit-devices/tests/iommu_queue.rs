@@ -325,3 +325,29 @@ fn a_tail_set_before_enabling_is_processed_on_enable() -> TestResult {
     assert_eq!(mem.read_u32(STATUS)?, 0x77);
     Ok(())
 }
+
+#[test]
+fn no_fault_event_while_an_earlier_condition_awaits_service() -> TestResult {
+    let mut q = Queue::new()?;
+    q.dev.write(at(Reg::Gcmd), 4, 1 << 26 | 1 << 31, &q.mem)?;
+    // A queue error signals once.
+    assert_eq!(q.submit(&[(0xf, 0)])?, [Effect::Interrupt(FAULT)]);
+    // While IQE is set, a recorded translation fault raises no event.
+    let fault = q
+        .dev
+        .translate(DEV, 0x1000, Access::Read, &q.mem)
+        .err()
+        .ok_or("no fault")?;
+    assert_eq!(fault.reason, vmkit_devices::iommu::FaultReason::RootEntryNotPresent);
+    assert_eq!(
+        fault.report,
+        vmkit_devices::iommu::FaultReport::Recorded { interrupt: None }
+    );
+    assert_eq!(q.fsts()?, Fsts::IQE | Fsts::PPF);
+    // And the other way round: with the fault pending, a queue error is silent.
+    q.dev.write(at(Reg::Fsts), 4, Fsts::IQE.bits().into(), &q.mem)?;
+    q.mem.write_u64(QUEUE, 0xe)?;
+    assert!(q.kick()?.is_empty());
+    assert_eq!(q.fsts()?, Fsts::IQE | Fsts::PPF);
+    Ok(())
+}
