@@ -7,6 +7,9 @@
 //!   masks, BAR sizing and mapping decisions, the capability list, MSI-X,
 //!   the bus's placement rules, configuration access paths.
 //! * [`dma`]: [`dma::Dma`], guest memory as a device reaches it.
+//! * [`iommu`]: the Intel VT-d IOMMU: registers, DMA translation, the
+//!   invalidation queue, migration state.
 
 pub mod dma;
+pub mod iommu;
 pub mod pci;
