@@ -7,6 +7,9 @@
 //!   masks, BAR sizing and mapping decisions, the capability list, MSI-X,
 //!   the bus's placement rules, configuration access paths.
 //! * [`dma`]: [`dma::Dma`], guest memory as a device reaches it.
+//! * [`usb`]: the `qemu-xhci` host controller and the USB devices on it
+//!   (`usb-tablet`, `usb-kbd`).
 
 pub mod dma;
 pub mod pci;
+pub mod usb;

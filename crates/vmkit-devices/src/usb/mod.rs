@@ -1,0 +1,20 @@
+//! USB as plain data: the devices a host controller drives.
+//!
+//! * [`device`]: the [`UsbDevice`] trait — what a controller asks of a
+//!   device (control transfers, data on other endpoints, reset, the speed
+//!   it attaches at) — and the generic control-transfer rules.
+//! * [`desc`]: standard descriptors and requests (QEMU's `desc.c`).
+//! * [`hid`]: HID input state — the bounded event queues and report
+//!   formats of QEMU's `hid.c`.
+//! * [`hid_device`]: `usb-tablet` and `usb-kbd` ([`UsbHid`]).
+//! * [`error`]: what the models refuse, [`UsbError`].
+
+pub mod desc;
+pub mod device;
+pub mod error;
+pub mod hid;
+pub mod hid_device;
+
+pub use device::{PacketError, SetupPacket, Speed, SpeedMask, UsbDevice};
+pub use error::UsbError;
+pub use hid_device::UsbHid;
