@@ -10,7 +10,7 @@
 //! * [`hid_device`]: `usb-tablet` and `usb-kbd` ([`UsbHid`]).
 //! * [`xhci`]: the controller: [`xhci::XhciCore`] (registers, rings,
 //!   contexts, ports) embedded in [`xhci::XhciPci`] (configuration space,
-//!   BAR0, MSI-X).
+//!   BAR0, MSI-X), and its VMState.
 //! * [`error`]: what the models refuse, [`UsbError`].
 
 pub mod desc;

@@ -966,8 +966,11 @@ impl XhciCore {
 
     /// The device in USB port `port` has something for endpoint
     /// `endpoint_address` (0x81: IN 1) — QEMU's `usb_wakeup`: a suspended
-    /// port resumes if the device may wake the host, and the endpoint of
-    /// the slot at the device's address is kicked.
+    /// port resumes if the device may wake the host, and the endpoint is
+    /// kicked in the slot that holds the device. (QEMU finds the slot by
+    /// the device's USB address, which Address Device sets to the slot
+    /// id; the slot's own record also holds after a migration, where the
+    /// device's address is not carried.)
     pub fn wakeup(&mut self, port: usize, endpoint_address: u8, env: &Env<'_>) -> Effects {
         let mut fx = Effects::default();
         if self.pending_post_load {
@@ -975,7 +978,7 @@ impl XhciCore {
         }
         let Ok(i) = self.check_port(port) else { return fx };
         let Some(dev) = self.devices[i].as_ref() else { return fx };
-        let (wake, speed, addr) = (dev.remote_wakeup(), dev.speed(), dev.address());
+        let (wake, speed) = (dev.remote_wakeup(), dev.speed());
         if let (true, Some(speed)) = (wake, speed) {
             let p = self.port_index(i, speed);
             if self
@@ -993,8 +996,9 @@ impl XhciCore {
             (nr, true) => nr * 2 + 1,
             (nr, false) => nr * 2,
         };
-        if self.slot(addr).is_some_and(|s| s.enabled) {
-            self.kick_ep(addr, epid, 0, env, &mut fx);
+        let slot = self.slots.iter().position(|s| s.enabled && s.usb_port == Some(i));
+        if let Some(slot) = slot {
+            self.kick_ep((slot + 1) as u8, epid, 0, env, &mut fx);
         }
         fx
     }

@@ -9,6 +9,7 @@
 //!   command ring and transfers run in its `command` and `transfer` parts.
 //! * [`pci`]: [`XhciPci`], the PCI function embedding the core (QEMU's
 //!   `qemu-xhci`): identity, configuration space, BAR0 with MSI-X, INTx.
+//! * [`state`]: the VMState "xhci" layout and the device-state contract.
 
 mod command;
 pub mod core;
@@ -17,6 +18,7 @@ pub mod pci;
 pub mod regs;
 pub mod ring;
 pub mod slot;
+pub mod state;
 mod transfer;
 pub mod trb;
 

@@ -354,7 +354,7 @@ impl XhciPci {
     }
 
     /// Wraps a core operation's effects.
-    fn finish(&mut self, fx: Effects, env: &Env<'_>) -> PciEffects {
+    pub(super) fn finish(&mut self, fx: Effects, env: &Env<'_>) -> PciEffects {
         let mut out = PciEffects::default();
         self.apply(fx, env, &mut out);
         out
