@@ -5,6 +5,7 @@
 //! * [`ring`]: consuming a TRB ring.
 //! * [`intr`]: interrupters and events.
 //! * [`slot`]: device slots, endpoints, context layouts.
+//! * [`port`]: root hub ports and the devices plugged into them.
 //! * [`core`]: [`XhciCore`], the controller (QEMU's `base-xhci`); the
 //!   command ring and transfers run in its `command` and `transfer` parts.
 //! * [`pci`]: [`XhciPci`], the PCI function embedding the core (QEMU's
@@ -15,6 +16,7 @@ mod command;
 pub mod core;
 pub mod intr;
 pub mod pci;
+pub mod port;
 pub mod regs;
 pub mod ring;
 pub mod slot;
@@ -22,8 +24,9 @@ pub mod state;
 mod transfer;
 pub mod trb;
 
-pub use self::core::{Doorbell, Effects, Env, Irq, Port, XhciConfig, XhciCore};
+pub use self::core::{Doorbell, Effects, Env, Irq, XhciConfig, XhciCore};
 pub use intr::{Event, Interrupter};
 pub use pci::{PciEffects, XhciBus, XhciPci, XhciPciConfig};
+pub use port::Port;
 pub use ring::Ring;
 pub use trb::{CompletionCode, Trb, TrbType};
