@@ -258,3 +258,29 @@ fn an_endless_command_ring_is_bounded_per_doorbell() -> TestResult {
     assert!(evs.iter().any(|e| ccode(e) == 21), "event ring full error reported");
     Ok(())
 }
+
+#[test]
+fn doorbells_are_ignored_while_halted() -> TestResult {
+    let mut g = guest_with_tablet(XhciPciConfig::default())?;
+    g.w32(USBCMD, 0x4)?; // halt, INTE kept
+    g.queue_command(Trb::new(TrbType::NoOpCommand, 0, 0, 0))?;
+    g.w32(DOORBELL, 0)?;
+    assert!(g.events()?.is_empty());
+    assert_eq!(
+        u64::from(g.r32(CRCR)?),
+        CMD_RING | 1,
+        "the pointer reads back, CS/CA/CRR do not"
+    );
+    g.w32(USBCMD, 0x5)?;
+    assert!(g.events()?.is_empty(), "running again does not replay the doorbell");
+    g.w32(DOORBELL, 0)?;
+    assert_eq!(g.events()?.iter().map(ccode).collect::<Vec<_>>(), [1]);
+    // Doorbell 0 with a non-zero value, or a slot doorbell past the slots
+    // or with DCI 0, does nothing.
+    g.queue_command(Trb::new(TrbType::NoOpCommand, 0, 0, 0))?;
+    g.w32(DOORBELL, 1)?;
+    g.w32(DOORBELL + 4 * 65, 1)?;
+    g.w32(DOORBELL + 4, 0)?;
+    assert!(g.events()?.is_empty());
+    Ok(())
+}
