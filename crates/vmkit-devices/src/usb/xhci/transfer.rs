@@ -71,7 +71,9 @@ impl XhciCore {
                 }
             }
         }
-        if ep.state == EpState::Halted {
+        // Streams are not modelled: the ring pointer of such an endpoint
+        // is a stream context array, not TRBs.
+        if ep.state == EpState::Halted || ep.max_pstreams != 0 {
             return;
         }
         self.set_ep_state(ep, EpState::Running, env);
