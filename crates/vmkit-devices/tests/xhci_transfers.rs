@@ -332,3 +332,33 @@ fn buffers_outside_guest_memory_do_not_reach_the_device() -> TestResult {
     assert_eq!(tablet.hid().queued(), 1, "the report is still there");
     Ok(())
 }
+
+#[test]
+fn an_endpoint_with_streams_is_not_run() -> TestResult {
+    let mut g = tablet_guest()?;
+    let slot = g.enable_slot()?;
+    assert_eq!(ccode(&g.address_device(slot, TABLET_PORT, false)?), 1);
+    // Configure endpoint 1 IN with MaxPStreams 1 (streams are not modelled).
+    g.mem.write(INPUT_CTX, &[0u8; 33 * 32])?;
+    g.mem.write_u32(INPUT_CTX + 4, 1 | 1 << 3)?;
+    g.mem.write_u32(INPUT_CTX + 32, 3 << 27)?;
+    let ring = g.new_ring(slot, 3)?;
+    let ep = INPUT_CTX + 32 + 32 * 3;
+    g.mem.write_u32(ep, 1 << 10)?;
+    g.mem.write_u32(ep + 4, (8 << 16) | (6 << 3))?;
+    g.mem.write_u64(ep + 8, ring | 1)?;
+    let ev = g.command(Trb::new(
+        TrbType::ConfigureEndpoint,
+        INPUT_CTX,
+        0,
+        u32::from(slot) << 24,
+    ))?;
+    assert_eq!(ccode(&ev), 1);
+    let tablet = g.dev.core_mut().device_as::<UsbHid>(1).ok_or("no tablet")?;
+    tablet.move_to(3, 3);
+    queue_report(&mut g, slot)?;
+    assert!(g.events()?.is_empty());
+    let tablet = g.dev.core_mut().device_as::<UsbHid>(1).ok_or("no tablet")?;
+    assert_eq!(tablet.hid().queued(), 1);
+    Ok(())
+}
