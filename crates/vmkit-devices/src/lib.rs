@@ -9,7 +9,10 @@
 //! * [`dma`]: [`dma::Dma`], guest memory as a device reaches it.
 //! * [`iommu`]: the Intel VT-d IOMMU: registers, DMA translation, the
 //!   invalidation queue, migration state.
+//! * [`usb`]: the `qemu-xhci` host controller and the USB devices on it
+//!   (`usb-tablet`, `usb-kbd`).
 
 pub mod dma;
 pub mod iommu;
 pub mod pci;
+pub mod usb;
