@@ -746,3 +746,37 @@ def test_a_deferred_destination_may_report_what_it_does_not_model(
             assert d.execute("query-status")["status"] == "paused"
     finally:
         dst.stop()
+
+
+def test_with_return_path_a_refused_device_fails_the_source(
+    tmp_path: Path, uniq: Callable[[str], str]
+) -> None:
+    """QEMU's ``return-path``: the destination answers whether it loaded
+    the stream, so a destination that refuses a device section fails the
+    source, which runs on with its state whole; exactly one side runs."""
+    name = register_counter(uniq)
+    with incoming_vmkit(tmp_path) as (_, d, uri), Machine(memory=MEM) as vm:
+        vm.device_add(name, id="c").data["n"] = 7
+        vm.ram.fill(0, MEM, 0x45)
+        vm.cont()
+        outcome = migrate(vm, Precopy(uri, return_path=True))
+        info = wait_dest(d)
+        assert info["status"] == "failed", info
+        assert outcome.status == "failed", outcome
+        assert "failed to load the stream (status 1)" in str(outcome.error), outcome
+        assert_source_intact(vm, outcome, "running", "device refused, return path")
+        assert qom.resolve_path("/machine/peripheral/c").data["n"] == 7
+        assert d.execute("query-status")["status"] == "inmigrate"
+
+
+def test_with_return_path_a_completed_migration_leaves_one_side_running(tmp_path: Path) -> None:
+    """With ``return-path`` over QMP, the source completes once the
+    destination said it loaded the stream: the source ends ``postmigrate``
+    and the destination runs (autostart)."""
+    with incoming_vmkit(tmp_path) as (_, d, uri), Machine(memory=MEM) as vm:
+        vm.ram.fill(0, MEM, 0x46)
+        vm.cont()
+        outcome = migrate(vm, Precopy(uri, return_path=True))
+        assert outcome.status == "completed", outcome
+        assert vm.status == "postmigrate"
+        assert wait_dest(d)["status"] == "completed"

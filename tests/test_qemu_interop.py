@@ -495,8 +495,9 @@ def test_qemu_refuses_other_machine_type(incoming: Incoming) -> None:
         assert f.read(2 * PAGE) == bytes([STALE]) * (2 * PAGE)
 
 
+@pytest.mark.parametrize("return_path", [False, True], ids=["", "return-path"])
 def test_qemu_takes_a_live_vmkit_migration(
-    incoming: Incoming, report: dict[str, Any], migrated: Migrated
+    incoming: Incoming, report: dict[str, Any], migrated: Migrated, return_path: bool
 ) -> None:
     """vmkit's precopy engine migrates live into QEMU over a UNIX socket:
     pages the "guest" (this test, between passes) writes after the first
@@ -515,7 +516,9 @@ def test_qemu_takes_a_live_vmkit_migration(
                 ram.write(addr, bytes([0xA0 + i]) * PAGE)
 
     at_stop: list[bytes] = []
-    precopy = migration.Precopy(f"unix:{sock}", max_bandwidth=0)
+    # With a return path QEMU answers PONG and, once loaded, SHUT 0: the
+    # run completes only then.
+    precopy = migration.Precopy(f"unix:{sock}", max_bandwidth=0, return_path=return_path)
     result = precopy.run(
         machine_type=machine_type,
         ram=[ram],

@@ -233,6 +233,7 @@ class OutgoingMigration(_Migration):
             fds=fds,
             zero_page_detection=params["zero-page-detection"] != "none",
             ignore_shared=capabilities["x-ignore-shared"],
+            return_path=capabilities["return-path"],
         )
         self.fault = self.settings.fault()
         """The ``x-vmkit-fault`` this migration applies (:mod:`vmkit.migration_fault`)."""

@@ -146,6 +146,7 @@ class Precopy:
         fds: FdRegistry | None = None,
         zero_page_detection: bool = True,
         ignore_shared: bool = False,
+        return_path: bool = False,
     ) -> Precopy: ...
     @property
     def uri(self) -> str: ...

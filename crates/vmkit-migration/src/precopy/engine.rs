@@ -1,6 +1,6 @@
 //! [`Precopy`]: one precopy run of a [`SaveSet`] into a sink.
 
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,7 +18,8 @@ use crate::savevm::sections::{EncodedDevices, RAM_SECTION_ID, write_preamble};
 use crate::savevm::{SaveOptions, SaveSet};
 use crate::transport::FdWriter;
 use crate::wire::format::{RAM_IDSTR, TARGET_PAGE_SIZE};
-use crate::wire::{RamSectionWriter, SectionKind, StreamWriter};
+use crate::wire::stream::write_command;
+use crate::wire::{RamSectionWriter, RpMessage, SectionKind, StreamWriter, VmCommand};
 
 /// Guest bytes per batch: the run checks for cancel, updates its progress
 /// and paces itself between batches.
@@ -91,6 +92,7 @@ pub struct Precopy<'a> {
     wall: WallClock,
     observer: Observer<'a>,
     fault: Option<Arc<Fault>>,
+    return_path: Option<Box<dyn Read + 'a>>,
 }
 
 impl std::fmt::Debug for Precopy<'_> {
@@ -113,6 +115,7 @@ impl<'a> Precopy<'a> {
             wall: Arc::new(SystemTime::now),
             observer: Box::new(|_| {}),
             fault: None,
+            return_path: None,
         }
     }
 
@@ -121,6 +124,15 @@ impl<'a> Precopy<'a> {
     /// every byte passes the fault.
     pub fn inject(mut self, fault: Arc<Fault>) -> Precopy<'a> {
         self.fault = Some(fault);
+        self
+    }
+
+    /// Reads the destination's answers from `channel` (the connection's
+    /// other direction, see [`ReturnChannel`](crate::transport::ReturnChannel))
+    /// when the run asks for a return path
+    /// ([`PrecopyParams::return_path`](super::PrecopyParams::return_path)).
+    pub fn return_path(mut self, channel: Box<dyn Read + 'a>) -> Precopy<'a> {
+        self.return_path = Some(channel);
         self
     }
 
@@ -186,6 +198,7 @@ impl<'a> Precopy<'a> {
             wall,
             observer,
             fault,
+            return_path,
         } = self;
         let direct = if fault.is_some() { None } else { direct };
         let sink = FaultWriter::new(sink, fault.clone(), Arc::clone(&clock), Arc::clone(&control));
@@ -214,6 +227,7 @@ impl<'a> Precopy<'a> {
                 cur: PassRecord::default(),
                 pass_started: Duration::ZERO,
                 fault,
+                return_path,
             };
             run.run(stop)
         })();
@@ -280,6 +294,8 @@ struct Run<'a, 'fd, W: Write> {
     cur: PassRecord,
     pass_started: Duration,
     fault: Option<Arc<Fault>>,
+    /// The destination's answers, when the run asked for a return path.
+    return_path: Option<Box<dyn Read + 'a>>,
 }
 
 impl<W: Write> Run<'_, '_, W> {
@@ -297,6 +313,57 @@ impl<W: Write> Run<'_, '_, W> {
     fn mark(&self, point: FaultPoint<'_>) {
         if let Some(fault) = &self.fault {
             fault.mark(point, self.w.offset());
+        }
+    }
+
+    /// Asks the destination to answer on the connection's other direction
+    /// (QEMU's `OPEN_RETURN_PATH`, then a `PING` it answers with a `PONG`).
+    fn open_return_path(&mut self) -> Result<(), PrecopyError> {
+        if self.return_path.is_none() {
+            return Err(PrecopyError::ReturnPath {
+                reason: "the transport has no way back (return-path needs a socket)".into(),
+            });
+        }
+        if !self.stream.vmdesc {
+            // The destination stops reading at the trailer to answer.
+            return Err(PrecopyError::ReturnPath {
+                reason: "a return path needs the VMDESCRIPTION trailer".into(),
+            });
+        }
+        write_command(&mut self.w, VmCommand::OpenReturnPath as u16, &[])?;
+        write_command(&mut self.w, VmCommand::Ping as u16, &1u32.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// After the end of the stream: the destination's `SHUT` says whether
+    /// it loaded it. Until then the run is not complete (QEMU's
+    /// `return-path` capability), so a destination that refuses a device
+    /// section fails the migration and the source runs on.
+    fn await_shut(&mut self) -> Result<(), PrecopyError> {
+        let Some(channel) = self.return_path.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match RpMessage::read_from(channel.as_mut()) {
+                Ok(RpMessage::Shut(0)) => return Ok(()),
+                Ok(RpMessage::Shut(status)) => {
+                    return Err(PrecopyError::ReturnPath {
+                        reason: format!("the destination failed to load the stream (status {status})"),
+                    });
+                }
+                Ok(RpMessage::Pong(_) | RpMessage::Other { .. }) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.check_cancel()?;
+                    return Err(PrecopyError::ReturnPath { reason: e.to_string() });
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(PrecopyError::ReturnPath {
+                        reason: "the destination closed the connection before it said whether it loaded the stream"
+                            .into(),
+                    });
+                }
+                Err(e) => return Err(PrecopyError::ReturnPath { reason: e.to_string() }),
+            }
         }
     }
 
@@ -319,6 +386,9 @@ impl<W: Write> Run<'_, '_, W> {
         // Stopped on every block when dropped, however the run ends.
         let log = MigrationLog::start(&self.set.ram)?;
         write_preamble(&mut self.w, self.set, &self.stream)?;
+        if self.control.params().return_path {
+            self.open_return_path()?;
+        }
         self.mark(FaultPoint::Section(RAM_IDSTR));
         self.ram.save_setup(&mut self.w, RAM_SECTION_ID, self.stream.footers)?;
         // QEMU's setup sync: counted, its pages dropped (the first pass
@@ -407,6 +477,9 @@ impl<W: Write> Run<'_, '_, W> {
         )?;
         self.w.flush()?;
         self.stamp(|t| &mut t.devices_sent);
+        if self.control.params().return_path {
+            self.await_shut()?;
+        }
         drop(log);
         let end = self.clock.now();
         let transferred = self.w.offset();

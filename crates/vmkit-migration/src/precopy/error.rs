@@ -28,6 +28,14 @@ pub enum PrecopyError {
     /// every step of the page loop.
     #[error(transparent)]
     Stream(Box<crate::Error>),
+    /// With a return path: the destination did not say it loaded the
+    /// stream (it refused it, closed the connection, or no return path
+    /// could be opened). The source was stopped and must be resumed.
+    #[error("return path: {reason}")]
+    ReturnPath {
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl From<crate::Error> for PrecopyError {

@@ -31,6 +31,10 @@ pub struct PrecopyParams {
     pub max_passes: u32,
     /// Footers and trailer, as for [`save`](crate::savevm::save).
     pub stream: SaveOptions,
+    /// QEMU's `return-path` capability: the destination is asked to
+    /// answer on the connection, and the run completes only once it said
+    /// it loaded the stream (the transport must be a socket).
+    pub return_path: bool,
 }
 
 impl Default for PrecopyParams {
@@ -40,6 +44,7 @@ impl Default for PrecopyParams {
             downtime_limit: DEFAULT_DOWNTIME_LIMIT,
             max_passes: DEFAULT_MAX_PASSES,
             stream: SaveOptions::default(),
+            return_path: false,
         }
     }
 }

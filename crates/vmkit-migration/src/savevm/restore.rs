@@ -1,15 +1,15 @@
 //! [`restore`]: a stream written by [`save`](super::save) (or by QEMU,
 //! for the sections this machine has) into a machine of the same shape.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use crate::vmstate::codec::{DecodeLimits, decode_into};
 use crate::vmstate::io::VmReader;
 use crate::vmstate::{VmStateDescription, VmStruct};
 use crate::wire::format::{RAM_IDSTR, TARGET_PAGE_SIZE};
 use crate::wire::{
-    Lookahead, ParserOptions, RamSectionReader, Record, SectionBodyHandler, SectionHeader, SectionKind, StreamParser,
-    StreamReader, WireError,
+    Lookahead, ParserOptions, RamSectionReader, Record, RpMessage, SectionBodyHandler, SectionHeader, SectionKind,
+    StreamParser, StreamReader, VmCommand, WireError,
 };
 
 use super::SavevmError;
@@ -186,6 +186,49 @@ impl<R: Read> SectionBodyHandler<Lookahead<R>> for RestoreHandler<'_> {
 ///
 /// On error no device has been changed, but RAM may be partly loaded.
 pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
+    restore_answering(set, source, opts, None)
+}
+
+/// [`restore`], answering on `return_path` (the connection's other
+/// direction) when the source asks for it (QEMU's `OPEN_RETURN_PATH`
+/// command): a `PONG` for each `PING`, and once the load ended a `SHUT`
+/// whose status says whether it succeeded (0) or not (1). The stream is
+/// then read up to its VMDESCRIPTION trailer, not to the connection's end
+/// (the source keeps it open to hear the `SHUT`). A `SHUT` that cannot be
+/// sent fails the restore: the source would resume, and exactly one side
+/// may run. Without `return_path` a source asking for one is refused.
+pub fn restore_answering<R: Read>(
+    set: &SaveSet,
+    source: R,
+    opts: &RestoreOptions,
+    mut return_path: Option<&mut dyn Write>,
+) -> crate::Result<RestoreStats> {
+    let mut answering = false;
+    let result = restore_inner(set, source, opts, &mut return_path, &mut answering);
+    match (return_path, answering) {
+        (Some(rp), true) => {
+            let status = u32::from(result.is_err());
+            let sent = RpMessage::Shut(status).write_to(rp);
+            match (result, sent) {
+                (Ok(stats), Err(source)) => Err(WireError::Io {
+                    offset: stats.bytes,
+                    source,
+                }
+                .into()),
+                (result, _) => result,
+            }
+        }
+        _ => result,
+    }
+}
+
+fn restore_inner<R: Read>(
+    set: &SaveSet,
+    source: R,
+    opts: &RestoreOptions,
+    return_path: &mut Option<&mut dyn Write>,
+    answering: &mut bool,
+) -> crate::Result<RestoreStats> {
     set.check()?;
     let report = opts.unmodelled == Unmodelled::Report;
     let mut handler = RestoreHandler {
@@ -215,7 +258,12 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
                 check_capability(IGNORE_SHARED, opts.ignore_shared, theirs, offset)?;
                 handler.ram.set_ignore_shared(theirs);
             }
+            Record::Command { offset, cmd, data } => {
+                answer_command(offset, cmd, &data, return_path, answering)?;
+            }
             Record::Eof { .. } => saw_eof = true,
+            // The source waits for our answer with the connection open.
+            Record::VmDescription { .. } if *answering => break,
             Record::Trailing { offset, byte } => {
                 return Err(WireError::Malformed {
                     offset,
@@ -327,4 +375,47 @@ fn check_capability(name: &str, ours: bool, theirs: bool, offset: u64) -> Result
         offset,
         reason: format!("Capability '{name}' is {here}, but received capability is {there}"),
     })
+}
+
+/// A command record: the return path opened, or a `PING` answered on it;
+/// other commands are left to the parser's checks.
+fn answer_command(
+    offset: u64,
+    cmd: u16,
+    data: &[u8],
+    return_path: &mut Option<&mut dyn Write>,
+    answering: &mut bool,
+) -> crate::Result<()> {
+    match VmCommand::try_from(cmd) {
+        Ok(VmCommand::OpenReturnPath) => {
+            if return_path.is_none() {
+                return Err(WireError::Unsupported {
+                    offset,
+                    what: "a return path (OPEN_RETURN_PATH) on a transport with no way back".into(),
+                }
+                .into());
+            }
+            *answering = true;
+        }
+        Ok(VmCommand::Ping) => {
+            let value = <[u8; 4]>::try_from(data)
+                .map(u32::from_be_bytes)
+                .map_err(|_| WireError::Malformed {
+                    offset,
+                    reason: format!("PING carries {} bytes, not 4", data.len()),
+                })?;
+            let rp = return_path
+                .as_deref_mut()
+                .filter(|_| *answering)
+                .ok_or_else(|| WireError::Malformed {
+                    offset,
+                    reason: format!("PING ({value:#x}) received with no return path"),
+                })?;
+            RpMessage::Pong(value)
+                .write_to(rp)
+                .map_err(|source| WireError::Io { offset, source })?;
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! | [`section`] | file header, section headers and footers |
 //! | [`config`] | the configuration record (`0x07`) |
 //! | [`ram`] | the RAM live section: encoder, decoder, summariser |
+//! | [`return_path`] | [`RpMessage`]: what a destination answers on the return path (`PONG`, `SHUT`) |
 //! | [`vmdesc`] | the VMDESCRIPTION JSON trailer and how to find it in a file |
 //! | [`skip`] | [`VmDescBodySkipper`]: walks device bodies by their vmdesc sizes |
 //! | [`stream`] | [`StreamParser`]: the record-level parser |
@@ -25,6 +26,7 @@ pub mod format;
 pub mod lookahead;
 pub mod ram;
 pub mod reader;
+pub mod return_path;
 pub mod section;
 pub mod skip;
 pub mod stream;
@@ -36,6 +38,7 @@ pub use format::{RamFlag, RecordType, SectionKind, VmCommand};
 pub use lookahead::Lookahead;
 pub use ram::{RamBlockSummary, RamSectionReader, RamSectionWriter, RamSummary};
 pub use reader::StreamReader;
+pub use return_path::RpMessage;
 pub use section::SectionHeader;
 pub use skip::VmDescBodySkipper;
 pub use stream::{AnalysisHandler, ParserOptions, Record, SectionBodyHandler, StreamParser};

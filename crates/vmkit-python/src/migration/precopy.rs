@@ -11,11 +11,11 @@ use vmkit_migration::precopy::{
     FaultTrigger, Precopy, PrecopyControl, PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
 };
 use vmkit_migration::savevm::SaveOptions;
-use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, Sink, Transport, TransportError};
+use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, ReturnChannel, Sink, Transport, TransportError};
 
 use super::fd_registry::PyFdRegistry;
 use super::stream::save_set;
-use crate::errors::{migration_err, os_error};
+use crate::errors::{MigrationError, migration_err, os_error};
 use crate::memory::ram::PyRamBlock;
 use crate::qom::object::PyObj;
 
@@ -47,7 +47,7 @@ pub struct PyPrecopy {
 impl PyPrecopy {
     #[new]
     #[pyo3(signature = (uri, *, max_bandwidth=DEFAULT_MAX_BANDWIDTH, downtime_limit_ms=None,
-        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None, zero_page_detection=true, ignore_shared=false))]
+        max_passes=DEFAULT_MAX_PASSES, allow_remote=false, fds=None, zero_page_detection=true, ignore_shared=false, return_path=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -59,6 +59,7 @@ impl PyPrecopy {
         fds: Option<PyRef<'_, PyFdRegistry>>,
         zero_page_detection: bool,
         ignore_shared: bool,
+        return_path: bool,
     ) -> PyResult<Self> {
         let transport: Transport = uri
             .parse()
@@ -70,6 +71,7 @@ impl PyPrecopy {
             max_bandwidth,
             downtime_limit: downtime_limit_ms.map_or(DEFAULT_DOWNTIME_LIMIT, Duration::from_millis),
             max_passes,
+            return_path,
             stream: SaveOptions {
                 zero_page_detection,
                 ignore_shared,
@@ -154,6 +156,19 @@ impl PyPrecopy {
             });
             if let Some(fault) = fault {
                 precopy = precopy.inject(fault);
+            }
+            if control.params().return_path {
+                let watched = Arc::clone(&control);
+                let keep_waiting = Box::new(move || !watched.is_cancelled());
+                match ReturnChannel::of(sink.as_fd(), keep_waiting) {
+                    Ok(Some(channel)) => precopy = precopy.return_path(Box::new(channel)),
+                    // No way back: the engine refuses the run and says so.
+                    Ok(None) => {}
+                    Err(e) => {
+                        let what = "return path".to_owned();
+                        return Err(OpenError::Transport(TransportError::Io { what, source: e }));
+                    }
+                }
             }
             let result = precopy.run_to_fd(sink.as_fd(), stop).and_then(|outcome| {
                 sink.commit()
@@ -272,6 +287,7 @@ fn precopy_err(py: Python<'_>, e: PrecopyError) -> PyErr {
             Some(failure) => os_error(py, None, failure),
             None => migration_err(py, *e),
         },
+        PrecopyError::ReturnPath { .. } => MigrationError::new_err(e.to_string()),
     }
 }
 

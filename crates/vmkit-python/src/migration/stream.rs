@@ -3,10 +3,11 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 
 use pyo3::exceptions::{PyIOError, PyInterruptedError, PyValueError};
 use pyo3::prelude::*;
@@ -14,7 +15,7 @@ use pyo3::types::PyDict;
 use vmkit_migration::analyze::analyze_with_ram;
 use vmkit_migration::savevm::{self, RestoreOptions, SaveOptions, SaveSet, Unmodelled, collect_devices, save_to_sink};
 use vmkit_migration::transport::{
-    FdRegistry, Listener, OpenError, OpenOptions, Sink, Transport, TransportError, open_source,
+    FdRegistry, Listener, OpenError, OpenOptions, ReturnChannel, Sink, Transport, TransportError, open_source,
 };
 use vmkit_migration::wire::reader::READ_BUFFER;
 use vmkit_migration::wire::{ParserOptions, RamSectionReader};
@@ -339,7 +340,16 @@ impl PyListener {
         let uri = std::path::PathBuf::from(&self.uri);
         let stats = with_transport(py, &uri, "incoming migration", cancelled, |interrupt| {
             let mut source = listener.accept(&open, interrupt)?;
-            let restored = savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, &mut source), &opts);
+            // A socket can answer a source that asks for a return path.
+            let mut answers = ReturnChannel::of(source.as_fd(), Box::new(|| true)).map_err(|e| {
+                OpenError::Transport(TransportError::Io {
+                    what: "return path".into(),
+                    source: e,
+                })
+            })?;
+            let reader = BufReader::with_capacity(READ_BUFFER, &mut source);
+            let restored =
+                savevm::restore_answering(&set, reader, &opts, answers.as_mut().map(|a| a as &mut dyn Write));
             // A command's failure counts only if the stream itself loaded.
             let finished = source.finish();
             Ok(match restored {
