@@ -7,6 +7,7 @@ environment variable is set and "dev" otherwise.
 from __future__ import annotations
 
 import os
+import shutil
 
 from hypothesis import settings
 
@@ -79,3 +80,16 @@ def no_machine() -> Iterator[None]:
     yield
     if qom.machine() is not None:
         qom.destroy_machine()
+
+
+@pytest.fixture(scope="session")
+def qemu_binary() -> str:
+    """The path of ``qemu-system-x86_64``; a test needing it is skipped
+    without it, except under CI (``CI`` set), where it fails."""
+    path = shutil.which("qemu-system-x86_64")
+    if path is None:
+        msg = "qemu-system-x86_64 not found (make system-deps installs qemu-system-x86)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path

@@ -90,17 +90,6 @@ class Migrated:
     """Wall time from QEMU start to the stream on disk."""
 
 
-@pytest.fixture(scope="module")
-def qemu_binary() -> str:
-    path = shutil.which(QEMU)
-    if path is None:
-        msg = f"{QEMU} not found (make system-deps installs qemu-system-x86)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
-
-
 def machine_args(ram_file: Path) -> list[str]:
     """The machine of both directions: q35 under TCG without default devices
     or a guest kernel, paused (``-S``), its 64 MiB of RAM in a

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,17 +25,6 @@ pytestmark = pytest.mark.qemu
 QEMU = "qemu-system-x86_64"
 GUARD = 60.0  # seconds: only so that a broken test fails instead of hanging
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def qemu_binary() -> str:
-    path = shutil.which(QEMU)
-    if path is None:
-        msg = f"{QEMU} not found (make system-deps installs qemu-system-x86)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 @contextmanager
