@@ -117,6 +117,7 @@ bench: build
 	$(PY) benches/py/bench_memory.py
 	$(PY) benches/py/bench_migration.py
 	$(PY) benches/py/bench_qmp.py
+	$(PY) benches/py/bench_qapi.py
 	$(PY) benches/py/bench_monitor_jobs.py
 
 fmt: $(DEPS_STAMP)
