@@ -31,7 +31,7 @@ checks the declared ones and hands the others to the handler unchecked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vmkit.qmp.parser import JSONValue
@@ -53,7 +53,6 @@ __all__ = [
     "Type",
     "Variants",
     "build_schema",
-    "walk_types",
 ]
 
 
@@ -575,25 +574,3 @@ def build_schema(expressions: Sequence[Expression]) -> Schema:
     :raises SchemaError: naming the file and definition at fault.
     """
     return _Builder(expressions).build()
-
-
-def walk_types(roots: Sequence[Type]) -> Iterator[Type]:
-    """``roots`` and every type they reach, each once, depth first."""
-    seen: set[int] = set()
-    stack = list(reversed(roots))
-    while stack:
-        typ = stack.pop()
-        if id(typ) in seen:
-            continue
-        seen.add(id(typ))
-        yield typ
-        nested: list[Type] = []
-        if isinstance(typ, ArrayType):
-            nested = [typ.element]
-        elif isinstance(typ, ObjectType):
-            nested = [m.type for m in typ.members()]
-            if typ.variants is not None:
-                nested += list(typ.variants.cases.values())
-        elif isinstance(typ, AlternateType):
-            nested = [t for _, t in typ.branches]
-        stack.extend(reversed(nested))
