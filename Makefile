@@ -4,6 +4,7 @@
 #   make test         test-rust (with test-loom), lint-rust, test-python, lint-python, in that order
 #   make system-deps  install QEMU (qemu-system-x86) for the interop tests, if missing
 #   make demo         run the demo against the built package
+#   make qapi         regenerate the typed QMP client from the QAPI schema (vmkit.qmp.typed.generated)
 #   make bench        criterion benches, then the Python-level benchmarks (QEMU side by side)
 #   make fmt          format Rust and Python sources
 #   make clean        remove target/ and .venv/
@@ -37,7 +38,7 @@ RUST_SRC := $(shell find crates -name '*.rs' -o -name Cargo.toml)
 # Python paths that exist (git does not track empty directories).
 PY_PATHS := $(wildcard python tests benches/py)
 
-.PHONY: build demo test test-rust test-loom lint-rust test-python lint-python system-deps bench fmt clean
+.PHONY: build demo qapi test test-rust test-loom lint-rust test-python lint-python system-deps bench fmt clean
 
 # Venv with the build backend and the test extras, both read from pyproject.toml.
 $(DEPS_STAMP): pyproject.toml
@@ -58,6 +59,11 @@ build: $(BUILD_STAMP)
 
 demo: build
 	$(PY) -m vmkit.demo --out target/demo
+
+# The typed client is generated from the schema and committed; a test fails
+# while it is stale.
+qapi: build
+	$(PY) -m vmkit.qmp.qapi.pygen
 
 test: build
 	@$(MAKE) --no-print-directory test-rust
@@ -111,6 +117,7 @@ bench: build
 	$(PY) benches/py/bench_memory.py
 	$(PY) benches/py/bench_migration.py
 	$(PY) benches/py/bench_qmp.py
+	$(PY) benches/py/bench_qapi.py
 	$(PY) benches/py/bench_monitor_jobs.py
 
 fmt: $(DEPS_STAMP)

@@ -21,6 +21,12 @@ def _default_profile() -> str:
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default_profile()))
 
+# Every QMP answer and event of the suite is checked against vmkit's QAPI
+# schema, in this process and in every `vmkit run` it starts
+# (vmkit.qmp.commands.CHECK_OUTPUT_ENV): a reply that departs from its
+# declared type is answered as an error, an event raises.
+os.environ["VMKIT_QMP_CHECK_OUTPUT"] = "1"
+
 
 # --- object-model fixtures -------------------------------------------------
 

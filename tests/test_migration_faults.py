@@ -338,7 +338,7 @@ def test_a_fault_is_shown_while_set_and_given_inline_for_one_migration(tmp_path:
         )
         assert bad["error"] == {
             "class": "GenericError",
-            "desc": "Parameter 'x-vmkit-fault.at' is missing",
+            "desc": "Parameter 'parameters.x-vmkit-fault.at' is missing",
         }
         # Inline: this migration only. A cut where the RAM section begins.
         dest = Destination(tmp_path)

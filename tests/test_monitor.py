@@ -390,15 +390,42 @@ def test_migrate_takes_qemus_channels(qmp: QMPSocket, tmp_path: Path) -> None:
         (
             {
                 "channels": [
-                    {"channel-type": "main", "addr": {"transport": "file", "filename": "a"}}
+                    {
+                        "channel-type": "main",
+                        "addr": {"transport": "file", "filename": "a", "offset": 0},
+                    }
                 ]
                 * 2
             },
             "Channel list has more than one entries",
         ),
         (
-            {"channels": [{"channel-type": "main", "addr": {"transport": "rdma", "host": "h"}}]},
+            {
+                "channels": [
+                    {
+                        "channel-type": "main",
+                        "addr": {"transport": "rdma", "host": "h", "port": "1"},
+                    }
+                ]
+            },
             "vmkit does not support the 'rdma' migration transport",
+        ),
+        # The schema's checks come first, with QEMU's full member names.
+        (
+            {
+                "channels": [
+                    {"channel-type": "main", "addr": {"transport": "file", "filename": "a"}}
+                ]
+            },
+            "Parameter 'channels[0].addr.offset' is missing",
+        ),
+        (
+            {"channels": [{"channel-type": "other", "addr": {}}]},
+            "Parameter 'channel-type' does not accept value 'other'",
+        ),
+        (
+            {"channels": [{"channel-type": "main", "addr": {"transport": "socket", "type": "x"}}]},
+            "Parameter 'type' does not accept value 'x'",
         ),
         (
             {
@@ -406,7 +433,7 @@ def test_migrate_takes_qemus_channels(qmp: QMPSocket, tmp_path: Path) -> None:
                     {"channel-type": "main", "addr": {"transport": "socket", "type": "inet"}}
                 ]
             },
-            "Parameter 'addr.host' is missing",
+            "Parameter 'channels[0].addr.host' is missing",
         ),
     ],
 )

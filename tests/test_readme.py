@@ -47,13 +47,14 @@ def run_block(block: str, tmp: Path) -> str:
 
 def test_readme_python_examples_run(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) >= 4, "README lost its Python examples"
+    assert len(blocks) >= 5, "README lost its Python examples"
     outs = [run_block(block, tmp_path) for block in blocks]
     joined = "\n".join(outs)
     assert "'status': 'prelaunch'" in joined and "'status': 'measured'" in joined
     assert "realized at /machine/peripheral/uart0" in joined
     assert "pages dirty" in joined and "Root memory region: system" in joined
     assert "[('readme-timer', 1)]" in joined
+    assert "typed: prelaunch\nevent: RESUME\ndowntime-limit: 500" in joined
 
 
 def test_readme_names_the_two_commands() -> None:

@@ -113,6 +113,15 @@ class MigrationStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+# MigrationStats members of what vmkit does not do (postcopy, multifd,
+# zero-copy send): always zero, present because QEMU's are mandatory.
+_RAM_NOT_MODELLED = {
+    "postcopy-requests": 0,
+    "multifd-bytes": 0,
+    "postcopy-bytes": 0,
+    "dirty-sync-missed-zero-copy": 0,
+}
+
 _ENDED = (MigrationStatus.COMPLETED, MigrationStatus.FAILED, MigrationStatus.CANCELLED)
 
 
@@ -328,7 +337,11 @@ class OutgoingMigration(_Migration):
         snap = self._final if self._final is not None else self.precopy.snapshot()
         info: dict[str, Any] = {"status": str(status)}
         if status in (MigrationStatus.ACTIVE, MigrationStatus.DEVICE, MigrationStatus.COMPLETED):
-            info["ram"] = dict(snap["ram"])
+            ram = {**_RAM_NOT_MODELLED, **snap["ram"]}
+            # The engine's rates are measured as floats; QEMU's are integers.
+            for key in ("dirty-pages-rate", "pages-per-second"):
+                ram[key] = round(ram[key])
+            info["ram"] = ram
             info["total-time"] = snap["total_time_ms"]
             info["setup-time"] = snap["setup_time_ms"]
         running = status in (MigrationStatus.ACTIVE, MigrationStatus.DEVICE)

@@ -32,19 +32,18 @@ from vmkit.machine import Machine
 from vmkit.migration import FdRegistry
 from vmkit.migration_channels import ChannelError, migration_uri
 from vmkit.migration_settings import MigrationSettings
-from vmkit.migrations import IncomingMigration, MigrationStatus, OutgoingMigration
+from vmkit.migrations import IncomingMigration, OutgoingMigration
 from vmkit.qmp import (
-    EXTRA_MEMBERS,
     CommandContext,
     CommandRegistry,
     DeviceNotFound,
-    Enum,
     GenericError,
     JSONValue,
     QMPServer,
     QMPVersion,
     to_qmp_error,
 )
+from vmkit.qmp.qapi import vmkit_schema
 
 __all__ = [
     "QEMU_VERSION",
@@ -272,7 +271,9 @@ class MachineMonitor:
     # ----- registration --------------------------------------------------
 
     def register(self, registry: CommandRegistry) -> CommandRegistry:
-        """Adds the machine commands to ``registry``; returns it."""
+        """Adds the machine commands to ``registry`` (bound to vmkit's QAPI
+        schema, which declares their arguments and answers); returns it."""
+        registry.bind_schema(vmkit_schema())
         r = registry.register
         r("query-version", self._query_version)
         r("query-status", self._query_status)
@@ -281,80 +282,32 @@ class MachineMonitor:
         r("cont", self._cont)
         r("system_reset", self._system_reset)
         r("quit", self._quit)
-        r("qom-list", self._qom_list, {"path": "str"})
-        r("qom-get", self._qom_get, {"path": "str", "property": "str"})
-        r("qom-set", self._qom_set, {"path": "str", "property": "str", "value": "any"})
-        r("qom-list-types", self._qom_list_types, {"*implements": "str", "*abstract": "bool"})
-        r("qom-list-properties", self._qom_list_properties, {"typename": "str"})
-        r("device-list-properties", self._device_list_properties, {"typename": "str"})
-        r(
-            "device_add",
-            self._device_add,
-            {"driver": "str", "*id": "str", "*bus": "str", EXTRA_MEMBERS: "any"},
-        )
-        r("device_del", self._device_del, {"id": "str"})
-        r("object-add", self._object_add, {"qom-type": "str", "id": "str", EXTRA_MEMBERS: "any"})
-        r("object-del", self._object_del, {"id": "str"})
-        r(
-            "calc-dirty-rate",
-            self._calc_dirty_rate,
-            {
-                "calc-time": "int",
-                "*calc-time-unit": Enum("TimeUnit", ["second", "millisecond"]),
-                "*sample-pages": "int",
-                "*mode": Enum(
-                    "DirtyRateMeasureMode", ["page-sampling", "dirty-ring", "dirty-bitmap"]
-                ),
-            },
-        )
-        r(
-            "query-dirty-rate",
-            self._query_dirty_rate,
-            {"*calc-time-unit": Enum("TimeUnit", ["second", "millisecond"])},
-        )
-        r(
-            "human-monitor-command",
-            self._human_monitor_command,
-            {"command-line": "str", "*cpu-index": "int"},
-        )
-        r("x-vmkit-save", self._save, {"path": "str"})
-        r("pmemsave", self._pmemsave, {"val": "int", "size": "int", "filename": "str"})
+        r("qom-list", self._qom_list)
+        r("qom-get", self._qom_get)
+        r("qom-set", self._qom_set)
+        r("qom-list-types", self._qom_list_types)
+        r("qom-list-properties", self._qom_list_properties)
+        r("device-list-properties", self._device_list_properties)
+        r("device_add", self._device_add)
+        r("device_del", self._device_del)
+        r("object-add", self._object_add)
+        r("object-del", self._object_del)
+        r("calc-dirty-rate", self._calc_dirty_rate)
+        r("query-dirty-rate", self._query_dirty_rate)
+        r("human-monitor-command", self._human_monitor_command)
+        r("x-vmkit-save", self._save)
+        r("pmemsave", self._pmemsave)
         r("query-migrate", self._query_migrate)
-        r(
-            "migrate",
-            self._migrate,
-            {
-                "*uri": "str",
-                "*channels": "any",
-                "*detach": "bool",
-                "*resume": "bool",
-                "*blk": "bool",
-                "*inc": "bool",
-                "*capabilities": "any",
-                "*parameters": "any",
-            },
-        )
+        r("migrate", self._migrate)
         r("migrate_cancel", self._migrate_cancel)
-        r(
-            "migrate-continue",
-            self._migrate_continue,
-            {"state": Enum("MigrationStatus", [str(m) for m in MigrationStatus])},
-        )
-        r(
-            "migrate-incoming",
-            self._migrate_incoming,
-            {
-                "*uri": "str",
-                "*channels": "any",
-                "*x-vmkit-unmodelled": Enum("UnmodelledPolicy", list(UNMODELLED_POLICIES)),
-            },
-        )
-        r("getfd", self._getfd, {"fdname": "str"})
-        r("closefd", self._closefd, {"fdname": "str"})
+        r("migrate-continue", self._migrate_continue)
+        r("migrate-incoming", self._migrate_incoming)
+        r("getfd", self._getfd)
+        r("closefd", self._closefd)
         r("query-migrate-capabilities", self._query_migrate_capabilities)
-        r("migrate-set-capabilities", self._migrate_set_capabilities, {"capabilities": "any"})
+        r("migrate-set-capabilities", self._migrate_set_capabilities)
         r("query-migrate-parameters", self._query_migrate_parameters)
-        r("migrate-set-parameters", self._migrate_set_parameters, {EXTRA_MEMBERS: "any"})
+        r("migrate-set-parameters", self._migrate_set_parameters)
         return registry
 
     # ----- commands ------------------------------------------------------

@@ -13,14 +13,20 @@ Layers, one module each:
 * :mod:`vmkit.qmp.errors` — :class:`QMPError` (a :class:`vmkit.errors.VmkitError`),
   the QEMU error classes, and :func:`to_qmp_error`, the one table from
   vmkit's exceptions to QMP errors.
-* :mod:`vmkit.qmp.commands` — :class:`CommandRegistry` with QAPI-style
-  argument schemas checked before a handler runs, and :func:`dispatch`, which
-  answers one request like ``qapi/qmp-dispatch.c``.
+* :mod:`vmkit.qmp.qapi` — vmkit's QMP schema in QEMU's QAPI language (data
+  files), read once: argument checking, ``query-qmp-schema``, output
+  checking, and the generator of the typed client.
+* :mod:`vmkit.qmp.commands` — :class:`CommandRegistry`, whose commands are
+  declared in a QAPI schema (or, for ad-hoc servers, in argument tables)
+  and checked before a handler runs, and :func:`dispatch`, which answers
+  one request like ``qapi/qmp-dispatch.c``.
 * :mod:`vmkit.qmp.server` — :class:`QMPServer`: UNIX or TCP sockets, many
   clients, greeting, capabilities negotiation, events, CRLF framing; asyncio
   or a background thread.
 * :mod:`vmkit.qmp.client` — :class:`QMPSocket`: a small synchronous client
   that keeps every message as sent (scripts, tests, benchmarks).
+* :mod:`vmkit.qmp.typed` — typed clients (asynchronous and synchronous,
+  over ``qemu.qmp``) generated from the schema.
 
 Example::
 
@@ -45,13 +51,16 @@ Example::
 
 from vmkit.qmp.client import QMPSocket
 from vmkit.qmp.commands import (
+    CHECK_OUTPUT_ENV,
     EXTRA_MEMBERS,
+    QUERY_QMP_SCHEMA,
     ArgType,
     Command,
     CommandContext,
     CommandRegistry,
     Enum,
     Handler,
+    OutputMismatchError,
     Schema,
     SessionPhase,
     SessionState,
@@ -94,12 +103,14 @@ from vmkit.qmp.server import (
 
 __all__ = [
     "ANSWERS_PER_TURN",
+    "CHECK_OUTPUT_ENV",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_NESTING",
     "DEFAULT_MAX_TOKEN_COUNT",
     "EXTRA_MEMBERS",
     "INPUT_SLICE",
     "MAX_PENDING_OUTPUT",
+    "QUERY_QMP_SCHEMA",
     "UNIX_PATH_MAX",
     "Address",
     "ArgType",
@@ -116,6 +127,7 @@ __all__ = [
     "JSONStreamParser",
     "JSONValue",
     "KVMMissingCap",
+    "OutputMismatchError",
     "ParseFailure",
     "ParseResult",
     "ParsedMessage",

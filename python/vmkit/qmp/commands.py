@@ -1,7 +1,15 @@
 """QMP commands: the registry, argument checking, and request dispatch.
 
-A command is a name, an argument schema, and a handler. Schemas are written
-the way QAPI writes them (``qapi/*.json``)::
+A command is a name, a handler and the declaration of its arguments. A
+registry bound to a QAPI schema (:mod:`vmkit.qmp.qapi`, as ``vmkit run``'s)
+takes each command's declaration from the schema: registering is naming the
+handler, and ``query-qmp-schema`` is served::
+
+    registry = CommandRegistry(vmkit_schema())
+    registry.register("query-status", lambda ctx: {"status": "running", "running": True})
+
+A registry without a schema takes hand-written argument tables in QAPI's
+notation, for ad-hoc servers and tests::
 
     registry = CommandRegistry()
 
@@ -9,7 +17,7 @@ the way QAPI writes them (``qapi/*.json``)::
     def echo(ctx: CommandContext) -> JSONValue:
         return {"text": ctx.arguments["text"] * ctx.arguments.get("times", 1)}
 
-Argument types (:data:`ArgType`):
+Argument types of a table (:data:`ArgType`):
 
 ==============  ===========================================================
 ``"str"``       a string
@@ -25,25 +33,20 @@ Argument types (:data:`ArgType`):
 ``"any"``       any JSON value, unchecked
 ``"object"``    any JSON object, members unchecked (not a QAPI type)
 ``[T]``         an array whose elements are ``T``
-``{...}``       a nested struct: a schema of its own
+``{...}``       a nested struct: a table of its own
 :class:`Enum`   a string from a fixed set
 ==============  ===========================================================
 
-A leading ``*`` on a member name makes it optional. Arguments are checked
-before the handler runs, member by member in schema order, then for unknown
-members, with the messages of QEMU's QObject input visitor
-(``qapi/qobject-input-visitor.c``, ``qapi/qapi-visit-core.c``):
+A leading ``*`` on a member name makes it optional; the key
+:data:`EXTRA_MEMBERS` types the members a table does not name. Either way,
+arguments are checked before the handler runs, with the messages of QEMU's
+QObject input visitor (:mod:`vmkit.qmp.qapi.visit`).
 
-* ``Parameter 'x' is missing``
-* ``Invalid parameter type for 'x', expected: integer`` (``string``,
-  ``boolean``, ``number``, ``null``, ``object``, ``array``)
-* ``Parameter 'x' expects uint64`` (``uint64`` gets this for any non-integer),
-  ``Parameter 'x' expects uint8_t`` (out of range; QEMU names only the member
-  here, and ``null`` for array elements)
-* ``Parameter 'x' does not accept value 'y'`` (enums)
-* ``Parameter 'x' is unexpected``
-
-Nested names read ``a.b`` and ``a[0]``, as QEMU's ``full_name()`` spells them.
+With output checking on (``VMKIT_QMP_CHECK_OUTPUT=1``, set by the test
+suite), a schema-bound registry also checks every answer against the
+command's declared return type and every event against its declaration
+(:mod:`vmkit.qmp.qapi.conform`): an answer that departs is replaced by a
+``GenericError`` saying where, an event that departs raises.
 
 :func:`dispatch` answers one parsed request like ``qapi/qmp-dispatch.c`` and
 ``monitor/qmp.c``; see its docstring.
@@ -61,18 +64,32 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from vmkit import errors
+from vmkit.qmp import qapi
 from vmkit.qmp.errors import CommandNotFound, ErrorClass, GenericError, QMPError, to_qmp_error
 from vmkit.qmp.parser import JSONValue
+from vmkit.qmp.qapi.conform import mismatch
+from vmkit.qmp.qapi.introspect import schema_info
+from vmkit.qmp.qapi.visit import (
+    ArrayChecker,
+    Checker,
+    EnumChecker,
+    ObjectChecker,
+    compile_arguments,
+    scalar_checker,
+)
 
 __all__ = [
+    "CHECK_OUTPUT_ENV",
     "EXTRA_MEMBERS",
     "QMP_CAPABILITIES",
+    "QUERY_QMP_SCHEMA",
     "ArgType",
     "Command",
     "CommandContext",
     "CommandRegistry",
     "Enum",
     "Handler",
+    "OutputMismatchError",
     "Schema",
     "SessionPhase",
     "SessionState",
@@ -87,6 +104,13 @@ logger = logging.getLogger(__name__)
 
 QMP_CAPABILITIES = "qmp_capabilities"
 """The one command allowed in capabilities-negotiation mode."""
+
+QUERY_QMP_SCHEMA = "query-qmp-schema"
+"""The introspection command, served by registries bound to a schema."""
+
+CHECK_OUTPUT_ENV = "VMKIT_QMP_CHECK_OUTPUT"
+"""Environment variable: ``1`` turns output checking on for registries
+created without an explicit ``check_output``."""
 
 NEGOTIATION_EXPECTED = "Expecting capabilities negotiation with 'qmp_capabilities'"
 NEGOTIATION_COMPLETE = "Capabilities negotiation is already complete, command ignored"
@@ -111,156 +135,57 @@ EXTRA_MEMBERS = "**"
 commands that take free-form properties next to fixed ones, as QEMU's
 ``device_add`` and ``object-add`` (checked by the device or object later)."""
 
-_INT_RANGES = {
-    "int8": (-(1 << 7), (1 << 7) - 1),
-    "int16": (-(1 << 15), (1 << 15) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1),
-}
-_UINT_LIMITS = {"uint8": (1 << 8) - 1, "uint16": (1 << 16) - 1, "uint32": (1 << 32) - 1}
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_UINT64_MAX = (1 << 64) - 1
-_SCALAR_TYPES = frozenset(
+_TABLE_SCALARS = frozenset(
     {"str", "int", "int64", "uint", "uint64", "size", "number", "bool", "null", "any", "object"}
-    | set(_INT_RANGES)
-    | set(_UINT_LIMITS)
+    | {"int8", "int16", "int32", "uint8", "uint16", "uint32"}
 )
 
 
-def _validate_type(spec: ArgType, where: str) -> None:
+def _compile_table_type(spec: ArgType, where: str) -> Checker:
     if isinstance(spec, str):
-        if spec not in _SCALAR_TYPES:
+        if spec not in _TABLE_SCALARS:
             raise ValueError(f"{where}: unknown argument type {spec!r}")
-    elif isinstance(spec, list):
+        return scalar_checker(spec)
+    if isinstance(spec, list):
         if len(spec) != 1:
             raise ValueError(f"{where}: an array type is written [element-type]")
-        _validate_type(spec[0], where)
-    elif isinstance(spec, dict):
-        _validate_schema(spec, where)
-    elif not isinstance(spec, Enum):
-        raise ValueError(f"{where}: unsupported argument type {spec!r}")
-
-
-def _validate_schema(schema: Schema, where: str) -> None:
-    for key, spec in schema.items():
-        if key != EXTRA_MEMBERS and not key.lstrip("*"):
-            raise ValueError(f"{where}: empty member name")
-        _validate_type(spec, f"{where}.{key.lstrip('*')}")
-
-
-# --- argument checking -------------------------------------------------------
-
-
-def _type_error(path: str, expected: str) -> QMPError:
-    return GenericError(f"Invalid parameter type for '{path}', expected: {expected}")
-
-
-def _value_error(name: str, expected: str) -> QMPError:
-    return GenericError(f"Parameter '{name}' expects {expected}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_value(spec: ArgType, value: JSONValue, path: str, name: str) -> JSONValue:
-    """Check one value; ``path`` is its full name, ``name`` its member name."""
+        return ArrayChecker(_compile_table_type(spec[0], where))
     if isinstance(spec, dict):
-        if not isinstance(value, dict):
-            raise _type_error(path, "object")
-        return _check_struct(spec, value, f"{path}.")
-    if isinstance(spec, list):
-        if not isinstance(value, list):
-            raise _type_error(path, "array")
-        return [_check_value(spec[0], item, f"{path}[{i}]", "null") for i, item in enumerate(value)]
+        return _compile_table(spec, where)
     if isinstance(spec, Enum):
-        if not isinstance(value, str):
-            raise _type_error(path, "string")
-        if value not in spec.values:
-            raise GenericError(f"Parameter '{name}' does not accept value '{value}'")
-        return value
-    return _check_scalar(spec, value, path, name)
+        return EnumChecker(spec.values)
+    raise ValueError(f"{where}: unsupported argument type {spec!r}")
 
 
-def _check_scalar(spec: str, value: JSONValue, path: str, name: str) -> JSONValue:
-    if spec == "any":
-        return value
-    if spec == "str":
-        if not isinstance(value, str):
-            raise _type_error(path, "string")
-        return value
-    if spec == "bool":
-        if not isinstance(value, bool):
-            raise _type_error(path, "boolean")
-        return value
-    if spec == "number":
-        if not (_is_int(value) or isinstance(value, float)):
-            raise _type_error(path, "number")
-        assert isinstance(value, int | float)
-        return float(value)
-    if spec == "null":
-        if value is not None:
-            raise _type_error(path, "null")
-        return None
-    if spec == "object":
-        if not isinstance(value, dict):
-            raise _type_error(path, "object")
-        return value
-    if spec in ("uint", "uint64", "size") or spec in _UINT_LIMITS:
-        if not _is_int(value):
-            raise _value_error(path, "uint64")
-        assert isinstance(value, int)
-        if not _INT64[0] <= value <= _UINT64_MAX:
-            raise _value_error(path, "uint64")
-        unsigned = value & _UINT64_MAX
-        limit = _UINT_LIMITS.get(spec)
-        if limit is not None and unsigned > limit:
-            raise _value_error(name, f"{spec}_t")
-        return unsigned
-    # int, int64, int8, int16, int32
-    if not _is_int(value):
-        raise _type_error(path, "integer")
-    assert isinstance(value, int)
-    if not _INT64[0] <= value <= _INT64[1]:
-        raise _type_error(path, "integer")
-    bounds = _INT_RANGES.get(spec)
-    if bounds is not None and not bounds[0] <= value <= bounds[1]:
-        raise _value_error(name, f"{spec}_t")
-    return value
-
-
-def _check_struct(
-    schema: Schema, members: dict[str, JSONValue], prefix: str
-) -> dict[str, JSONValue]:
-    checked: dict[str, JSONValue] = {}
-    known: set[str] = set()
-    extra = schema.get(EXTRA_MEMBERS)
+def _compile_table(schema: Schema, where: str) -> ObjectChecker:
+    """The checker of a hand-written argument table."""
+    members: list[tuple[str, bool, Checker]] = []
+    checker = ObjectChecker()
     for key, spec in schema.items():
         if key == EXTRA_MEMBERS:
+            checker.extra = _compile_table_type(spec, f"{where}.**")
             continue
         name = key.lstrip("*")
-        known.add(name)
-        if name not in members:
-            if key.startswith("*"):
-                continue
-            raise GenericError(f"Parameter '{prefix}{name}' is missing")
-        checked[name] = _check_value(spec, members[name], prefix + name, name)
-    for name in members:
-        if name in known:
-            continue
-        if extra is None:
-            raise GenericError(f"Parameter '{prefix}{name}' is unexpected")
-        checked[name] = _check_value(extra, members[name], prefix + name, name)
-    return checked
+        if not name:
+            raise ValueError(f"{where}: empty member name")
+        members.append((name, key.startswith("*"), _compile_table_type(spec, f"{where}.{name}")))
+    checker.set_members(members)
+    return checker
 
 
 def check_arguments(schema: Schema, arguments: dict[str, JSONValue]) -> dict[str, JSONValue]:
-    """Check ``arguments`` against ``schema`` as QEMU's generated marshallers do.
+    """Check ``arguments`` against the table ``schema`` as QEMU's generated
+    marshallers do.
 
     Returns the arguments as the handler sees them (unsigned integers wrapped,
     numbers as ``float``; absent optional members stay absent). Raises
     :class:`~vmkit.qmp.errors.QMPError` (``GenericError``) on the first problem.
     """
-    return _check_struct(schema, arguments, "")
+    return _compile_table(schema, "arguments").check_arguments(arguments)
+
+
+class OutputMismatchError(ValueError):
+    """An answer or event that does not match its declaration (output checking)."""
 
 
 # --- sessions, contexts, commands --------------------------------------------
@@ -398,17 +323,67 @@ class Command:
     name: str
     handler: Handler
     schema: Schema = field(default_factory=dict)
+    """Its hand-written argument table (empty when declared in a QAPI schema)."""
     allowed_before_negotiation: bool = False
     """Only ``qmp_capabilities`` should set this (QEMU's negotiation-mode command list)."""
     allow_oob: bool = False
     """Always False: this server does not offer out-of-band execution."""
+    declaration: qapi.Command | None = None
+    """Its declaration, for a registry bound to a QAPI schema."""
+    checker: ObjectChecker = field(default_factory=ObjectChecker, compare=False)
+    """Checks its arguments (from the declaration or the table)."""
+
+    def check_answer(self, result: JSONValue) -> str | None:
+        """Where ``result`` (``None``: ``{}``) departs from the declared
+        return type, or ``None``; always ``None`` without a declaration."""
+        declaration = self.declaration
+        if declaration is None:
+            return None
+        ret = declaration.ret_type
+        if ret is None:
+            return None if result is None or result == {} else "answer: not {} (returns nothing)"
+        return mismatch(ret, {} if result is None else result)
 
 
 class CommandRegistry:
-    """Commands by name, in registration order."""
+    """Commands by name, in registration order.
 
-    def __init__(self) -> None:
+    Bound to a QAPI ``schema`` (:meth:`bind_schema`), every command must be
+    declared there and takes its argument checking from the declaration;
+    ``query-qmp-schema`` then describes the registered commands and the
+    schema's events. Unbound, each command brings its argument table.
+    ``check_output`` (default: ``VMKIT_QMP_CHECK_OUTPUT=1`` in the
+    environment) checks answers and events against the schema.
+    """
+
+    def __init__(
+        self, schema: qapi.Schema | None = None, *, check_output: bool | None = None
+    ) -> None:
         self._commands: dict[str, Command] = {}
+        self._schema: qapi.Schema | None = None
+        self._checkers: dict[int, Checker] = {}
+        self._schema_info: list[JSONValue] | None = None
+        self.check_output = (
+            os.environ.get(CHECK_OUTPUT_ENV) == "1" if check_output is None else check_output
+        )
+        """Whether answers and events are checked against the schema."""
+        if schema is not None:
+            self.bind_schema(schema)
+
+    @property
+    def schema(self) -> qapi.Schema | None:
+        """The QAPI schema the commands are declared in, if bound."""
+        return self._schema
+
+    def bind_schema(self, schema: qapi.Schema) -> None:
+        """Declares this registry's commands in ``schema`` (done once,
+        before any command is registered; binding the same schema again
+        does nothing). Raises ``ValueError`` otherwise."""
+        if self._schema is schema:
+            return
+        if self._schema is not None or self._commands:
+            raise ValueError("a registry is bound to a schema before its first command, once")
+        self._schema = schema
 
     def register(
         self,
@@ -418,15 +393,35 @@ class CommandRegistry:
         *,
         allowed_before_negotiation: bool = False,
     ) -> Command:
-        """Add a command. Raises ``ValueError`` for a duplicate name or a bad schema."""
+        """Add a command. Raises ``ValueError`` for a duplicate name, a bad
+        table, a table given to a schema-bound registry, or a name the
+        bound schema does not declare."""
         if not name:
             raise ValueError("command name must not be empty")
         if name in self._commands:
             raise ValueError(f"command {name!r} is already registered")
-        schema = dict(schema or {})
-        _validate_schema(schema, name)
-        command = Command(name, handler, schema, allowed_before_negotiation)
+        declaration: qapi.Command | None = None
+        if self._schema is not None:
+            if schema is not None:
+                raise ValueError(f"{name}: its arguments are declared in the schema, not here")
+            declaration = self._schema.commands.get(name)
+            if declaration is None:
+                raise ValueError(f"command {name!r} is not declared in the QAPI schema")
+            checker = compile_arguments(declaration.arg_type, self._checkers)
+            table: Schema = {}
+        else:
+            table = dict(schema or {})
+            checker = _compile_table(table, name)
+        command = Command(
+            name,
+            handler,
+            table,
+            allowed_before_negotiation,
+            declaration=declaration,
+            checker=checker,
+        )
         self._commands[name] = command
+        self._schema_info = None
         return command
 
     def command(
@@ -449,6 +444,7 @@ class CommandRegistry:
     def unregister(self, name: str) -> None:
         """Remove a command (``KeyError`` if absent)."""
         del self._commands[name]
+        self._schema_info = None
 
     def get(self, name: str) -> Command | None:
         """The command called ``name``, or ``None``."""
@@ -457,6 +453,30 @@ class CommandRegistry:
     def names(self) -> list[str]:
         """Registered command names, in registration order."""
         return list(self._commands)
+
+    def schema_info(self) -> list[JSONValue]:
+        """``query-qmp-schema``'s answer: the registered commands, the
+        schema's events and the types they use (computed once, until the
+        commands change). ``ValueError`` without a schema."""
+        if self._schema is None:
+            raise ValueError("the registry is not bound to a QAPI schema")
+        if self._schema_info is None:
+            self._schema_info = schema_info(self._schema, commands=set(self._commands))
+        return self._schema_info
+
+    def check_event(self, name: str, data: JSONValue | None) -> None:
+        """With output checking on and a schema, raises
+        :class:`OutputMismatchError` if event ``name`` is not declared or
+        ``data`` does not match its declaration."""
+        if not self.check_output or self._schema is None:
+            return
+        event = self._schema.events.get(name)
+        if event is None:
+            raise OutputMismatchError(f"event {name} is not declared in the QAPI schema")
+        arg = event.arg_type or self._schema.empty
+        problem = mismatch(arg, {} if data is None else data)
+        if problem is not None:
+            raise OutputMismatchError(f"event {name} does not match its declaration: {problem}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._commands
@@ -491,21 +511,29 @@ def _query_commands(ctx: CommandContext) -> JSONValue:
     return [{"name": name} for name in ctx.registry.names()]
 
 
+def _query_qmp_schema(ctx: CommandContext) -> JSONValue:
+    return ctx.registry.schema_info()
+
+
 def add_builtin_commands(registry: CommandRegistry) -> None:
-    """Register ``qmp_capabilities`` and ``query-commands`` unless already present.
+    """Register ``qmp_capabilities``, ``query-commands`` and, for a
+    registry bound to a schema, ``query-qmp-schema``, unless present.
 
     ``query-commands`` answers ``[{"name": ...}, ...]`` for exactly the commands
     in ``registry`` at the time of the call.
     """
+    bound = registry.schema is not None
     if QMP_CAPABILITIES not in registry:
         registry.register(
             QMP_CAPABILITIES,
             _qmp_capabilities,
-            {"*enable": [_QMP_CAPABILITY]},
+            None if bound else {"*enable": [_QMP_CAPABILITY]},
             allowed_before_negotiation=True,
         )
     if "query-commands" not in registry:
         registry.register("query-commands", _query_commands)
+    if bound and QUERY_QMP_SCHEMA not in registry:
+        registry.register(QUERY_QMP_SCHEMA, _query_qmp_schema)
 
 
 # --- dispatch ----------------------------------------------------------------
@@ -543,7 +571,7 @@ def _start(
         raise CommandNotFound(f"The command {name} has not been found")
     raw_arguments = request.get("arguments", {})
     assert isinstance(raw_arguments, dict)
-    arguments = check_arguments(command.schema, raw_arguments)
+    arguments = command.checker.check_arguments(raw_arguments)
     ctx = CommandContext(command, arguments, session, registry)
     try:
         result = command.handler(ctx)
@@ -553,8 +581,21 @@ def _start(
         _log_failure(name, exc)
         raise to_qmp_error(exc) from exc
     if inspect.isawaitable(result):
-        return _finish(name, result)
+        return _finish(command, result, registry.check_output)
+    if registry.check_output:
+        _check_answer(command, result)
     return result
+
+
+def _check_answer(command: Command, result: JSONValue) -> None:
+    """Output checking: an answer that departs from its declaration
+    becomes an error the client sees (and the log)."""
+    problem = command.check_answer(result)
+    if problem is not None:
+        logger.error("QMP %s: the answer does not match the schema: %s", command.name, problem)
+        raise GenericError(
+            f"vmkit: the answer of {command.name} does not match the schema: {problem}"
+        )
 
 
 def _log_failure(name: str, exc: Exception) -> None:
@@ -564,14 +605,17 @@ def _log_failure(name: str, exc: Exception) -> None:
         logger.exception("QMP command %s failed", name)
 
 
-async def _finish(name: str, pending: Awaitable[JSONValue]) -> JSONValue:
+async def _finish(command: Command, pending: Awaitable[JSONValue], check: bool) -> JSONValue:
     try:
-        return await pending
+        result = await pending
     except QMPError:
         raise
     except Exception as exc:
-        _log_failure(name, exc)
+        _log_failure(command.name, exc)
         raise to_qmp_error(exc) from exc
+    if check:
+        _check_answer(command, result)
+    return result
 
 
 def error_response(error: QMPError) -> dict[str, JSONValue]:

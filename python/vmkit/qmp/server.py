@@ -487,8 +487,9 @@ class QMPServer:
     server on an event loop in a daemon thread; ``server.close()`` stops it.
     ``emit()`` may be called from any thread.
 
-    ``qmp_capabilities`` and ``query-commands`` are added to the registry if
-    it lacks them.
+    ``qmp_capabilities`` and ``query-commands`` (and ``query-qmp-schema``,
+    for a registry bound to a schema) are added to the registry if it lacks
+    them.
     """
 
     def __init__(
@@ -594,8 +595,11 @@ class QMPServer:
         """Send event ``name`` (with ``data`` unless ``None``) to every negotiated client.
 
         The timestamp is taken now. Safe to call from any thread; does nothing
-        if the server isn't running.
+        if the server isn't running. With output checking on, an event the
+        registry's schema does not declare so raises
+        :class:`~vmkit.qmp.commands.OutputMismatchError` (a ``ValueError``).
         """
+        self.registry.check_event(name, data)
         message = _event_message(name, data)
         loop = self._loop
         if loop is None or loop.is_closed() or self._closed.is_set():
