@@ -169,8 +169,9 @@ fn device_add_with(type_name: &str, id: Option<&str>, set_props: impl FnOnce(&Ob
     Ok(dev.handle())
 }
 
-/// Unplugs a device by id or path, as QMP `device_del` does: it is
-/// unrealized and removed from the tree, and finalized once unreferenced.
+/// Unplugs a device by id or path, as QMP `device_del` does: its unplug
+/// hooks may refuse (a bus without hot-plug); otherwise it is unrealized
+/// and removed from the tree, and finalized once unreferenced.
 pub fn device_del(id_or_path: &str) -> Result<()> {
     let dev = if id_or_path.starts_with('/') {
         resolve_path(id_or_path, None)?
@@ -185,6 +186,7 @@ pub fn device_del(id_or_path: &str) -> Result<()> {
             expected: TYPE_DEVICE.to_string(),
         });
     }
+    dev.check_unplug()?;
     dev.unparent()
 }
 

@@ -157,6 +157,9 @@ pub(crate) fn register_type(
                 })
             })
         }),
+        // Python device types have no reset or unplug hooks (yet).
+        reset: None,
+        unplug: None,
     };
     info.hooks(hooks).register().py_err(py).map(|_| ())
 }
