@@ -91,12 +91,31 @@ pub fn create_machine(type_name: &str) -> Result<Object> {
     Ok(m.handle())
 }
 
-/// Removes the machine from `/machine` (and so finalizes it and everything it owns).
+/// Removes the machine from `/machine` (and so finalizes it and everything
+/// it owns). Its devices are unrealized first, children before parents:
+/// what a realized device holds (an address space whose view references
+/// the machine's memory, say) is let go before the last references are
+/// dropped, so nothing keeps the machine alive.
 pub fn destroy_machine() -> Result<()> {
     MACHINE_READY.store(false, Ordering::Release);
     match machine() {
-        Some(m) => m.unparent(),
+        Some(m) => {
+            unrealize_tree(&m);
+            m.unparent()
+        }
         None => Ok(()),
+    }
+}
+
+fn unrealize_tree(obj: &Object) {
+    let mut children = obj.children();
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, child) in children {
+        unrealize_tree(&child);
+    }
+    if obj.is_realized() {
+        // Unrealize cannot be vetoed; an error has nobody to report to.
+        let _ = obj.unrealize();
     }
 }
 

@@ -476,3 +476,34 @@ fn a_hot_plugged_device_is_reset_when_realized() -> TestResult {
     assert_eq!(get(&resets), 1, "hot-plugged: reset at realize");
     Ok(())
 }
+
+#[test]
+fn destroying_the_machine_unrealizes_its_devices_first() -> TestResult {
+    let m = MachineGuard::new()?;
+    // A device that keeps the machine referenced while realized (as a
+    // device's bus-master address space does) must not keep it alive.
+    let holds: Arc<Mutex<Option<vmkit_qom::ObjectRef>>> = Arc::default();
+    let (take, release) = (holds.clone(), holds.clone());
+    TypeInfo::new("place-holding-dev")
+        .parent(TYPE_DEVICE)
+        .realize(move |_| {
+            *take.lock() = Some(
+                machine()
+                    .ok_or(Error::hook_message("realize", "", "no machine"))?
+                    .try_ref()?,
+            );
+            Ok(())
+        })
+        .unrealize(move |_| {
+            release.lock().take();
+            Ok(())
+        })
+        .register()?;
+    let dev = device_add("place-holding-dev", Some("holder"), &[])?;
+    let machine_obj = m.machine.clone();
+    destroy_machine()?;
+    assert!(!dev.is_realized());
+    assert_eq!(machine_obj.phase(), Phase::Finalized, "nothing kept it");
+    assert!(holds.lock().is_none());
+    Ok(())
+}
