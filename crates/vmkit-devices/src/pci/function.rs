@@ -46,6 +46,10 @@ pub trait PciFunction: Send + 'static {
     /// The configuration space (identity, BARs and where they are mapped).
     fn config(&self) -> &ConfigSpace;
 
+    /// The configuration space, for the device side (the machine sets the
+    /// multi-function bit of a function plugged with `multifunction=on`).
+    fn config_mut(&mut self) -> &mut ConfigSpace;
+
     /// A guest reads `size` (1, 2 or 4) bytes of configuration space.
     fn config_read(&mut self, offset: u16, size: u8) -> Result<u32, PciError> {
         self.config().read(offset, size)
