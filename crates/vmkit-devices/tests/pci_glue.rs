@@ -411,10 +411,18 @@ fn devices_migrate_in_sections_named_as_qemus() -> TestResult {
     testdev("t", "3")?;
     let sections = collect_devices(&b.machine)?;
     let names: Vec<_> = sections.iter().map(|s| (s.idstr.as_str(), s.instance_id)).collect();
-    assert_eq!(names, [("0000:00:03.0/pci-testdev", 0), ("0000:00:00.0/mch", 0)]);
+    assert_eq!(
+        names,
+        [
+            ("0000:00:03.0/pci-testdev", 0),
+            // The host bridge's 0xCF8 register, QEMU's "PCIHost".
+            ("PCIHost", 0),
+            ("0000:00:00.0/mch", 0)
+        ]
+    );
     // The mch section at reset, byte for byte as QEMU's: PCIDevice
     // (version 2, the 256 bytes, four low pins), then the unused byte.
-    let mch = &sections[1].device;
+    let mch = &sections[2].device;
     let mut body = Vec::new();
     vmkit_migration::vmstate::encode(&mch.description(), &mut mch.save_vmstate()?, &mut body, 0)?;
     let mut want = vec![0, 0, 0, 2];
@@ -428,10 +436,12 @@ fn devices_migrate_in_sections_named_as_qemus() -> TestResult {
     b.cfg_write(0, 0x60, 4, ECAM | 1)?;
     b.io().write_sized(GuestAddr(IO_BAR), 1, 0)?;
     b.io().write_sized(GuestAddr(IO_BAR + 0x83), 1, 0xfa)?;
+    b.cf8(3, 0, 0x08)?;
     let set = SaveSet::new("pc-q35-vmkit", vec![Arc::clone(&b.block)], collect_devices(&b.machine)?);
     let mut stream = Vec::new();
     save(&set, &mut stream, &SaveOptions::default())?;
     vmkit_qom::reset_tree(&b.machine)?;
+    b.cf8(5, 0, 0)?;
     assert_eq!(Board::region_at(b.memory(), MMIO_BAR), None);
     let set = SaveSet::new("pc-q35-vmkit", vec![Arc::clone(&b.block)], collect_devices(&b.machine)?);
     restore(&set, stream.as_slice(), &RestoreOptions::default())?;
@@ -439,6 +449,11 @@ fn devices_migrate_in_sections_named_as_qemus() -> TestResult {
     assert_eq!(Board::region_at(b.io(), IO_BAR), Some("pci-testdev-portio".into()));
     assert_eq!(Board::region_at(b.memory(), ECAM), Some("pcie-mmcfg-mmio".into()));
     assert_eq!(b.memory().read_sized(GuestAddr(MMIO_BAR + 12), 4)?, 1, "the hit count");
+    assert_eq!(
+        b.io().read_sized(GuestAddr(0xcf8), 4)?,
+        0x8000_1808,
+        "0xCF8 as the guest left it"
+    );
     Ok(())
 }
 

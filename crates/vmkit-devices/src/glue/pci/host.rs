@@ -8,7 +8,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use vmkit_memory::{AccessConstraints, GuestAddr, MemoryRegion, MmioOps};
-use vmkit_migration::device_state::{MigrationState, StateError};
+use vmkit_migration::device_state::{DeviceState, MigrationState, StateError};
+use vmkit_migration::savevm::register_device_model;
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
 use vmkit_qom::{Object, TYPE_DEVICE, TypeInfo};
 
@@ -131,11 +132,61 @@ impl MmioOps for EcamOps {
 }
 
 /// The host bridge's state: its bus, the 0xCF8 register, the ECAM window.
-/// Kept as the user data of `/machine/q35`.
+/// Kept as the user data of `/machine/q35`; it migrates as QEMU's
+/// "PCIHost" section (the 0xCF8 register).
 pub struct Q35Host {
     bus: Arc<PciRootBus>,
     address: Mutex<ConfigAddressRegister>,
     ecam: Arc<Ecam>,
+    vmsd: Arc<VmStateDescription>,
+}
+
+/// QEMU's `vmstate_pcihost` ("PCIHost", v1): the 0xCF8 register.
+pub fn pcihost_vmsd() -> Result<Arc<VmStateDescription>, PciError> {
+    VmStateDescription::builder("PCIHost")
+        .version(1)
+        .minimum_version(1)
+        .simple("config_reg", FieldKind::U32)
+        .build()
+        .map_err(|e| PciError::Description(e.to_string()))
+}
+
+/// The host bridge's migrated state: the 0xCF8 register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciHostState {
+    /// What the guest last wrote to 0xCF8.
+    pub config_reg: u32,
+}
+
+impl MigrationState for PciHostState {
+    fn to_vmstate(&self) -> VmStruct {
+        VmStruct::new().with("config_reg", self.config_reg.into())
+    }
+
+    fn from_vmstate(s: &VmStruct) -> Result<PciHostState, StateError> {
+        Ok(PciHostState {
+            config_reg: s.field("config_reg")?,
+        })
+    }
+}
+
+impl DeviceState for Q35Host {
+    type State = PciHostState;
+
+    fn vmsd(&self) -> Arc<VmStateDescription> {
+        Arc::clone(&self.vmsd)
+    }
+
+    fn save_state(&self) -> Result<PciHostState, StateError> {
+        Ok(PciHostState {
+            config_reg: self.address.lock().read(),
+        })
+    }
+
+    fn load_state(&self, state: PciHostState, _version_id: u32) -> Result<(), StateError> {
+        self.address.lock().write(4, state.config_reg);
+        Ok(())
+    }
 }
 
 impl Q35Host {
@@ -232,6 +283,7 @@ pub(crate) fn connect_host(
         bus: Arc::clone(&bus),
         address: Mutex::new(ConfigAddressRegister::default()),
         ecam,
+        vmsd: pcihost_vmsd()?,
     });
     let idx = MemoryRegion::mmio(
         "pci-conf-idx",
@@ -453,6 +505,12 @@ pub(crate) fn host_type_info() -> TypeInfo {
         .description("q35's PCI Express host bridge: pcie.0, 0xCF8/0xCFC and the ECAM window")
         .realize(realize_host)
         .unrealize(unrealize_host)
+}
+
+/// The host bridge's section, "PCIHost".
+pub(crate) fn register_host_vmstate() -> Result<(), GlueError> {
+    register_device_model::<Q35Host>(TYPE_Q35_HOST, pcihost_vmsd()?)?;
+    Ok(())
 }
 
 /// The `mch` type (registered as a PCI device type).

@@ -42,6 +42,7 @@ fn register_all() -> Result<(), GlueError> {
     device::type_info().register()?;
     device::register_dev_path()?;
     host::host_type_info().register()?;
+    host::register_host_vmstate()?;
     host::register_mch()?;
     testdev::register()?;
     Ok(())

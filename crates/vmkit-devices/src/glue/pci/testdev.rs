@@ -180,6 +180,38 @@ impl PciTestdev {
         self.tests.get(index).map(|t| t.count)
     }
 
+    /// One byte of the running test's header (0 with no test, and from
+    /// the byte before the header's end on, as QEMU answers).
+    fn read_byte(&self, offset: u64) -> u8 {
+        let Some(t) = self.current else { return 0 };
+        let header = self.tests[t].header();
+        if offset + 1 >= header.len() as u64 {
+            return 0;
+        }
+        header[offset as usize]
+    }
+
+    /// A byte write reaching the device through BAR kind `kind` (0
+    /// memory, 1 I/O).
+    fn write_byte(&mut self, kind: usize, offset: u64, value: u8) {
+        if offset == 0 {
+            // Stop the running test; start the one named, if there is one.
+            self.current = None;
+            if usize::from(value) < TESTS_PER_KIND {
+                let t = kind * TESTS_PER_KIND + usize::from(value);
+                self.tests[t].count = 0;
+                self.current = Some(t);
+            }
+            return;
+        }
+        let Some(t) = self.current else { return };
+        let test = &mut self.tests[t];
+        if offset != u64::from(test.offset) || (test.match_data && value != DATAMATCH) {
+            return;
+        }
+        test.count = test.count.wrapping_add(1);
+    }
+
     fn access(&self, bar: BarIndex) -> Result<usize, PciError> {
         match bar {
             MMIO_BAR => Ok(0),
@@ -209,39 +241,24 @@ impl PciFunction for PciTestdev {
 
     fn bar_read(&mut self, bar: BarIndex, offset: u64, size: u8) -> Result<u64, PciError> {
         self.access(bar)?;
-        let Some(t) = self.current else { return Ok(0) };
-        let header = self.tests[t].header();
-        // QEMU answers 0 from the byte before the header's end on.
-        if offset + u64::from(size) >= header.len() as u64 {
-            return Ok(0);
-        }
-        Ok(u64::from(header[offset as usize]))
+        // QEMU's core splits the access into the byte reads the device
+        // implements; each reads one header byte.
+        Ok((0..u64::from(size)).fold(0, |v, i| v | u64::from(self.read_byte(offset + i)) << (8 * i)))
     }
 
     fn bar_write(&mut self, bar: BarIndex, offset: u64, size: u8, value: u64) -> Result<PciEffects, PciError> {
         let kind = self.access(bar)?;
-        if offset == 0 {
-            // Stop the running test; start the one named, if there is one.
-            self.current = None;
-            if let Some(n) = usize::try_from(value).ok().filter(|&n| n < TESTS_PER_KIND) {
-                let t = kind * TESTS_PER_KIND + n;
-                self.tests[t].count = 0;
-                self.current = Some(t);
+        // The ioeventfd sees the access whole, before QEMU's core splits it
+        // into byte writes: a write it matches never reaches the device.
+        if let Some(t) = self.current {
+            let test = &self.tests[t];
+            if t / TESTS_PER_KIND == kind && test.eventfd_takes(offset, size, value) {
+                return Ok(PciEffects::default());
             }
-            return Ok(PciEffects::default());
         }
-        let Some(t) = self.current else {
-            return Ok(PciEffects::default());
-        };
-        let test = &mut self.tests[t];
-        let own_bar = (t / TESTS_PER_KIND) == kind;
-        if offset != u64::from(test.offset) || (own_bar && test.eventfd_takes(offset, size, value)) {
-            return Ok(PciEffects::default());
+        for i in 0..u64::from(size) {
+            self.write_byte(kind, offset + i, (value >> (8 * i)) as u8);
         }
-        if test.match_data && (size != 1 || value != u64::from(DATAMATCH)) {
-            return Ok(PciEffects::default());
-        }
-        test.count = test.count.wrapping_add(1);
         Ok(PciEffects::default())
     }
 
@@ -338,19 +355,21 @@ impl PciDeviceModel for PciTestdev {
     }
 
     fn bar_region(&self, bar: BarIndex) -> BarRegion {
-        let byte_at_a_time = BarRegionKind::Mmio(AccessConstraints {
+        // Whole accesses reach the model, which splits them into bytes
+        // itself after the ioeventfd check, as QEMU's core does.
+        let whole_accesses = BarRegionKind::Mmio(AccessConstraints {
             impl_min: 1,
-            impl_max: 1,
+            impl_max: 8,
             ..AccessConstraints::default()
         });
         match bar {
             MMIO_BAR => BarRegion {
                 name: "pci-testdev-mmio".into(),
-                kind: byte_at_a_time,
+                kind: whole_accesses,
             },
             PORTIO_BAR => BarRegion {
                 name: "pci-testdev-portio".into(),
-                kind: byte_at_a_time,
+                kind: whole_accesses,
             },
             _ => BarRegion {
                 name: "pci-testdev-membar".into(),
