@@ -291,6 +291,12 @@ pub(crate) fn destroy_machine(py: Python<'_>) -> PyResult<()> {
     qom::destroy_machine().py_err(py)
 }
 
+/// Resets every realized device of the subtree at `root`, children first.
+#[pyfunction]
+pub(crate) fn reset_tree(py: Python<'_>, root: &Bound<'_, PyObj>) -> PyResult<()> {
+    qom::reset_tree(&root.get().handle).py_err(py)
+}
+
 /// Marks the machine complete: devices created from now on are hot-plugged.
 #[pyfunction]
 pub(crate) fn machine_creation_done(py: Python<'_>) -> PyResult<()> {
