@@ -148,7 +148,7 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "query-dirty-rate", "human-monitor-command", "x-vmkit-save", "pmemsave",
             "query-migrate", "query-migrate-capabilities", "migrate-set-capabilities",
             "query-migrate-parameters", "migrate-set-parameters", "migrate", "migrate_cancel",
-            "migrate-incoming", "migrate-continue", "getfd", "closefd",
+            "migrate-incoming", "migrate-continue", "getfd", "closefd", "query-pci",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")
