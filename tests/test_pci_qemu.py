@@ -149,6 +149,7 @@ def session(kind: str, sock: Path, extra: list[str]) -> dict[str, Any]:
             q.execute("system_reset")
             out["query-pci after reset"] = q.execute("query-pci")
             out["xp after reset"] = hmp(q, "xp /bx 0xfebe0000")
+            out["cf8 after reset"] = hmp(q, "i /w 0xcf8")
             out["device_add"] = q.command("device_add", driver="pci-testdev", id="t1", addr="4")
             out["device_del"] = q.command("device_del", id="t0")
             q.execute("quit")
@@ -200,6 +201,7 @@ def test_a_guests_accesses_answer_as_qemus(runs: dict[str, dict[str, Any]]) -> N
             differ.append(f"{step}:\n  qemu:  {qemu_text!r}\n  vmkit: {v[step]!r}")
     assert not differ, "\n".join(differ)
     assert q["xp after reset"] == v["xp after reset"]
+    assert q["cf8 after reset"] == v["cf8 after reset"], "a reset keeps 0xCF8"
     # Spot checks that the script did what it says.
     assert v["05 i /w 0xcf8"] == "portl[0x0cf8] = 0x80001800\r\n"
     assert "0x00051b36" in v[f"{GUEST.index('xp /wx 0xb0018000', 46):02d} xp /wx 0xb0018000"]

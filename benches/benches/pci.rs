@@ -16,7 +16,11 @@ const MMIO_BAR: u64 = 0xfebf_0000;
 
 fn config(c: &mut Criterion) {
     let machine = ok(vmkit_qom::create_machine("none-machine"));
-    let board = ok(build_q35(&machine, prefaulted_block("pc.ram", 64 << 20), Q35Options::default()));
+    let board = ok(build_q35(
+        &machine,
+        prefaulted_block("pc.ram", 64 << 20),
+        Q35Options::default(),
+    ));
     ok(vmkit_qom::device_add_from_text(
         "pci-testdev",
         Some("t0"),

@@ -392,17 +392,18 @@ fn realize<M: PciDeviceModel>(obj: &Object) -> vmkit_qom::Result<()> {
         }
         PciDevice::build(obj, Arc::clone(&bus), devfn, id.unwrap_or_default(), model).map_err(|e| e.to_string())
     });
-    let dev = match built {
-        Ok(dev) => dev,
-        Err(msg) => {
-            bus.detach(devfn);
-            return Err(fail(msg));
-        }
-    };
-    // QEMU's `addr` reads back where the function went.
-    obj.set("addr", Value::Int(i64::from(devfn.raw())))?;
-    bus.attach(devfn, Arc::clone(&dev) as Arc<dyn BusFunction>);
-    obj.set_user_data(dev)
+    let connected = built.map_err(fail).and_then(|dev| {
+        // QEMU's `addr` reads back where the function went.
+        obj.set("addr", Value::Int(i64::from(devfn.raw())))?;
+        obj.set_user_data(Arc::clone(&dev) as Arc<dyn std::any::Any + Send + Sync>)?;
+        bus.attach(devfn, dev as Arc<dyn BusFunction>);
+        Ok(())
+    });
+    if connected.is_err() {
+        // Nothing is left on the bus of a function that did not realize.
+        bus.detach(devfn);
+    }
+    connected
 }
 
 impl<M: PciDeviceModel> PciDevice<M> {
