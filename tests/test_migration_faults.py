@@ -57,10 +57,19 @@ ENDED = ("completed", "failed", "cancelled")
 # ----- destinations ------------------------------------------------------------
 
 
+#: The device sections of the source's board: the q35 host bridge's 0xCF8
+#: register and its ``mch``. The destination here has no board (one
+#: machine per process): it takes those sections without modelling them,
+#: and nothing else.
+BOARD_SECTIONS = ["PCIHost", "0000:00:00.0/mch"]
+
+
 class Destination:
     """A destination in this process: listens at ``unix:`` and loads what
     arrives into a fresh RAM block of the source's shape (no devices),
-    as a machine of ``machine_type``, on a thread."""
+    as a machine of ``machine_type``, on a thread. The source board's
+    section is taken unmodelled; any other section or RAM block the stream
+    holds fails the load."""
 
     def __init__(self, directory: Path, *, machine_type: str = DEFAULT_MACHINE_TYPE) -> None:
         self.ram = RamBlock.anonymous("pc.ram", MEM)
@@ -73,9 +82,14 @@ class Destination:
 
     def _load(self, machine_type: str) -> None:
         try:
-            self.stats = self.listener.restore(
-                machine_type=machine_type, ram=[self.ram], timeout=GUARD
+            stats = self.listener.restore(
+                machine_type=machine_type, ram=[self.ram], timeout=GUARD, report_unmodelled=True
             )
+            unmodelled = stats["unmodelled"]
+            taken = [s["idstr"] for s in unmodelled["sections"]]
+            if taken != BOARD_SECTIONS or unmodelled["ram_blocks"]:
+                raise AssertionError(f"the stream held more than RAM and the board: {unmodelled}")
+            self.stats = stats
         except Exception as e:  # what the destination refused, for the test to judge
             self.error = e
 

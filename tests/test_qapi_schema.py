@@ -531,6 +531,10 @@ def test_every_command_answers_as_its_schema_declares() -> None:
             names = {c["name"] for c in run(s, "query-commands")}
             for name in ("query-version", "query-status", "query-name", "query-qmp-schema"):
                 run(s, name)
+            # The same PCI device on both sides: the migration below carries it.
+            for side in (s, t):
+                run(side, "device_add", driver="pci-testdev", id="pt0", addr="03.0")
+            assert any(d["qdev_id"] == "pt0" for d in run(s, "query-pci")[0]["devices"])
             run(s, "qom-list", path="/machine")
             run(s, "qom-get", path="/objects/pc.ram", property="size")
             run(s, "qom-list-types", abstract=True)

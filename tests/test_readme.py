@@ -53,7 +53,7 @@ def test_readme_python_examples_run(tmp_path: Path) -> None:
     assert "'status': 'prelaunch'" in joined and "'status': 'measured'" in joined
     assert "realized at /machine/peripheral/uart0" in joined
     assert "pages dirty" in joined and "Root memory region: system" in joined
-    assert "[('readme-timer', 1)]" in joined
+    assert "[('readme-timer', 1), ('PCIHost', None), ('0000:00:00.0/mch', None)]" in joined
     assert "typed: prelaunch\nevent: RESUME\ndowntime-limit: 500" in joined
 
 

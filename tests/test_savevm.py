@@ -292,13 +292,14 @@ def test_a_machine_saves_and_restores_into_a_fresh_one(timer_type: str, tmp_path
         saved_devs = [{k: d.data[k] for k in timer_state(0)} for d in devs]
         stats = vm.save(stream)
         assert vm.status == "postmigrate"  # as QEMU's source after a migration
-    assert stats["devices"] == 2 and stats["ram_bytes"] == 16 << 20
+    # The two timers and the q35 host bridge (its 0xCF8 register, its mch).
+    assert stats["devices"] == 4 and stats["ram_bytes"] == 16 << 20
     assert stats["normal_pages"] > 0
 
     vm2, devs2 = build(timer_type, [0, 0])
     with vm2:
         rs = vm2.restore(stream)
-        assert rs["devices"] == 2 and rs["bytes"] == stats["bytes"]
+        assert rs["devices"] == 4 and rs["bytes"] == stats["bytes"]
         assert vm2.status == "paused"
         assert vm2.ram.checksum() == saved_sum
         assert vm2.address_space.read(0x2000, 14) == b"written by DMA"
@@ -308,7 +309,9 @@ def test_a_machine_saves_and_restores_into_a_fresh_one(timer_type: str, tmp_path
 
     report = migration.analyze(stream)
     assert report["error"] is None
-    fields = [d["fields"] for d in report["devices"]]
+    idstrs = [d["idstr"] for d in report["devices"]]
+    assert idstrs == [timer_type, timer_type, "PCIHost", "0000:00:00.0/mch"]
+    fields = [d["fields"] for d in report["devices"][:2]]
     assert [f["ctrl"] for f in fields] == [10, 21]
     assert fields[0]["regs"] == "0a0a0a0a"
 
@@ -428,7 +431,7 @@ def test_sections_of_devices_a_machine_lacks_can_be_taken_and_listed(
         stats = vm.restore(saved, report_unmodelled=True)
         assert vm.status == "paused"
         assert devs[0].data["ctrl"] == 10
-    assert stats["devices"] == 1
+    assert stats["devices"] == 3  # the first timer and the host bridge's two sections
     unmodelled = stats["unmodelled"]
     assert unmodelled["ram_blocks"] == []
     (section,) = unmodelled["sections"]
@@ -536,7 +539,10 @@ def test_the_analyzer_decodes_known_sections_without_a_trailer(
     report = migration.analyze(stream)
     assert report["error"] is None
     assert report["records"][-1]["type"] == "EOF"
-    fields = [d["fields"] for d in report["devices"]]
+    # The host bridge's sections decode by their declared VMStates too.
+    assert [d["idstr"] for d in report["devices"]][2:] == ["PCIHost", "0000:00:00.0/mch"]
+    assert report["devices"][3]["fields"]["parent_obj"]["version_id"] == 2
+    fields = [d["fields"] for d in report["devices"][:2]]
     assert [f["ctrl"] for f in fields] == [5, 6]
     assert fields[1]["subsections"] == {f"{timer_type}/armed": {"deadline": -1}}
     # Damage inside the second body: the error names section and field.

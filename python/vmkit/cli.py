@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from vmkit import __version__, migrate_cmd, migration, qom
-from vmkit.errors import VmkitError
+from vmkit.errors import HookError, VmkitError
 from vmkit.machine import DEFAULT_MACHINE_TYPE, Machine
 
 
@@ -176,7 +176,14 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="TYPE[,id=ID][,PROP=VALUE...]",
-        help="add a device (repeatable; ',,' is a comma in a value)",
+        help="add a device (repeatable; ',,' is a comma in a value); PCI devices"
+        " (pci-testdev) take addr=SS[.F] on pcie.0",
+    )
+    p.add_argument(
+        "--no-pci-hotplug",
+        dest="pci_hotplug",
+        action="store_false",
+        help="pcie.0 refuses devices plugged or unplugged at run time, as QEMU's q35 root bus does",
     )
 
 
@@ -187,6 +194,7 @@ def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
         mem_path=args.mem_path,
         share=args.share,
         machine_type=args.machine_type,
+        pci_hotplug=args.pci_hotplug,
         **extra,
     )
     try:
@@ -216,7 +224,9 @@ def _add_from_option(flag: str, text: str) -> None:
         else:
             qom.device_add_from_text(opt.driver, opt.id, opt.props)
     except VmkitError as e:
-        raise OptionError(f"{flag} {text}: {e}") from e
+        # A device's own refusal reads as QEMU prints it.
+        reason = e.reason if isinstance(e, HookError) else None
+        raise OptionError(f"{flag} {text}: {reason or e}") from e
 
 
 def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:

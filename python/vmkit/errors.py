@@ -14,13 +14,14 @@ Every vmkit error derives from :class:`VmkitError`; object-model errors from
     │   ├── ObjectFinalizedError
     │   ├── SingletonError
     │   ├── LifecycleError
-    │   └── HookError
+    │   └── HookError          (reason: what the hook said, e.g. QEMU's message of a refused device)
     ├── GuestMemoryError
     │   ├── AddressError       (out of bounds, overflow, unassigned in strict mode)
     │   ├── AccessError        (refused by a region's constraints or an IOMMU)
     │   ├── RegionLayoutError  (zero sizes, aliases beyond targets, overlaps, cycles)
     │   ├── DeviceGoneError    (the region's owner is unrealized or finalized)
     │   └── HostMemoryError    (mmap, memfd, file backing)
+    ├── DeviceError            (a device model refused: a BAR, a capability, a description)
     ├── MigrationError         (attributes: offset, section, field — each or None)
     │   ├── StreamError        (the stream's bytes: truncation, records, lengths, RAM, config)
     │   ├── VMStateError       (a VMState description, or a device body that does not follow it)
@@ -43,6 +44,7 @@ from vmkit._core import (
     AccessError,
     AddressError,
     AmbiguousPathError,
+    DeviceError,
     DeviceGoneError,
     DeviceStateError,
     DuplicatePropertyError,
@@ -74,6 +76,7 @@ __all__ = [
     "AccessError",
     "AddressError",
     "AmbiguousPathError",
+    "DeviceError",
     "DeviceGoneError",
     "DeviceStateError",
     "DuplicatePropertyError",

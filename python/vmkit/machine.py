@@ -1,5 +1,10 @@
 """One machine: its QOM board, guest RAM, memory map, workload and run state.
 
+The board is q35-like (:func:`vmkit.devices.q35`): PC memory, the I/O
+space, the PCI host bridge ``/machine/q35`` with its root bus ``pcie.0``
+and the ``mch`` function at 00.0; PCI devices (``pci-testdev``) are added
+with ``device_add(..., addr="03.0")`` or ``-device TYPE,addr=03.0``.
+
 A :class:`Machine` is what ``vmkit run`` runs and what save and restore
 act on. It follows QEMU's run states: a machine starts in ``prelaunch``
 (like ``-S``), :meth:`~Machine.cont` runs it (the workload, standing in for
@@ -36,8 +41,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Self
 
-from vmkit import errors, migration, qom
-from vmkit import memory as guest_memory
+from vmkit import devices, errors, migration, qom
 from vmkit._core.memory import AddressSpace, MemoryRegion, RamBlock, Workload
 from vmkit._core.qom import Object
 from vmkit.runstate import (
@@ -106,6 +110,8 @@ class Machine:
     :param workload_pattern: ``"sequential"``, ``"uniform"``,
         ``"hot-set"`` or ``"zipf"``.
     :param seed: the workload's seed (same seed, same writes).
+    :param pci_hotplug: whether ``pcie.0`` takes devices plugged and
+        unplugged while the machine runs (QEMU's q35 root bus does not).
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class Machine:
         workload_pattern: str = "uniform",
         workload_threads: int = 1,
         seed: int = 0,
+        pci_hotplug: bool = True,
     ) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend '{backend}' (one of {', '.join(_BACKENDS)})")
@@ -151,10 +158,10 @@ class Machine:
                 props["share"] = share
             self.backend: Object = qom.object_add(_BACKENDS[backend], id="pc.ram", **props)
             self.ram: RamBlock = RamBlock.of_backend(self.backend)
-            regions: tuple[MemoryRegion, AddressSpace] = guest_memory.pc_memory(
-                self.ram, owner=self.board
+            board: tuple[MemoryRegion, AddressSpace, AddressSpace] = devices.q35(
+                self.ram, self.board, hotplug=pci_hotplug
             )
-            self.system, self.address_space = regions
+            self.system, self.address_space, self.io_space = board
         except BaseException:
             self._teardown_qom()
             raise
@@ -250,6 +257,14 @@ class Machine:
     def device_del(self, id_or_path: str) -> None:
         """Removes a device (QMP ``device_del``)."""
         qom.device_del(id_or_path)
+
+    def system_reset(self) -> None:
+        """Resets every device of the board (QMP ``system_reset``): PCI
+        functions unmap their BARs and clear Command, the ECAM window goes
+        until the guest enables it again. The run state does not change."""
+        with self._lock:
+            self._check_not_shut_down()
+            qom.reset_tree(self.board)
 
     # ----- save and restore --------------------------------------------------
 
@@ -486,7 +501,7 @@ class Machine:
 
     def _teardown_qom(self) -> None:
         # The memory map and the block handle keep the backend in use.
-        for attr in ("system", "address_space", "ram"):
+        for attr in ("system", "address_space", "io_space", "ram"):
             self.__dict__.pop(attr, None)
         if qom.machine() is not None:
             qom.destroy_machine()

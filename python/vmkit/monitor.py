@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeAlias, TypeVar
 
-from vmkit import __version__, errors, memory, qom
+from vmkit import __version__, devices, errors, hmp, memory, qom
 from vmkit.jobs import Job, JobManager, JobStatus
 from vmkit.machine import Machine
 from vmkit.migration import FdRegistry
@@ -187,6 +187,8 @@ class MachineMonitor:
         self.incoming_deferred = False
         """Whether the machine waits for ``migrate-incoming`` (``--incoming
         defer``)."""
+        self._formats = hmp.FormatDefaults()
+        """QEMU's remembered ``/fmt`` of ``xp``, ``i`` and ``o``."""
         self._dirty_lock = threading.Lock()
         # Saves holding the machine's lock, and whether shutdown has begun
         # (after which no save starts), under one lock: shutdown cancels
@@ -278,6 +280,7 @@ class MachineMonitor:
         r("query-version", self._query_version)
         r("query-status", self._query_status)
         r("query-name", self._query_name)
+        r("query-pci", self._query_pci)
         r("stop", self._stop)
         r("cont", self._cont)
         r("system_reset", self._system_reset)
@@ -325,6 +328,13 @@ class MachineMonitor:
     def _query_name(self, ctx: CommandContext) -> JSONValue:
         return {} if self.name is None else {"name": self.name}
 
+    def _query_pci(self, ctx: CommandContext) -> JSONValue:
+        """QEMU's ``query-pci``: ``pcie.0`` and its functions. vmkit's q35
+        has the host bridge (00.0) but not QEMU's ICH9 functions (LPC at
+        1f.0, SATA at 1f.2, SMBus at 1f.3), which it does not model."""
+        buses: list[JSONValue] = list(devices.query_pci())
+        return buses
+
     def _when_machine_free(
         self, action: Callable[[], object]
     ) -> JSONValue | Coroutine[Any, Any, JSONValue]:
@@ -365,9 +375,15 @@ class MachineMonitor:
             raise GenericError("Guest is waiting for an incoming migration")
         return self._when_machine_free(self.machine.cont)
 
-    def _system_reset(self, ctx: CommandContext) -> JSONValue:
-        self.emit_after_reply("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
-        return None
+    def _system_reset(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
+        """Resets the machine's devices (the run state stays) and emits
+        ``RESET`` after the answer, as QEMU does."""
+
+        def reset() -> None:
+            self.machine.system_reset()
+            self.emit_after_reply("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+
+        return self._when_machine_free(reset)
 
     def _quit(self, ctx: CommandContext) -> JSONValue | Awaitable[JSONValue]:
         # Before anything waits for the machine: a save waiting for a FIFO's
@@ -456,7 +472,7 @@ class MachineMonitor:
         if known[driver].abstract:
             raise GenericError("Parameter 'driver' expects a non-abstract device type")
         if "bus" in args:
-            raise GenericError(f"Bus '{args['bus']}' not found")
+            self._check_bus(driver, str(args.pop("bus")))
         if dev_id is not None and qom.machine() is not None:
             taken = [c for c, _ in qom.resolve_path("/machine/peripheral").children()]
             if dev_id in taken:
@@ -464,6 +480,18 @@ class MachineMonitor:
         props = self._scalar_props(args)
         self.machine.device_add(driver, id=None if dev_id is None else str(dev_id), **props)
         return None
+
+    @staticmethod
+    def _check_bus(driver: str, name: str) -> None:
+        """QEMU's ``bus=``: the bus must exist and take the device (the
+        machine has one bus a device can go on, ``pcie.0``, where a PCI
+        device goes without it too)."""
+        try:
+            bus = qom.resolve_path(name, "bus")
+        except errors.QomError:
+            raise GenericError(f"Bus '{name}' not found") from None
+        if not (bus.is_a("PCI") and qom.type_is_a(driver, "pci-device")):
+            raise GenericError(f"Device '{driver}' can't go on {bus.type_name} bus")
 
     @staticmethod
     def _scalar_props(args: dict[str, JSONValue]) -> dict[str, qom.PropertyValue]:
@@ -821,6 +849,17 @@ class MachineMonitor:
             return memory.mtree_flat()
         if words == ["info", "ramblock"]:
             return self._info_ramblock()
+        if words[:2] == ["info", "pci"]:
+            if len(words) > 2:
+                return str(
+                    hmp.HMPUsageError("pci: extraneous characters at the end of line", "info pci")
+                )
+            return hmp.info_pci(devices.query_pci())
+        if words and words[0] in ("xp", "i", "o"):
+            try:
+                return self._hmp_access(words[0], words[1:])
+            except hmp.HMPUsageError as e:
+                return str(e)
         if words == ["info", "status"]:
             # QEMU's hmp_info_status: "running" or "paused", plus the run
             # state in parentheses when it is neither (e.g. "prelaunch").
@@ -835,6 +874,60 @@ class MachineMonitor:
         # HMP reports its errors as output, and the QMP command succeeds.
         name = words[0] if words[0] != "info" or len(words) < 2 else f"info {words[1]}"
         return f"unknown command: '{name}'\r\n"
+
+    def _hmp_access(self, command: str, args: list[str]) -> str:
+        """``xp /fmt addr`` (guest-physical memory), ``i /fmt port`` and
+        ``o /fmt port value`` (I/O ports), as a guest's accesses: they reach
+        RAM, device registers and 0xCF8/0xCFC alike."""
+        fmt_text = args[0][1:] if args and args[0].startswith("/") else None
+        rest = args[1:] if fmt_text is not None else args
+        fmt = hmp.parse_format(fmt_text, self._formats, command)
+        wanted = 2 if command == "o" else 1
+        values = [
+            hmp.parse_number(rest[i] if i < len(rest) else None, command) for i in range(wanted)
+        ]
+        if len(rest) > wanted:
+            raise hmp.HMPUsageError(f"{command}: extraneous characters at the end of line", command)
+        if command == "xp":
+            return self._hmp_xp(values[0], fmt)
+        port = values[0] & 0xFFFF
+        # QEMU reads and writes a byte for any size but 2 and 4.
+        width = fmt.size if fmt.size in (2, 4) else 1
+        space = self.machine.io_space
+        if command == "o":
+            with contextlib.suppress(errors.GuestMemoryError):
+                space.write_sized(port, width, values[1] & ((1 << (8 * width)) - 1))
+            return ""
+        try:
+            value = space.read_sized(port, width)
+        except errors.GuestMemoryError:
+            value = (1 << (8 * width)) - 1
+        return hmp.port_line(fmt.size, port, value)
+
+    def _hmp_xp(self, addr: int, fmt: hmp.Format) -> str:
+        if fmt.format == "i":
+            return "xp: vmkit has no CPU to disassemble for\n"
+        if fmt.count * fmt.size > hmp.MAX_DUMP_BYTES:
+            return f"xp: vmkit shows at most {hmp.MAX_DUMP_BYTES} bytes at a time\n"
+        space = self.machine.address_space
+        covered = [(r.start, r.start + r.size) for r in space.flat_view()]
+
+        def read(at: int, n: int) -> bytes | None:
+            # QEMU's read fails where no region answers: "Cannot access memory".
+            pos, end = at, at + n
+            for start, stop in covered:
+                if start <= pos < stop:
+                    pos = stop
+                if pos >= end:
+                    break
+            if pos < end:
+                return None
+            try:
+                return space.read(at, n)
+            except errors.GuestMemoryError:
+                return None
+
+        return hmp.memory_dump(addr, fmt, read)
 
     def _info_ramblock(self) -> str:
         ram = self.machine.ram

@@ -69,6 +69,7 @@ __all__ = [
     "parse_size",
     "qom_tree",
     "register_type",
+    "reset_tree",
     "resolve_path",
     "root",
     "singleton_instance",
@@ -273,8 +274,16 @@ def create_machine(type_name: str = "none-machine") -> Object:
 
 
 def destroy_machine() -> None:
-    """Removes ``/machine`` and finalizes everything it owns."""
+    """Removes ``/machine`` and finalizes everything it owns (its devices
+    are unrealized first, children before parents)."""
     _core.destroy_machine()
+
+
+def reset_tree(root: Object) -> None:
+    """Resets every realized device under ``root`` (QEMU's device reset),
+    children before parents: a PCI function's BARs unmap, its Command
+    register clears."""
+    _core.reset_tree(root)
 
 
 def machine_creation_done() -> None:

@@ -7,12 +7,15 @@
 //!   masks, BAR sizing and mapping decisions, the capability list, MSI-X,
 //!   the bus's placement rules, configuration access paths.
 //! * [`dma`]: [`dma::Dma`], guest memory as a device reaches it.
+//! * [`glue`]: the models in the machine — QOM types, regions, effects
+//!   applied to the address spaces — and the q35-like board.
 //! * [`iommu`]: the Intel VT-d IOMMU: registers, DMA translation, the
 //!   invalidation queue, migration state.
 //! * [`usb`]: the `qemu-xhci` host controller and the USB devices on it
 //!   (`usb-tablet`, `usb-kbd`).
 
 pub mod dma;
+pub mod glue;
 pub mod iommu;
 pub mod pci;
 pub mod usb;

@@ -83,3 +83,25 @@ fn bad_accesses_are_errors_and_reset_masks_again() -> TestResult {
     assert!(msix.is_masked(0) && !msix.enabled());
     Ok(())
 }
+
+#[test]
+fn the_raw_state_is_the_table_then_the_pending_bits() -> TestResult {
+    let mut msix = Msix::new(10)?;
+    program(&mut msix, 9, 0xfee0_1000, 0x51)?;
+    msix.write_control(CONTROL_ENABLE);
+    assert_eq!(msix.notify(9), None, "masked: pending");
+    let raw = msix.save_raw();
+    assert_eq!(raw.len(), 10 * 16 + 2);
+    assert_eq!(&raw[9 * 16..9 * 16 + 4], &0xfee0_1000u32.to_le_bytes());
+    assert_eq!(raw[9 * 16 + 12], 1, "vector control: masked");
+    assert_eq!(&raw[160..], &[0, 0b10], "vector 9 pending");
+    let mut dst = Msix::new(10)?;
+    assert!(dst.load_raw(&raw, CONTROL_ENABLE)?.is_empty());
+    assert_eq!(dst, msix, "the same state back");
+    // A length that is not this function's changes nothing.
+    let mut small = Msix::new(4)?;
+    let before = small.clone();
+    assert!(matches!(small.load_raw(&raw, 0), Err(PciError::BadMsix { .. })));
+    assert_eq!(small, before);
+    Ok(())
+}

@@ -10,7 +10,7 @@ use vmkit_devices::usb::xhci::state::{XhciDevice, XhciState, section_idstr, xhci
 use vmkit_devices::usb::xhci::trb::bits;
 use vmkit_devices::usb::xhci::{Trb, TrbType, XhciBus, XhciConfig, XhciPci, XhciPciConfig};
 use vmkit_migration::device_state::{DeviceState, DynDeviceState, MigrationState};
-use vmkit_migration::vmstate::{ArrayLen, FieldKind, VmReader, VmStateDescription, decode, encode};
+use vmkit_migration::vmstate::{ArrayLen, FieldKind, VmReader, VmStateDescription, decode, encode, encode_described};
 use xhci_guest::*;
 
 /// One line per field, depth-first: path, QEMU info name, element count,
@@ -26,7 +26,8 @@ fn layout(desc: &VmStateDescription, prefix: &str, out: &mut Vec<String>) {
             } => (elem.as_ref(), *n),
             k => (k, 1),
         };
-        let mut line = format!("{path} {} x{count} v{}", kind.info_name(), f.version_id());
+        let type_name = if count == 1 { f.type_name() } else { kind.info_name() };
+        let mut line = format!("{path} {type_name} x{count} v{}", f.version_id());
         if let FieldKind::Buffer { len } = kind {
             line += &format!(" {len}B");
         }
@@ -44,17 +45,20 @@ fn layout(desc: &VmStateDescription, prefix: &str, out: &mut Vec<String>) {
 /// bus (8 ports, 64 slots, 16 interrupters, MSI-X). Where vmkit's
 /// description must differ on paper (not on the wire) the line says so.
 const QEMU_LAYOUT: &[&str] = &[
-    "parent_obj struct x1 v0 PCIDevice v2",
-    // QEMU: "int32 le" (loads 0 <= v <= 2); same be32 on the wire.
-    "parent_obj/version_id int32 x1 v0",
-    // QEMU: two "pci config" fields, 256 or 4096 bytes by a test.
-    "parent_obj/config buffer x1 v0 4096B",
-    // QEMU: one "pci irq state" of 4 be32, since version 2.
-    "parent_obj/irq_state int32 x4 v2",
-    // QEMU names this field "parent_obj" too.
-    "msix struct x1 v0 msix v0",
-    // QEMU: "msix" codec: 16 x 16 table bytes, then 2 pending-bit bytes.
-    "msix/msix buffer x1 v0 258B",
+    // QEMU names this field and the next both "parent_obj"; its trailer
+    // numbers them, and vmkit's names are the trailer's.
+    "parent_obj[0] struct x1 v0 PCIDevice v2",
+    // "int32 le": a be32 that loads only as 0..=2.
+    "parent_obj[0]/version_id int32 le x1 v0",
+    // Two "config" fields, sent by a test of the bus (PCI Express here:
+    // the second); the trailer numbers them too.
+    "parent_obj[0]/config[0] pci config x1 v0 256B",
+    "parent_obj[0]/config[1] pci config x1 v0 4096B",
+    // Four be32 levels, since version 2.
+    "parent_obj[0]/irq_state pci irq state x1 v2 16B",
+    "parent_obj[1] struct x1 v0 msix v0",
+    // 16 x 16 table bytes, then 2 pending-bit bytes.
+    "parent_obj[1]/msix msix state x1 v0 258B",
     "xhci struct x1 v1 xhci-core v1",
     "xhci/ports struct x8 v1 xhci-port v1",
     "xhci/ports/portsc uint32 x1 v0",
@@ -113,6 +117,26 @@ fn the_layout_is_qemus_field_list() -> TestResult {
         _ => return Err("no PCIDevice".into()),
     };
     assert_eq!(pci.minimum_version_id(), 1);
+    // The trailer entries of the two PCI parts, as QEMU 7.2 writes them
+    // for qemu-xhci on q35's pcie.0 (recorded from its stream).
+    let mut tree = XhciPci::new(XhciPciConfig::default())?.save_state().to_vmstate();
+    let (_, trailer) = encode_described(&desc, &mut tree, &mut Vec::new(), 0)?;
+    assert_eq!(
+        trailer["fields"][0],
+        serde_json::json!({"name": "parent_obj[0]", "type": "struct", "struct": {
+            "vmsd_name": "PCIDevice", "version": 2, "fields": [
+                {"name": "version_id", "type": "int32 le", "size": 4},
+                {"name": "config[1]", "type": "pci config", "size": 4096},
+                {"name": "irq_state", "type": "pci irq state", "size": 16}]},
+            "size": 4116})
+    );
+    assert_eq!(
+        trailer["fields"][1],
+        serde_json::json!({"name": "parent_obj[1]", "type": "struct", "struct": {
+            "vmsd_name": "msix", "version": 0, "fields": [
+                {"name": "msix", "type": "msix state", "size": 258}]},
+            "size": 258})
+    );
     Ok(())
 }
 
@@ -250,19 +274,23 @@ fn loads_qemu_refuses_are_refused_and_change_nothing() -> TestResult {
     };
     let mut bad = saved.clone();
     bad.pci.config[0x02] = 0x0e;
-    refuse(bad, "parent_obj/config", "Bad config data at 0x2")?;
+    refuse(bad, "parent_obj[0]/config[1]", "Bad config data at 0x2")?;
     let mut bad = saved.clone();
     bad.pci.config.truncate(256);
-    refuse(bad, "parent_obj/config", "256 bytes")?;
+    refuse(bad, "parent_obj[0]/config[1]", "256 bytes")?;
     let mut bad = saved.clone();
     bad.pci.irq_state[2] = 2;
-    refuse(bad, "parent_obj/irq_state[2]", "irq state 2: must be 0 or 1.")?;
+    refuse(bad, "parent_obj[0]/irq_state[2]", "irq state 2: must be 0 or 1.")?;
     let mut bad = saved.clone();
     bad.pci.version_id = 3;
-    refuse(bad, "parent_obj/version_id", "3 is not in 0..=2")?;
+    refuse(
+        bad,
+        "parent_obj[0]/version_id",
+        "Invalid value 3 expecting positive value <= 2",
+    )?;
     let mut bad = saved.clone();
-    bad.msix.table.pop();
-    refuse(bad, "msix/msix", "257 bytes")?;
+    bad.msix.bytes.pop();
+    refuse(bad, "parent_obj[1]/msix", "257 bytes")?;
     let mut bad = saved.clone();
     bad.core.intrs.pop();
     refuse(bad, "xhci/intr", "15 entries")?;
@@ -271,7 +299,7 @@ fn loads_qemu_refuses_are_refused_and_change_nothing() -> TestResult {
         bus: XhciBus::Conventional,
         ..XhciPciConfig::default()
     })?;
-    refuse(conventional.save_state(), "parent_obj/config", "256 bytes")?;
+    refuse(conventional.save_state(), "parent_obj[0]/config[1]", "256 bytes")?;
     Ok(())
 }
 
@@ -292,9 +320,8 @@ fn the_description_follows_the_properties() -> TestResult {
     let desc = xhci_vmsd(&small)?;
     let mut got = Vec::new();
     layout(&desc, "", &mut got);
-    assert!(got.contains(&"parent_obj/config buffer x1 v0 256B".to_owned()));
     assert!(
-        got.contains(&"msix/msix buffer x1 v0 0B".to_owned()),
+        got.contains(&"parent_obj[1]/msix msix state x1 v0 0B".to_owned()),
         "no MSI-X: nothing sent"
     );
     assert!(got.contains(&"xhci/ports struct x2 v1 xhci-port v1".to_owned()));
@@ -305,6 +332,12 @@ fn the_description_follows_the_properties() -> TestResult {
     let dev = XhciPci::new(small)?;
     let mut tree = dev.save_state().to_vmstate();
     let mut bytes = Vec::new();
+    let (_, trailer) = encode_described(&desc, &mut tree.clone(), &mut Vec::new(), 0)?;
+    assert_eq!(
+        trailer["fields"][0]["struct"]["fields"][1],
+        serde_json::json!({"name": "config[0]", "type": "pci config", "size": 256}),
+        "a conventional function sends the first config field"
+    );
     encode(&desc, &mut tree, &mut bytes, 0)?;
     let decoded = decode(&desc, 1, &mut VmReader::new(&bytes[..], 0))?;
     let back = XhciState::from_vmstate(&decoded)?;
@@ -347,7 +380,7 @@ fn a_pending_masked_vector_stays_pending_across_a_load() -> TestResult {
     g.command(Trb::new(TrbType::NoOpCommand, 0, 0, 0))?;
     assert_eq!(g.r32(0x3800)?, 1);
     let saved = g.dev.save_state();
-    assert_eq!(saved.msix.pba, [1, 0]);
+    assert_eq!(saved.msix.bytes[256..], [1, 0]);
     g.dev = XhciPci::new(XhciPciConfig::default())?;
     g.dev.load_state(saved.clone())?;
     assert_eq!(g.r32(0x3800)?, 1, "still pending");
@@ -358,7 +391,7 @@ fn a_pending_masked_vector_stays_pending_across_a_load() -> TestResult {
     // Pending but no longer masked in the stream: QEMU's load clears it
     // without a message (the vector is not in use yet).
     let mut unmasked = saved;
-    unmasked.msix.table[12] = 0;
+    unmasked.msix.bytes[12] = 0;
     let mut dst = XhciPci::new(XhciPciConfig::default())?;
     let fx = dst.load_state(unmasked)?;
     assert!(fx.messages.is_empty());

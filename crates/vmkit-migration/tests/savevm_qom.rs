@@ -7,8 +7,8 @@ use parking_lot::Mutex;
 use vmkit_migration::analyze::analyze;
 use vmkit_migration::device_state::{DeviceState, MigrationState, StateError};
 use vmkit_migration::savevm::{
-    RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_model, register_device_vmstate,
-    restore, save,
+    RestoreOptions, SaveOptions, SaveSet, SavevmError, collect_devices, register_device_model, register_device_path,
+    register_device_vmstate, restore, save,
 };
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
 use vmkit_migration::wire::ParserOptions;
@@ -207,5 +207,70 @@ fn the_analyzer_decodes_known_sections_without_a_trailer() -> TestResult {
         d.unparent()?;
     }
     src.unparent()?;
+    Ok(())
+}
+
+#[test]
+fn a_device_on_a_bus_names_its_sections_after_its_bus_path() -> TestResult {
+    register()?;
+    const PATHED: &str = "savevm-test-pathed";
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut result: TestResult = Ok(());
+    ONCE.call_once(|| {
+        result = (|| -> TestResult {
+            // A subtype whose instances describe their state at version 3
+            // (an instance's layout may follow its properties).
+            TypeInfo::new(PATHED)
+                .parent(TYPE)
+                .instance_init(|obj| {
+                    let vmsd = VmStateDescription::builder("counter")
+                        .version(3)
+                        .simple("count", FieldKind::U64)
+                        .build()
+                        .map_err(|e| vmkit_qom::Error::hook_message("instance_init", obj.describe(), e.to_string()))?;
+                    obj.set_user_data(Arc::new(Counter {
+                        vmsd,
+                        count: Mutex::new(0),
+                    }))
+                })
+                .register()?;
+            // Slot = the child name's letter, as a PCI bus would number it.
+            register_device_path(PATHED, |obj| {
+                let name = obj.name_in_parent()?;
+                let slot = name.bytes().next()? - b'a' + 1;
+                Some(format!("0000:00:{slot:02x}.0"))
+            })?;
+            Ok(())
+        })();
+    });
+    result?;
+    let board = Object::new("container")?;
+    root().add_child("savevm-pathed", &board)?;
+    let mut devs = Vec::new();
+    for name in ["b", "a"] {
+        let dev = Object::new(PATHED)?;
+        board.add_child(name, &dev)?;
+        dev.realize()?;
+        devs.push(dev);
+    }
+    let plain = Object::new(TYPE)?;
+    board.add_child("z", &plain)?;
+    plain.realize()?;
+    let sections = collect_devices(&board)?;
+    let got: Vec<_> = sections.iter().map(|s| (s.idstr.as_str(), s.instance_id)).collect();
+    assert_eq!(
+        got,
+        [("0000:00:01.0/counter", 0), ("0000:00:02.0/counter", 0), ("counter", 0)]
+    );
+    assert_eq!(sections[0].device.description().version_id(), 3, "the instance's own");
+    assert_eq!(sections[2].device.description().version_id(), 0);
+    let e = register_device_path(PATHED, |_| None).err().ok_or("accepted")?;
+    assert!(e.to_string().contains("already"), "{e}");
+    assert!(register_device_path("container", |_| None).is_err(), "not a device");
+    drop(sections);
+    for d in devs.iter().chain([&plain]) {
+        d.unparent()?;
+    }
+    board.unparent()?;
     Ok(())
 }

@@ -19,6 +19,7 @@
 //!     ├── RegionLayoutError   (zero/unaligned sizes, aliases beyond targets, overlaps, cycles)
 //!     ├── DeviceGoneError     (the region's owner is unrealized or finalized)
 //!     └── HostMemoryError     (mmap, memfd, file backing)
+//! └── DeviceError             (a device model refused: a BAR, a description)
 //! └── MigrationError
 //!     ├── StreamError         (the stream's bytes: truncation, bad records, lengths, RAM, configuration)
 //!     ├── VMStateError        (a VMState description, or a device body that does not follow it)
@@ -27,7 +28,9 @@
 //! Migration errors carry `offset` (the stream byte offset, or `None`),
 //! `section` (the section idstr, or `None`) and `field` (the field path
 //! within the section, or `None`).
-//! A Python exception raised inside a hook is re-raised as it is.
+//! A Python exception raised inside a hook is re-raised as it is. A
+//! `HookError` carries `reason`: what the hook itself said (QEMU's message
+//! for a device that refuses to realize or unplug).
 
 use pyo3::exceptions::{PyException, PyOSError};
 use pyo3::prelude::*;
@@ -132,6 +135,12 @@ pyo3::create_exception!(
     QomError,
     "A hook failed without a Python exception."
 );
+pyo3::create_exception!(
+    vmkit.errors,
+    DeviceError,
+    VmkitError,
+    "A device model refused (a BAR, a capability, a description)."
+);
 pyo3::create_exception!(vmkit.errors, MigrationError, VmkitError, "A migration stream error.");
 pyo3::create_exception!(
     vmkit.errors,
@@ -220,7 +229,28 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         ErrorKind::ObjectFinalized => ObjectFinalizedError::new_err(msg),
         ErrorKind::Singleton => SingletonError::new_err(msg),
         ErrorKind::Lifecycle => LifecycleError::new_err(msg),
-        ErrorKind::Hook => HookError::new_err(msg),
+        ErrorKind::Hook => {
+            let reason = match &err {
+                Error::Hook { source, .. } => Some(source.to_string()),
+                _ => None,
+            };
+            let exc = HookError::new_err(msg);
+            // Setting an attribute on a fresh exception instance cannot fail.
+            let _ = exc.value(py).setattr("reason", reason);
+            exc
+        }
+    }
+}
+
+/// Converts an error of the device glue: each layer's error keeps its
+/// own class; a model's refusal is a `DeviceError`.
+pub(crate) fn glue_err(py: Python<'_>, err: vmkit_devices::glue::GlueError) -> PyErr {
+    use vmkit_devices::glue::GlueError as G;
+    match err {
+        G::Qom(e) => to_py(py, e),
+        G::Memory(e) => mem_err(py, e),
+        G::Pci(e) => DeviceError::new_err(e.to_string()),
+        G::Savevm(e) => migration_err(py, vmkit_migration::Error::Savevm(e)),
     }
 }
 
@@ -355,6 +385,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SingletonError", py.get_type::<SingletonError>())?;
     m.add("LifecycleError", py.get_type::<LifecycleError>())?;
     m.add("HookError", py.get_type::<HookError>())?;
+    m.add("DeviceError", py.get_type::<DeviceError>())?;
     m.add("GuestMemoryError", py.get_type::<GuestMemoryError>())?;
     m.add("MigrationError", py.get_type::<MigrationError>())?;
     m.add("StreamError", py.get_type::<StreamError>())?;

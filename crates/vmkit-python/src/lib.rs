@@ -3,12 +3,14 @@
 //!
 //! One submodule per core crate, so a reader sees what each binding wraps:
 //! `vmkit._core.qom` (`vmkit-qom`), `vmkit._core.memory` (`vmkit-memory`),
-//! `vmkit._core.migration` (`vmkit-migration`). The exception hierarchy,
+//! `vmkit._core.migration` (`vmkit-migration`), `vmkit._core.devices`
+//! (`vmkit-devices`). The exception hierarchy,
 //! shared by all three, is at the top (`vmkit._core.VmkitError`, ...).
 
 #![deny(unsafe_code)]
 
 mod convert;
+mod devices;
 mod errors;
 mod memory;
 mod migration;
@@ -40,5 +42,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     add_submodule(m, "qom", qom::register)?;
     add_submodule(m, "memory", memory::register)?;
     add_submodule(m, "migration", migration::register)?;
+    add_submodule(m, "devices", devices::register)?;
     Ok(())
 }

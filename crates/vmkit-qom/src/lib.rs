@@ -53,7 +53,7 @@ mod value;
 
 pub use callback::CallbackError;
 pub use error::{Error, ErrorKind, PathError, Result};
-pub use lifecycle::singleton_instance;
+pub use lifecycle::{reset_tree, singleton_instance};
 pub use object::{Creation, Object, Phase};
 pub use owned_ref::ObjectRef;
 pub use placement::{
@@ -61,7 +61,7 @@ pub use placement::{
     machine_creation_done, machine_ready, new_object, object_add, object_add_from_text, object_del,
 };
 pub use property::{
-    Accessor, Getter, KindOptions, ParseKindError, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter,
+    Accessor, Getter, KindOptions, ParseKindError, PropCtx, PropertyDef, PropertyInfo, PropertyKind, Setter, TextParser,
 };
 pub use refcount::{MAX_REFS, RefCount};
 pub use size::{format_size, parse_size};

@@ -166,7 +166,8 @@ impl Object {
     /// no parent is placed under `/machine/unattached` when a machine exists.
     /// Realize hooks run base type first; if one fails, the hooks of the levels
     /// already realized are undone with their unrealize hooks and everything
-    /// else is rolled back. Realizing a realized device does nothing; realizing
+    /// else is rolled back. A hot-plugged device is then reset (its reset
+    /// hooks, base type first), as QEMU resets a device it plugs at run time. Realizing a realized device does nothing; realizing
     /// again after unrealize works.
     pub fn realize(&self) -> Result<()> {
         self.check_live("realize")?;
@@ -183,21 +184,35 @@ impl Object {
         let claimed = claim_singleton(self)?;
         let attached = self.parent().is_none() && crate::tree::attach_unattached(self);
         let class = self.class().clone();
+        let undo = |done: usize| {
+            for level in class.levels[..done].iter().rev() {
+                if let Some(u) = &level.unrealize {
+                    let _ = u(self);
+                }
+            }
+            if claimed {
+                release_singleton(self);
+            }
+            if attached {
+                let _ = self.unparent();
+            }
+        };
         for (level_idx, level) in class.levels.iter().enumerate() {
             let Some(hook) = &level.realize else { continue };
             if let Err(e) = hook(self) {
-                for undo in class.levels[..level_idx].iter().rev() {
-                    if let Some(u) = &undo.unrealize {
-                        let _ = u(self);
+                undo(level_idx);
+                return Err(e);
+            }
+        }
+        // QEMU resets a hot-plugged device before it is published realized.
+        if self.is_hotplugged() {
+            for level in &class.levels {
+                if let Some(hook) = &level.reset {
+                    if let Err(e) = hook(self) {
+                        undo(class.levels.len());
+                        return Err(e);
                     }
                 }
-                if claimed {
-                    release_singleton(self);
-                }
-                if attached {
-                    let _ = self.unparent();
-                }
-                return Err(e);
             }
         }
         self.0.realized.store(true, Ordering::Release);
@@ -251,6 +266,36 @@ impl Object {
         Ok(())
     }
 
+    /// Resets a realized device (QEMU's device reset): its reset hooks run,
+    /// base type first; the first error stops them. An unrealized device
+    /// (or a non-device) has nothing to reset.
+    pub fn reset(&self) -> Result<()> {
+        self.check_live("reset")?;
+        if !self.class().is_device() || !self.is_realized() {
+            return Ok(());
+        }
+        let class = self.class().clone();
+        for level in &class.levels {
+            if let Some(hook) = &level.reset {
+                hook(self)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a device's unplug hooks whether it may be unplugged now,
+    /// most-derived type first: the first refusal is returned.
+    pub fn check_unplug(&self) -> Result<()> {
+        self.check_live("unplug")?;
+        let class = self.class().clone();
+        for level in class.levels.iter().rev() {
+            if let Some(hook) = &level.unplug {
+                hook(self)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a user-creatable object may be deleted now (its `can_be_deleted` hook).
     pub fn can_be_deleted(&self) -> bool {
         self.class().can_be_deleted.as_ref().is_none_or(|h| h(self))
@@ -298,4 +343,25 @@ fn unrealize_inner(obj: &Object) -> Result<()> {
     }
     release_singleton(obj);
     first_err.map_or(Ok(()), Err)
+}
+
+/// Resets every realized device of the subtree at `root` (QEMU's system
+/// reset of the devices): children before their parent, siblings in name
+/// order, so a machine built alike resets alike. Every device is reset;
+/// the first error is returned.
+pub fn reset_tree(root: &Object) -> Result<()> {
+    let mut first_err = None;
+    reset_subtree(root, &mut first_err);
+    first_err.map_or(Ok(()), Err)
+}
+
+fn reset_subtree(obj: &Object, first_err: &mut Option<Error>) {
+    let mut children = obj.children();
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, child) in children {
+        reset_subtree(&child, first_err);
+    }
+    if let Err(e) = obj.reset() {
+        first_err.get_or_insert(e);
+    }
 }

@@ -522,7 +522,12 @@ impl Object {
         self.check_writable(&def)?;
         let descr = || self.describe();
         let ctx = PropCtx { name, object: &descr };
-        let value = def.kind.coerce(value, &ctx)?;
+        let value = match (&def.parser, value) {
+            // A string for a property with a syntax of its own ("03.0" for
+            // an int32 PCI address): read by that syntax.
+            (Some(_), Value::Str(text)) if !matches!(def.kind, PropertyKind::Str) => def.parse_text(&text, &ctx)?,
+            (_, value) => def.kind.coerce(value, &ctx)?,
+        };
         if let PropertyKind::Link { .. } = def.kind {
             let target = match value.as_str() {
                 None | Some("") => None,
@@ -542,7 +547,7 @@ impl Object {
         let def = self.locate(name)?.def().clone();
         let descr = || self.describe();
         let ctx = PropCtx { name, object: &descr };
-        let value = def.kind.parse_str(text, &ctx)?;
+        let value = def.parse_text(text, &ctx)?;
         self.set(name, value)
     }
 

@@ -91,12 +91,31 @@ pub fn create_machine(type_name: &str) -> Result<Object> {
     Ok(m.handle())
 }
 
-/// Removes the machine from `/machine` (and so finalizes it and everything it owns).
+/// Removes the machine from `/machine` (and so finalizes it and everything
+/// it owns). Its devices are unrealized first, children before parents:
+/// what a realized device holds (an address space whose view references
+/// the machine's memory, say) is let go before the last references are
+/// dropped, so nothing keeps the machine alive.
 pub fn destroy_machine() -> Result<()> {
     MACHINE_READY.store(false, Ordering::Release);
     match machine() {
-        Some(m) => m.unparent(),
+        Some(m) => {
+            unrealize_tree(&m);
+            m.unparent()
+        }
         None => Ok(()),
+    }
+}
+
+fn unrealize_tree(obj: &Object) {
+    let mut children = obj.children();
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, child) in children {
+        unrealize_tree(&child);
+    }
+    if obj.is_realized() {
+        // Unrealize cannot be vetoed; an error has nobody to report to.
+        let _ = obj.unrealize();
     }
 }
 
@@ -169,8 +188,9 @@ fn device_add_with(type_name: &str, id: Option<&str>, set_props: impl FnOnce(&Ob
     Ok(dev.handle())
 }
 
-/// Unplugs a device by id or path, as QMP `device_del` does: it is
-/// unrealized and removed from the tree, and finalized once unreferenced.
+/// Unplugs a device by id or path, as QMP `device_del` does: its unplug
+/// hooks may refuse (a bus without hot-plug); otherwise it is unrealized
+/// and removed from the tree, and finalized once unreferenced.
 pub fn device_del(id_or_path: &str) -> Result<()> {
     let dev = if id_or_path.starts_with('/') {
         resolve_path(id_or_path, None)?
@@ -185,6 +205,7 @@ pub fn device_del(id_or_path: &str) -> Result<()> {
             expected: TYPE_DEVICE.to_string(),
         });
     }
+    dev.check_unplug()?;
     dev.unparent()
 }
 

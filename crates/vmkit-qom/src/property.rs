@@ -20,6 +20,35 @@ pub type Getter = Arc<dyn Fn(&Object) -> Result<Value> + Send + Sync>;
 /// Writes a computed property.
 pub type Setter = Arc<dyn Fn(&Object, Value) -> Result<()> + Send + Sync>;
 
+/// Reads a property's value from text (a command line's `prop=value`, or a
+/// string given where the kind is not one) in a syntax of the property's
+/// own, as QEMU's property types with a custom setter do (a PCI `addr`:
+/// "SS.F"). Returns the value of the property's kind, or why the text is
+/// not one.
+#[derive(Clone)]
+pub struct TextParser(Arc<ParseFn>);
+
+/// The function behind a [`TextParser`].
+type ParseFn = dyn Fn(&str) -> std::result::Result<Value, String> + Send + Sync;
+
+impl TextParser {
+    /// A parser calling `f`.
+    pub fn new(f: impl Fn(&str) -> std::result::Result<Value, String> + Send + Sync + 'static) -> TextParser {
+        TextParser(Arc::new(f))
+    }
+
+    /// Parses `text`.
+    pub fn parse(&self, text: &str) -> std::result::Result<Value, String> {
+        (self.0)(text)
+    }
+}
+
+impl fmt::Debug for TextParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TextParser")
+    }
+}
+
 /// What a property holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PropertyKind {
@@ -478,6 +507,9 @@ pub struct PropertyDef {
     pub before_realize_only: bool,
     /// How the value is read and written.
     pub accessor: Accessor,
+    /// Reads text in the property's own syntax (see [`TextParser`]);
+    /// `None`: text is read as the kind reads it.
+    pub parser: Option<TextParser>,
 }
 
 impl PropertyDef {
@@ -491,6 +523,7 @@ impl PropertyDef {
             read_only: false,
             before_realize_only: false,
             accessor: Accessor::Stored,
+            parser: None,
         }
     }
 
@@ -525,6 +558,27 @@ impl PropertyDef {
         }
         self.accessor = Accessor::Custom { get, set };
         self
+    }
+
+    /// Reads text given for the property with `parser` instead of the
+    /// kind's own syntax: on the command line, and where a string is
+    /// given for a property whose kind is not a string.
+    pub fn parser(mut self, parser: TextParser) -> Self {
+        self.parser = Some(parser);
+        self
+    }
+
+    /// The value `text` stands for: by the property's parser, else by its kind.
+    pub fn parse_text(&self, text: &str, ctx: &PropCtx<'_>) -> Result<Value> {
+        match &self.parser {
+            Some(p) => {
+                let value = p
+                    .parse(text)
+                    .map_err(|reason| ctx.value_error(&self.kind.type_name(), reason))?;
+                self.kind.coerce(value, ctx)
+            }
+            None => self.kind.parse_str(text, ctx),
+        }
     }
 
     /// Whether the value is stored in the object.

@@ -70,6 +70,8 @@ pub struct TypeInfo {
     pub(crate) unrealize: Option<InstanceHook>,
     pub(crate) complete: Option<InstanceHook>,
     pub(crate) can_be_deleted: Option<CanDeleteHook>,
+    pub(crate) reset: Option<InstanceHook>,
+    pub(crate) unplug: Option<InstanceHook>,
 }
 
 impl fmt::Debug for TypeInfo {
@@ -173,6 +175,21 @@ impl TypeInfo {
         self.can_be_deleted = Some(Arc::new(hook));
         self
     }
+    /// Sets the reset hook of a device type (QEMU's device reset): run on
+    /// a realized device by [`Object::reset`] and
+    /// [`reset_tree`](crate::reset_tree), base type first.
+    pub fn reset(mut self, hook: impl Fn(&Object) -> Result<()> + Send + Sync + 'static) -> Self {
+        self.reset = Some(Arc::new(hook));
+        self
+    }
+    /// Sets the unplug hook of a device type: asked by
+    /// [`device_del`](crate::device_del) before the device is unplugged,
+    /// most-derived type first; an error refuses the unplug (QEMU's bus
+    /// that does not support hot-plugging).
+    pub fn unplug(mut self, hook: impl Fn(&Object) -> Result<()> + Send + Sync + 'static) -> Self {
+        self.unplug = Some(Arc::new(hook));
+        self
+    }
     /// Replaces the hooks with already-shared ones (used by bindings).
     pub fn hooks(mut self, hooks: TypeHooks) -> Self {
         self.class_init = hooks.class_init.or(self.class_init);
@@ -183,6 +200,8 @@ impl TypeInfo {
         self.unrealize = hooks.unrealize.or(self.unrealize);
         self.complete = hooks.complete.or(self.complete);
         self.can_be_deleted = hooks.can_be_deleted.or(self.can_be_deleted);
+        self.reset = hooks.reset.or(self.reset);
+        self.unplug = hooks.unplug.or(self.unplug);
         self
     }
 
@@ -207,6 +226,8 @@ pub struct TypeHooks {
     pub unrealize: Option<InstanceHook>,
     pub complete: Option<InstanceHook>,
     pub can_be_deleted: Option<CanDeleteHook>,
+    pub reset: Option<InstanceHook>,
+    pub unplug: Option<InstanceHook>,
 }
 
 /// A registered type.
@@ -361,6 +382,8 @@ impl Class {
                 realize: t.info.realize.clone(),
                 unrealize: t.info.unrealize.clone(),
                 complete: t.info.complete.clone(),
+                reset: t.info.reset.clone(),
+                unplug: t.info.unplug.clone(),
             })
             .collect();
 
@@ -436,6 +459,8 @@ pub(crate) struct Level {
     pub(crate) realize: Option<InstanceHook>,
     pub(crate) unrealize: Option<InstanceHook>,
     pub(crate) complete: Option<InstanceHook>,
+    pub(crate) reset: Option<InstanceHook>,
+    pub(crate) unplug: Option<InstanceHook>,
 }
 
 /// Lets a `class_init` hook add class properties and override inherited defaults.

@@ -396,3 +396,45 @@ fn a_realize_hook_cannot_start_another_transition_of_its_device() -> TestResult 
     assert!(!dev.is_realized());
     Ok(())
 }
+
+#[test]
+fn reset_runs_base_first_on_realized_devices_children_before_parents() -> TestResult {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hook = |tag: &'static str| {
+        let log = log.clone();
+        move |o: &Object| {
+            log.lock()
+                .push(format!("{tag}:{}", o.name_in_parent().unwrap_or_default()));
+            Ok(())
+        }
+    };
+    TypeInfo::new("lc-reset-base")
+        .parent(TYPE_DEVICE)
+        .reset(hook("base"))
+        .register()?;
+    TypeInfo::new("lc-reset-leaf")
+        .parent("lc-reset-base")
+        .reset(hook("leaf"))
+        .register()?;
+    let scratch = Scratch::new("lc-reset")?;
+    let parent = Object::new("lc-reset-leaf")?;
+    scratch.0.add_child("p", &parent)?;
+    for name in ["b", "a"] {
+        let child = Object::new("lc-reset-base")?;
+        parent.add_child(name, &child)?;
+        child.realize()?;
+    }
+    let idle = Object::new("lc-reset-base")?;
+    scratch.0.add_child("idle", &idle)?;
+    parent.realize()?;
+    vmkit_qom::reset_tree(&scratch.0)?;
+    assert_eq!(
+        *log.lock(),
+        ["base:a", "base:b", "base:p", "leaf:p"],
+        "idle is not realized"
+    );
+    log.lock().clear();
+    parent.reset()?;
+    assert_eq!(*log.lock(), ["base:p", "leaf:p"], "one device: its own hooks only");
+    Ok(())
+}

@@ -430,3 +430,80 @@ fn devices_made_after_machine_creation_done_are_hotplugged() -> TestResult {
     assert_eq!(err_of(machine_creation_done()).kind(), ErrorKind::Lifecycle);
     Ok(())
 }
+
+#[test]
+fn an_unplug_hook_may_refuse_device_del_and_the_device_stays() -> TestResult {
+    let _m = MachineGuard::new()?;
+    let allow = Arc::new(AtomicBool::new(false));
+    let gate = allow.clone();
+    TypeInfo::new("place-fixed-dev")
+        .parent(TYPE_DEVICE)
+        .unplug(move |o| {
+            if gate.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(Error::hook_message(
+                    "unplug",
+                    o.describe(),
+                    "Bus 'x' does not support hotplugging",
+                ))
+            }
+        })
+        .register()?;
+    let dev = device_add("place-fixed-dev", Some("fixed"), &[])?;
+    let e = err_of(device_del("fixed"));
+    assert!(e.to_string().ends_with("Bus 'x' does not support hotplugging"), "{e}");
+    assert!(dev.is_realized(), "refused: still plugged");
+    assert_eq!(resolve_path("/machine/peripheral/fixed", None)?, dev);
+    allow.store(true, Ordering::SeqCst);
+    device_del("fixed")?;
+    assert!(resolve_path("/machine/peripheral/fixed", None).is_err());
+    Ok(())
+}
+
+#[test]
+fn a_hot_plugged_device_is_reset_when_realized() -> TestResult {
+    let _m = MachineGuard::new()?;
+    let resets = counter();
+    TypeInfo::new("place-reset-dev")
+        .parent(TYPE_DEVICE)
+        .reset(bump(&resets))
+        .register()?;
+    device_add("place-reset-dev", Some("cold"), &[])?;
+    assert_eq!(get(&resets), 0, "cold-plugged: reset with the machine");
+    machine_creation_done()?;
+    device_add("place-reset-dev", Some("hot"), &[])?;
+    assert_eq!(get(&resets), 1, "hot-plugged: reset at realize");
+    Ok(())
+}
+
+#[test]
+fn destroying_the_machine_unrealizes_its_devices_first() -> TestResult {
+    let m = MachineGuard::new()?;
+    // A device that keeps the machine referenced while realized (as a
+    // device's bus-master address space does) must not keep it alive.
+    let holds: Arc<Mutex<Option<vmkit_qom::ObjectRef>>> = Arc::default();
+    let (take, release) = (holds.clone(), holds.clone());
+    TypeInfo::new("place-holding-dev")
+        .parent(TYPE_DEVICE)
+        .realize(move |_| {
+            *take.lock() = Some(
+                machine()
+                    .ok_or(Error::hook_message("realize", "", "no machine"))?
+                    .try_ref()?,
+            );
+            Ok(())
+        })
+        .unrealize(move |_| {
+            release.lock().take();
+            Ok(())
+        })
+        .register()?;
+    let dev = device_add("place-holding-dev", Some("holder"), &[])?;
+    let machine_obj = m.machine.clone();
+    destroy_machine()?;
+    assert!(!dev.is_realized());
+    assert_eq!(machine_obj.phase(), Phase::Finalized, "nothing kept it");
+    assert!(holds.lock().is_none());
+    Ok(())
+}

@@ -630,3 +630,54 @@ fn finalized_objects_refuse_property_access() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_property_with_a_syntax_of_its_own() -> TestResult {
+    // An int32 that text gives as "SS.F" (a PCI address), as QEMU's `addr`.
+    let parser = vmkit_qom::TextParser::new(|text| {
+        let (slot, func) = text.split_once('.').unwrap_or((text, "0"));
+        let slot = u8::from_str_radix(slot, 16).map_err(|_| format!("doesn't take value '{text}'"))?;
+        let func = u8::from_str_radix(func, 16).map_err(|_| format!("doesn't take value '{text}'"))?;
+        Ok(Value::Int(i64::from(slot) << 3 | i64::from(func)))
+    });
+    TypeInfo::new("prop-syntax-dev")
+        .parent(TYPE_DEVICE)
+        .class_property(
+            PropertyDef::new(
+                "addr",
+                PropertyKind::Int {
+                    bits: 32,
+                    min: -1,
+                    max: 255,
+                },
+            )
+            .default(Value::Int(-1))
+            .parser(parser),
+        )
+        .register()?;
+    let dev = Object::new("prop-syntax-dev")?;
+    dev.set_str("addr", "3.1")?;
+    assert_eq!(dev.get("addr")?, Value::Int(0x19), "command-line text");
+    dev.set("addr", Value::str("4"))?;
+    assert_eq!(
+        dev.get("addr")?,
+        Value::Int(0x20),
+        "a string where an int32 is expected"
+    );
+    dev.set("addr", Value::Int(0x28))?;
+    assert_eq!(dev.get("addr")?, Value::Int(0x28), "an integer as usual");
+    let e = err_of(dev.set_str("addr", "zz"));
+    assert_eq!(e.kind(), ErrorKind::PropertyValue);
+    assert!(e.to_string().contains("doesn't take value 'zz'"), "{e}");
+    assert_eq!(
+        err_of(dev.set("addr", Value::Int(256))).kind(),
+        ErrorKind::PropertyValue
+    );
+    assert_eq!(
+        err_of(dev.set_str("addr", "20.0")).kind(),
+        ErrorKind::PropertyValue,
+        "256: out of range"
+    );
+    assert_eq!(dev.get("addr")?, Value::Int(0x28), "refusals change nothing");
+    Ok(())
+}

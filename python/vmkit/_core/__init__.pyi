@@ -1,9 +1,10 @@
 """Type stubs of the ``vmkit._core`` extension module (checked by mypy.stubtest).
 
-One submodule per core crate: ``qom``, ``memory``, ``migration``. The
-exception hierarchy, shared by all three, is here.
+One submodule per core crate: ``qom``, ``memory``, ``migration``,
+``devices``. The exception hierarchy, shared by all of them, is here.
 """
 
+from vmkit._core import devices as devices
 from vmkit._core import memory as memory
 from vmkit._core import migration as migration
 from vmkit._core import qom as qom
@@ -13,6 +14,7 @@ __all__ = [
     "AccessError",
     "AddressError",
     "AmbiguousPathError",
+    "DeviceError",
     "DeviceGoneError",
     "DeviceStateError",
     "DuplicatePropertyError",
@@ -38,6 +40,7 @@ __all__ = [
     "VmkitError",
     "WrongTypeError",
     "__version__",
+    "devices",
     "memory",
     "migration",
     "qom",
@@ -62,13 +65,17 @@ class AmbiguousPathError(PathError): ...
 class ObjectFinalizedError(QomError): ...
 class SingletonError(QomError): ...
 class LifecycleError(QomError): ...
-class HookError(QomError): ...
+
+class HookError(QomError):
+    reason: str | None
+
 class GuestMemoryError(VmkitError): ...
 class AddressError(GuestMemoryError): ...
 class AccessError(GuestMemoryError): ...
 class RegionLayoutError(GuestMemoryError): ...
 class DeviceGoneError(GuestMemoryError): ...
 class HostMemoryError(GuestMemoryError): ...
+class DeviceError(VmkitError): ...
 
 class MigrationError(VmkitError):
     offset: int | None

@@ -132,6 +132,9 @@ _TRANSLATIONS: tuple[_Rule, ...] = (
     ),
     # qom-list-properties: QEMU's error_set(ERROR_CLASS_DEVICE_NOT_FOUND, ...).
     _Rule(errors.TypeNotFoundError, DeviceNotFound, "Class '{typename}' not found"),
+    # A device that refused to realize or unplug: QEMU answers with the
+    # device's own message ("PCI: slot 3 function 0 not available ...").
+    _Rule(errors.HookError, GenericError, "{reason}"),
     _Rule(Exception, GenericError, "{error}"),
 )
 
@@ -141,13 +144,17 @@ def to_qmp_error(exc: BaseException, **context: object) -> QMPError:
     exceptions (and any other) to QMP error classes and messages.
 
     ``context`` names what the failing command was working on (``path``,
-    ``property``, ``type_name``, ``typename``); rules whose QEMU message
-    needs a member that is absent do not apply. A :class:`QMPError` is
+    ``property``, ``type_name``, ``typename``); a :class:`HookError` adds
+    its ``reason``; rules whose QEMU message needs a member that is absent
+    do not apply. A :class:`QMPError` is
     returned unchanged; anything no rule names becomes a ``GenericError``
     with the exception's text (or its class name when it has none).
     """
     if isinstance(exc, QMPError):
         return exc
+    reason = getattr(exc, "reason", None) if isinstance(exc, errors.HookError) else None
+    if reason:
+        context = {"reason": reason, **context}
     text = str(exc) or type(exc).__name__
     for rule in _TRANSLATIONS:
         if rule.applies(exc, context):

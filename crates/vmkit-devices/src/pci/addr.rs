@@ -47,25 +47,54 @@ impl DevFn {
     }
 }
 
-/// QEMU's `addr=` text: "SS" or "SS.F", both hexadecimal.
+/// QEMU's `addr=` text: "SS" or "SS.F", both hexadecimal, read as QEMU
+/// reads them (`sscanf` with `%x.%x`, else `%x`, and nothing after):
+/// leading blanks, a sign and a `0x` prefix are taken, any number of
+/// digits ("001" is slot 1, "0x18" slot 24); slot 0–31, function 0–7.
 impl FromStr for DevFn {
     type Err = PciError;
 
     fn from_str(text: &str) -> Result<DevFn, PciError> {
         let bad = || PciError::BadAddress { text: text.to_owned() };
-        let (slot, func) = match text.split_once('.') {
-            Some((s, f)) => (s, f),
-            None => (text, "0"),
+        let (slot, func, rest) = match scan_hex(text) {
+            Some((slot, after)) => match after.strip_prefix('.').and_then(scan_hex) {
+                Some((func, rest)) => (slot, func, rest),
+                None => (slot, 0, after),
+            },
+            None => return Err(bad()),
         };
-        let hex = |s: &str| {
-            if s.is_empty() || s.len() > 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            u8::from_str_radix(s, 16).ok()
-        };
-        let (slot, func) = (hex(slot).ok_or_else(bad)?, hex(func).ok_or_else(bad)?);
-        DevFn::new(slot, func).ok_or_else(bad)
+        if !rest.is_empty() || slot >= u32::from(Self::SLOTS) || func >= u32::from(Self::FUNCTIONS) {
+            return Err(bad());
+        }
+        DevFn::new(slot as u8, func as u8).ok_or_else(bad)
     }
+}
+
+/// C's `%x` conversion: blanks, an optional sign, an optional `0x`, then
+/// at least one hex digit, as an unsigned int (a minus sign negates it
+/// modulo 2^32, an overflow saturates). The value and what follows.
+fn scan_hex(text: &str) -> Option<(u32, &str)> {
+    let t = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let hex_after_prefix = |rest: &str| rest.bytes().next().is_some_and(|b| b.is_ascii_hexdigit());
+    let t = match t.get(..2) {
+        Some("0x" | "0X") if hex_after_prefix(&t[2..]) => &t[2..],
+        _ => t,
+    };
+    let digits = t.bytes().take_while(u8::is_ascii_hexdigit).count();
+    if digits == 0 {
+        return None;
+    }
+    let value = t[..digits].bytes().fold(0u64, |acc, b| {
+        let d = u64::from(char::from(b).to_digit(16).unwrap_or(0));
+        acc.saturating_mul(16).saturating_add(d)
+    });
+    let value = u32::try_from(value).unwrap_or(u32::MAX);
+    Some((if negative { value.wrapping_neg() } else { value }, &t[digits..]))
 }
 
 /// "SS.F" as `info pci` and `addr=` write it.
@@ -84,7 +113,24 @@ mod tests {
         assert_eq!("1f.7".parse::<DevFn>(), Ok(DevFn::from_raw(0xff)));
         assert_eq!("3".parse::<DevFn>(), Ok(DevFn::from_raw(0x18)));
         assert_eq!("0a.1".parse::<DevFn>().map(|d| (d.slot(), d.func())), Ok((10, 1)));
-        for bad in ["", "20", "1.8", "x", "1.", ".1", "001", "1.2.3", "-1"] {
+        // As QEMU's sscanf reads them.
+        assert_eq!("001".parse::<DevFn>(), Ok(DevFn::from_raw(0x08)));
+        assert_eq!("0x18".parse::<DevFn>(), Ok(DevFn::from_raw(0xc0)));
+        assert_eq!(" 3.1".parse::<DevFn>(), Ok(DevFn::from_raw(0x19)));
+        assert_eq!("+3".parse::<DevFn>(), Ok(DevFn::from_raw(0x18)));
+        for bad in [
+            "",
+            "20",
+            "1.8",
+            "x",
+            "1.",
+            ".1",
+            "1.2.3",
+            "-1",
+            "3 ",
+            "0x",
+            "ffffffffff",
+        ] {
             assert!(bad.parse::<DevFn>().is_err(), "{bad:?}");
         }
     }

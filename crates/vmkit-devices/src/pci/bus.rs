@@ -8,8 +8,8 @@ use super::error::PciError;
 pub struct Occupant {
     /// Its type name (`qemu-xhci`).
     pub type_name: String,
-    /// Its `id` (empty if none).
-    pub id: String,
+    /// Its `id`, if it has one.
+    pub id: Option<String>,
     /// Function 0 announces more functions (header type bit 7).
     pub multifunction: bool,
 }
@@ -71,7 +71,8 @@ impl PciBus {
                 devfn.slot(),
                 devfn.func(),
                 other.type_name,
-                other.id
+                // QEMU prints a missing id with printf's "(null)".
+                other.id.as_deref().unwrap_or("(null)")
             )));
         }
         let slot = devfn.slot();
@@ -116,7 +117,7 @@ mod tests {
     fn dev(type_name: &str, id: &str, multifunction: bool) -> Occupant {
         Occupant {
             type_name: type_name.into(),
-            id: id.into(),
+            id: (!id.is_empty()).then(|| id.into()),
             multifunction,
         }
     }
@@ -174,7 +175,16 @@ mod tests {
             ))
         );
         assert!(bus.place(at("4"), dev("f0", "", true), false).is_ok());
-        assert_eq!(bus.remove(DevFn::from_raw(0x18)).map(|o| o.id), Some("usb0".into()));
+        assert_eq!(
+            bus.place(at("4.2"), dev("f2b", "", true), false),
+            Err(PciError::Placement(
+                "PCI: slot 4 function 2 not available for f2b, in use by f2,id=(null)".into()
+            ))
+        );
+        assert_eq!(
+            bus.remove(DevFn::from_raw(0x18)).and_then(|o| o.id),
+            Some("usb0".into())
+        );
         assert!(bus.place(at("3"), dev("usb-ehci", "", false), false).is_ok());
     }
 

@@ -360,6 +360,42 @@ impl ConfigSpace {
         }
     }
 
+    /// Makes bytes `offset..offset + len` checked on an incoming migration
+    /// through `mask` (QEMU's `cmask`), one mask byte per byte: a load
+    /// whose bytes differ from this function's where the mask is set and
+    /// the guest cannot write is "Bad config data".
+    pub fn set_check_mask(&mut self, offset: usize, mask: &[u8]) {
+        if let Some(c) = self.cmask.get_mut(offset..offset + mask.len()) {
+            c.copy_from_slice(mask);
+        }
+    }
+
+    /// The check mask of byte `offset` (0 past the end).
+    pub fn check_mask(&self, offset: usize) -> u8 {
+        self.cmask.get(offset).copied().unwrap_or(0)
+    }
+
+    /// The write mask of byte `offset` (0 past the end).
+    pub fn write_mask(&self, offset: usize) -> u8 {
+        self.wmask.get(offset).copied().unwrap_or(0)
+    }
+
+    /// The configuration space's kind (by its size).
+    pub fn kind(&self) -> ConfigKind {
+        if self.config.len() == PCIE_CONFIG_SPACE_SIZE {
+            ConfigKind::Express
+        } else {
+            ConfigKind::Conventional
+        }
+    }
+
+    /// Every declared BAR with where it is mapped, in slot order.
+    pub fn bars(&self) -> impl Iterator<Item = (BarIndex, Bar, Option<u64>)> + '_ {
+        BarIndex::ALL
+            .into_iter()
+            .filter_map(|i| self.bars[i.number() as usize].map(|b| (i, b, self.mapped[i.number() as usize])))
+    }
+
     /// Sets bytes from the device side (capability contents), no mask applied.
     pub fn put_bytes(&mut self, offset: usize, bytes: &[u8]) {
         if let Some(c) = self.config.get_mut(offset..offset + bytes.len()) {

@@ -59,4 +59,20 @@ pub enum PciError {
     /// A device/function number refused by the bus (QEMU's message).
     #[error("{0}")]
     Placement(String),
+    /// A BAR access the device does not accept (its size, its alignment,
+    /// a register that is not there).
+    #[error("BAR {index} access of {size} bytes at {offset:#x}: {reason}")]
+    BarAccess {
+        /// The BAR number.
+        index: u8,
+        /// Offset in the BAR's region.
+        offset: u64,
+        /// Bytes.
+        size: u8,
+        /// Why.
+        reason: String,
+    },
+    /// A VMState description that could not be built.
+    #[error("VMState description: {0}")]
+    Description(String),
 }

@@ -13,6 +13,10 @@
 //!   first; bus mastering; INTx disable).
 //! * [`msix`]: [`Msix`]: the vector table and pending bits, and the
 //!   [`MsiMessage`]s a notification or an unmask sends.
+//! * [`function`]: [`PciFunction`], a function's model as the machine
+//!   reaches it, and [`PciEffects`], what an access asks of the machine.
+//! * [`state`]: QEMU's `PCIDevice` and `msix` VMStates and their typed
+//!   states ([`PciDeviceState`], [`MsixState`]).
 //! * [`error`]: the refusals, [`PciError`].
 
 pub mod addr;
@@ -20,14 +24,18 @@ pub mod bar;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod function;
 pub mod host;
 pub mod msix;
 pub mod regs;
+pub mod state;
 
 pub use addr::DevFn;
 pub use bar::{Bar, BarIndex, BarKind, BarMove, BarSpace};
 pub use bus::{Occupant, PciBus};
 pub use config::{ConfigEffects, ConfigKind, ConfigSpace, Identity};
 pub use error::PciError;
+pub use function::{PciEffects, PciFunction};
 pub use msix::{MsiMessage, Msix};
 pub use regs::{Command, HeaderReg, Status};
+pub use state::{MsixState, PciDeviceState, msix_vmsd, pci_device_vmsd};

@@ -166,6 +166,65 @@ impl Msix {
         })
     }
 
+    /// The table and pending bits as QEMU's `msix state` codec saves them:
+    /// 16 bytes per vector (little-endian dwords as the guest wrote them),
+    /// then one pending bit per vector in whole bytes.
+    pub fn save_raw(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(super::state::msix_state_len(self.vectors()) as usize);
+        for entry in &self.table {
+            for dword in entry {
+                out.extend_from_slice(&dword.to_le_bytes());
+            }
+        }
+        let mut pba = vec![0u8; self.table.len().div_ceil(8)];
+        for v in 0..self.vectors() {
+            if self.is_pending(v) {
+                pba[usize::from(v / 8)] |= 1 << (v % 8);
+            }
+        }
+        out.extend_from_slice(&pba);
+        out
+    }
+
+    /// Takes what [`Msix::save_raw`] gave (an incoming migration's table
+    /// and pending bits) under message control `control` (the capability's
+    /// word, loaded with the configuration space). As QEMU's load: a
+    /// vector that is pending but can be sent under the loaded masks is
+    /// no longer pending, and no message goes (its vector is not in use
+    /// yet); a pending masked vector stays pending. Refused, changing
+    /// nothing, when the length is not this function's.
+    pub fn load_raw(&mut self, raw: &[u8], control: u16) -> Result<Vec<MsiMessage>, PciError> {
+        let vectors = self.vectors();
+        let want = super::state::msix_state_len(vectors) as usize;
+        if raw.len() != want {
+            return Err(PciError::BadMsix {
+                reason: format!(
+                    "{} bytes of table and pending bits, this function's have {want}",
+                    raw.len()
+                ),
+            });
+        }
+        let (table, pba) = raw.split_at(usize::from(vectors) * ENTRY_SIZE as usize);
+        let mut fresh = Msix::new(vectors)?;
+        // Enabled and function-masked: a notify makes a vector pending.
+        fresh.write_control(CONTROL_ENABLE | CONTROL_FUNCTION_MASK);
+        for (i, word) in table.chunks_exact(4).enumerate() {
+            let v = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            fresh.table_write(i as u64 * 4, 4, u64::from(v))?;
+        }
+        let function_masked = control & CONTROL_ENABLE == 0 || control & CONTROL_FUNCTION_MASK != 0;
+        for v in 0..vectors {
+            let pending = pba.get(usize::from(v / 8)).is_some_and(|b| b & (1 << (v % 8)) != 0);
+            let vector_masked = fresh.table[usize::from(v)][3] & VECTOR_MASKED != 0;
+            if pending && (function_masked || vector_masked) {
+                fresh.notify(v);
+            }
+        }
+        let sent = fresh.write_control(control);
+        *self = fresh;
+        Ok(sent)
+    }
+
     /// Back to the reset state: every vector masked and zeroed, nothing
     /// pending, disabled.
     pub fn reset(&mut self) {

@@ -6,9 +6,10 @@
 
 use vmkit_devices::dma::{Dma, TestMemory};
 use vmkit_devices::pci::MsiMessage;
+use vmkit_devices::pci::PciEffects;
 use vmkit_devices::usb::xhci::slot::CONTEXT_SIZE;
 use vmkit_devices::usb::xhci::trb::bits;
-use vmkit_devices::usb::xhci::{Env, PciEffects, Trb, TrbType, XhciPci, XhciPciConfig};
+use vmkit_devices::usb::xhci::{Env, Trb, TrbType, XhciPci, XhciPciConfig};
 use vmkit_devices::usb::{SetupPacket, UsbError};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;

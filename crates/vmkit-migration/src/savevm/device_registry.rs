@@ -32,6 +32,50 @@ struct DeviceType {
 
 static TABLE: LazyLock<RwLock<HashMap<String, DeviceType>>> = LazyLock::new(Default::default);
 
+/// A device's path on its bus as QEMU's `qdev_get_dev_path` gives it
+/// (`0000:00:03.0` for a PCI function), or `None` off such a bus.
+pub type DevPath = Arc<dyn Fn(&Object) -> Option<String> + Send + Sync>;
+
+static DEV_PATHS: LazyLock<RwLock<HashMap<String, DevPath>>> = LazyLock::new(Default::default);
+
+/// Declares how instances of `type_name` (and of its subtypes that do
+/// not declare their own) name their bus path: a device with one has its
+/// sections named `<path>/<vmsd name>`, as QEMU names them
+/// (`0000:00:03.0/pci-testdev`). The type must exist and derive from
+/// `device`; a second declaration for one type is refused.
+pub fn register_device_path(
+    type_name: &str,
+    dev_path: impl Fn(&Object) -> Option<String> + Send + Sync + 'static,
+) -> Result<(), SavevmError> {
+    let ty = lookup_type(type_name)?;
+    let refuse = |reason: &str| SavevmError::Registration {
+        type_name: type_name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !ty.is_a("device") {
+        return Err(refuse("only device types have a bus path"));
+    }
+    let mut table = DEV_PATHS.write();
+    if table.contains_key(type_name) {
+        return Err(refuse("a bus path is already declared"));
+    }
+    table.insert(type_name.to_owned(), Arc::new(dev_path));
+    Ok(())
+}
+
+/// The section name of `obj`, whose type migrates as `vmsd_name`: the
+/// name, prefixed by the device's bus path where its type declares one.
+fn section_idstr(obj: &Object, vmsd_name: &str) -> String {
+    let dev_path = {
+        let table = DEV_PATHS.read();
+        obj.type_ref().ancestors().find_map(|t| table.get(t.name()).cloned())
+    };
+    match dev_path.and_then(|f| f(obj)) {
+        Some(path) => format!("{path}/{vmsd_name}"),
+        None => vmsd_name.to_owned(),
+    }
+}
+
 /// Declares that instances of the device type `type_name` (and of its
 /// subtypes that do not declare their own) migrate as `vmsd`, their state
 /// reached with `accessor`. The type must exist, derive from `device`, and
@@ -126,8 +170,12 @@ impl QomDevice {
 impl DeviceState for QomDevice {
     type State = VmStruct;
 
+    /// The instance's own description (a device whose layout follows its
+    /// properties), else its type's.
     fn vmsd(&self) -> Arc<VmStateDescription> {
-        Arc::clone(&self.ty.vmsd)
+        self.state()
+            .map(|s| s.description())
+            .unwrap_or_else(|_| Arc::clone(&self.ty.vmsd))
     }
 
     fn save_state(&self) -> Result<VmStruct, StateError> {
@@ -144,9 +192,11 @@ impl DeviceState for QomDevice {
 }
 
 /// The sections of every realized device below `root` (inclusive) whose
-/// type has a VMState, sorted by canonical QOM path. Devices sharing an
-/// idstr (the vmsd name) are numbered 0, 1, ... in that order, so two
-/// machines built alike number their devices alike.
+/// type has a VMState, sorted by canonical QOM path. A section is named
+/// after the vmsd, prefixed by the device's bus path where its type
+/// declares one ([`register_device_path`]). Devices sharing an idstr are
+/// numbered 0, 1, ... in that order, so two machines built alike number
+/// their devices alike.
 pub fn collect_devices(root: &Object) -> Result<Vec<DeviceEntry>, SavevmError> {
     let mut found = Vec::new();
     let mut stack = vec![root.clone()];
@@ -166,7 +216,7 @@ pub fn collect_devices(root: &Object) -> Result<Vec<DeviceEntry>, SavevmError> {
     Ok(found
         .into_iter()
         .map(|(_, obj, ty)| {
-            let idstr = ty.vmsd.name().to_owned();
+            let idstr = section_idstr(&obj, ty.vmsd.name());
             let counter = next_instance.entry(idstr.clone()).or_default();
             let instance_id = *counter;
             *counter += 1;

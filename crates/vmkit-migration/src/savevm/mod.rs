@@ -53,7 +53,8 @@ pub(crate) mod sections;
 pub mod unmodelled;
 
 pub use device_registry::{
-    StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model, register_device_vmstate,
+    DevPath, StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model,
+    register_device_path, register_device_vmstate,
 };
 pub(crate) use restore::decode_section_body;
 pub use restore::{RestoreOptions, RestoreStats, restore, restore_answering};

@@ -269,6 +269,12 @@ impl Field {
         &self.kind
     }
 
+    /// The type QEMU's VMDESCRIPTION trailer names for one element: the
+    /// name given with [`Field::info`], else the kind's.
+    pub fn type_name(&self) -> String {
+        self.info.clone().unwrap_or_else(|| self.kind.info_name())
+    }
+
     /// The first version that has this field.
     pub fn version_id(&self) -> u32 {
         self.version_id

@@ -4,7 +4,7 @@
 #[allow(unsafe_code)]
 mod buffer;
 pub(crate) mod ram;
-mod regions;
+pub(crate) mod regions;
 
 use pyo3::prelude::*;
 

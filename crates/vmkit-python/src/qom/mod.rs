@@ -27,6 +27,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(types::qom_tree, m)?)?;
     m.add_function(wrap_pyfunction!(types::create_machine, m)?)?;
     m.add_function(wrap_pyfunction!(types::destroy_machine, m)?)?;
+    m.add_function(wrap_pyfunction!(types::reset_tree, m)?)?;
     m.add_function(wrap_pyfunction!(types::machine_creation_done, m)?)?;
     m.add_function(wrap_pyfunction!(types::machine, m)?)?;
     m.add_function(wrap_pyfunction!(types::device_add, m)?)?;

@@ -148,8 +148,16 @@ impl PyObj {
     /// A dict for Python-side state of the object, freed with its storage.
     #[getter]
     pub(crate) fn data(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        if let Some(d) = self.handle.user_data().and_then(|d| d.downcast::<PyData>().ok()) {
-            return Ok(d.0.clone_ref(py));
+        if let Some(existing) = self.handle.user_data() {
+            return match existing.downcast::<PyData>() {
+                Ok(d) => Ok(d.0.clone_ref(py)),
+                // A Rust model lives there (a PCI device's glue): replacing
+                // it would break the device.
+                Err(_) => Err(crate::errors::QomError::new_err(format!(
+                    "{} keeps a device model of its own: it has no data dict",
+                    self.handle.describe()
+                ))),
+            };
         }
         let dict = PyDict::new(py).unbind();
         self.handle

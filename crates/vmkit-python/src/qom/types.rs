@@ -157,6 +157,9 @@ pub(crate) fn register_type(
                 })
             })
         }),
+        // Python device types have no reset or unplug hooks (yet).
+        reset: None,
+        unplug: None,
     };
     info.hooks(hooks).register().py_err(py).map(|_| ())
 }
@@ -286,6 +289,12 @@ pub(crate) fn create_machine(py: Python<'_>, type_name: &str) -> PyResult<PyObj>
 #[pyfunction]
 pub(crate) fn destroy_machine(py: Python<'_>) -> PyResult<()> {
     qom::destroy_machine().py_err(py)
+}
+
+/// Resets every realized device of the subtree at `root`, children first.
+#[pyfunction]
+pub(crate) fn reset_tree(py: Python<'_>, root: &Bound<'_, PyObj>) -> PyResult<()> {
+    qom::reset_tree(&root.get().handle).py_err(py)
 }
 
 /// Marks the machine complete: devices created from now on are hot-plugged.

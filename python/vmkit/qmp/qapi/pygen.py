@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import keyword
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,6 +103,12 @@ def _camel(name: str) -> str:
 
 def _event_class(event: Event) -> str:
     return f"{_camel(event.name)}Event"
+
+
+#: Names a generated type may use besides the types it defines.
+_PLAIN_NAMES = frozenset(
+    {"list", "dict", "str", "int", "float", "bool", "None", "Any", "Literal", "JSONValue"}
+)
 
 
 class _Generator:
@@ -173,8 +180,18 @@ class _Generator:
             yield name
 
     def typed_dict(self, name: str, members: list[tuple[Member, str]]) -> None:
+        # A functional TypedDict evaluates its member types at once: a type
+        # defined later (a recursive pair such as PciBridgeInfo and
+        # PciDeviceInfo) is written as a string, a forward reference.
+        known = set(self.exports) | _PLAIN_NAMES | {name}
+
+        def spelled(t: str) -> str:
+            later = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", t)) - known
+            return f'"{t}"' if later and '"' not in t else t
+
         fields = [
-            f'        "{m.name}": {f"NotRequired[{t}]" if m.optional else t},' for m, t in members
+            f'        "{m.name}": {f"NotRequired[{spelled(t)}]" if m.optional else spelled(t)},'
+            for m, t in members
         ]
         if not fields:
             self.block(f'{name} = TypedDict("{name}", {{}})')

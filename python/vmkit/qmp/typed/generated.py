@@ -57,6 +57,14 @@ __all__ = [
     "NoData",
     "ObjectPropertyInfo",
     "ObjectTypeInfo",
+    "PciBridgeInfo",
+    "PciBusInfo",
+    "PciDeviceClass",
+    "PciDeviceId",
+    "PciDeviceInfo",
+    "PciInfo",
+    "PciMemoryRange",
+    "PciMemoryRegion",
     "QMPCapability",
     "ResetEvent",
     "ResetEventData",
@@ -885,6 +893,96 @@ ObjectTypeInfo = TypedDict(
 )
 
 
+PciDeviceClass = TypedDict(
+    "PciDeviceClass",
+    {
+        "desc": NotRequired[str],
+        "class": int,
+    },
+)
+
+
+PciDeviceId = TypedDict(
+    "PciDeviceId",
+    {
+        "device": int,
+        "vendor": int,
+        "subsystem": NotRequired[int],
+        "subsystem-vendor": NotRequired[int],
+    },
+)
+
+
+PciMemoryRange = TypedDict(
+    "PciMemoryRange",
+    {
+        "base": int,
+        "limit": int,
+    },
+)
+
+
+PciBusInfo = TypedDict(
+    "PciBusInfo",
+    {
+        "number": int,
+        "secondary": int,
+        "subordinate": int,
+        "io_range": PciMemoryRange,
+        "memory_range": PciMemoryRange,
+        "prefetchable_range": PciMemoryRange,
+    },
+)
+
+
+PciBridgeInfo = TypedDict(
+    "PciBridgeInfo",
+    {
+        "bus": PciBusInfo,
+        "devices": NotRequired["list[PciDeviceInfo]"],
+    },
+)
+
+
+PciMemoryRegion = TypedDict(
+    "PciMemoryRegion",
+    {
+        "bar": int,
+        "type": str,
+        "address": int,
+        "size": int,
+        "prefetch": NotRequired[bool],
+        "mem_type_64": NotRequired[bool],
+    },
+)
+
+
+PciDeviceInfo = TypedDict(
+    "PciDeviceInfo",
+    {
+        "bus": int,
+        "slot": int,
+        "function": int,
+        "class_info": PciDeviceClass,
+        "id": PciDeviceId,
+        "irq": NotRequired[int],
+        "irq_pin": int,
+        "qdev_id": str,
+        "pci_bridge": NotRequired[PciBridgeInfo],
+        "regions": list[PciMemoryRegion],
+    },
+)
+
+
+PciInfo = TypedDict(
+    "PciInfo",
+    {
+        "bus": int,
+        "devices": list[PciDeviceInfo],
+    },
+)
+
+
 NameInfo = TypedDict(
     "NameInfo",
     {
@@ -1445,6 +1543,11 @@ class AsyncCommands:
         arguments: dict[str, object] = {"val": val, "size": size, "filename": filename}
         await self._execute("pmemsave", arguments)
 
+    async def query_pci(self) -> list[PciInfo]:
+        """``query-pci``."""
+        arguments: dict[str, object] = {}
+        return cast(list[PciInfo], await self._execute("query-pci", arguments))
+
     async def query_name(self) -> NameInfo:
         """``query-name``."""
         arguments: dict[str, object] = {}
@@ -1911,6 +2014,11 @@ class SyncCommands:
         """``pmemsave``."""
         arguments: dict[str, object] = {"val": val, "size": size, "filename": filename}
         self._execute("pmemsave", arguments)
+
+    def query_pci(self) -> list[PciInfo]:
+        """``query-pci``."""
+        arguments: dict[str, object] = {}
+        return cast(list[PciInfo], self._execute("query-pci", arguments))
 
     def query_name(self) -> NameInfo:
         """``query-name``."""

@@ -26,7 +26,7 @@ pub mod trb;
 
 pub use self::core::{Doorbell, Effects, Env, Irq, XhciConfig, XhciCore};
 pub use intr::{Event, Interrupter};
-pub use pci::{PciEffects, XhciBus, XhciPci, XhciPciConfig};
+pub use pci::{XhciBus, XhciPci, XhciPciConfig};
 pub use port::Port;
 pub use ring::Ring;
 pub use trb::{CompletionCode, Trb, TrbType};

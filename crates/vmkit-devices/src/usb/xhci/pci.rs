@@ -7,7 +7,7 @@
 use super::core::{Effects, Env, Irq, XhciConfig, XhciCore};
 use super::regs::{self, Bar0Reg, OFF_MSIX_PBA, OFF_MSIX_TABLE};
 use crate::pci::regs::{Status, cap_id};
-use crate::pci::{Bar, BarIndex, Command, ConfigEffects, ConfigKind, ConfigSpace, Identity, MsiMessage, Msix};
+use crate::pci::{Bar, BarIndex, Command, ConfigKind, ConfigSpace, Identity, Msix, PciEffects};
 use crate::usb::device::UsbDevice;
 use crate::usb::error::UsbError;
 
@@ -146,25 +146,6 @@ pub fn qemu_xhci_config_space(bus: XhciBus, msix_vectors: Option<u16>) -> Result
         cfg.set_write_mask(at + 3, &[0xc0]);
     }
     Ok(cfg)
-}
-
-/// What a PCI-level operation asks the machine to do.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PciEffects {
-    /// BAR moves, bus mastering, INTx disable (configuration writes,
-    /// reset, load).
-    pub config: ConfigEffects,
-    /// MSI-X messages to write through the bus-master address space.
-    pub messages: Vec<MsiMessage>,
-    /// The new level of INTA as the bus sees it (after INTx disable).
-    pub intx: Option<bool>,
-}
-
-impl PciEffects {
-    /// Nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.config.is_empty() && self.messages.is_empty() && self.intx.is_none()
-    }
 }
 
 /// The `qemu-xhci` PCI function.

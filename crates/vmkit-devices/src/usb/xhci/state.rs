@@ -3,14 +3,13 @@
 //! "xhci-core" struct — described with vmkit's VMState builder, the typed
 //! state it carries, and the [`DeviceState`] contract on [`XhciDevice`].
 //!
-//! Where the description differs from QEMU's on paper but not on the
-//! wire: QEMU names the `PCIDevice` and MSI-X fields both `parent_obj`
-//! (the builder refuses a repeated name: the MSI-X one is `msix` here);
-//! its variable arrays count from fields that are not sent (here fixed
-//! arrays of the configured sizes); its `config` is two fields with
-//! existence tests (here one buffer of the space's size); and the
-//! `int32 le`, `pci config`, `pci irq state` and `msix` codecs are written
-//! as `int32`, `buffer`, four `int32`s and a `buffer`.
+//! The `PCIDevice` and `msix` parts are the PCI layer's
+//! ([`crate::pci::state`]). QEMU names both of those fields `parent_obj`
+//! and its trailer numbers them `parent_obj[0]` and `parent_obj[1]`; the
+//! builder refuses a repeated name, so they carry the trailer's names
+//! here. Where the description differs from QEMU's on paper but not on
+//! the wire: QEMU's variable arrays count from fields that are not sent
+//! (here fixed arrays of the configured sizes).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -19,20 +18,21 @@ use vmkit_migration::vmstate::{ArrayLen, Field, FieldKind, VmStateDescription, V
 
 use super::core::{Effects, Env, XhciConfig, XhciCore};
 use super::intr::Interrupter;
-use super::pci::{MSIX_CAP, PciEffects, XhciBus, XhciPci, XhciPciConfig};
+use super::pci::{MSIX_CAP, XhciBus, XhciPci, XhciPciConfig};
 use super::ring::Ring;
 use super::slot::Slot;
-use crate::pci::msix::{CONTROL_ENABLE, CONTROL_FUNCTION_MASK, ENTRY_SIZE};
-use crate::pci::regs::Status;
-use crate::pci::{ConfigKind, Msix};
+use crate::pci::state::{MsixState, PciDeviceState, msix_vmsd, pci_device_vmsd};
+use crate::pci::{ConfigKind, Msix, PciEffects};
 use crate::usb::error::UsbError;
 
 /// The section's description name.
 pub const VMSD_NAME: &str = "xhci";
 /// Events QEMU's never-sent event queue holds (`EV_QUEUE`).
 pub const EV_QUEUE: u32 = (3 * 24 + 16) * 64;
-/// The `PCIDevice` version QEMU loads up to (`PCIDevice.version_id`).
-pub const PCI_DEVICE_VERSION: i32 = 2;
+/// The trailer's name of the `PCIDevice` field (QEMU's first `parent_obj`).
+pub const PCI_FIELD: &str = "parent_obj[0]";
+/// The trailer's name of the `msix` field (QEMU's second `parent_obj`).
+pub const MSIX_FIELD: &str = "parent_obj[1]";
 
 /// The section id QEMU gives the device at PCI path `path`
 /// ("0000:00:01.0" → "0000:00:01.0/xhci").
@@ -51,44 +51,6 @@ fn array(elem: FieldKind, n: u32) -> FieldKind {
         elem: Box::new(elem),
         len: ArrayLen::Fixed(n),
     }
-}
-
-/// QEMU's `vmstate_pci_device` ("PCIDevice", v2, min 1) for a space of
-/// `kind`.
-pub fn pci_device_vmsd(kind: ConfigKind) -> Built {
-    built(
-        VmStateDescription::builder("PCIDevice")
-            .version(2)
-            .minimum_version(1)
-            .simple("version_id", FieldKind::I32)
-            .simple(
-                "config",
-                FieldKind::Buffer {
-                    len: kind.size() as u32,
-                },
-            )
-            .field(Field::new("irq_state", array(FieldKind::I32, 4)).since(2))
-            .build(),
-    )
-}
-
-/// QEMU's `vmstate_msix` ("msix"): the table, then one pending bit per
-/// vector in whole bytes; nothing without MSI-X.
-pub fn msix_vmsd(vectors: u16) -> Built {
-    built(
-        VmStateDescription::builder("msix")
-            .simple(
-                "msix",
-                FieldKind::Buffer {
-                    len: msix_bytes(vectors),
-                },
-            )
-            .build(),
-    )
-}
-
-fn msix_bytes(vectors: u16) -> u32 {
-    u32::from(vectors) * ENTRY_SIZE as u32 + u32::from(vectors).div_ceil(8)
 }
 
 /// "xhci-port" v1.
@@ -209,35 +171,16 @@ pub fn xhci_vmsd(cfg: &XhciPciConfig) -> Built {
         XhciBus::Express | XhciBus::ExpressRoot => ConfigKind::Express,
     };
     let vectors = if cfg.msix { cfg.core.clamped().intrs as u16 } else { 0 };
+    let pci = pci_device_vmsd(kind).map_err(UsbError::from)?;
+    let msix = msix_vmsd(vectors).map_err(UsbError::from)?;
     built(
         VmStateDescription::builder(VMSD_NAME)
             .version(1)
-            .simple("parent_obj", FieldKind::Struct(pci_device_vmsd(kind)?))
-            .simple("msix", FieldKind::Struct(msix_vmsd(vectors)?))
+            .simple(PCI_FIELD, FieldKind::Struct(pci))
+            .simple(MSIX_FIELD, FieldKind::Struct(msix))
             .field(Field::new("xhci", FieldKind::Struct(core_vmsd(&cfg.core)?)).since(1))
             .build(),
     )
-}
-
-/// The generic PCI part.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PciDeviceState {
-    /// `PCIDevice.version_id` (0 to 2 load).
-    pub version_id: i32,
-    /// The configuration space (Status.INTERRUPT clear: it follows
-    /// `irq_state`).
-    pub config: Vec<u8>,
-    /// INTA–INTD levels (0 or 1).
-    pub irq_state: [i32; 4],
-}
-
-/// MSI-X: the table as the guest wrote it and the pending bits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MsixState {
-    /// 16 bytes per vector.
-    pub table: Vec<u8>,
-    /// One bit per vector, whole bytes.
-    pub pba: Vec<u8>,
 }
 
 /// A slot's migrated flags (its contexts live in guest memory).
@@ -438,47 +381,16 @@ impl MigrationState for XhciCoreState {
 
 impl MigrationState for XhciState {
     fn to_vmstate(&self) -> VmStruct {
-        let irq = self.pci.irq_state.iter().map(|&v| v.into()).collect();
-        let pci = VmStruct::new()
-            .with("version_id", self.pci.version_id.into())
-            .with("config", self.pci.config.clone().into())
-            .with("irq_state", VmValue::Array(irq));
-        let mut msix = self.msix.table.clone();
-        msix.extend_from_slice(&self.msix.pba);
         VmStruct::new()
-            .with("parent_obj", VmValue::Struct(pci))
-            .with("msix", VmValue::Struct(VmStruct::new().with("msix", msix.into())))
+            .with(PCI_FIELD, VmValue::Struct(self.pci.to_vmstate()))
+            .with(MSIX_FIELD, VmValue::Struct(self.msix.to_vmstate()))
             .with("xhci", VmValue::Struct(self.core.to_vmstate()))
     }
 
     fn from_vmstate(s: &VmStruct) -> Result<XhciState, StateError> {
-        let pci = sub(s, "parent_obj")?;
-        let irq = nested("parent_obj", items(pci, "irq_state"))?;
-        let mut irq_state = [0i32; 4];
-        if irq.len() != 4 {
-            return Err(StateError::field(
-                "parent_obj/irq_state",
-                format!("{} pins, not 4", irq.len()),
-            ));
-        }
-        for (i, (slot, v)) in irq_state.iter_mut().zip(irq).enumerate() {
-            *slot = v
-                .as_i64()
-                .and_then(|v| i32::try_from(v).ok())
-                .ok_or_else(|| StateError::field(format!("parent_obj/irq_state[{i}]"), "not an int32"))?;
-        }
-        let msix: Vec<u8> = nested("msix", sub(s, "msix")?.field("msix"))?;
         Ok(XhciState {
-            pci: PciDeviceState {
-                version_id: nested("parent_obj", pci.field("version_id"))?,
-                config: nested("parent_obj", pci.field("config"))?,
-                irq_state,
-            },
-            // Split by the receiver's vector count in check_state / load.
-            msix: MsixState {
-                table: msix,
-                pba: Vec::new(),
-            },
+            pci: nested(PCI_FIELD, PciDeviceState::from_vmstate(sub(s, PCI_FIELD)?))?,
+            msix: nested(MSIX_FIELD, MsixState::from_vmstate(sub(s, MSIX_FIELD)?))?,
             core: nested("xhci", XhciCoreState::from_vmstate(sub(s, "xhci")?))?,
         })
     }
@@ -583,31 +495,9 @@ impl XhciCore {
 impl XhciPci {
     /// The migrated state.
     pub fn save_state(&self) -> XhciState {
-        let mut config = self.config.bytes().to_vec();
-        // Status.INTERRUPT travels as irq_state (QEMU clears it to save).
-        let status = crate::pci::HeaderReg::Status.offset();
-        config[status] &= !(Status::INTERRUPT.bits() as u8);
-        let msix = self.msix.as_ref().map_or_else(MsixState::default, |m| {
-            let mut table = Vec::with_capacity(m.table_size() as usize);
-            for at in (0..m.table_size()).step_by(4) {
-                let dword = m.table_read(at, 4).unwrap_or(0) as u32;
-                table.extend_from_slice(&dword.to_le_bytes());
-            }
-            let mut pba = vec![0u8; usize::from(m.vectors()).div_ceil(8)];
-            for v in 0..m.vectors() {
-                if m.is_pending(v) {
-                    pba[usize::from(v / 8)] |= 1 << (v % 8);
-                }
-            }
-            MsixState { table, pba }
-        });
         XhciState {
-            pci: PciDeviceState {
-                version_id: PCI_DEVICE_VERSION,
-                config,
-                irq_state: [i32::from(self.irq_level), 0, 0, 0],
-            },
-            msix,
+            pci: PciDeviceState::capture(&self.config, [self.irq_level, false, false, false]),
+            msix: MsixState::capture(self.msix.as_ref()),
             core: self.core.save_state(),
         }
     }
@@ -616,34 +506,17 @@ impl XhciPci {
         self.msix.as_ref().map_or(0, Msix::vectors)
     }
 
-    /// Whether `state` can be loaded: QEMU's checks (`version_id` 0..=2,
-    /// INTx levels 0 or 1, "Bad config data" for a different device), the
-    /// MSI-X size, and the controller's sizes. Changes nothing.
+    /// Whether `state` can be loaded: QEMU's `PCIDevice` checks
+    /// (`version_id` 0..=2, INTx levels 0 or 1, "Bad config data" for a
+    /// different device), the MSI-X size, and the controller's sizes.
+    /// Changes nothing.
     pub fn check_state(&self, state: &XhciState) -> Result<(), StateError> {
-        if !(0..=PCI_DEVICE_VERSION).contains(&state.pci.version_id) {
+        state.pci.check(&self.config, PCI_FIELD)?;
+        let want = crate::pci::state::msix_state_len(self.vectors()) as usize;
+        if state.msix.bytes.len() != want {
             return Err(StateError::field(
-                "parent_obj/version_id",
-                format!("{} is not in 0..={PCI_DEVICE_VERSION}", state.pci.version_id),
-            ));
-        }
-        for (i, &level) in state.pci.irq_state.iter().enumerate() {
-            if !matches!(level, 0 | 1) {
-                return Err(StateError::field(
-                    format!("parent_obj/irq_state[{i}]"),
-                    format!("irq state {level}: must be 0 or 1."),
-                ));
-            }
-        }
-        let mut probe = self.config.clone();
-        probe
-            .load(&state.pci.config)
-            .map_err(|e| StateError::field("parent_obj/config", e.to_string()))?;
-        let (table, pba) = split_msix(&state.msix, self.vectors());
-        let want = msix_bytes(self.vectors()) as usize;
-        if table.len() + pba.len() != want {
-            return Err(StateError::field(
-                "msix/msix",
-                format!("{} bytes, this function's MSI-X has {want}", table.len() + pba.len()),
+                format!("{MSIX_FIELD}/msix"),
+                format!("{} bytes, this function's MSI-X has {want}", state.msix.bytes.len()),
             ));
         }
         nested("xhci", self.core.check_state(&state.core))
@@ -654,25 +527,16 @@ impl XhciPci {
     /// by [`XhciPci::finish_load`] (or the next access).
     pub fn load_state(&mut self, state: XhciState) -> Result<PciEffects, StateError> {
         self.check_state(&state)?;
-        let config = self
-            .config
-            .load(&state.pci.config)
-            .map_err(|e| StateError::field("parent_obj/config", e.to_string()))?;
-        let mut out = PciEffects {
-            config,
-            ..PciEffects::default()
-        };
+        let config = state.pci.apply(&mut self.config, PCI_FIELD)?;
+        let mut out = PciEffects::from_config(config);
         let level = state.pci.irq_state[0] == 1;
         self.irq_level = level;
-        self.config.set_status(Status::INTERRUPT, level);
-        if let Some(old) = self.msix.as_ref() {
-            let (table, pba) = split_msix(&state.msix, old.vectors());
+        if let Some(msix) = self.msix.as_mut() {
             let control = self.config.read(u16::from(MSIX_CAP) + 2, 2).map_or(0, |v| v as u16);
-            let (msix, sent) = restore_msix(old.vectors(), table, pba, control)
-                .map_err(|e| StateError::field("msix/msix", e.to_string()))?;
-            out.messages = sent;
+            out.messages = msix
+                .load_raw(&state.msix.bytes, control)
+                .map_err(|e| StateError::field(format!("{MSIX_FIELD}/msix"), e.to_string()))?;
             self.core.set_msix(msix.enabled());
-            self.msix = Some(msix);
         }
         let bus_level = level && !self.config.command().contains(crate::pci::Command::INTX_DISABLE);
         out.intx = Some(bus_level);
@@ -686,43 +550,6 @@ impl XhciPci {
         let fx = self.core.finish_load(env);
         self.finish(fx, env)
     }
-}
-
-/// The table and pending bytes of a state, split for `vectors` vectors.
-fn split_msix(state: &MsixState, vectors: u16) -> (&[u8], &[u8]) {
-    if !state.pba.is_empty() {
-        return (&state.table, &state.pba);
-    }
-    let at = (usize::from(vectors) * ENTRY_SIZE as usize).min(state.table.len());
-    state.table.split_at(at)
-}
-
-/// An MSI-X state from a migrated table and pending bits under message
-/// control `control`. As QEMU's load, a vector pending but no longer
-/// masked is cleared without a message (its vector is not in use yet).
-fn restore_msix(
-    vectors: u16,
-    table: &[u8],
-    pba: &[u8],
-    control: u16,
-) -> Result<(Msix, Vec<crate::pci::MsiMessage>), crate::pci::PciError> {
-    let mut msix = Msix::new(vectors)?;
-    // Enabled and function-masked: a notify makes a vector pending.
-    msix.write_control(CONTROL_ENABLE | CONTROL_FUNCTION_MASK);
-    for (i, word) in table.chunks_exact(4).enumerate() {
-        let v = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        msix.table_write(i as u64 * 4, 4, u64::from(v))?;
-    }
-    let function_masked = control & CONTROL_ENABLE == 0 || control & CONTROL_FUNCTION_MASK != 0;
-    for v in 0..vectors {
-        let pending = pba.get(usize::from(v / 8)).is_some_and(|b| b & (1 << (v % 8)) != 0);
-        let vector_masked = msix.table_read(u64::from(v) * ENTRY_SIZE + 12, 4)? & 1 != 0;
-        if pending && (function_masked || vector_masked) {
-            msix.notify(v);
-        }
-    }
-    let sent = msix.write_control(control);
-    Ok((msix, sent))
 }
 
 /// `qemu-xhci` as a migratable device: the model behind a lock, its

@@ -1,0 +1,235 @@
+//! A PCI root bus as the machine holds it: which function sits at which
+//! device/function number (placed by [`PciBus`]'s rules), the spaces its
+//! BARs are mapped into, what its functions' bus mastering reaches, and
+//! configuration accesses routed to the function addressed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use vmkit_memory::MemoryRegion;
+use vmkit_qom::{Object, TYPE_OBJECT, TypeInfo};
+
+use crate::pci::{DevFn, Occupant, PciBus, PciError};
+
+/// QEMU's `TYPE_BUS`: the abstract base of buses.
+pub const TYPE_BUS: &str = "bus";
+/// QEMU's `TYPE_PCI_BUS`.
+pub const TYPE_PCI_BUS: &str = "PCI";
+/// QEMU's `TYPE_PCIE_BUS`.
+pub const TYPE_PCIE_BUS: &str = "PCIE";
+
+/// A function on the bus, as the bus reaches it.
+pub(crate) trait BusFunction: Send + Sync {
+    /// A configuration read of `size` bytes at `offset`.
+    fn config_read(&self, offset: u16, size: u8) -> u32;
+    /// A configuration write.
+    fn config_write(&self, offset: u16, size: u8, value: u32);
+    /// Bytes of its configuration space (256 or 4096).
+    fn config_size(&self) -> usize;
+    /// Its `query-pci` entry.
+    fn info(&self) -> serde_json::Value;
+}
+
+struct Slots {
+    placement: PciBus,
+    functions: BTreeMap<u8, Arc<dyn BusFunction>>,
+}
+
+/// A PCI root bus: placement of its functions and the address spaces
+/// behind it. Kept as the user data of its QOM object (`pcie.0`).
+pub struct PciRootBus {
+    name: String,
+    number: u8,
+    express: bool,
+    hotplug: AtomicBool,
+    memory: MemoryRegion,
+    io: MemoryRegion,
+    dma_root: MemoryRegion,
+    slots: Mutex<Slots>,
+}
+
+/// All ones for an access of `size` bytes (nothing answers).
+pub(crate) fn all_ones(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
+impl PciRootBus {
+    /// Bus `number` named `name` (`pcie.0`); a PCI Express bus if
+    /// `express`. Memory BARs are mapped into `memory` and I/O BARs into
+    /// `io`; a function's bus mastering shows `dma_root`.
+    pub fn new(
+        name: &str,
+        number: u8,
+        express: bool,
+        memory: MemoryRegion,
+        io: MemoryRegion,
+        dma_root: MemoryRegion,
+    ) -> Arc<PciRootBus> {
+        Arc::new(PciRootBus {
+            name: name.to_owned(),
+            number,
+            express,
+            hotplug: AtomicBool::new(true),
+            memory,
+            io,
+            dma_root,
+            slots: Mutex::new(Slots {
+                // q35's root bus: automatic placement from 00.0 (the host
+                // bridge takes it first).
+                placement: PciBus::new(0),
+                functions: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// Its name (`pcie.0`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its bus number.
+    pub fn number(&self) -> u8 {
+        self.number
+    }
+
+    /// Whether it is a PCI Express bus.
+    pub fn is_express(&self) -> bool {
+        self.express
+    }
+
+    /// Whether devices may be plugged and unplugged while the machine runs.
+    pub fn hotplug(&self) -> bool {
+        self.hotplug.load(Ordering::Acquire)
+    }
+
+    /// Allows or refuses hot-plug and hot-unplug on this bus.
+    pub fn set_hotplug(&self, on: bool) {
+        self.hotplug.store(on, Ordering::Release);
+    }
+
+    /// QEMU's refusal of a hot-plug or unplug on a bus without it.
+    pub(crate) fn no_hotplug_message(&self) -> String {
+        format!("Bus '{}' does not support hotplugging", self.name)
+    }
+
+    /// The container memory BARs are mapped into.
+    pub fn memory(&self) -> &MemoryRegion {
+        &self.memory
+    }
+
+    /// The container I/O BARs are mapped into.
+    pub fn io(&self) -> &MemoryRegion {
+        &self.io
+    }
+
+    /// What a function's bus mastering reaches (an IOMMU would sit here).
+    pub fn dma_root(&self) -> &MemoryRegion {
+        &self.dma_root
+    }
+
+    /// Places `occupant` at `requested` (or the first free slot) by QEMU's
+    /// rules and messages.
+    pub(crate) fn place(
+        &self,
+        requested: Option<DevFn>,
+        occupant: Occupant,
+        hotplugged: bool,
+    ) -> Result<DevFn, PciError> {
+        self.slots.lock().placement.place(requested, occupant, hotplugged)
+    }
+
+    /// Connects the function placed at `devfn`.
+    pub(crate) fn attach(&self, devfn: DevFn, function: Arc<dyn BusFunction>) {
+        self.slots.lock().functions.insert(devfn.raw(), function);
+    }
+
+    /// Frees `devfn`: its function is no longer reached.
+    pub(crate) fn detach(&self, devfn: DevFn) {
+        let (function, _) = {
+            let mut slots = self.slots.lock();
+            let function = slots.functions.remove(&devfn.raw());
+            let occupant = slots.placement.remove(devfn);
+            (function, occupant)
+        };
+        // Dropped outside the lock: the function may hold the last
+        // references to regions and address spaces.
+        drop(function);
+    }
+
+    pub(crate) fn function(&self, devfn: DevFn) -> Option<Arc<dyn BusFunction>> {
+        self.slots.lock().functions.get(&devfn.raw()).cloned()
+    }
+
+    /// Every function, by device/function number.
+    pub(crate) fn functions(&self) -> Vec<(DevFn, Arc<dyn BusFunction>)> {
+        self.slots
+            .lock()
+            .functions
+            .iter()
+            .map(|(d, f)| (DevFn::from_raw(*d), Arc::clone(f)))
+            .collect()
+    }
+
+    /// A configuration read of bus `bus`, function `devfn`, reaching at
+    /// most `limit` bytes of its space (256 through 0xCFC, its whole space
+    /// through ECAM): all ones where nothing answers, as on QEMU's hosts.
+    pub fn config_read(&self, bus: u8, devfn: DevFn, offset: u16, size: u8, limit: usize) -> u32 {
+        match self.target(bus, devfn, offset, limit) {
+            Some(f) => f.config_read(offset, size),
+            None => all_ones(size),
+        }
+    }
+
+    /// A configuration write (dropped where nothing answers).
+    pub fn config_write(&self, bus: u8, devfn: DevFn, offset: u16, size: u8, value: u32, limit: usize) {
+        if let Some(f) = self.target(bus, devfn, offset, limit) {
+            f.config_write(offset, size, value);
+        }
+    }
+
+    fn target(&self, bus: u8, devfn: DevFn, offset: u16, limit: usize) -> Option<Arc<dyn BusFunction>> {
+        if bus != self.number {
+            return None;
+        }
+        let f = self.function(devfn)?;
+        (usize::from(offset) < limit.min(f.config_size())).then_some(f)
+    }
+}
+
+/// The root bus of the current machine: the first PCI bus (in path order)
+/// under `/machine` that the board connected.
+pub fn find_root_bus() -> Option<Arc<PciRootBus>> {
+    fn walk(obj: &Object) -> Option<Arc<PciRootBus>> {
+        if obj.is_a(TYPE_PCI_BUS) {
+            if let Some(bus) = obj.user_data().and_then(|d| d.downcast::<PciRootBus>().ok()) {
+                return Some(bus);
+            }
+        }
+        let mut children = obj.children();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        children.iter().find_map(|(_, c)| walk(c))
+    }
+    walk(&vmkit_qom::machine()?)
+}
+
+/// The bus types.
+pub(crate) fn type_infos() -> Vec<TypeInfo> {
+    vec![
+        TypeInfo::new(TYPE_BUS)
+            .parent(TYPE_OBJECT)
+            .abstract_type(true)
+            .description("the base of buses"),
+        TypeInfo::new(TYPE_PCI_BUS)
+            .parent(TYPE_BUS)
+            .description("a PCI bus (its functions are placed by addr=)"),
+        TypeInfo::new(TYPE_PCIE_BUS)
+            .parent(TYPE_PCI_BUS)
+            .description("a PCI Express bus"),
+    ]
+}
