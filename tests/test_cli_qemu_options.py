@@ -263,3 +263,31 @@ def test_ctrl_c_is_a_message() -> None:
 
 def test_parse_qmp_address_still_takes_the_bare_address() -> None:
     assert parse_qmp_address("unix:/a/b") == "/a/b"
+
+
+# ----- help --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["-device", "help"], ["Uncategorized devices:", 'name "demo-isa-serial"']),
+        (
+            ["-device", "demo-isa-serial,help"],
+            ["demo-isa-serial options:", "  iobase=<uint32>        -  (default: 1016)"],
+        ),
+        (["-object", "help"], ["List of user creatable objects:", "  memory-backend-ram"]),
+        (
+            ["-object", "memory-backend-ram,help"],
+            ["memory-backend-ram options:", "  size=<size>            - size of the memory"],
+        ),
+        (["-machine", "help"], ["Supported machines are:", "pc-q35-vmkit "]),
+    ],
+)
+def test_help_prints_what_qemu_prints(option: list[str], expected: list[str]) -> None:
+    out = cli("run", "--plugin", "vmkit.demo_devices", *option)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == expected[0]
+    assert any(line.startswith(expected[1]) for line in lines[1:]), out.stdout
+    assert not out.stdout.startswith("QMP:")  # nothing was started

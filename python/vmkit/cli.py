@@ -227,6 +227,29 @@ def _load_plugins(modules: list[str]) -> None:
             raise UsageError(f"--plugin {module}: no module named '{e.name}'") from e
 
 
+def _print_help_asked(args: argparse.Namespace) -> bool:
+    """``-device help``, ``-device TYPE,help``, ``-object help``,
+    ``-object TYPE,help``, ``-machine help``: prints what QEMU prints for
+    the first one given and returns True."""
+    from vmkit import qemu_help
+
+    _load_plugins(args.plugin)
+    if args.machine_type == "help":
+        print(qemu_help.machine_list(DEFAULT_MACHINE_TYPE), end="")
+        return True
+    for flag, texts in (("-device", args.device), ("-object", getattr(args, "object", []))):
+        for text in texts:
+            if text == "help":
+                listing = qemu_help.device_list() if flag == "-device" else qemu_help.object_list()
+                print(listing, end="")
+                return True
+            opt = parse_device_option(text)
+            if "help" in opt.props:
+                print(qemu_help.type_options(opt.driver, device=flag == "-device"), end="")
+                return True
+    return False
+
+
 def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
     _load_plugins(args.plugin)
     if args.backend == "file" and not args.mem_path:
@@ -279,6 +302,8 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
+    if _print_help_asked(args):
+        return 0
     runs = args.run_for > 0 or args.run_ops > 0
     rate = qom.parse_size(args.workload_rate) if runs else 0
     with _build_machine(
@@ -307,6 +332,8 @@ def _cmd_save(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
+    if _print_help_asked(args):
+        return 0
     with _build_machine(args) as vm:
         started = time.perf_counter()
         stats = vm.restore(args.stream)
@@ -323,6 +350,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if _print_help_asked(args):
+        return 0
     from vmkit.run import QMPAddressError, parse_qmp_address, run_machine
 
     try:
