@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -49,50 +50,15 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(v: object) -> str:
-    return "-" if v is None else str(v)
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    rows = [
-        [
-            str(r["offset"]),
-            r["type"],
-            _cell(r["section_id"]),
-            _cell(r["idstr"]),
-            _cell(r["instance_id"]),
-            _cell(r["version_id"]),
-        ]
-        for r in report["records"]
-    ]
-    header = ["offset", "type", "section", "idstr", "instance", "version"]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    blocks = report["ram"]["blocks"]
-    if blocks:
-        print("ram:")
-        for b in blocks:
-            print(
-                f"  {b['idstr']}: used_length={b['used_length']:#x}"
-                f" zero_pages={b['zero_pages']} normal_pages={b['normal_pages']}"
-            )
-    if report["devices"]:
-        print("devices:")
-        for d in report["devices"]:
-            fields = json.dumps(d["fields"], separators=(",", ":"))
-            print(
-                f"  {d['idstr']} (instance {d['instance_id']}, version {d['version_id']}): {fields}"
-            )
-    print(f"length: {report['length']}")
-
-
 def _cmd_analyze(args: argparse.Namespace) -> int:
     report = migration.analyze(args.stream)
     if args.json:
         print(json.dumps(report))
     else:
-        _print_report(report)
+        from vmkit.analyze_text import format_report
+
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+        print(format_report(report, width=width, device=args.device), end="")
     err = report["error"]
     if err is None:
         return 0
@@ -416,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("stream", help="the stream file")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--device",
+        metavar="GLOB",
+        help="show only the device sections whose idstr matches, every field in full",
+    )
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
