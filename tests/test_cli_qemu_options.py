@@ -4,6 +4,7 @@ mistake is one line on stderr with a non-zero status, never a traceback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -291,3 +292,39 @@ def test_help_prints_what_qemu_prints(option: list[str], expected: list[str]) ->
     assert lines[0] == expected[0]
     assert any(line.startswith(expected[1]) for line in lines[1:]), out.stdout
     assert not out.stdout.startswith("QMP:")  # nothing was started
+
+
+# ----- progress ----------------------------------------------------------------
+
+
+def _save_with_stderr_on_a_terminal(tmp_path: Path, *extra: str) -> str:
+    """Runs ``vmkit save`` with stderr on a pseudo-terminal; returns what it showed there."""
+    import pty
+
+    main_fd, sub_fd = pty.openpty()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", "save", str(tmp_path / "s"), "-m", "4",
+             "--run-for", "0.3", "--workload-rate", "1M", *extra],
+            stdout=subprocess.PIPE, stderr=sub_fd, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0
+        os.close(sub_fd)
+        sub_fd = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything is read
+            while chunk := os.read(main_fd, 65536):
+                shown += chunk
+        return shown.decode(errors="replace")
+    finally:
+        os.close(main_fd)
+        if sub_fd >= 0:
+            os.close(sub_fd)
+
+
+def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    shown = _save_with_stderr_on_a_terminal(tmp_path)
+    assert "running the workload" in shown and "saving to" in shown
+    assert _save_with_stderr_on_a_terminal(tmp_path, "--quiet") == ""
+    out = cli("save", str(tmp_path / "s"), "-m", "4", "--run-for", "0.1")  # stderr: a pipe
+    assert out.returncode == 0 and out.stderr == ""

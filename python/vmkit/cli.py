@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn
 
-from vmkit import __version__, migrate_cmd, migration, qom
+from vmkit import __version__, cli_progress, migrate_cmd, migration, qom
 from vmkit.errors import VmkitError
 from vmkit.machine import DEFAULT_MACHINE_TYPE, Machine
 from vmkit.qemu_opts import (
@@ -270,6 +270,7 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
 def _cmd_save(args: argparse.Namespace) -> int:
     if _print_help_asked(args):
         return 0
+    show = cli_progress.enabled(args.quiet or args.json)
     runs = args.run_for > 0 or args.run_ops > 0
     rate = qom.parse_size(args.workload_rate) if runs else 0
     with _build_machine(
@@ -278,13 +279,14 @@ def _cmd_save(args: argparse.Namespace) -> int:
         if runs:
             vm.cont()
             if args.run_for > 0:
-                time.sleep(args.run_for)
+                cli_progress.run_for(args.run_for, show=show)
             if args.run_ops > 0 and vm.workload is not None:
                 # Ends early only if the workload's threads fail.
                 vm.workload.wait_ops(args.run_ops, timeout=3600)
             vm.stop()
         started = time.perf_counter()
-        stats = vm.save(args.stream)
+        with cli_progress.activity(f"saving to {args.stream}", show=show):
+            stats = vm.save(args.stream)
         seconds = time.perf_counter() - started
         result: dict[str, Any] = {
             "stream": args.stream,
@@ -300,9 +302,11 @@ def _cmd_save(args: argparse.Namespace) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     if _print_help_asked(args):
         return 0
+    show = cli_progress.enabled(args.quiet or args.json)
     with _build_machine(args) as vm:
         started = time.perf_counter()
-        stats = vm.restore(args.stream)
+        with cli_progress.activity(f"restoring from {args.stream}", show=show):
+            stats = vm.restore(args.stream)
         seconds = time.perf_counter() - started
         result: dict[str, Any] = {
             "stream": args.stream,
@@ -396,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream", help="the stream file to write")
     _add_machine_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on the terminal")
     p.add_argument(
         "--run-for", type=float, default=0.0, metavar="SECONDS", help="run the workload first"
     )
@@ -424,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream", help="the stream file to read")
     _add_machine_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on the terminal")
     p.set_defaults(func=_cmd_restore)
 
     p = sub.add_parser(
