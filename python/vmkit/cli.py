@@ -209,9 +209,9 @@ def _print_help_asked(args: argparse.Namespace) -> bool:
                 listing = qemu_help.device_list() if flag == "-device" else qemu_help.object_list()
                 print(listing, end="")
                 return True
-            opt = parse_device_option(text)
-            if "help" in opt.props:
-                print(qemu_help.type_options(opt.driver, device=flag == "-device"), end="")
+            driver, *items = _split_option(text)
+            if "help" in items:  # other mistakes are the option's own, reported when it is added
+                print(qemu_help.type_options(driver, device=flag == "-device"), end="")
                 return True
     return False
 
