@@ -23,6 +23,7 @@ def test_monitor_answers_truthfully(tmp_path: Path) -> None:
             sys.executable, "-m", "vmkit.cli", "run", "-S", "-m", "16", "--workload-rate", "0",
             "-name", "truth", "-M", "pc-q35-7.2", "--plugin", "vmkit.demo_devices",
             "-device", "demo-isa-serial,id=serial0", "-qmp", f"unix:{sock}",
+            "-object", "memory-backend-ram,id=extra,size=2M",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -60,7 +61,15 @@ def test_monitor_answers_truthfully(tmp_path: Path) -> None:
                 qtree = await hmp("info qtree")
                 assert 'dev: demo-isa-serial, id "serial0"' in qtree
                 assert await hmp("info migrate") == ""  # no migration yet, as in QEMU
-                assert "pc.ram" in await hmp("info ramblock")
+                ramblock = (await hmp("info ramblock")).splitlines()
+                assert (
+                    ramblock[1].split()
+                    == ["pc.ram", "4", "KiB", "0x" + "0" * 16] + [f"0x{16 << 20:016x}"] * 2
+                )
+                assert (
+                    ramblock[2].split()
+                    == ["extra", "4", "KiB", f"0x{16 << 20:016x}"] + [f"0x{2 << 20:016x}"] * 2
+                )
                 assert await hmp("bogus 1") == "unknown command: 'bogus'\r\n"
             finally:
                 await c.disconnect()

@@ -916,9 +916,19 @@ class MachineMonitor:
 
     def _info_ramblock(self) -> str:
         ram = self.machine.ram
-        lines = [
-            f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18}",
-            f"{ram.name:>24} {ram.page_size // 1024:>4} KiB  0x{0:016x}"
-            f" 0x{ram.size:016x} 0x{ram.size:016x}",
-        ]
+        blocks = [(ram.name, ram.page_size, ram.size)]
+        # As QEMU: every memory backend (-object memory-backend-*) has a block.
+        with contextlib.suppress(errors.VmkitError):
+            for name, obj in qom.resolve_path("/objects").children():
+                if name != ram.name and qom.type_is_a(obj.type_name, "memory-backend"):
+                    size = obj.get("size")
+                    blocks.append((name, ram.page_size, size if isinstance(size, int) else 0))
+        lines = [f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18}"]
+        offset = 0
+        for name, page_size, size in blocks:
+            lines.append(
+                f"{name:>24} {page_size // 1024:>4} KiB  0x{offset:016x}"
+                f" 0x{size:016x} 0x{size:016x}"
+            )
+            offset += size
         return "\r\n".join(lines) + "\r\n"
