@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from vmkit import migration
+from vmkit.analyze_text import format_report, format_value
 from vmkit.cli import main
 
 SAMPLE = Path(__file__).parent / "data" / "sample.stream"
@@ -75,6 +76,7 @@ def test_missing_file_raises_oserror(tmp_path: Path) -> None:
 def test_cli_human(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(SAMPLE)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines.pop(0) == "machine: pc-q35-9.2  length: 12874 bytes"
     assert lines[0].split() == ["offset", "type", "section", "idstr", "instance", "version"]
     assert lines[1].split() == ["8", "CONFIGURATION", "-", "-", "-", "-"]
     assert lines[5].split() == ["12456", "FULL", "1", "serial0", "0", "3"]
@@ -83,7 +85,45 @@ def test_cli_human(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[5][col:].startswith("serial0") and lines[2][col:].startswith("ram")
     out = "\n".join(lines)
     assert "pc.ram: used_length=0x4000 zero_pages=2 normal_pages=3" in out
-    assert '"serial0/fifo":{"depth":16}' in out
+    assert (
+        "  serial0 (instance 0, version 3): ctrl=5 count=4660 regs=[7,9] serial0/fifo.depth=16"
+        in out
+    )
+
+
+def test_cli_one_device_in_full(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--device", "ser*", str(SAMPLE)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "devices:",
+        "  serial0 (instance 0, version 3):",
+        "    ctrl = 5",
+        "    count = 4660",
+        "    regs = [7,9]",
+        "    serial0/fifo.depth = 16",
+    ]
+    assert main(["analyze", "--device", "nope*", str(SAMPLE)]) == 0
+    assert "no device section matches 'nope*'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (list(b"prelaunch") + [0] * 91, '"prelaunch"'),  # globalstate.runstate
+        (list(range(1, 41)), "01 02 03 04 05 06 07 08 … (40 bytes)"),
+        ([7, 9], "[7,9]"),
+        (5, "5"),
+        ([1000, 2], "[1000,2]"),
+    ],
+)
+def test_values_read_well(value: object, shown: str) -> None:
+    assert format_value(value) == shown
+
+
+def test_long_lines_are_cut_to_the_width() -> None:
+    report = migration.analyze(SAMPLE)
+    text = format_report(report, width=40)
+    assert all(len(line) <= 40 for line in text.splitlines())
+    assert "  serial0 (instance 0, version 3): ctrl…" in text
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ def test_console_script_is_installed() -> None:
         text=True,
         check=True,
     )
-    assert "vmkit.cli:main" in out.stdout
+    assert "vmkit.cli:run" in out.stdout
 
 
 def test_types_and_props(capsys: pytest.CaptureFixture[str]) -> None:

@@ -156,7 +156,7 @@ def test_a_bad_value_names_the_property_and_its_type(
     words: list[str],
 ) -> None:
     name, seen = probe
-    assert save(tmp_path, f"{name},id=p0,{setting}") == 1
+    assert save(tmp_path, f"{name},id=p0,{setting}") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith(f"vmkit: -device {name},id=p0,{setting}: "), err
@@ -169,7 +169,7 @@ def test_a_bad_value_names_the_property_and_its_type(
 
 @pytest.mark.usefixtures("no_machine")
 def test_syntax_errors_print_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert save(tmp_path, ",id=x") == 1
+    assert save(tmp_path, ",id=x") == 2
     err = capsys.readouterr().err
     assert err == "vmkit: -device ',id=x': no type given (TYPE,prop=value,...)\n"
 
@@ -191,12 +191,12 @@ def test_objects_from_the_command_line(tmp_path: Path) -> None:
     sock = str(tmp_path / "never.sock")
     base = ["run", "--qmp", f"unix:{sock}", "-m", "4M", "--workload-rate", "0"]
     out = run_cli(*base, "-object", "memory-backend-ram,id=m0,size=12Q")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
     assert "-object memory-backend-ram,id=m0,size=12Q:" in out.stderr
     assert "'size'" in out.stderr and "size" in out.stderr
     out = run_cli(*base, "-object", "memory-backend-ram,size=1M")
-    assert out.returncode == 1 and "an id is required" in out.stderr
+    assert out.returncode == 2 and "an id is required" in out.stderr
     assert out.stderr.count("\n") == 1, out.stderr
 
 
@@ -204,10 +204,10 @@ def test_devices_from_the_command_line(tmp_path: Path) -> None:
     sock = str(tmp_path / "never.sock")
     base = ["run", "--qmp", f"unix:{sock}", "-m", "4M", "--plugin", "vmkit.demo_devices"]
     out = run_cli(*base, "-device", "demo-isa-serial,id=s0,iobase=0x2f8,wakeup=yes,index=x")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
     assert "'index'" in out.stderr and "uint32" in out.stderr
     out = run_cli(*base, "-device", "demo-intel-iommu,aw-bits=49")
-    assert out.returncode == 1 and "'aw-bits'" in out.stderr and "uint8" in out.stderr
+    assert out.returncode == 2 and "'aw-bits'" in out.stderr and "uint8" in out.stderr
     out = run_cli(*base, "-device", "demo-intel-iommu,intremap=perhaps")
-    assert out.returncode == 1 and "OnOffAuto" in out.stderr
+    assert out.returncode == 2 and "OnOffAuto" in out.stderr

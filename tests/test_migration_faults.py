@@ -524,7 +524,7 @@ def incoming_vmkit(tmp_path: Path) -> Iterator[tuple[Any, QMPSocket, str]]:
     process, a QMP client of it, and the URI to migrate to."""
     stream_sock = tmp_path / "mig.sock"
     dst = start_vmkit(
-        "-m", str(MEM), "--qmp", f"unix:{tmp_path / 'd.qmp'}", "--workload-rate", "0",
+        "-m", f"{MEM >> 20}", "--qmp", f"unix:{tmp_path / 'd.qmp'}", "--workload-rate", "0",
         "--incoming", f"unix:{stream_sock}",
     )  # fmt: skip
     try:
@@ -743,7 +743,7 @@ def test_a_deferred_destination_may_report_what_it_does_not_model(
     name = register_counter(uniq)
     sock = tmp_path / "in.sock"
     dst = start_vmkit(
-        "-m", str(MEM), "--qmp", f"unix:{tmp_path / 'd.qmp'}", "-S", "--incoming", "defer"
+        "-m", f"{MEM >> 20}", "--qmp", f"unix:{tmp_path / 'd.qmp'}", "-S", "--incoming", "defer"
     )  # fmt: skip
     try:
         with QMPSocket(dst.socket, negotiate=True) as d, Machine(memory=MEM) as vm:

@@ -344,7 +344,8 @@ def test_a_machine_with_the_pci_device_migrates_live() -> None:
 
 
 def test_device_option_refusals_are_one_line_in_qemus_words() -> None:
-    """``-device`` refusals name the option, then QEMU's message."""
+    """``-device`` refusals name the option, then QEMU's message; a
+    command line the machine refuses is a usage error (status 2)."""
     with short_dir() as d:
         sock = d / "x.qmp"
         out = subprocess.run(
@@ -357,7 +358,7 @@ def test_device_option_refusals_are_one_line_in_qemus_words() -> None:
             timeout=GUARD,
             check=False,
         )
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
         "vmkit: -device pci-testdev,addr=3: PCI: slot 3 function 0 not available for"
         " pci-testdev, in use by pci-testdev,id=a"

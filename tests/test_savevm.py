@@ -525,7 +525,7 @@ def test_cli_save_then_restore_gives_the_same_ram(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "length 0x2000000 in the stream, 0x1000000 here" in out.stderr
     out = run_cli("save", stream, "--device", "no-such-type")
-    assert out.returncode == 1 and "no-such-type" in out.stderr
+    assert out.returncode == 2 and "no-such-type" in out.stderr
 
 
 def test_the_analyzer_decodes_known_sections_without_a_trailer(

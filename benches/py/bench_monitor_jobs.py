@@ -71,7 +71,7 @@ def fill_ram_file(path: Path, size: int) -> None:
 
 def vmkit_peer(workdir: Path, ram_file: Path) -> AbstractContextManager[Path]:
     """``vmkit run`` with the RAM in ``ram_file``."""
-    return qmp_peer(workdir, "-m", str(RAM), "--backend", "file", "--mem-path", str(ram_file))
+    return qmp_peer(workdir, "-m", f"{RAM >> 20}", "--backend", "file", "--mem-path", str(ram_file))
 
 
 FLOODER = """

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
+import re
+import shutil
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, NoReturn
 
-from vmkit import __version__, migrate_cmd, migration, qom
+from vmkit import __version__, cli_progress, migrate_cmd, migration, qom
 from vmkit.errors import HookError, VmkitError
 from vmkit.machine import DEFAULT_MACHINE_TYPE, Machine
+from vmkit.qemu_opts import (
+    QemuOptionError,
+    parse_display,
+    parse_machine,
+    parse_memory,
+    parse_name,
+    parse_qmp,
+    split_option,
+)
 
 
 def _cmd_types(args: argparse.Namespace) -> int:
+    _load_plugins(args.plugin)
     for t in qom.list_types(args.implements, include_abstract=args.all):
         flag = " (abstract)" if t.abstract else ""
         print(f"{t.name}{flag}  <- {t.parent or '-'}")
@@ -22,6 +36,7 @@ def _cmd_types(args: argparse.Namespace) -> int:
 
 
 def _cmd_props(args: argparse.Namespace) -> int:
+    _load_plugins(args.plugin)
     for p in qom.type_properties(args.type):
         default = "" if p.default_value is None else f" = {p.default_value!r}"
         descr = f"  # {p.description}" if p.description else ""
@@ -35,50 +50,15 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(v: object) -> str:
-    return "-" if v is None else str(v)
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    rows = [
-        [
-            str(r["offset"]),
-            r["type"],
-            _cell(r["section_id"]),
-            _cell(r["idstr"]),
-            _cell(r["instance_id"]),
-            _cell(r["version_id"]),
-        ]
-        for r in report["records"]
-    ]
-    header = ["offset", "type", "section", "idstr", "instance", "version"]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    blocks = report["ram"]["blocks"]
-    if blocks:
-        print("ram:")
-        for b in blocks:
-            print(
-                f"  {b['idstr']}: used_length={b['used_length']:#x}"
-                f" zero_pages={b['zero_pages']} normal_pages={b['normal_pages']}"
-            )
-    if report["devices"]:
-        print("devices:")
-        for d in report["devices"]:
-            fields = json.dumps(d["fields"], separators=(",", ":"))
-            print(
-                f"  {d['idstr']} (instance {d['instance_id']}, version {d['version_id']}): {fields}"
-            )
-    print(f"length: {report['length']}")
-
-
 def _cmd_analyze(args: argparse.Namespace) -> int:
     report = migration.analyze(args.stream)
     if args.json:
         print(json.dumps(report))
     else:
-        _print_report(report)
+        from vmkit.analyze_text import format_report
+
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+        print(format_report(report, width=width, device=args.device), end="")
     err = report["error"]
     if err is None:
         return 0
@@ -89,7 +69,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 1
 
 
-class OptionError(VmkitError):
+class UsageError(VmkitError):
+    """A command line that asks for something impossible: exit status 2."""
+
+
+class OptionError(UsageError):
     """A ``-device`` / ``-object`` option that does not parse."""
 
 
@@ -102,26 +86,7 @@ class DeviceOption(NamedTuple):
     props: dict[str, str]
 
 
-def _split_option(text: str) -> list[str]:
-    """Splits at single commas; ``,,`` stands for a comma in a value."""
-    items: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == ",":
-            if text.startswith(",,", i):
-                current.append(",")
-                i += 2
-                continue
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    if current or not text.endswith(","):  # a trailing comma ends the list
-        items.append("".join(current))
-    return items
+_split_option = split_option
 
 
 def parse_device_option(text: str) -> DeviceOption:
@@ -154,9 +119,27 @@ def parse_device_option(text: str) -> DeviceOption:
     return DeviceOption(driver, dev_id, props)
 
 
+def _add_plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a Python module first, e.g. one registering device types"
+        " (vmkit.demo_devices); repeatable",
+    )
+
+
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
     """The machine's shape: shared by save, restore and run."""
-    p.add_argument("-m", "--memory", default="128M", help="RAM size (default 128M)")
+    p.add_argument(
+        "-m",
+        "--memory",
+        type=_typed(parse_memory),
+        default="128M",
+        metavar="[size=]SIZE",
+        help="RAM size as in QEMU: a number alone is MiB (256, 1G, size=512M; default 128M)",
+    )
     p.add_argument("--backend", choices=["ram", "memfd", "file"], default="ram")
     p.add_argument("--mem-path", help="backing file of the file backend")
     p.add_argument(
@@ -166,10 +149,17 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
         " another process mapping it sees them (see x-ignore-shared)",
     )
     p.add_argument(
+        "-M",
+        "-machine",
+        "--machine",
         "--machine-type",
+        dest="machine_type",
+        type=_typed(parse_machine),
         default=DEFAULT_MACHINE_TYPE,
+        metavar="[type=]TYPE",
         help=f"machine type named in migration streams (default {DEFAULT_MACHINE_TYPE})",
     )
+    _add_plugin_option(p)
     p.add_argument(
         "-device",
         "--device",
@@ -187,7 +177,56 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a :mod:`vmkit.qemu_opts` parser: its error
+    becomes a usage error (one line, exit status 2)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except QemuOptionError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
+
+
+def _load_plugins(modules: list[str]) -> None:
+    """Imports each ``--plugin`` module; one that is not there is a usage error."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            raise UsageError(f"--plugin {module}: no module named '{e.name}'") from e
+
+
+def _print_help_asked(args: argparse.Namespace) -> bool:
+    """``-device help``, ``-device TYPE,help``, ``-object help``,
+    ``-object TYPE,help``, ``-machine help``: prints what QEMU prints for
+    the first one given and returns True."""
+    from vmkit import qemu_help
+
+    _load_plugins(args.plugin)
+    if args.machine_type == "help":
+        print(qemu_help.machine_list(DEFAULT_MACHINE_TYPE), end="")
+        return True
+    for flag, texts in (("-device", args.device), ("-object", getattr(args, "object", []))):
+        for text in texts:
+            if text == "help":
+                listing = qemu_help.device_list() if flag == "-device" else qemu_help.object_list()
+                print(listing, end="")
+                return True
+            driver, *items = _split_option(text)
+            if "help" in items:  # other mistakes are the option's own, reported when it is added
+                print(qemu_help.type_options(driver, device=flag == "-device"), end="")
+                return True
+    return False
+
+
 def _build_machine(args: argparse.Namespace, **extra: Any) -> Machine:
+    _load_plugins(args.plugin)
+    if args.backend == "file" and not args.mem_path:
+        raise UsageError("--backend file needs --mem-path FILE")
     vm = Machine(
         memory=args.memory,
         backend=args.backend,
@@ -239,21 +278,25 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
+    if _print_help_asked(args):
+        return 0
+    show = cli_progress.enabled(args.quiet or args.json)
     runs = args.run_for > 0 or args.run_ops > 0
     rate = qom.parse_size(args.workload_rate) if runs else 0
     with _build_machine(
-        args, workload_rate=rate, workload_pattern=args.pattern, seed=args.seed
+        args, workload_rate=rate, workload_pattern=args.workload_pattern, seed=args.seed
     ) as vm:
         if runs:
             vm.cont()
             if args.run_for > 0:
-                time.sleep(args.run_for)
+                cli_progress.run_for(args.run_for, show=show)
             if args.run_ops > 0 and vm.workload is not None:
                 # Ends early only if the workload's threads fail.
                 vm.workload.wait_ops(args.run_ops, timeout=3600)
             vm.stop()
         started = time.perf_counter()
-        stats = vm.save(args.stream)
+        with cli_progress.activity(f"saving to {args.stream}", show=show):
+            stats = vm.save(args.stream)
         seconds = time.perf_counter() - started
         result: dict[str, Any] = {
             "stream": args.stream,
@@ -267,9 +310,13 @@ def _cmd_save(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
+    if _print_help_asked(args):
+        return 0
+    show = cli_progress.enabled(args.quiet or args.json)
     with _build_machine(args) as vm:
         started = time.perf_counter()
-        stats = vm.restore(args.stream)
+        with cli_progress.activity(f"restoring from {args.stream}", show=show):
+            stats = vm.restore(args.stream)
         seconds = time.perf_counter() - started
         result: dict[str, Any] = {
             "stream": args.stream,
@@ -283,7 +330,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from vmkit.run import QMPAddressError, load_plugins, parse_qmp_address, run_machine
+    if _print_help_asked(args):
+        return 0
+    from vmkit.run import QMPAddressError, parse_qmp_address, run_machine
 
     try:
         address = (
@@ -292,7 +341,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except QMPAddressError as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 2
-    load_plugins(args.plugin)
     vm = _build_machine(
         args,
         workload_rate=qom.parse_size(args.workload_rate),
@@ -312,21 +360,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``vmkit run: -m 12Q: ...``), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        # A value parser's message names its option already.
+        message = re.sub(r"^argument [^:]+: (?=-)", "", message)
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="vmkit", description="Model, inspect and drive vmkit machines."
-    )
+    parser = _Parser(prog="vmkit", description="Model, inspect and drive vmkit machines.")
     parser.add_argument("--version", action="version", version=f"vmkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("types", help="list registered QOM types")
     p.add_argument("--implements", help="only types that are or implement this type")
     p.add_argument("--all", action="store_true", help="include abstract types")
+    _add_plugin_option(p)
     p.set_defaults(func=_cmd_types)
 
     p = sub.add_parser("props", help="list the properties of a type (qom-list-properties)")
     p.add_argument("type")
+    _add_plugin_option(p)
     p.set_defaults(func=_cmd_props)
 
     p = sub.add_parser("tree", help="print the object tree of a fresh machine (info qom-tree)")
@@ -339,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("stream", help="the stream file")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--device",
+        metavar="GLOB",
+        help="show only the device sections whose idstr matches, every field in full",
+    )
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser(
@@ -348,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream", help="the stream file to write")
     _add_machine_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on the terminal")
     p.add_argument(
         "--run-for", type=float, default=0.0, metavar="SECONDS", help="run the workload first"
     )
@@ -360,7 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workload-rate", default="64M", help="bytes/s the workload writes")
     p.add_argument(
-        "--pattern", default="uniform", choices=["sequential", "uniform", "hot-set", "zipf"]
+        "--workload-pattern",
+        "--pattern",  # deprecated spelling
+        dest="workload_pattern",
+        default="uniform",
+        choices=["sequential", "uniform", "hot-set", "zipf"],
     )
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
     p.set_defaults(func=_cmd_save)
@@ -372,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream", help="the stream file to read")
     _add_machine_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on the terminal")
     p.set_defaults(func=_cmd_restore)
 
     p = sub.add_parser(
@@ -390,9 +458,23 @@ def build_parser() -> argparse.ArgumentParser:
         " the machine runs once it loaded unless -S",
     )
     p.add_argument(
+        "-qmp",
         "--qmp",
-        metavar="unix:PATH|tcp:HOST:PORT",
-        help="QMP monitor address (default: a 0600 socket in the per-user runtime directory)",
+        type=_typed(parse_qmp),
+        metavar="unix:PATH|tcp:HOST:PORT[,server=on,wait=off]",
+        help="QMP monitor address (default: a 0600 socket in the per-user runtime directory);"
+        " the monitor always listens without waiting (QEMU's server=on,wait=off)",
+    )
+    p.add_argument(
+        "-nodefaults",
+        action="store_true",
+        help="accepted for QEMU's sake: vmkit creates no default devices",
+    )
+    p.add_argument(
+        "-display",
+        type=_typed(parse_display),
+        metavar="none",
+        help="accepted for QEMU's sake: vmkit has no display",
     )
     p.add_argument(
         "--qmp-allow-remote", action="store_true", help="allow a non-loopback TCP address"
@@ -413,7 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
         " are not loopback; the stream is not encrypted",
     )
     _add_machine_options(p)
-    p.add_argument("--name", help="the machine name (query-name)")
+    p.add_argument(
+        "-name",
+        "--name",
+        type=_typed(parse_name),
+        metavar="[guest=]NAME",
+        help="the machine name (query-name)",
+    )
     p.add_argument(
         "-object",
         "--object",
@@ -432,14 +520,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workload-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
-    p.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import a Python module first, e.g. one registering device types"
-        " (vmkit.demo_devices); repeatable",
-    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
 
@@ -447,20 +527,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unsupported_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The first QEMU-style single-dash option (``-smp``, ``-enable-kvm``)
+    the chosen subcommand does not know, so it is refused by name rather
+    than read as ``-m`` / ``-S`` with a glued value."""
+    sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not argv or not sub_actions or argv[0] not in sub_actions[0].choices:
+        return None
+    known = sub_actions[0].choices[argv[0]]._option_string_actions
+    takes_value = False
+    for token in argv[1:]:
+        if token == "--":
+            return None
+        if takes_value:
+            takes_value = False
+            continue
+        name = token.partition("=")[0]
+        if name in known:
+            takes_value = known[name].nargs != 0 and "=" not in token
+            continue
+        single_dash = token.startswith("-") and not token.startswith("--") and len(token) > 2
+        if single_dash and not token[1:].replace(".", "", 1).isdigit():  # not a number
+            return token
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; returns the exit status."""
+    """Runs the CLI; returns the exit status (2 for a usage error)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unsupported = _unsupported_option(parser, argv)
+    if unsupported is not None:
+        print(f"vmkit {argv[0]}: option '{unsupported}' is not supported by vmkit", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
     try:
         status: int = args.func(args)
+    except UsageError as e:
+        print(f"vmkit: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise  # for run(): not an error of the command
     except (VmkitError, OSError) as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 1
     return status
 
 
+def run() -> int:
+    """The console entry point: :func:`main`, with Ctrl-C and a closed
+    output pipe (``vmkit analyze --json | head``) ending quietly."""
+    try:
+        status = main()
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except KeyboardInterrupt:
+        print("vmkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Python would complain again when flushing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

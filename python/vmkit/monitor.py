@@ -87,6 +87,36 @@ _PMEMSAVE_CHUNK = 1 << 20
 UNMODELLED_POLICIES = ("refuse", "report")
 
 
+#: The HMP commands vmkit answers through ``human-monitor-command``.
+_HMP_COMMANDS = (
+    ("help|? [cmd]", "show the help"),
+    ("i /fmt addr", "I/O port read"),
+    ("info [subcommand]", "show various information about the system state"),
+    ("o /fmt addr value", "I/O port write"),
+    ("xp /fmt addr", "physical memory dump starting at 'addr'"),
+)
+_HMP_INFO = (
+    ("migrate", "show migration status"),
+    ("mtree [-f]", "show memory tree"),
+    ("name", "show the current VM name"),
+    ("pci", "show PCI info"),
+    ("qom-tree [path]", "show QOM composition tree"),
+    ("qtree", "show device tree"),
+    ("ramblock", "Display system ramblock information"),
+    ("status", "show the current VM status (running|paused)"),
+    ("version", "show the version of QEMU"),
+)
+
+
+def _devices() -> list[qom.Object]:
+    """The devices added by ``-device`` / ``device_add``, in tree order."""
+    found: list[qom.Object] = []
+    for container in ("/machine/peripheral", "/machine/peripheral-anon"):
+        with contextlib.suppress(errors.VmkitError):
+            found.extend(obj for _, obj in qom.resolve_path(container).children())
+    return found
+
+
 def monitor_version() -> QMPVersion:
     """The version vmkit announces: QEMU's numbers, vmkit's package string."""
     major, minor, micro = QEMU_VERSION
@@ -405,6 +435,10 @@ class MachineMonitor:
     def _qom_get(self, ctx: CommandContext) -> JSONValue:
         obj = _resolve(str(ctx.arguments["path"]))
         prop = str(ctx.arguments["property"])
+        if prop == "type" and obj.path == self.machine.board.path:
+            # QEMU's board object is of the type "<machine type>-machine"; vmkit's
+            # board is one generic object, named here as the streams name it.
+            return f"{self.machine.machine_type}-machine"
         try:
             return _prop_value(obj.get(prop))
         except errors.VmkitError as e:
@@ -869,6 +903,19 @@ class MachineMonitor:
             if not running and state != "paused":
                 text += f" ({state})"
             return f"VM status: {text}\r\n"
+        if words in (["help"], ["?"]):
+            return "".join(f"{usage:<28} -- {what}\r\n" for usage, what in _HMP_COMMANDS)
+        if words == ["info"]:
+            return "".join(f"info {usage:<23} -- {what}\r\n" for usage, what in _HMP_INFO)
+        if words == ["info", "version"]:
+            major, minor, micro = QEMU_VERSION
+            return f"{major}.{minor}.{micro} (vmkit-{__version__})\r\n"
+        if words == ["info", "name"]:
+            return "" if self.name is None else f"{self.name}\r\n"
+        if words == ["info", "qtree"]:
+            return self._info_qtree()
+        if words == ["info", "migrate"]:
+            return self._info_migrate()
         if not words:
             return ""
         # HMP reports its errors as output, and the QMP command succeeds.
@@ -929,11 +976,56 @@ class MachineMonitor:
 
         return hmp.memory_dump(addr, fmt, read)
 
+    def _info_qtree(self) -> str:
+        """The devices as QEMU's ``info qtree`` lists them: each with its
+        type, id and properties (vmkit has no buses, so the list is flat)."""
+        lines = ["bus: main-system-bus", "  type System"]
+        for dev in _devices():
+            parent = dev.parent
+            ident = dev.name if parent is not None and parent.path == "/machine/peripheral" else ""
+            lines.append(f'  dev: {dev.type_name}, id "{ident}"')
+            for p in dev.properties():
+                if p.type.startswith(("child<", "link<")) or p.name in ("type", "realized"):
+                    continue
+                try:
+                    value = dev.get(p.name)
+                except errors.VmkitError:
+                    continue
+                shown = f'"{value}"' if isinstance(value, str) else value
+                lines.append(f"    {p.name} = {shown}")
+        return "\r\n".join(lines) + "\r\n"
+
+    def _info_migrate(self) -> str:
+        """QEMU's ``info migrate`` in brief: the status and RAM counters."""
+        info = self.migration.info() if self.migration is not None else {}
+        if not info:
+            return ""
+        lines = [f"Migration status: {info.get('status', 'none')}"]
+        ram = info.get("ram")
+        if isinstance(ram, dict):
+            for key in ("transferred", "remaining", "total", "duplicate", "normal"):
+                if key in ram:
+                    lines.append(f"{key} ram: {ram[key]}")
+        for key in ("total-time", "downtime", "setup-time"):
+            if key in info:
+                lines.append(f"{key}: {info[key]} ms")
+        return "\r\n".join(lines) + "\r\n"
+
     def _info_ramblock(self) -> str:
         ram = self.machine.ram
-        lines = [
-            f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18}",
-            f"{ram.name:>24} {ram.page_size // 1024:>4} KiB  0x{0:016x}"
-            f" 0x{ram.size:016x} 0x{ram.size:016x}",
-        ]
+        blocks = [(ram.name, ram.page_size, ram.size)]
+        # As QEMU: every memory backend (-object memory-backend-*) has a block.
+        with contextlib.suppress(errors.VmkitError):
+            for name, obj in qom.resolve_path("/objects").children():
+                if name != ram.name and qom.type_is_a(obj.type_name, "memory-backend"):
+                    size = obj.get("size")
+                    blocks.append((name, ram.page_size, size if isinstance(size, int) else 0))
+        lines = [f"{'Block Name':>24} {'PSize':>8}  {'Offset':>18} {'Used':>18} {'Total':>18}"]
+        offset = 0
+        for name, page_size, size in blocks:
+            lines.append(
+                f"{name:>24} {page_size // 1024:>4} KiB  0x{offset:016x}"
+                f" 0x{size:016x} 0x{size:016x}"
+            )
+            offset += size
         return "\r\n".join(lines) + "\r\n"

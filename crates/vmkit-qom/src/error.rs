@@ -213,6 +213,40 @@ impl Error {
         }
     }
 
+    /// The same error with the object named as its user knows it (e.g.
+    /// `device 'serial0' (demo-isa-serial)`): a property set before the
+    /// object is placed would otherwise be described by its internal id.
+    pub fn naming_object(self, who: &str) -> Self {
+        match self {
+            Error::PropertyNotFound { name, .. } => Error::PropertyNotFound {
+                object: who.to_string(),
+                name,
+            },
+            Error::PropertyType {
+                name, expected, got, ..
+            } => Error::PropertyType {
+                object: who.to_string(),
+                name,
+                expected,
+                got,
+            },
+            Error::PropertyValue {
+                name, expected, reason, ..
+            } => Error::PropertyValue {
+                object: who.to_string(),
+                name,
+                expected,
+                reason,
+            },
+            Error::PropertyAccess { name, reason, .. } => Error::PropertyAccess {
+                object: who.to_string(),
+                name,
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// Wraps an arbitrary error raised by a hook.
     pub fn hook<E>(hook: impl Into<String>, object: impl Into<String>, err: E) -> Self
     where

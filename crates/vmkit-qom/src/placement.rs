@@ -179,7 +179,12 @@ fn device_add_with(type_name: &str, id: Option<&str>, set_props: impl FnOnce(&Ob
         });
     }
     let dev = Object::create(&ty, creation())?;
-    set_props(&dev)?;
+    set_props(&dev).map_err(|e| {
+        e.naming_object(&match id {
+            Some(id) => format!("device '{id}' ({type_name})"),
+            None => format!("device '{type_name}'"),
+        })
+    })?;
     parent.add_child(&name, &dev)?;
     if let Err(e) = dev.realize() {
         let _ = dev.unparent();
@@ -237,7 +242,7 @@ fn object_add_with(type_name: &str, id: &str, set_props: impl FnOnce(&Object) ->
         });
     }
     let obj = Object::create(&ty, creation())?;
-    set_props(&obj)?;
+    set_props(&obj).map_err(|e| e.naming_object(&format!("object '{id}' ({type_name})")))?;
     objects.add_child(id, &obj)?;
     if let Err(e) = obj.complete() {
         let _ = obj.unparent();

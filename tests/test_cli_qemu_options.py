@@ -1,0 +1,330 @@
+"""``vmkit run`` speaks QEMU's options with QEMU's meanings, and a user's
+mistake is one line on stderr with a non-zero status, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from qemu.qmp import QMPClient
+
+from vmkit.qemu_opts import (
+    QemuOptionError,
+    parse_display,
+    parse_machine,
+    parse_memory,
+    parse_name,
+    parse_qmp,
+)
+from vmkit.run import parse_qmp_address
+
+MIB = 1 << 20
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vmkit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# ----- the values ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("256", 256 * MIB),  # a number alone is MiB, as in QEMU
+        ("1G", 1 << 30),
+        ("size=1G", 1 << 30),
+        ("512M", 512 * MIB),
+        ("size=64", 64 * MIB),
+        ("64K", 64 << 10),
+    ],
+)
+def test_memory_sizes_mean_what_they_mean_in_qemu(text: str, size: int) -> None:
+    assert parse_memory(text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no size given"),
+        ("0", "more than 0"),
+        ("12Q", "-m 12Q:"),
+        ("1G,slots=2,maxmem=4G", "parameter 'slots', 'maxmem' not supported"),
+    ],
+)
+def test_memory_errors(text: str, message: str) -> None:
+    with pytest.raises(QemuOptionError, match=message):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("unix:/run/a.qmp", "unix:/run/a.qmp"),
+        ("unix:/run/a.qmp,server=on,wait=off", "unix:/run/a.qmp"),
+        ("unix:/run/a.qmp,server,nowait", "unix:/run/a.qmp"),
+        ("tcp:127.0.0.1:4444,server=on,wait=off", "tcp:127.0.0.1:4444"),
+        # ",," is a comma in the path; the options after it are still parsed.
+        ("unix:/run/a,,b.qmp,server=on", "unix:/run/a,b.qmp"),
+    ],
+)
+def test_qmp_options_are_parsed_never_part_of_the_path(text: str, address: str) -> None:
+    assert parse_qmp(text) == address
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("unix:/a,server=off", "'server=off' not supported"),
+        ("unix:/a,wait=on", "'wait=on' not supported"),
+        ("unix:/a,wait", "'wait' not supported"),
+        ("unix:/a,reconnect=1", "parameter 'reconnect' not supported"),
+    ],
+)
+def test_qmp_options_vmkit_cannot_honour_are_refused(text: str, message: str) -> None:
+    with pytest.raises(QemuOptionError, match=message):
+        parse_qmp(text)
+
+
+def test_machine_name_display() -> None:
+    assert parse_machine("pc-q35-7.2") == "pc-q35-7.2"
+    assert parse_machine("type=pc-q35-7.2") == "pc-q35-7.2"
+    with pytest.raises(QemuOptionError, match="parameter 'accel' not supported"):
+        parse_machine("q35,accel=kvm")
+    with pytest.raises(QemuOptionError, match="no machine type"):
+        parse_machine("")
+    assert parse_name("vm1") == "vm1"
+    assert parse_name("guest=vm1") == "vm1"
+    with pytest.raises(QemuOptionError, match="'process' not supported"):
+        parse_name("vm1,process=x")
+    assert parse_display("none") == "none"
+    with pytest.raises(QemuOptionError, match="vmkit has no display"):
+        parse_display("gtk")
+
+
+# ----- on the command line ---------------------------------------------------
+
+
+def test_m_256_is_256_mib_through_save(tmp_path: Path) -> None:
+    for spelling in ("4", "size=4", "4M"):
+        out = cli("save", str(tmp_path / "s"), "-m", spelling, "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["ram_bytes"] == 4 * MIB
+
+
+def test_qemu_spellings_start_a_machine(tmp_path: Path) -> None:
+    """QEMU's spellings, single dashes: the socket is at PATH (not
+    'PATH,server=on,wait=off'), the name and machine type are the ones given."""
+    sock = tmp_path / "vm.qmp"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "vmkit.cli", "run", "-S", "-nodefaults", "-display", "none",
+            "-name", "guest=q1", "-M", "pc-q35-7.2", "-m", "16", "--workload-rate", "0",
+            "-qmp", f"unix:{sock},server=on,wait=off",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once listening
+        assert line == f"QMP: unix:{sock}\n", proc.stderr.read() if proc.stderr else ""
+        assert sock.exists()
+
+        async def check() -> None:
+            client = QMPClient("t")
+            await client.connect(str(sock))
+            try:
+                assert await client.execute("query-name") == {"name": "q1"}
+                assert await client.execute("query-status") == {
+                    "status": "prelaunch",
+                    "running": False,
+                }
+                size = await client.execute(
+                    "qom-get", {"path": "/objects/pc.ram", "property": "size"}
+                )
+                assert size == 16 * MIB
+            finally:
+                await client.disconnect()
+
+        asyncio.run(asyncio.wait_for(check(), 60))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert not sock.exists()
+
+
+@pytest.mark.parametrize(
+    "option", ["-smp", "-enable-kvm", "-mem-prealloc", "-vnc", "-drive", "-nographic"]
+)
+def test_options_vmkit_does_not_model_are_refused_by_name(option: str) -> None:
+    out = cli("run", "-S", "-m", "16", option, "x")
+    assert out.returncode == 2
+    assert out.stderr == f"vmkit run: option '{option}' is not supported by vmkit\n"
+
+
+# ----- errors are messages ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["run", "-qmp", "unix:/a,wait=on"], 2, "'wait=on' not supported"),
+        (["run", "-m", "12Q"], 2, "-m 12Q:"),
+        (["run", "-machine", "q35,accel=kvm"], 2, "parameter 'accel' not supported"),
+        (["run", "--plugin", "no_such_plugin_mod"], 2, "--plugin no_such_plugin_mod: no module"),
+        (["save", "S", "--plugin", "no_such_plugin_mod"], 2, "no module named"),
+        (["run", "--backend", "file"], 2, "--backend file needs --mem-path"),
+        (["restore", "S", "--backend", "file"], 2, "--backend file needs --mem-path"),
+        (["run", "-qmp", "unix:/nonexistent-dir/x/vm.qmp"], 1, "cannot serve QMP"),
+    ],
+)
+def test_user_mistakes_are_one_line(
+    tmp_path: Path, args: list[str], status: int, message: str
+) -> None:
+    args = [str(tmp_path / "s") if a == "S" else a for a in args]
+    out = cli(*args)
+    assert out.returncode == status, out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert message in out.stderr
+
+
+def test_socket_on_a_plain_file(tmp_path: Path) -> None:
+    path = tmp_path / "plain"
+    path.write_text("keep me")
+    out = cli("run", "-S", "-m", "16", "-qmp", f"unix:{path}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"vmkit: cannot serve QMP on unix:{path}: ")
+    assert path.read_text() == "keep me"
+
+
+def test_plugins_reach_save_restore_and_props(tmp_path: Path) -> None:
+    stream = str(tmp_path / "s")
+    dev = ["--plugin", "vmkit.demo_devices", "-device", "demo-isa-serial,id=serial0"]
+    out = cli("save", stream, "-m", "4", *dev)
+    assert out.returncode == 0, out.stderr
+    out = cli("restore", stream, "-m", "4", *dev)
+    assert out.returncode == 0, out.stderr
+    out = cli("restore", stream, "-m", "4")  # without the device the stream is refused
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    out = cli("props", "--plugin", "vmkit.demo_devices", "demo-isa-serial")
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    stream = str(tmp_path / "s")
+    assert cli("save", stream, "-m", "4").returncode == 0
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader is gone before anything is written
+    with os.fdopen(write_fd, "w") as closed:
+        out = subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", "analyze", "--json", stream],
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
+def test_ctrl_c_is_a_message() -> None:
+    """SIGINT while a command works: one line, status 130."""
+    code = (
+        "import signal, sys, vmkit.cli as c\n"
+        "def boom(args):\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "    return 0\n"
+        "c._cmd_types = boom\n"
+        "sys.argv = ['vmkit', 'types']\n"
+        "sys.exit(c.run())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 130
+    assert out.stderr == "vmkit: interrupted\n"
+
+
+def test_parse_qmp_address_still_takes_the_bare_address() -> None:
+    assert parse_qmp_address("unix:/a/b") == "/a/b"
+
+
+# ----- help --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["-device", "help"], ["Uncategorized devices:", 'name "demo-isa-serial"']),
+        (
+            ["-device", "demo-isa-serial,help"],
+            ["demo-isa-serial options:", "  iobase=<uint32>        -  (default: 1016)"],
+        ),
+        (["-object", "help"], ["List of user creatable objects:", "  memory-backend-ram"]),
+        (
+            ["-object", "memory-backend-ram,help"],
+            ["memory-backend-ram options:", "  size=<size>            - size of the memory"],
+        ),
+        (["-machine", "help"], ["Supported machines are:", "pc-q35-vmkit "]),
+    ],
+)
+def test_help_prints_what_qemu_prints(option: list[str], expected: list[str]) -> None:
+    out = cli("run", "--plugin", "vmkit.demo_devices", *option)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == expected[0]
+    assert any(line.startswith(expected[1]) for line in lines[1:]), out.stdout
+    assert not out.stdout.startswith("QMP:")  # nothing was started
+
+
+# ----- progress ----------------------------------------------------------------
+
+
+def _save_with_stderr_on_a_terminal(tmp_path: Path, *extra: str) -> str:
+    """Runs ``vmkit save`` with stderr on a pseudo-terminal; returns what it showed there."""
+    import pty
+
+    main_fd, sub_fd = pty.openpty()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", "save", str(tmp_path / "s"), "-m", "4",
+             "--run-for", "0.3", "--workload-rate", "1M", *extra],
+            stdout=subprocess.PIPE, stderr=sub_fd, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0
+        os.close(sub_fd)
+        sub_fd = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything is read
+            while chunk := os.read(main_fd, 65536):
+                shown += chunk
+        return shown.decode(errors="replace")
+    finally:
+        os.close(main_fd)
+        if sub_fd >= 0:
+            os.close(sub_fd)
+
+
+def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    shown = _save_with_stderr_on_a_terminal(tmp_path)
+    assert "running the workload" in shown and "saving to" in shown
+    assert _save_with_stderr_on_a_terminal(tmp_path, "--quiet") == ""
+    out = cli("save", str(tmp_path / "s"), "-m", "4", "--run-for", "0.1")  # stderr: a pipe
+    assert out.returncode == 0 and out.stderr == ""
