@@ -31,6 +31,7 @@ checks the declared ones and hands the others to the handler unchecked.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -82,16 +83,16 @@ BUILTIN_JSON_TYPES: Mapping[str, str] = {
 
 
 @dataclass(eq=False)
-class Type:
+class Type(ABC):
     """A QAPI type. Compared by identity: each name is defined once."""
 
     name: str
     features: tuple[str, ...] = ()
 
+    @abstractmethod
     def json_type(self) -> str:
         """What a value of this type is in JSON (``string``, ``int``,
         ``number``, ``boolean``, ``null``, ``object``, ``array``, ``value``)."""
-        raise NotImplementedError
 
 
 @dataclass(eq=False)

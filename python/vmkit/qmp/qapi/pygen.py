@@ -81,6 +81,7 @@ generate again (``make qapi``); a test fails while this module is stale.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, cast, overload
@@ -213,7 +214,7 @@ class _Generator:
             data = self.ref(event.arg_type)
         self.block(
             "@dataclass(frozen=True, slots=True)",
-            f"class {cls}:",
+            f"class {cls}(ABC):",
             f'    """``{event.name}``: ``data`` as sent, ``timestamp`` in seconds."""',
             "",
             f"    data: {data}",
@@ -317,13 +318,15 @@ class _Generator:
             f"class {cls}:",
             f'    """vmkit\'s QMP commands as {flavour} methods; subclasses send them."""',
             "",
+            "    @abstractmethod",
             f"    {'async ' if asynchronous else ''}def _execute(",
             "        self, command: str, arguments: dict[str, object]",
             "    ) -> object:",
-            "        raise NotImplementedError",
+            '        """Sends ``command``; returns its answer."""',
             "",
+            "    @abstractmethod",
             f"    def _listen(self, names: tuple[str, ...]) -> {listener}[Any]:",
-            "        raise NotImplementedError",
+            '        """Subscribes to the events named ``names``."""',
         )
         for command in self.schema.commands.values():
             self.method(command, asynchronous)

@@ -25,6 +25,7 @@ and alternates (``null`` for array elements).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from vmkit.qmp.errors import GenericError, QMPError
@@ -60,7 +61,7 @@ def _type_error(path: str, expected: str) -> QMPError:
     return GenericError(f"Invalid parameter type for '{path}', expected: {expected}")
 
 
-class Checker:
+class Checker(ABC):
     """Checks one value; ``parent + key`` is its full name, ``name`` the
     bare name QEMU prints in some messages."""
 
@@ -71,9 +72,9 @@ class Checker:
     ``boolean``, ``null``, ``object``, ``array``, ``value``): how an
     alternate picks a branch."""
 
+    @abstractmethod
     def check(self, value: JSONValue, parent: str, key: str, name: str) -> JSONValue:
         """``value`` as the handler gets it; raises :class:`QMPError`."""
-        raise NotImplementedError
 
 
 class AnyChecker(Checker):

@@ -11,6 +11,7 @@ generate again (``make qapi``); a test fails while this module is stale.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, cast, overload
@@ -1028,7 +1029,7 @@ ShutdownEventData = TypedDict(
 
 
 @dataclass(frozen=True, slots=True)
-class ShutdownEvent:
+class ShutdownEvent(ABC):
     """``SHUTDOWN``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: ShutdownEventData
@@ -1046,7 +1047,7 @@ ResetEventData = TypedDict(
 
 
 @dataclass(frozen=True, slots=True)
-class ResetEvent:
+class ResetEvent(ABC):
     """``RESET``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: ResetEventData
@@ -1055,7 +1056,7 @@ class ResetEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StopEvent:
+class StopEvent(ABC):
     """``STOP``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: NoData
@@ -1064,7 +1065,7 @@ class StopEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class ResumeEvent:
+class ResumeEvent(ABC):
     """``RESUME``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: NoData
@@ -1081,7 +1082,7 @@ MigrationEventData = TypedDict(
 
 
 @dataclass(frozen=True, slots=True)
-class MigrationEvent:
+class MigrationEvent(ABC):
     """``MIGRATION``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: MigrationEventData
@@ -1098,7 +1099,7 @@ MigrationPassEventData = TypedDict(
 
 
 @dataclass(frozen=True, slots=True)
-class MigrationPassEvent:
+class MigrationPassEvent(ABC):
     """``MIGRATION_PASS``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: MigrationPassEventData
@@ -1116,7 +1117,7 @@ DeviceDeletedEventData = TypedDict(
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceDeletedEvent:
+class DeviceDeletedEvent(ABC):
     """``DEVICE_DELETED``: ``data`` as sent, ``timestamp`` in seconds."""
 
     data: DeviceDeletedEventData
@@ -1161,11 +1162,13 @@ EVENT_TYPES: dict[str, Callable[[Any, float], AnyEvent]] = {
 class AsyncCommands:
     """vmkit's QMP commands as asynchronous methods; subclasses send them."""
 
+    @abstractmethod
     async def _execute(self, command: str, arguments: dict[str, object]) -> object:
-        raise NotImplementedError
+        """Sends ``command``; returns its answer."""
 
+    @abstractmethod
     def _listen(self, names: tuple[str, ...]) -> AsyncListener[Any]:
-        raise NotImplementedError
+        """Subscribes to the events named ``names``."""
 
     async def query_status(self) -> StatusInfo:
         """``query-status``."""
@@ -1636,11 +1639,13 @@ class AsyncCommands:
 class SyncCommands:
     """vmkit's QMP commands as synchronous methods; subclasses send them."""
 
+    @abstractmethod
     def _execute(self, command: str, arguments: dict[str, object]) -> object:
-        raise NotImplementedError
+        """Sends ``command``; returns its answer."""
 
+    @abstractmethod
     def _listen(self, names: tuple[str, ...]) -> Listener[Any]:
-        raise NotImplementedError
+        """Subscribes to the events named ``names``."""
 
     def query_status(self) -> StatusInfo:
         """``query-status``."""
