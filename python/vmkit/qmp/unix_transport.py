@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 #: (``MSG_CTRUNC``). QEMU's monitor takes up to 16 too.
 MAX_FDS_PER_MESSAGE = 16
 
-_READ_SIZE = 256 << 10
+# Below glibc's mmap threshold, and read into one buffer reused for every
+# read: a fresh large buffer per read would be mmapped and freed each time,
+# which raises glibc's threshold and leaves freed memory in the heap.
+_READ_SIZE = 64 << 10
 _HIGH_WATER = 64 << 10
 _LOW_WATER = 16 << 10
 _ACCEPTS_PER_WAKEUP = 64
@@ -66,6 +69,7 @@ class UnixFdTransport(asyncio.Transport):
         self._fd = sock.fileno()
         self._protocol = protocol
         self._buffer = bytearray()
+        self._rbuf = bytearray(_READ_SIZE)
         self._closing = False
         self._lost = False
         self._reading = False
@@ -119,8 +123,8 @@ class UnixFdTransport(asyncio.Transport):
 
     def _read_ready(self) -> None:
         try:
-            data, ancdata, flags, _ = self._sock.recvmsg(
-                _READ_SIZE, socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4)
+            n, ancdata, flags, _ = self._sock.recvmsg_into(
+                [self._rbuf], socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4)
             )
         except (BlockingIOError, InterruptedError):
             return
@@ -142,8 +146,8 @@ class UnixFdTransport(asyncio.Transport):
                         socket.close(fd)
             else:
                 receiver(fds)
-        if data:
-            self._protocol.data_received(data)
+        if n:
+            self._protocol.data_received(bytes(memoryview(self._rbuf)[:n]))
             return
         # End of input.
         self.pause_reading()
