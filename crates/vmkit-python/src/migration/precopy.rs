@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vmkit_migration::precopy::{
     Checkpoint, DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Precopy, PrecopyControl,
-    PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
+    PrecopyError, PrecopyParams, PrecopySnapshot, StopError, SwitchoverReason,
 };
 use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, Sink, Transport, TransportError};
 
@@ -172,7 +172,8 @@ impl PyPrecopy {
     /// Where the run is: `phase` (QEMU's status name), `ram` (QEMU's
     /// MigrationInfo ram statistics), `passes`, `setup_time_ms`,
     /// `total_time_ms`, `expected_downtime_ms`, `downtime_ms`,
-    /// `source_stopped`, `error`.
+    /// `source_stopped`, `switchover` (`"converged"`, `"max-passes"` or
+    /// `None` before switchover), `error`.
     fn snapshot(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         snapshot_dict(py, &self.control.snapshot())
     }
@@ -235,6 +236,13 @@ fn snapshot_dict(py: Python<'_>, s: &PrecopySnapshot) -> PyResult<Py<PyDict>> {
     d.set_item("expected_downtime_ms", s.expected_downtime.map(millis))?;
     d.set_item("downtime_ms", s.downtime.map(millis))?;
     d.set_item("source_stopped", s.source_stopped)?;
+    d.set_item(
+        "switchover",
+        s.switchover.map(|r| match r {
+            SwitchoverReason::Converged => "converged",
+            SwitchoverReason::MaxPasses => "max-passes",
+        }),
+    )?;
     d.set_item("error", s.error.clone())?;
     Ok(d.unbind())
 }
