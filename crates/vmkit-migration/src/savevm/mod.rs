@@ -53,7 +53,7 @@ pub use device_registry::{
     StateAccessor, collect_devices, device_vmstate, known_vmstate, register_device_model, register_device_vmstate,
 };
 pub(crate) use restore::decode_section_body;
-pub use restore::{RestoreOptions, RestoreStats, restore};
+pub use restore::{RestoreOptions, RestoreStats, restore, restore_buffered};
 pub use save::{SaveOptions, SaveStats, save, save_to_fd, save_to_sink};
 pub use save_set::{DeviceEntry, SaveSet};
 

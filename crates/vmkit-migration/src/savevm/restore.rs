@@ -1,7 +1,7 @@
 //! [`restore`]: a stream written by [`save`](super::save) (or by QEMU,
 //! for the sections this machine has) into a machine of the same shape.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use crate::vmstate::codec::{DecodeLimits, decode_into};
 use crate::vmstate::io::VmReader;
@@ -148,10 +148,22 @@ impl<R: Read> SectionBodyHandler<R> for RestoreHandler<'_> {
 /// page; every device section exists here, is a FULL section, and decodes
 /// by the local description (versions included); no live section is left
 /// open; every device here that has no `needed` predicate got its
-/// section. Wrap unbuffered sources (files, sockets) in a `BufReader`.
+/// section. Wrap unbuffered sources (files, sockets) in a `BufReader`, or
+/// use [`restore_buffered`].
 ///
 /// On error no device has been changed, but RAM may be partly loaded.
 pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
+    restore_from(set, StreamReader::new(source), opts)
+}
+
+/// [`restore`] from a buffered source (a `BufReader` over a file or
+/// socket, a byte slice): each page goes from the source's buffer into
+/// guest memory in one copy rather than through a page buffer of its own.
+pub fn restore_buffered<R: BufRead>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
+    restore_from(set, StreamReader::from_buf_read(source), opts)
+}
+
+fn restore_from<R: Read>(set: &SaveSet, reader: StreamReader<R>, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
     set.check()?;
     let mut handler = RestoreHandler {
         set,
@@ -165,7 +177,7 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
         require_configuration: true,
         ..ParserOptions::default()
     };
-    let mut parser = StreamParser::new(source, popts);
+    let mut parser = StreamParser::from_reader(reader, popts);
     let mut saw_eof = false;
     while let Some(rec) = parser.next_record(&mut handler)? {
         match rec {

@@ -753,9 +753,14 @@ impl RamSectionReader {
                 Ok(RamFlag::Page) => {
                     let index = self.block_for(r, cont, at)?;
                     self.check_page(index, addr, at)?;
-                    r.read_into(&mut self.buf, "RAM page")?;
-                    if let Some(block) = self.dest.as_ref().and_then(|d| d.get(index)) {
-                        block.write(addr, &self.buf).map_err(mem_err(at, block))?;
+                    // From the reader's buffer into guest memory in one
+                    // copy where the reader lends its buffer out.
+                    let dest = self.dest.as_ref().and_then(|d| d.get(index));
+                    if let Some(block) = dest {
+                        r.read_with(&mut self.buf, "RAM page", |page| block.write(addr, page))?
+                            .map_err(mem_err(at, block))?;
+                    } else {
+                        r.read_into(&mut self.buf, "RAM page")?;
                     }
                     self.mark_received(index, addr);
                     if let Some(s) = self.summary.blocks.get_mut(index) {

@@ -209,7 +209,11 @@ pub fn restore(
     };
     let stats = with_transport(py, &path, "restore", cancelled, |interrupt| {
         let f = open_source(&path, &OpenOptions::default(), interrupt)?;
-        Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+        Ok(savevm::restore_buffered(
+            &set,
+            BufReader::with_capacity(READ_BUFFER, f),
+            &opts,
+        ))
     })?
     .map_err(|e| migration_err(py, e))?;
     restore_stats(py, &stats)
@@ -299,7 +303,7 @@ impl PyListener {
         let uri = std::path::PathBuf::from(&self.uri);
         let stats = with_transport(py, &uri, "incoming migration", cancelled, |interrupt| {
             let mut source = listener.accept(&open, interrupt)?;
-            let restored = savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, &mut source), &opts);
+            let restored = savevm::restore_buffered(&set, BufReader::with_capacity(READ_BUFFER, &mut source), &opts);
             // A command's failure counts only if the stream itself loaded.
             let finished = source.finish();
             Ok(match restored {
