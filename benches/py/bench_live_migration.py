@@ -209,13 +209,16 @@ def vmkit_cmd(size: int, *, paused: bool, ram_file: Path | None, incoming: str |
     return cmd
 
 
-def qemu_cmd(binary: str, size: int, *, ram_file: Path | None, incoming: bool) -> list[str]:
+def qemu_cmd(
+    binary: str, size: int, *, ram_file: Path | None, incoming: bool, memfd: bool = False
+) -> list[str]:
     mib = size // MIB
-    backend = (
-        f"memory-backend-file,id={BLOCK},size={mib}M,mem-path={ram_file},share=on"
-        if ram_file is not None
-        else f"memory-backend-ram,id={BLOCK},size={mib}M"
-    )
+    if ram_file is not None:
+        backend = f"memory-backend-file,id={BLOCK},size={mib}M,mem-path={ram_file},share=on"
+    elif memfd:
+        backend = f"memory-backend-memfd,id={BLOCK},size={mib}M"
+    else:
+        backend = f"memory-backend-ram,id={BLOCK},size={mib}M"
     cmd = [
         binary,
         "-no-user-config",
@@ -272,7 +275,14 @@ def migrate_pair(src: Peer, dst: Peer, uri: str, size: int) -> Result:
 
 
 def vmm_case(
-    kind: str, qemu: str | None, size: int, ram_file: Path, transport: str, work: Path
+    kind: str,
+    qemu: str | None,
+    size: int,
+    ram_file: Path,
+    transport: str,
+    work: Path,
+    *,
+    memfd: bool = False,
 ) -> Result:
     with contextlib.ExitStack() as stack:
         if kind == "vmkit":
@@ -281,7 +291,7 @@ def vmm_case(
         else:
             assert qemu is not None
             src_cmd = qemu_cmd(qemu, size, ram_file=ram_file, incoming=False)
-            dst_cmd = qemu_cmd(qemu, size, ram_file=None, incoming=True)
+            dst_cmd = qemu_cmd(qemu, size, ram_file=None, incoming=True, memfd=memfd)
         dst = Peer(kind, dst_cmd, work, "dst")
         stack.callback(dst.close)
         src = Peer(kind, src_cmd, work, "src")
@@ -325,6 +335,7 @@ def throughput(
     qemu: str | None,
     ceiling: bool,
     ceiling_thp: bool,
+    qemu_memfd: bool,
     work: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -339,6 +350,8 @@ def throughput(
                 }
                 if qemu is not None:
                     cases["qemu"] = partial(vmm_case, "qemu", qemu, size, ram_file, transport, work)
+                    if qemu_memfd:
+                        cases["qemu-memfd"] = partial(cases["qemu"], memfd=True)
                 ceil = partial(ceiling_case, size, ram_file, transport, work)
                 if ceiling:
                     cases["ceiling"] = ceil
@@ -366,10 +379,13 @@ def throughput(
                 if "ceiling" in gbps:
                     ratios["vmkit/ceiling"] = gbps["vmkit"] / gbps["ceiling"]
                     ratios["vmkit/ceiling-copy"] = gbps["vmkit"] / gbps["ceiling-copy"]
-                if "qemu" in gbps:
-                    ratios["vmkit/qemu"] = gbps["vmkit"] / gbps["qemu"]
-                    if "ceiling" in gbps:
-                        ratios["ceiling/qemu"] = gbps["ceiling"] / gbps["qemu"]
+                for q in ("qemu", "qemu-memfd"):
+                    if q in gbps:
+                        ratios[f"vmkit/{q}"] = gbps["vmkit"] / gbps[q]
+                        if "ceiling" in gbps:
+                            ratios[f"ceiling/{q}"] = gbps["ceiling"] / gbps[q]
+                if "ceiling-thp" in gbps and "qemu" in gbps:
+                    ratios["ceiling-thp/qemu"] = gbps["ceiling-thp"] / gbps["qemu"]
                 out.setdefault(size_name(size), {})[transport] = {
                     "gbps": gbps,
                     "median_seconds": seconds,
@@ -548,6 +564,11 @@ def main() -> int:
         action="store_true",
         help="also a ceiling whose receiver maps its RAM for huge pages, as QEMU does",
     )
+    parser.add_argument(
+        "--qemu-memfd",
+        action="store_true",
+        help="also QEMU with a memory-backend-memfd destination (no huge pages)",
+    )
     parser.add_argument("--qemu", default=QEMU, help="QEMU binary")
     parser.add_argument("--conv-ram", default="512M")
     parser.add_argument("--conv-link", default="128M", help="max-bandwidth, bytes/s")
@@ -592,7 +613,15 @@ def main() -> int:
     with workdir(args.dir) as work:
         if "throughput" in parts:
             results["throughput"] = throughput(
-                sizes, args.rounds, not args.smoke, qemu, ceiling, args.ceiling_thp, work, log
+                sizes,
+                args.rounds,
+                not args.smoke,
+                qemu,
+                ceiling,
+                args.ceiling_thp,
+                args.qemu_memfd,
+                work,
+                log,
             )
         if "convergence" in parts:
             ram, link = parse_size(args.conv_ram), parse_size(args.conv_link)
