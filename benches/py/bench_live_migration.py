@@ -35,8 +35,11 @@ loaded everything); the ceiling from spawning the sender until the receiver
 has the last byte. Over ``unix:`` at every size (``--sizes`` and
 ``--growth-sizes``, the latter for cost growth: seconds per GiB by size),
 over ``tcp:`` loopback at ``--sizes``. Cases run round-robin, each round
-starting one case later, ``--rounds`` rounds after one untimed warm-up;
-figures are medians in GB/s (10^9 bytes of guest RAM per second).
+starting one case later, ``--rounds`` rounds after one untimed warm-up,
+with ``--settle`` seconds (3) after each case: this VM reports freed memory
+to its host about 2 s after the free, and memory the host took back is slow
+to fault in again, so each case starts once the last one's RAM is gone.
+Figures are medians in GB/s (10^9 bytes of guest RAM per second).
 
 **Convergence** (vmkit only: a running guest needs vmkit's workload). The
 source is a :class:`vmkit.machine.Machine` in this process (``--conv-ram``,
@@ -336,6 +339,7 @@ def throughput(
     ceiling: bool,
     ceiling_thp: bool,
     qemu_memfd: bool,
+    settle: float,
     work: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -365,12 +369,18 @@ def throughput(
                     k = r % len(names)
                     for name in names[k:] + names[:k]:
                         res = cases[name]()
+                        res["load1"] = os.getloadavg()[0]
                         log(
                             f"{size_name(size)} {transport} {name} round {r}: "
                             f"{res['seconds']:.3f} s"
                         )
                         if r > 0:
                             samples[name].append(res)
+                        # The destination's RAM was just freed: let the
+                        # guest report it to the host (free page
+                        # reporting, about 2 s later) before the next
+                        # case, so every case starts from the same state.
+                        time.sleep(settle)
                 seconds = {
                     n: statistics.median(s["seconds"] for s in v) for n, v in samples.items()
                 }
@@ -557,6 +567,9 @@ def main() -> int:
     parser.add_argument("--growth-sizes", default="256M,8G", help="more sizes, unix: only")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
     parser.add_argument("--dir", type=Path, default=Path("/dev/shm"))
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="pause (s) after each throughput case"
+    )
     parser.add_argument("--no-qemu", action="store_true")
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument(
@@ -579,7 +592,7 @@ def main() -> int:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.sizes, args.growth_sizes, args.rounds = "16M", "", 1
+        args.sizes, args.growth_sizes, args.rounds, args.settle = "16M", "", 1, 0.0
         args.conv_ram, args.conv_link = "16M", "64M"
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
 
