@@ -633,6 +633,7 @@ def main() -> int:
                 ceiling,
                 args.ceiling_thp,
                 args.qemu_memfd,
+                args.settle,
                 work,
                 log,
             )
