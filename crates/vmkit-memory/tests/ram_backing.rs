@@ -273,3 +273,31 @@ fn options_populate_and_huge_pages() -> TestResult {
     }
     Ok(())
 }
+
+/// Resident kilobytes of the mapping that starts at `addr` (`Rss` in
+/// `/proc/self/smaps`).
+fn rss_kib(addr: usize) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let start = format!("{addr:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+    lines.next()?;
+    let rss = lines.find_map(|l| l.strip_prefix("Rss:"))?;
+    rss.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+#[test]
+fn populate_allocates_the_range_and_keeps_the_contents() -> TestResult {
+    let ram = RamBlock::anonymous("pc.ram", 8 * MIB)?;
+    ram.write(5 * MIB, b"kept")?;
+    let addr = ram.host().as_ptr() as usize;
+    let before = rss_kib(addr).unwrap_or(0);
+    ram.populate(MIB, 2 * MIB)?;
+    let after = rss_kib(addr).unwrap_or(0);
+    assert!(after >= before + 2048, "{before} kB resident, then {after} kB");
+    assert!(ram.is_zero(MIB, 2 * MIB)?);
+    let mut kept = [0u8; 4];
+    ram.read(5 * MIB, &mut kept)?;
+    assert_eq!(&kept, b"kept");
+    assert!(matches!(ram.populate(7 * MIB, 2 * MIB), Err(Error::OutOfBounds { .. })));
+    Ok(())
+}
