@@ -458,3 +458,41 @@ fn a_page_sent_twice_does_not_stand_for_one_never_sent() -> TestResult {
     );
     Ok(())
 }
+
+/// Resident kilobytes of the mapping that starts at `addr` (`Rss` in
+/// `/proc/self/smaps`).
+fn rss_kib(addr: usize) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let start = format!("{addr:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+    lines.next()?;
+    let rss = lines.find_map(|l| l.strip_prefix("Rss:"))?;
+    rss.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+#[test]
+fn a_buffered_restore_allocates_the_pages_that_carry_data_only() -> TestResult {
+    // 16 MiB with data in the first half of every 256 KiB: runs of 32
+    // pages (populated ahead of their copy) between runs of zero pages
+    // (never allocated), the whole stream through a 1 MiB buffer.
+    const MIB: u64 = 1 << 20;
+    let src = RamBlock::anonymous("pc.ram", 16 * MIB)?;
+    for chunk in (0..16 * MIB).step_by(256 << 10) {
+        src.fill(chunk, 128 << 10, 0x5A)?;
+    }
+    let mut stream = Vec::new();
+    save(
+        &SaveSet::new("m", vec![src.clone()], Vec::new()),
+        &mut stream,
+        &SaveOptions::default(),
+    )?;
+    let dst = RamBlock::anonymous("pc.ram", 16 * MIB)?;
+    let set = SaveSet::new("m", vec![dst.clone()], Vec::new());
+    let reader = std::io::BufReader::with_capacity(1 << 20, stream.as_slice());
+    let stats = restore_buffered(&set, reader, &RestoreOptions::default())?;
+    assert_eq!((stats.normal_pages, stats.zero_pages), (2048, 2048));
+    assert_eq!(dst.checksum_all()?, src.checksum_all()?);
+    let resident = rss_kib(dst.host().as_ptr() as usize).ok_or("no smaps entry")?;
+    assert_eq!(resident, 8 * 1024, "the 8 MiB of data, not the zero pages");
+    Ok(())
+}

@@ -135,6 +135,30 @@ impl<R: Read> StreamReader<R> {
         Ok(())
     }
 
+    /// The bytes the source holds in its buffer from the offset on (reading
+    /// more if it holds none), without consuming them: a look ahead for a
+    /// decoder. `None` when the reader was not made by
+    /// [`from_buf_read`](Self::from_buf_read) (or a byte is peeked); an
+    /// empty slice at the end of the stream.
+    pub fn lookahead(&mut self) -> WireResult<Option<&[u8]>> {
+        let (Some(b), None) = (self.borrow, self.peeked) else {
+            return Ok(None);
+        };
+        loop {
+            match (b.fill)(&mut self.inner) {
+                // Re-borrowed: the loop's borrow ends with each failed try.
+                Ok(_) => return Ok((b.fill)(&mut self.inner).ok()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(WireError::Io {
+                        offset: self.offset,
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
     /// Reads the next `scratch.len()` bytes and calls `f` with them: straight
     /// from the source's buffer when the reader was made by
     /// [`from_buf_read`](Self::from_buf_read) and the buffer holds them all
