@@ -5,7 +5,7 @@
 //! runs it beside vmkit → vmkit and QEMU → QEMU as the ceiling.
 //!
 //! ```text
-//! socket_ceiling recv unix:PATH|tcp:HOST:PORT BYTES [--copy] [--huge]
+//! socket_ceiling recv unix:PATH|tcp:HOST:PORT BYTES [--copy [--populate]] [--huge]
 //! socket_ceiling send unix:PATH|tcp:HOST:PORT BYTES FILE
 //! ```
 //!
@@ -18,6 +18,9 @@
 //! receiver cannot avoid. With `--copy` it reads into a 1 MiB buffer and
 //! copies from there into the mapping, as a receiver that must look at the
 //! stream's record headers first (QEMU's and vmkit's both do) at least has to.
+//! `--populate` (with `--copy`) faults each buffer's stretch of the mapping
+//! in with one `madvise(MADV_POPULATE_WRITE)` before copying, as vmkit's
+//! receiver does for runs of pages that arrive for the first time.
 //!
 //! `send` connects, maps `FILE` shared and read-only (the guest RAM file the
 //! migrating machines map) and writes its first `BYTES` into the socket,
@@ -161,7 +164,7 @@ fn read_into(fd: &OwnedFd, at: *mut u8, len: usize) -> usize {
     }
 }
 
-fn recv(uri: &str, bytes: usize, copy: bool, huge: bool) {
+fn recv(uri: &str, bytes: usize, copy: bool, huge: bool, populate: bool) {
     let (listener, shown) = listen(uri);
     println!("listening {shown}");
     let _ = io::stdout().flush();
@@ -173,6 +176,14 @@ fn recv(uri: &str, bytes: usize, copy: bool, huge: bool) {
         let mut buf = vec![0u8; RECV_BUFFER];
         while done < bytes {
             let n = read_into(&conn, buf.as_mut_ptr(), RECV_BUFFER.min(bytes - done));
+            if populate {
+                let start = done & !4095;
+                let end = ((done + n + 4095) & !4095).min(bytes);
+                // SAFETY: advice on a page-aligned range inside the live
+                // mapping (`start <= done < end <= bytes`); it only faults
+                // pages in. A failure only loses the hint.
+                let _ = unsafe { libc::madvise(ram.ptr.add(start).cast(), end - start, libc::MADV_POPULATE_WRITE) };
+            }
             // SAFETY: `done + n <= bytes`, the mapping's length; the buffer
             // and the mapping do not overlap.
             unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), ram.ptr.add(done), n) };
@@ -215,13 +226,16 @@ fn send(uri: &str, bytes: usize, file: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["recv", uri, bytes, flags @ ..] if flags.iter().all(|f| ["--copy", "--huge"].contains(f)) => recv(
-            uri,
-            parse_bytes(bytes),
-            flags.contains(&"--copy"),
-            flags.contains(&"--huge"),
-        ),
+        ["recv", uri, bytes, flags @ ..] if flags.iter().all(|f| ["--copy", "--huge", "--populate"].contains(f)) => {
+            recv(
+                uri,
+                parse_bytes(bytes),
+                flags.contains(&"--copy"),
+                flags.contains(&"--huge"),
+                flags.contains(&"--populate"),
+            )
+        }
         ["send", uri, bytes, file] => send(uri, parse_bytes(bytes), file),
-        _ => fail("usage: socket_ceiling recv URI BYTES [--copy] [--huge] | send URI BYTES FILE"),
+        _ => fail("usage: socket_ceiling recv URI BYTES [--copy [--populate]] [--huge] | send URI BYTES FILE"),
     }
 }
