@@ -119,6 +119,8 @@ bench: build
 	$(PY) benches/py/bench_qmp.py
 	$(PY) benches/py/bench_qapi.py
 	$(PY) benches/py/bench_monitor_jobs.py
+	cargo build --release -p vmkit-benches --bin socket_ceiling
+	$(PY) benches/py/bench_live_migration.py
 
 fmt: $(DEPS_STAMP)
 	cargo fmt --all

@@ -73,3 +73,29 @@ def test_a_cancelled_migration_leaves_the_source_as_it_was(tmp_path: Path) -> No
         assert vm.status == "prelaunch"
         assert vm.ram.checksum() == before
     receiver.close()
+
+
+def test_the_result_says_why_the_source_switched_over(tmp_path: Path) -> None:
+    # Nothing dirty after the first pass: converged.
+    receiver = Receiver(tmp_path)
+    with Machine(memory="16M") as vm:
+        precopy = Precopy(receiver.uri, max_bandwidth=0)
+        assert precopy.snapshot()["switchover"] is None
+        assert vm.migrate(precopy, timeout=GUARD)["switchover"] == "converged"
+    receiver.close()
+
+    # A page written after each pass and no downtime allowed: only the
+    # pass cap ends it.
+    (tmp_path / "capped").mkdir()
+    receiver = Receiver(tmp_path / "capped")
+    with Machine(memory="16M") as vm:
+        precopy = Precopy(receiver.uri, max_bandwidth=0, downtime_limit_ms=0, max_passes=2)
+
+        def dirty(kind: str, _n: int) -> None:
+            if kind == "pass":
+                vm.ram.write(0x5000, b"dirty")
+
+        result = vm.migrate(precopy, timeout=GUARD, progress=dirty)
+        assert result["switchover"] == "max-passes"
+        assert len(result["passes"]) == 3, "two passes, then the final one"
+    receiver.close()

@@ -20,6 +20,10 @@
 //! - `decode_random` / `decode_zero`: parse a stream held in memory with
 //!   [`StreamParser`] and apply it to a destination block with
 //!   [`RamSectionReader::apply_to`].
+//! - `decode_random_bufreader_copied` / `_lent`: the same through a 1 MiB
+//!   `BufReader`, as a socket is read, each page copied out of its buffer
+//!   into a page buffer and then into guest memory, or lent from its buffer
+//!   straight into guest memory ([`StreamReader::from_buf_read`]).
 //!
 //! Blocks are mapped with `populate` (prefaulted) and transparent huge pages,
 //! as a long-running guest's RAM would be, so that zero memory is real
@@ -27,7 +31,7 @@
 
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{Cursor, Write};
+use std::io::{BufReader, Cursor, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +44,8 @@ use vmkit_memory::RamBlock;
 use vmkit_migration::wire::section::write_file_header;
 use vmkit_migration::wire::stream::write_eof;
 use vmkit_migration::wire::{
-    Configuration, ParserOptions, RamSectionReader, RamSectionWriter, SectionKind, StreamParser, StreamWriter,
+    Configuration, ParserOptions, RamSectionReader, RamSectionWriter, SectionKind, StreamParser, StreamReader,
+    StreamWriter,
 };
 
 const MIB: u64 = 1 << 20;
@@ -99,8 +104,24 @@ fn encoded(src: &Arc<RamBlock>) -> Vec<u8> {
 
 /// Parses `stream` and applies its RAM sections to `dst`.
 fn decode(stream: &[u8], dst: &Arc<RamBlock>) {
+    decode_with(StreamReader::new(Cursor::new(stream)), dst);
+}
+
+/// [`decode`] through a 1 MiB `BufReader`, as a socket is read: pages
+/// copied out of it into a page buffer, then into `dst` (`lend` false),
+/// or lent from it straight into `dst` (`lend` true).
+fn decode_buffered(stream: &[u8], dst: &Arc<RamBlock>, lend: bool) {
+    let buffered = BufReader::with_capacity(1 << 20, stream);
+    if lend {
+        decode_with(StreamReader::from_buf_read(buffered), dst);
+    } else {
+        decode_with(StreamReader::new(buffered), dst);
+    }
+}
+
+fn decode_with<R: std::io::Read>(r: StreamReader<R>, dst: &Arc<RamBlock>) {
     let mut reader = RamSectionReader::apply_to(vec![dst.clone()]);
-    let mut p = StreamParser::new(Cursor::new(stream), ParserOptions::default());
+    let mut p = StreamParser::from_reader(r, ParserOptions::default());
     while ok(p.next_record(&mut reader)).is_some() {}
     let s = &reader.summary().blocks[0];
     assert_eq!(s.zero_pages + s.normal_pages, RAM / PAGE);
@@ -191,6 +212,13 @@ fn decode_from_memory(c: &mut Criterion) {
     assert_eq!(ok(random.checksum_all()), ok(dst.checksum_all()), "decoded RAM differs");
     drop(random);
     g.bench_function("decode_random", |b| b.iter(|| decode(black_box(&stream), &dst)));
+    for (name, lend) in [
+        ("decode_random_bufreader_copied", false),
+        ("decode_random_bufreader_lent", true),
+    ] {
+        decode_buffered(&stream, &dst, lend);
+        g.bench_function(name, |b| b.iter(|| decode_buffered(black_box(&stream), &dst, lend)));
+    }
     drop((stream, dst));
     // The destination is zero, as a fresh destination's RAM is: each zero
     // record costs a zero check of the destination page and no write.

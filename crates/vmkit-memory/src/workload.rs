@@ -25,7 +25,9 @@
 //!   sleeps (at least 1 ms, so it never spins).
 //! * `throttle` (0–99 %) models auto-converge's CPU throttling: after each
 //!   ≥ 10 ms of running a thread sleeps `ran * pct / (100 - pct)`, so it
-//!   sleeps `pct` % of its time.
+//!   sleeps `pct` % of its time. The rate applies to running time: a
+//!   throttle sleep earns no tokens, so a rate-limited thread writes
+//!   `100 - pct` % of its rate, as a throttled vCPU dirties less.
 //! * [`Workload::pause`] returns once every thread has stopped between two
 //!   writes and acknowledged it ([`Workload::parked`]); [`Workload::resume`]
 //!   lets them go on.
@@ -486,6 +488,11 @@ impl Bucket {
         None
     }
 
+    /// Earns nothing for `d` of time that has passed since the last refill.
+    fn skip(&mut self, d: Duration) {
+        self.last = self.last.saturating_add(d);
+    }
+
     fn reset(&mut self, now: Duration) {
         self.scaled = 0;
         self.last = now;
@@ -532,7 +539,13 @@ fn worker(shared: &Shared, blocks: &[Arc<RamBlock>], mut seq: OpSequence, write_
                         .checked_mul(u32::from(pct))
                         .map_or(NAP, |d| d / u32::from(100 - pct.min(99)));
                     shared.sleep(pause);
-                    slice = Some(clock.now());
+                    let woke = clock.now();
+                    // A throttled vCPU does not make up for the time it was
+                    // held: the rate is per running time, so the sleep earns
+                    // no tokens (else a rate-limited guest would write at
+                    // its full rate under any throttle its bucket covers).
+                    bucket.skip(woke.saturating_sub(now));
+                    slice = Some(woke);
                 }
             }
         }

@@ -273,3 +273,40 @@ fn options_populate_and_huge_pages() -> TestResult {
     }
     Ok(())
 }
+
+/// Resident kilobytes (`Rss` in `/proc/self/smaps`) of the mapping that
+/// holds `addr` (anonymous mappings may have merged with a neighbour, so
+/// the test compares two readings).
+fn rss_kib(addr: usize) -> Option<u64> {
+    let smaps = fs::read_to_string("/proc/self/smaps").ok()?;
+    let holds = |line: &str| {
+        let range = line.split(' ').next()?;
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        Some(start <= addr && addr < end)
+    };
+    let mut lines = smaps.lines().skip_while(|l| holds(l) != Some(true));
+    lines.next()?;
+    let rss = lines.find_map(|l| l.strip_prefix("Rss:"))?;
+    rss.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+#[test]
+fn populate_allocates_the_range_and_keeps_the_contents() -> TestResult {
+    let ram = RamBlock::anonymous("pc.ram", 8 * MIB)?;
+    ram.write(5 * MIB, b"kept")?;
+    let addr = ram.host().as_ptr() as usize;
+    let before = rss_kib(addr).ok_or("no smaps entry")?;
+    ram.populate(MIB, 2 * MIB)?;
+    let after = rss_kib(addr).ok_or("no smaps entry")?;
+    assert!(after >= before + 2048, "{before} kB resident, then {after} kB");
+    assert!(ram.is_zero(MIB, 2 * MIB)?);
+    let mut kept = [0u8; 4];
+    ram.read(5 * MIB, &mut kept)?;
+    assert_eq!(&kept, b"kept");
+    assert!(matches!(ram.populate(7 * MIB, 2 * MIB), Err(Error::OutOfBounds { .. })));
+    Ok(())
+}

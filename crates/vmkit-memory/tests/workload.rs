@@ -255,6 +255,40 @@ fn throttle_sleeps_its_share_of_clock_time() -> TestResult {
 }
 
 #[test]
+fn a_throttled_rate_limited_thread_does_not_make_up_for_its_sleeps() -> TestResult {
+    let _serial = SERIAL.lock();
+    // 100 pages/s, throttled 50 %: one page per 10 ms of running time, and
+    // every 16 writes (when the thread looks at the throttle) as long
+    // asleep as it ran. Write 16k + 1 comes at 320k ms: 16 pages per
+    // 320 ms, half the rate. (Had the sleeps earned tokens, the thread
+    // would write 2 more pages, 20 ms' worth, right after each.)
+    let clock = ManualClock::new();
+    let w = Workload::start_with_clock(
+        blocks(&[4096])?,
+        WorkloadConfig {
+            rate: Some(100 * PAGE),
+            throttle: 50,
+            ..Default::default()
+        },
+        clock.clone(),
+    )?;
+    assert!(clock.wait_for_blocked(1, PATIENCE));
+    for step in 1..=128u64 {
+        clock.advance(10 * MS);
+        assert!(clock.wait_for_blocked(1, PATIENCE), "step {step}");
+        let t = step * 10;
+        let want = if t % 320 < 160 {
+            16 * (t / 320) + t % 320 / 10 + 1
+        } else {
+            16 * (t / 320 + 1)
+        };
+        assert_eq!(w.stats().ops, want, "at {t} ms");
+    }
+    assert_eq!(w.stop().ops, 65);
+    Ok(())
+}
+
+#[test]
 fn rate_limit_follows_the_clock() -> TestResult {
     let _serial = SERIAL.lock();
     // 2 threads at 100 pages/s each: one page per thread per 10 ms.

@@ -57,7 +57,7 @@ pub use device_registry::{
     register_device_path, register_device_vmstate,
 };
 pub(crate) use restore::decode_section_body;
-pub use restore::{RestoreOptions, RestoreStats, restore, restore_answering};
+pub use restore::{RestoreOptions, RestoreStats, restore, restore_answering, restore_buffered};
 pub use save::{SaveOptions, SaveStats, save, save_to_fd, save_to_sink};
 pub use save_set::{DeviceEntry, SaveSet};
 pub use sections::IGNORE_SHARED;

@@ -1,7 +1,7 @@
 //! [`restore`]: a stream written by [`save`](super::save) (or by QEMU,
 //! for the sections this machine has) into a machine of the same shape.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 
 use crate::vmstate::codec::{DecodeLimits, decode_into};
 use crate::vmstate::io::VmReader;
@@ -175,7 +175,8 @@ impl<R: Read> SectionBodyHandler<Lookahead<R>> for RestoreHandler<'_> {
 /// page; every device section exists here, is a FULL section, and decodes
 /// by the local description (versions included); no live section is left
 /// open; every device here that has no `needed` predicate got its
-/// section. Wrap unbuffered sources (files, sockets) in a `BufReader`.
+/// section. Wrap unbuffered sources (files, sockets) in a `BufReader`, or
+/// use [`restore_buffered`].
 ///
 /// With [`Unmodelled::Report`], RAM blocks and device sections this
 /// machine lacks are taken instead of refused (see
@@ -186,10 +187,17 @@ impl<R: Read> SectionBodyHandler<Lookahead<R>> for RestoreHandler<'_> {
 ///
 /// On error no device has been changed, but RAM may be partly loaded.
 pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
+    restore_from(set, StreamReader::new(Lookahead::new(source)), opts, None)
+}
+
+/// [`restore`] from a buffered source (a `BufReader` over a file or
+/// socket, a byte slice): each page goes from the source's buffer into
+/// guest memory in one copy rather than through a page buffer of its own.
+pub fn restore_buffered<R: BufRead>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crate::Result<RestoreStats> {
     restore_answering(set, source, opts, None)
 }
 
-/// [`restore`], answering on `return_path` (the connection's other
+/// [`restore_buffered`], answering on `return_path` (the connection's other
 /// direction) when the source asks for it (QEMU's `OPEN_RETURN_PATH`
 /// command): a `PONG` for each `PING`, and once the load ended a `SHUT`
 /// whose status says whether it succeeded (0) or not (1). The stream is
@@ -197,14 +205,23 @@ pub fn restore<R: Read>(set: &SaveSet, source: R, opts: &RestoreOptions) -> crat
 /// (the source keeps it open to hear the `SHUT`). A `SHUT` that cannot be
 /// sent fails the restore: the source would resume, and exactly one side
 /// may run. Without `return_path` a source asking for one is refused.
-pub fn restore_answering<R: Read>(
+pub fn restore_answering<R: BufRead>(
     set: &SaveSet,
     source: R,
+    opts: &RestoreOptions,
+    return_path: Option<&mut dyn Write>,
+) -> crate::Result<RestoreStats> {
+    restore_from(set, StreamReader::from_buf_read(Lookahead::new(source)), opts, return_path)
+}
+
+fn restore_from<R: Read>(
+    set: &SaveSet,
+    reader: StreamReader<Lookahead<R>>,
     opts: &RestoreOptions,
     mut return_path: Option<&mut dyn Write>,
 ) -> crate::Result<RestoreStats> {
     let mut answering = false;
-    let result = restore_inner(set, source, opts, &mut return_path, &mut answering);
+    let result = restore_inner(set, reader, opts, &mut return_path, &mut answering);
     match (return_path, answering) {
         (Some(rp), true) => {
             let status = u32::from(result.is_err());
@@ -224,7 +241,7 @@ pub fn restore_answering<R: Read>(
 
 fn restore_inner<R: Read>(
     set: &SaveSet,
-    source: R,
+    reader: StreamReader<Lookahead<R>>,
     opts: &RestoreOptions,
     return_path: &mut Option<&mut dyn Write>,
     answering: &mut bool,
@@ -249,7 +266,7 @@ fn restore_inner<R: Read>(
         ..ParserOptions::default()
     };
     // Reads straight through unless an unmodelled section needs the trailer.
-    let mut parser = StreamParser::new(Lookahead::new(source), popts);
+    let mut parser = StreamParser::from_reader(reader, popts);
     let mut saw_eof = false;
     while let Some(rec) = parser.next_record(&mut handler)? {
         match rec {

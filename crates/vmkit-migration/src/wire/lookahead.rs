@@ -8,7 +8,7 @@
 //! and then goes on parsing the buffered bytes
 //! ([`StreamReader::read_ahead_to_end`](super::StreamReader::read_ahead_to_end)).
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 /// A [`Read`] over `R` that can buffer everything `R` has left and then
 /// serves reads from that buffer. Until then it reads straight through.
@@ -98,6 +98,26 @@ impl<R: Read> Read for Lookahead<R> {
     }
 }
 
+/// Buffered sources stay buffered: until the read-ahead, `inner`'s buffer
+/// is lent out as is (so a page can be copied from it straight into guest
+/// memory); after it, the read-ahead buffer is.
+impl<R: BufRead> BufRead for Lookahead<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.filled {
+            return Ok(&self.ahead[self.pos..]);
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if self.filled {
+            self.pos = (self.pos + amt).min(self.ahead.len());
+        } else {
+            self.inner.consume(amt);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +139,21 @@ mod tests {
         assert_eq!(l.buffered(7, 8), Some(&b"h"[..]));
         assert_eq!(l.buffered(7, 9), None);
         assert_eq!(l.read(&mut two)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn lends_the_inner_buffer_then_its_own() -> io::Result<()> {
+        let mut l = Lookahead::new(io::BufReader::with_capacity(3, &b"abcdefgh"[..]));
+        assert_eq!(l.fill_buf()?, b"abc");
+        l.consume(2);
+        assert_eq!(l.fill_buf()?, b"c");
+        assert!(l.fill(None, 2, 100)?);
+        assert_eq!(l.fill_buf()?, b"cdefgh");
+        l.consume(5);
+        assert_eq!(l.fill_buf()?, b"h");
+        l.consume(9);
+        assert_eq!(l.fill_buf()?, b"");
         Ok(())
     }
 

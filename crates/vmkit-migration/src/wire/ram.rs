@@ -521,6 +521,29 @@ impl RamSectionWriter {
     }
 }
 
+/// How many pages the run of page records starting at `addr` holds, as
+/// far as `ahead` shows it: `ahead` starts with that page's payload, and
+/// each record after it that is a full page of the same block
+/// (CONTINUE | PAGE) at the next address, with its header whole in
+/// `ahead`, extends the run, up to the block's end `end`.
+fn page_run(ahead: &[u8], addr: u64, end: u64) -> u64 {
+    let mut pages = 1;
+    let mut next = addr.saturating_add(TARGET_PAGE_SIZE);
+    let mut at = PAGE;
+    while next < end {
+        let Some(word) = ahead.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+            break;
+        };
+        if u64::from_be_bytes(word) != next | RamFlag::Continue.bit() | RamFlag::Page.bit() {
+            break;
+        }
+        pages += 1;
+        next += TARGET_PAGE_SIZE;
+        at += 8 + PAGE;
+    }
+    pages
+}
+
 /// What a decoder saw of one block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RamBlockSummary {
@@ -567,6 +590,9 @@ pub struct RamSectionReader {
     /// record has loaded (so a stream that sends one page twice and
     /// another never is told apart from a complete one).
     received: Vec<Vec<u64>>,
+    /// Apply mode: the destination block and offset up to which pages
+    /// arriving for the first time were populated ahead of their copy.
+    populated: Option<(usize, u64)>,
     last_block: Option<usize>,
     buf: Vec<u8>,
     /// The stream was written with `x-ignore-shared`: MEM_SIZE entries
@@ -614,6 +640,7 @@ impl RamSectionReader {
             by_name,
             summary,
             received,
+            populated: None,
             last_block: None,
             buf: vec![0u8; PAGE],
             ignore_shared: false,
@@ -629,6 +656,7 @@ impl RamSectionReader {
             by_name: HashMap::new(),
             summary: RamSummary::default(),
             received: Vec::new(),
+            populated: None,
             last_block: None,
             buf: vec![0u8; PAGE],
             ignore_shared: false,
@@ -663,6 +691,15 @@ impl RamSectionReader {
         let (word, w) = bits.iter().enumerate().find(|(_, w)| **w != u64::MAX)?;
         let page = word as u64 * 64 + u64::from(w.trailing_ones());
         (page < pages).then_some(page * TARGET_PAGE_SIZE)
+    }
+
+    /// Whether a record has loaded the page at `addr` of block `index`.
+    fn was_received(&self, index: usize, addr: u64) -> bool {
+        let page = addr / TARGET_PAGE_SIZE;
+        self.received
+            .get(index)
+            .and_then(|b| b.get((page / 64) as usize))
+            .is_some_and(|w| w & (1 << (page % 64)) != 0)
     }
 
     /// Notes that the page at `addr` of block `index` was loaded.
@@ -850,9 +887,28 @@ impl RamSectionReader {
                 Ok(RamFlag::Page) => {
                     let index = self.block_for(r, cont, at)?;
                     self.check_page(index, addr, at)?;
-                    r.read_into(&mut self.buf, "RAM page")?;
-                    if let Some(block) = self.dest.as_ref().and_then(|d| d.get(index)) {
-                        block.write(addr, &self.buf).map_err(mem_err(at, block))?;
+                    // From the reader's buffer into guest memory in one
+                    // copy where the reader lends its buffer out.
+                    let dest = self.dest.as_ref().and_then(|d| d.get(index));
+                    if let Some(block) = dest {
+                        // A page arriving for the first time (a fresh
+                        // destination's untouched RAM): fault in the run of
+                        // page records buffered behind it in one call, rather
+                        // than one fault per page as each is copied. Only
+                        // pages that carry data: zero pages stay unallocated.
+                        let ahead = self.populated.is_none_or(|(i, end)| i != index || addr >= end);
+                        if ahead && !self.was_received(index, addr) {
+                            if let Some(buffered) = r.lookahead()? {
+                                let len = page_run(buffered, addr, block.used_length()) * TARGET_PAGE_SIZE;
+                                // A hint: the copy faults the pages in anyway.
+                                let _ = block.populate(addr, len);
+                                self.populated = Some((index, addr + len));
+                            }
+                        }
+                        r.read_with(&mut self.buf, "RAM page", |page| block.write(addr, page))?
+                            .map_err(mem_err(at, block))?;
+                    } else {
+                        r.read_into(&mut self.buf, "RAM page")?;
                     }
                     self.mark_received(index, addr);
                     if let Some(s) = self.summary.blocks.get_mut(index) {
@@ -882,5 +938,40 @@ impl<R: Read> SectionBodyHandler<R> for RamSectionReader {
         RamSectionReader::check_header(header, offset)?;
         self.read_payload(r)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` payloads, each followed by the header of a page record.
+    fn records(headers: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for h in headers {
+            out.extend_from_slice(&[7u8; PAGE]);
+            out.extend_from_slice(&h.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_page_run_follows_continued_full_pages_at_the_next_addresses() {
+        let p = RamFlag::Page.bit() | RamFlag::Continue.bit();
+        let z = RamFlag::Zero.bit() | RamFlag::Continue.bit();
+        const A: u64 = 0x10_000;
+        const P: u64 = TARGET_PAGE_SIZE;
+        // Three more pages in a row, then a zero page: four.
+        let ahead = records(&[(A + P) | p, (A + 2 * P) | p, (A + 3 * P) | p, (A + 4 * P) | z]);
+        assert_eq!(page_run(&ahead, A, 1 << 30), 4);
+        // A gap in the addresses ends it; so does the block's end.
+        assert_eq!(page_run(&records(&[(A + 2 * P) | p]), A, 1 << 30), 1);
+        assert_eq!(page_run(&ahead, A, A + 2 * P), 2);
+        // A record naming its block (no CONTINUE) ends it, and so does a
+        // header cut off by the end of the buffer.
+        assert_eq!(page_run(&records(&[(A + P) | RamFlag::Page.bit()]), A, 1 << 30), 1);
+        let cut = records(&[(A + P) | p]);
+        assert_eq!(page_run(&cut[..PAGE + 7], A, 1 << 30), 1);
+        assert_eq!(page_run(&[], A, 1 << 30), 1);
     }
 }

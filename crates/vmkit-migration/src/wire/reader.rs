@@ -1,6 +1,6 @@
 //! [`StreamReader`]: sequential, offset-tracking, bounds-checked reads.
 
-use std::io::{BufReader, ErrorKind, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 
 use super::lookahead::Lookahead;
 use super::{WireError, WireResult};
@@ -14,17 +14,59 @@ pub const READ_BUFFER: usize = 1 << 20;
 /// unbuffered sources (files, sockets) with [`StreamReader::buffered`].
 /// Short reads of the source are retried; an end of data in the middle of
 /// an item is [`WireError::Truncated`] with the offset where bytes ran out.
-#[derive(Debug)]
 pub struct StreamReader<R> {
     inner: R,
     offset: u64,
     peeked: Option<u8>,
+    /// `inner`'s [`BufRead`] methods, when it has them (a reader made by
+    /// [`from_buf_read`](Self::from_buf_read)): [`read_with`](Self::read_with)
+    /// then lends out bytes from `inner`'s buffer instead of copying them.
+    borrow: Option<Borrow<R>>,
+}
+
+/// [`BufRead::fill_buf`] and [`BufRead::consume`] of a reader type.
+struct Borrow<R> {
+    fill: fn(&mut R) -> std::io::Result<&[u8]>,
+    consume: fn(&mut R, usize),
+}
+
+impl<R> Clone for Borrow<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Borrow<R> {}
+
+impl<R: std::fmt::Debug> std::fmt::Debug for StreamReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReader")
+            .field("inner", &self.inner)
+            .field("offset", &self.offset)
+            .field("peeked", &self.peeked)
+            .field("borrows", &self.borrow.is_some())
+            .finish()
+    }
 }
 
 impl<R: Read> StreamReader<BufReader<R>> {
     /// A reader over `inner` with a 1 MiB buffer.
     pub fn buffered(inner: R) -> StreamReader<BufReader<R>> {
-        StreamReader::new(BufReader::with_capacity(READ_BUFFER, inner))
+        StreamReader::from_buf_read(BufReader::with_capacity(READ_BUFFER, inner))
+    }
+}
+
+impl<R: BufRead> StreamReader<R> {
+    /// A reader at offset 0 over a buffered source, whose buffer
+    /// [`read_with`](Self::read_with) lends out.
+    pub fn from_buf_read(inner: R) -> StreamReader<R> {
+        StreamReader {
+            borrow: Some(Borrow {
+                fill: R::fill_buf,
+                consume: R::consume,
+            }),
+            ..StreamReader::new(inner)
+        }
     }
 }
 
@@ -41,6 +83,7 @@ impl<R: Read> StreamReader<R> {
             inner,
             offset,
             peeked: None,
+            borrow: None,
         }
     }
 
@@ -91,6 +134,61 @@ impl<R: Read> StreamReader<R> {
             }
         }
         Ok(())
+    }
+
+    /// The bytes the source holds in its buffer from the offset on (reading
+    /// more if it holds none), without consuming them: a look ahead for a
+    /// decoder. `None` when the reader was not made by
+    /// [`from_buf_read`](Self::from_buf_read) (or a byte is peeked); an
+    /// empty slice at the end of the stream.
+    pub fn lookahead(&mut self) -> WireResult<Option<&[u8]>> {
+        let (Some(b), None) = (self.borrow, self.peeked) else {
+            return Ok(None);
+        };
+        loop {
+            match (b.fill)(&mut self.inner) {
+                // Re-borrowed: the loop's borrow ends with each failed try.
+                Ok(_) => return Ok((b.fill)(&mut self.inner).ok()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(WireError::Io {
+                        offset: self.offset,
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads the next `scratch.len()` bytes and calls `f` with them: straight
+    /// from the source's buffer when the reader was made by
+    /// [`from_buf_read`](Self::from_buf_read) and the buffer holds them all
+    /// (no copy), else copied into `scratch` first. Either way `f` sees the
+    /// same bytes and the offset moves past them.
+    pub fn read_with<T>(&mut self, scratch: &mut [u8], context: &str, f: impl FnOnce(&[u8]) -> T) -> WireResult<T> {
+        let n = scratch.len();
+        if let (Some(b), None) = (self.borrow, self.peeked) {
+            let buffered = loop {
+                match (b.fill)(&mut self.inner) {
+                    Ok(buf) => break buf,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(WireError::Io {
+                            offset: self.offset,
+                            source: e,
+                        });
+                    }
+                }
+            };
+            if let Some(bytes) = buffered.get(..n) {
+                let out = f(bytes);
+                (b.consume)(&mut self.inner, n);
+                self.offset += n as u64;
+                return Ok(out);
+            }
+        }
+        self.read_into(scratch, context)?;
+        Ok(f(scratch))
     }
 
     fn read_array<const N: usize>(&mut self, context: &str) -> WireResult<[u8; N]> {
@@ -275,5 +373,60 @@ impl<R: Read> Read for StreamReader<R> {
         let n = self.inner.read(buf)?;
         self.offset += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use super::*;
+
+    const BYTES: [u8; 30] = {
+        let mut b = [0u8; 30];
+        let mut i = 0;
+        while i < 30 {
+            b[i] = i as u8;
+            i += 1;
+        }
+        b
+    };
+
+    /// Reads 4 bytes with `read_with`; returns them and whether they were
+    /// lent out of the source's buffer (the scratch left untouched).
+    fn take4<R: Read>(r: &mut StreamReader<R>) -> WireResult<(Vec<u8>, bool)> {
+        let mut scratch = [0xAAu8; 4];
+        let got = r.read_with(&mut scratch, "test", <[u8]>::to_vec)?;
+        let lent = scratch == [0xAA; 4];
+        Ok((got, lent))
+    }
+
+    #[test]
+    fn read_with_lends_buffered_bytes_and_copies_the_rest() -> WireResult<()> {
+        // A 10-byte buffer: 4 + 4 fit, the next 4 straddle its end.
+        let mut r = StreamReader::from_buf_read(BufReader::with_capacity(10, &BYTES[..]));
+        assert_eq!(take4(&mut r)?, (vec![0, 1, 2, 3], true));
+        assert_eq!(take4(&mut r)?, (vec![4, 5, 6, 7], true));
+        assert_eq!(take4(&mut r)?, (vec![8, 9, 10, 11], false));
+        assert_eq!(r.offset(), 12);
+        // A peeked byte is part of the next item: copied.
+        assert_eq!(r.peek_u8()?, Some(12));
+        assert_eq!(take4(&mut r)?, (vec![12, 13, 14, 15], false));
+        assert_eq!(take4(&mut r)?, (vec![16, 17, 18, 19], true));
+        assert_eq!(r.read_u8("test")?, 20);
+        assert_eq!(r.offset(), 21);
+        // Past the end: truncated where the bytes ran out.
+        let mut scratch = [0u8; 16];
+        let e = r.read_with(&mut scratch, "tail", |_| ()).err();
+        assert!(matches!(e, Some(WireError::Truncated { offset: 30, .. })), "{e:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn read_with_copies_from_a_reader_that_does_not_lend() -> WireResult<()> {
+        let mut r = StreamReader::new(&BYTES[..]);
+        assert_eq!(take4(&mut r)?, (vec![0, 1, 2, 3], false));
+        assert_eq!(r.offset(), 4);
+        Ok(())
     }
 }

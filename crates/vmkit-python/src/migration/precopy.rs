@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vmkit_migration::precopy::{
     Checkpoint, DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_BANDWIDTH, DEFAULT_MAX_PASSES, Fault, FaultAction, FaultPlan,
-    FaultTrigger, Precopy, PrecopyControl, PrecopyError, PrecopyParams, PrecopySnapshot, StopError,
+    FaultTrigger, Precopy, PrecopyControl, PrecopyError, PrecopyParams, PrecopySnapshot, StopError, SwitchoverReason,
 };
 use vmkit_migration::savevm::SaveOptions;
 use vmkit_migration::transport::{FdRegistry, OpenError, OpenOptions, ReturnChannel, Sink, Transport, TransportError};
@@ -267,7 +267,8 @@ impl PyPrecopy {
     /// Where the run is: `phase` (QEMU's status name), `ram` (QEMU's
     /// MigrationInfo ram statistics), `passes`, `setup_time_ms`,
     /// `total_time_ms`, `expected_downtime_ms`, `downtime_ms`,
-    /// `source_stopped`, `error`, and `stamps`: the switchover's
+    /// `source_stopped`, `switchover` (`"converged"`, `"max-passes"` or
+    /// `None` before switchover), `error`, and `stamps`: the switchover's
     /// wall-clock times (`stop`, `stopped`, `synced`, `ram_sent`,
     /// `devices_sent`), microseconds since the Unix epoch or `None`.
     fn snapshot(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
@@ -333,6 +334,13 @@ fn snapshot_dict(py: Python<'_>, s: &PrecopySnapshot) -> PyResult<Py<PyDict>> {
     d.set_item("expected_downtime_ms", s.expected_downtime.map(millis))?;
     d.set_item("downtime_ms", s.downtime.map(millis))?;
     d.set_item("source_stopped", s.source_stopped)?;
+    d.set_item(
+        "switchover",
+        s.switchover.map(|r| match r {
+            SwitchoverReason::Converged => "converged",
+            SwitchoverReason::MaxPasses => "max-passes",
+        }),
+    )?;
     d.set_item("error", s.error.clone())?;
     let stamps = PyDict::new(py);
     let t = &s.stamps;

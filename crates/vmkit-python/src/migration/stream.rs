@@ -218,7 +218,11 @@ pub fn restore(
     let opts = restore_options(footers, report_unmodelled);
     let stats = with_transport(py, &path, "restore", cancelled, |interrupt| {
         let f = open_source(&path, &OpenOptions::default(), interrupt)?;
-        Ok(savevm::restore(&set, BufReader::with_capacity(READ_BUFFER, f), &opts))
+        Ok(savevm::restore_buffered(
+            &set,
+            BufReader::with_capacity(READ_BUFFER, f),
+            &opts,
+        ))
     })?
     .map_err(|e| migration_err(py, e))?;
     restore_stats(py, &stats, &opts)
