@@ -211,7 +211,12 @@ pub fn restore_answering<R: BufRead>(
     opts: &RestoreOptions,
     return_path: Option<&mut dyn Write>,
 ) -> crate::Result<RestoreStats> {
-    restore_from(set, StreamReader::from_buf_read(Lookahead::new(source)), opts, return_path)
+    restore_from(
+        set,
+        StreamReader::from_buf_read(Lookahead::new(source)),
+        opts,
+        return_path,
+    )
 }
 
 fn restore_from<R: Read>(
