@@ -788,6 +788,27 @@ def test_incoming_defer_then_migrate_incoming(tmp_path: Path) -> None:
         assert dst.stop() == 0
 
 
+@pytest.mark.parametrize("stopped", [False, True], ids=["autostart", "stopped-while-waiting"])
+def test_a_deferred_destination_without_S_runs_once_loaded(tmp_path: Path, stopped: bool) -> None:
+    """``--incoming defer`` without ``-S`` starts the machine once the
+    migration ``migrate-incoming`` began has loaded, as QEMU's autostart;
+    a ``stop`` before ``migrate-incoming`` leaves it paused instead."""
+    stream_sock = tmp_path / "in.sock"
+    src = start_vmkit("-m", "16M", "--qmp", f"unix:{tmp_path / 's.qmp'}", "--workload-rate", "4M")
+    dst = start_vmkit("-m", "16M", "--qmp", f"unix:{tmp_path / 'd.qmp'}", "--incoming", "defer")
+    try:
+        with QMPSocket(src.socket, negotiate=True) as s, QMPSocket(dst.socket, negotiate=True) as d:
+            if stopped:
+                assert d.execute("stop") == {}
+            d.execute("migrate-incoming", uri=f"unix:{stream_sock}")
+            s.execute("migrate", uri=f"unix:{stream_sock}")
+            assert wait_status(s, "query-migrate", {"completed", "failed"})["status"] == "completed"
+            assert wait_status(d, "query-migrate", {"completed", "failed"})["status"] == "completed"
+            assert d.execute("query-status")["status"] == ("paused" if stopped else "running")
+    finally:
+        assert src.stop() == 0 and dst.stop() == 0
+
+
 def test_auto_converge_throttles_a_guest_that_outruns_the_link(tmp_path: Path) -> None:
     """A workload that dirties every page faster than 8 MiB/s can send
     them: after two such passes auto-converge throttles it (QEMU's

@@ -217,6 +217,9 @@ class MachineMonitor:
         self.incoming_deferred = False
         """Whether the machine waits for ``migrate-incoming`` (``--incoming
         defer``)."""
+        self.incoming_autostart = False
+        """Whether a deferred incoming migration, once loaded, starts the
+        machine (``--incoming defer`` without ``-S``, as QEMU's autostart)."""
         self._formats = hmp.FormatDefaults()
         """QEMU's remembered ``/fmt`` of ``xp``, ``i`` and ``o``."""
         self._dirty_lock = threading.Lock()
@@ -396,6 +399,10 @@ class MachineMonitor:
             # As QEMU's: a destination still waiting does not run when the
             # migration has loaded (no autostart); nothing to wait for now.
             incoming.autostart = False
+            return None
+        if self.incoming_deferred and incoming is None:
+            # Likewise before migrate-incoming: the machine stays paused.
+            self.incoming_autostart = False
             return None
         return self._when_machine_free(self.machine.stop)
 
@@ -788,7 +795,7 @@ class MachineMonitor:
             policy = ctx.arguments.get("x-vmkit-unmodelled")
             self.start_incoming(
                 self._migration_uri(ctx, "migrate-incoming"),
-                autostart=False,
+                autostart=self.incoming_autostart,
                 unmodelled=None if policy is None else str(policy),
             )
         except OSError as e:

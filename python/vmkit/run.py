@@ -166,6 +166,7 @@ def run_machine(
             # QEMU's -incoming defer: inmigrate until migrate-incoming.
             vm.expect_incoming()
             monitor.incoming_deferred = True
+            monitor.incoming_autostart = not start_paused
         elif incoming is not None:
             # Listening before the address is announced, so a source told
             # both can migrate at once.
