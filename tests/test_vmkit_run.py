@@ -789,7 +789,7 @@ def test_incoming_defer_then_migrate_incoming(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("stopped", [False, True], ids=["autostart", "stopped-while-waiting"])
-def test_a_deferred_destination_without_S_runs_once_loaded(tmp_path: Path, stopped: bool) -> None:
+def test_a_deferred_destination_not_paused_runs_once_loaded(tmp_path: Path, stopped: bool) -> None:
     """``--incoming defer`` without ``-S`` starts the machine once the
     migration ``migrate-incoming`` began has loaded, as QEMU's autostart;
     a ``stop`` before ``migrate-incoming`` leaves it paused instead."""
