@@ -660,14 +660,18 @@ def qemu_q35(binary: str, sock: Path, ram: int, *args: str) -> list[str]:
     ]
 
 
-def test_vmkit_run_takes_a_live_qemu_migration(qemu_binary: str) -> None:
+@pytest.mark.parametrize("return_path", [False, True], ids=["", "return-path"])
+def test_vmkit_run_takes_a_live_qemu_migration(qemu_binary: str, return_path: bool) -> None:
     """QEMU 7.2 → ``vmkit run --incoming unix:``: a paused q35 with 3 GiB
     (RAM below and above the PCI hole) and pages of a known pattern
     migrates into vmkit, which afterwards holds QEMU's guest memory. What
     vmkit does not model — QEMU's firmware RAM blocks and every device
     section — is read, decoded by the stream's VMDESCRIPTION trailer, and
     listed in ``query-migrate`` and on stderr, not refused; the machine
-    becomes runnable (``paused``, started with ``-S``) only then."""
+    becomes runnable (``paused``, started with ``-S``) only then. With
+    QEMU's ``return-path`` the source keeps the connection open after its
+    trailer until vmkit answers ``SHUT``: reading ahead for the trailer
+    stops at the trailer rather than waiting for the connection's end."""
     with short_dir() as d:
         loader = []
         for i, (addr, size) in enumerate(LOADED):
@@ -716,6 +720,10 @@ def test_vmkit_run_takes_a_live_qemu_migration(qemu_binary: str) -> None:
                     await vm.connect(str(v.socket))
                     status = await vm.execute("query-status")
                     assert status == {"status": "inmigrate", "running": False}
+                    if return_path:
+                        caps = [{"capability": "return-path", "state": True}]
+                        for c in (qemu, vm):
+                            await c.execute("migrate-set-capabilities", {"capabilities": caps})
                     await qemu.execute("migrate", {"uri": f"unix:{incoming}"})
                     deadline = time.monotonic() + LIVE_TIMEOUT
                     sent = await wait_migration(qemu, deadline)

@@ -211,12 +211,10 @@ pub fn restore_answering<R: BufRead>(
     opts: &RestoreOptions,
     return_path: Option<&mut dyn Write>,
 ) -> crate::Result<RestoreStats> {
-    restore_from(
-        set,
-        StreamReader::from_buf_read(Lookahead::new(source)),
-        opts,
-        return_path,
-    )
+    // A source answered on a return path keeps the connection open after
+    // its trailer: reading ahead for an unmodelled section stops there.
+    let source = Lookahead::new(source).stopping_at_trailer(return_path.is_some());
+    restore_from(set, StreamReader::from_buf_read(source), opts, return_path)
 }
 
 fn restore_from<R: Read>(

@@ -8,7 +8,12 @@
 //! and then goes on parsing the buffered bytes
 //! ([`StreamReader::read_ahead_to_end`](super::StreamReader::read_ahead_to_end)).
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Cursor, Read};
+
+use super::vmdesc::locate_vmdesc;
+
+/// Bytes asked of the source per read while reading ahead.
+const READ_AHEAD_CHUNK: usize = 64 * 1024;
 
 /// A [`Read`] over `R` that can buffer everything `R` has left and then
 /// serves reads from that buffer. Until then it reads straight through.
@@ -23,6 +28,9 @@ pub struct Lookahead<R> {
     base: u64,
     /// Whether `inner` has been read to its end into `ahead`.
     filled: bool,
+    /// Whether reading ahead ends at a VMDESCRIPTION trailer rather than
+    /// at the source's end.
+    stop_at_trailer: bool,
 }
 
 impl<R: Read> Lookahead<R> {
@@ -34,7 +42,18 @@ impl<R: Read> Lookahead<R> {
             pos: 0,
             base: 0,
             filled: false,
+            stop_at_trailer: false,
         }
+    }
+
+    /// Makes a read-ahead end once the bytes read end with a whole
+    /// VMDESCRIPTION trailer (EOF record, trailer record, JSON of the
+    /// announced length), not at the source's end: a source that keeps
+    /// the connection open after its trailer (to hear the return path's
+    /// `SHUT`) would otherwise never be read to its end.
+    pub fn stopping_at_trailer(mut self, stop: bool) -> Lookahead<R> {
+        self.stop_at_trailer = stop;
+        self
     }
 
     /// Whether the remainder has been read ahead.
@@ -56,7 +75,12 @@ impl<R: Read> Lookahead<R> {
         if !self.filled {
             let room = limit.saturating_sub(buf.len() as u64);
             // One byte more than the room tells "exactly the limit" from "over".
-            (&mut self.inner).take(room.saturating_add(1)).read_to_end(&mut buf)?;
+            let mut source = (&mut self.inner).take(room.saturating_add(1));
+            if self.stop_at_trailer {
+                read_to_trailer(&mut source, &mut buf)?;
+            } else {
+                source.read_to_end(&mut buf)?;
+            }
             if buf.len() as u64 > limit {
                 return Ok(false);
             }
@@ -95,6 +119,25 @@ impl<R: Read> Read for Lookahead<R> {
         buf[..n].copy_from_slice(&rest[..n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Reads `source` into `buf` until its end or until `buf` ends with a
+/// whole VMDESCRIPTION trailer.
+fn read_to_trailer(source: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = vec![0u8; READ_AHEAD_CHUNK];
+    loop {
+        let n = match source.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        // The JSON ends with '}'; only then can the bytes end a trailer.
+        if buf.last() == Some(&b'}') && matches!(locate_vmdesc(&mut Cursor::new(&buf[..])), Ok(Some(_))) {
+            return Ok(());
+        }
     }
 }
 
@@ -154,6 +197,34 @@ mod tests {
         assert_eq!(l.fill_buf()?, b"h");
         l.consume(9);
         assert_eq!(l.fill_buf()?, b"");
+        Ok(())
+    }
+
+    /// A source that hands out its bytes and then blocks (here: fails the
+    /// test) instead of ending, as a socket whose peer waits for an answer.
+    struct ThenHang<'a>(&'a [u8]);
+
+    impl Read for ThenHang<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(!self.0.is_empty(), "read past the trailer");
+            let n = self.0.len().min(buf.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn stops_at_a_whole_trailer_when_asked() -> io::Result<()> {
+        let json = br#"{"page_size":4096,"devices":[]}"#;
+        let mut stream = b"body}".to_vec();
+        stream.push(0x00);
+        stream.push(0x06);
+        stream.extend_from_slice(&u32::try_from(json.len()).map_err(io::Error::other)?.to_be_bytes());
+        stream.extend_from_slice(json);
+        let mut l = Lookahead::new(ThenHang(&stream)).stopping_at_trailer(true);
+        assert!(l.fill(None, 0, 1000)?);
+        assert_eq!(l.remaining(), &stream[..]);
         Ok(())
     }
 
