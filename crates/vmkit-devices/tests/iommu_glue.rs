@@ -386,3 +386,31 @@ fn a_machine_with_a_translating_iommu_tears_down_whole() -> TestResult {
     assert_eq!(Arc::strong_count(&block), 1, "no region holds the RAM block");
     Ok(())
 }
+
+#[test]
+fn a_wait_descriptor_writes_its_status_and_sends_the_completion_event() -> TestResult {
+    const QUEUE: u64 = 0x20_0000;
+    const STATUS: u64 = 0x21_0000;
+    const IE_MSI: u64 = 0x7100;
+    let b = Board::new()?;
+    iommu("iommu0", &[])?;
+    b.reg_write(Reg::Ieaddr, 4, IE_MSI)?;
+    b.reg_write(Reg::Iedata, 4, 0xbeef)?;
+    b.reg_write(Reg::Iectl, 4, 0)?;
+    // Queue of 256 descriptors at QUEUE; one wait descriptor with a status
+    // write (SW) of 0x600d to STATUS and an interrupt (IF).
+    let cpu = Cpu(b.memory());
+    cpu.write_u64(QUEUE, 5 | 1 << 5 | 1 << 4 | 0x600d << 32)?;
+    cpu.write_u64(QUEUE + 8, STATUS)?;
+    b.reg_write(Reg::Iqa, 8, QUEUE)?;
+    b.reg_write(Reg::Gcmd, 4, 1 << 26)?;
+    assert_ne!(b.reg_read(Reg::Gsts, 4)? & (1 << 26), 0, "QIES");
+    b.reg_write(Reg::Iqt, 8, 0x10)?;
+    assert_eq!(b.reg_read(Reg::Iqh, 8)?, 0x10, "the descriptor was consumed");
+    assert_eq!(cpu.read_u32(STATUS)?, 0x600d, "the status write reached RAM");
+    assert_eq!(b.reg_read(Reg::Ics, 4)?, 1, "IWC");
+    assert_eq!(cpu.read_u32(IE_MSI)?, 0xbeef, "the completion event's message");
+    let (_, dmar) = active_dmar().ok_or("no iommu")?;
+    assert_eq!(dmar.stats().interrupts, 1);
+    Ok(())
+}
