@@ -34,6 +34,7 @@ from qmp_peers import short_dir, start_peer, vmkit_command
 from vmkit import devices, errors, migration
 from vmkit.machine import Machine
 from vmkit.qmp import QMPSocket
+from vmkit.qom import Object
 
 ROOT = 0x10_0000
 IOVA = 0x40_0000_1000
@@ -54,7 +55,7 @@ def vm() -> Iterator[Machine]:
         yield m
 
 
-def translating(vm: Machine) -> tuple[Iommu, object]:
+def translating(vm: Machine) -> tuple[Iommu, Object]:
     """intel-iommu, then pci-testdev at 03.0 mastering; IOVA → TARGET
     mapped in tables at ROOT, translation not yet on."""
     vm.device_add("intel-iommu", id="iommu0")
@@ -78,7 +79,7 @@ def test_the_register_file_at_reset_is_qemus(vm: Machine) -> None:
 
 def test_a_devices_dma_is_translated_once_the_guest_enables_it(vm: Machine) -> None:
     iommu, dev = translating(vm)
-    dma = devices.dma_space(dev)  # type: ignore[arg-type]
+    dma = devices.dma_space(dev)
     # GCMD.TE clear: DMA passes through.
     dma.write(0x2000, b"untranslated")
     assert vm.ram.read(0x2000, 12) == b"untranslated"
@@ -96,7 +97,7 @@ def test_a_devices_dma_is_translated_once_the_guest_enables_it(vm: Machine) -> N
 
 def test_an_unmapped_iova_records_a_fault_and_sends_its_event(vm: Machine) -> None:
     iommu, dev = translating(vm)
-    dma = devices.dma_space(dev)  # type: ignore[arg-type]
+    dma = devices.dma_space(dev)
     # The fault event's message goes to RAM, where the test sees it.
     iommu.write(FEADDR, MSI_AT)
     iommu.write(FEDATA, 0x4321)
