@@ -81,7 +81,9 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert text.count("exited with status 0") == 2
     # The tour.
     assert "/machine (none-machine)" in text
-    assert "refused: type 'demo-intel-iommu' is a singleton" in text
+    assert "refused: type 'intel-iommu' is a singleton" in text
+    assert "already active at '/machine/peripheral/iommu0'" in text
+    assert "iommu0's CAP register at 0xfed90008: 0x00d2008c22260206" in text
     assert "is finalizing: taking a reference refused" in text
     assert "(kept by the region)" in text
     assert "RAM checksum equal: True" in text

@@ -207,7 +207,10 @@ def test_devices_from_the_command_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
     assert "'index'" in out.stderr and "uint32" in out.stderr
-    out = run_cli(*base, "-device", "demo-intel-iommu,aw-bits=49")
+    out = run_cli(*base, "-device", "intel-iommu,aw-bits=300")
     assert out.returncode == 2 and "'aw-bits'" in out.stderr and "uint8" in out.stderr
-    out = run_cli(*base, "-device", "demo-intel-iommu,intremap=perhaps")
+    out = run_cli(*base, "-device", "intel-iommu,intremap=perhaps")
     assert out.returncode == 2 and "OnOffAuto" in out.stderr
+    # A value of the right type the device refuses at realize: QEMU's text.
+    out = run_cli(*base, "-device", "intel-iommu,aw-bits=49")
+    assert out.returncode == 2 and "Supported values for aw-bits are: 39, 48" in out.stderr

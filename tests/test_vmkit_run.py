@@ -442,12 +442,12 @@ def test_singletons_over_qmp(tmp_path: Path) -> None:
 
         async def body(c: QMPClient) -> None:
             for _ in range(2):
-                props = await c.execute("device-list-properties", {"typename": "demo-intel-iommu"})
+                props = await c.execute("device-list-properties", {"typename": "intel-iommu"})
                 assert {"aw-bits", "intremap"} <= {x["name"] for x in props}
                 props = await c.execute("qom-list-properties", {"typename": "demo-sev-guest"})
                 assert "cbitpos" in {x["name"] for x in props}
-            await c.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu0"})
-            err = await error_of(c, "device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
+            await c.execute("device_add", {"driver": "intel-iommu", "id": "iommu0"})
+            err = await error_of(c, "device_add", {"driver": "intel-iommu", "id": "iommu1"})
             assert err["class"] == "GenericError"
             assert "singleton" in err["desc"] and "/machine/peripheral/iommu0" in err["desc"]
             await c.execute("object-add", {"qom-type": "demo-sev-guest", "id": "sev0"})
@@ -463,7 +463,7 @@ def test_singletons_over_qmp(tmp_path: Path) -> None:
                 await c.execute("device_del", {"id": "iommu0"})
                 deleted = await next_event(c, events, "DEVICE_DELETED")
             assert deleted["data"] == {"device": "iommu0", "path": "/machine/peripheral/iommu0"}
-            await c.execute("device_add", {"driver": "demo-intel-iommu", "id": "iommu1"})
+            await c.execute("device_add", {"driver": "intel-iommu", "id": "iommu1"})
 
             # qom-set of a property settable after realize.
             await c.execute("device_add", {"driver": "demo-isa-serial", "id": "ser0"})

@@ -17,8 +17,9 @@ serial port's register read back with ``qom-get``, and every device section
 of a save of each side, decoded and compared). It exits with status 1 if
 anything differs.
 
-The tour then builds a machine in this process from Python device models
-(:mod:`vmkit.demo_devices`), prints the tree as QEMU's ``info qom-tree``
+The tour then builds a machine in this process — the q35-like board, the
+real ``intel-iommu`` and Python device models (:mod:`vmkit.demo_devices`) —
+prints the tree as QEMU's ``info qom-tree``
 does, shows introspection of a singleton type, the refusal of a second
 singleton, a refused resurrection, and an embedded child that outlives its
 hot-unplugged container; then guest memory and a workload, and a running
@@ -47,7 +48,7 @@ import xxhash
 from rich.console import Console
 
 import vmkit.demo_devices  # noqa: F401  (registers the demo device types)
-from vmkit import errors, memory, migration, qom
+from vmkit import devices, errors, memory, migration, qom
 from vmkit.machine import Machine
 from vmkit.migrate_cmd import migrate_and_report
 from vmkit.migration_driver import MigrationRequest
@@ -87,9 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def tour() -> None:
     """The in-process tour (object model, memory, save/restore)."""
-    qom.create_machine("none-machine")
-    qom.object_add("memory-backend-memfd", "pc.ram", size="256M")
-    qom.device_add("demo-intel-iommu", id="iommu0", intremap="on")
+    machine = qom.create_machine("none-machine")
+    backend = qom.object_add("memory-backend-memfd", "pc.ram", size="256M")
+    ram = memory.RamBlock.of_backend(backend)
+    system, space, _io = devices.q35(ram, machine)
+    qom.device_add("intel-iommu", id="iommu0", intremap="on")
     qom.device_add("demo-qemu-xhci", id="usb0")
     qom.device_add("demo-isa-serial")
 
@@ -97,13 +100,13 @@ def tour() -> None:
     print(qom.qom_tree("/machine"), end="")
     print(qom.qom_tree("/objects"), end="")
 
-    _section("qom-list-properties demo-intel-iommu (a singleton type)")
+    _section("qom-list-properties intel-iommu (a singleton type)")
     before = qom.stats()
-    for p in qom.type_properties("demo-intel-iommu"):
+    for p in qom.type_properties("intel-iommu"):
         default = "" if p.default_value is None else f" (default {p.default_value!r})"
-        print(f"  {p.name:<14} {p.type:<10}{default}")
+        print(f"  {p.name:<16} {p.type:<10}{default}")
     after = qom.stats()
-    active = qom.singleton_instance("demo-intel-iommu")
+    active = qom.singleton_instance("intel-iommu")
     print(
         f"  -> temporary instance created and dropped: live objects {before.live_objects}"
         f" -> {after.live_objects}, active singleton: {active.path if active else None}"
@@ -111,9 +114,11 @@ def tour() -> None:
 
     _section("a second IOMMU")
     try:
-        qom.device_add("demo-intel-iommu", id="iommu1")
+        qom.device_add("intel-iommu", id="iommu1")
     except errors.SingletonError as e:
         print(f"  refused: {e}")
+    cap = space.read_sized(devices.DMAR_BASE + 8, 8)
+    print(f"  iommu0's CAP register at {devices.DMAR_BASE + 8:#x}: {cap:#018x} (QEMU 7.2's)")
 
     _section("resurrection during finalize")
 
@@ -148,17 +153,18 @@ def tour() -> None:
     s2 = qom.stats()
     print(f"  region released: live storages {s1.live_storages} -> {s2.live_storages}")
 
-    show_memory()
+    show_memory(ram, system, space)
+    # The board's regions and the RAM reference the backend: let go of them.
+    del system, space, _io, ram, backend, machine
     qom.destroy_machine()
     qom.object_del("pc.ram")
     show_save_restore()
 
 
-def show_memory() -> None:
+def show_memory(
+    ram: memory.RamBlock, system: memory.MemoryRegion, space: memory.AddressSpace
+) -> None:
     """Guest RAM from the pc.ram backend, a device register window, a workload."""
-    machine = qom.machine()
-    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
-    system, space = memory.pc_memory(ram, owner=machine)
     regs: dict[int, int] = {}
     system.add_subregion(
         0xFEB0_0000,

@@ -1,12 +1,13 @@
 """Device models shaped like QEMU's, written in Python, for the demo and
 for trying ``vmkit run``: ``vmkit run --plugin vmkit.demo_devices``.
 
-An IOMMU (a singleton, ``demo-intel-iommu``), an xHCI controller embedded in
-its PCI wrapper (``demo-qemu-xhci``, whose controller owns a BAR region), a
-16550A serial port with QEMU's VMState layout (``demo-isa-serial``) and a
-user-creatable singleton object (``demo-sev-guest``: one confidential-guest
-configuration per machine, for ``object-add``).
-Importing the module registers them (once per process).
+An xHCI controller embedded in its PCI wrapper (``demo-qemu-xhci``, whose
+controller owns a BAR region), a 16550A serial port with QEMU's VMState
+layout (``demo-isa-serial``) and a user-creatable singleton object
+(``demo-sev-guest``: one confidential-guest configuration per machine, for
+``object-add``).
+Importing the module registers them (once per process). The machine's
+IOMMU is the real one, ``intel-iommu`` (:mod:`vmkit.devices`).
 """
 
 from __future__ import annotations
@@ -37,49 +38,13 @@ SERIAL_VMSTATE = VMStateDescription(
 
 
 def register() -> None:
-    """Device models shaped like QEMU's: an IOMMU (singleton), an xHCI
-    controller embedded in its PCI wrapper, a serial port, and a
-    user-creatable singleton object."""
+    """Device models shaped like QEMU's: an xHCI controller embedded in
+    its PCI wrapper, a serial port, and a user-creatable singleton object."""
     qom.register_type(
         "demo-sev-guest",
         interfaces=["user-creatable", "singleton"],
         description="confidential-guest configuration (one per machine)",
         class_properties=[Property("cbitpos", "uint32", default=47, before_realize=True)],
-    )
-    qom.register_type(
-        "demo-x86-iommu",
-        "device",
-        abstract=True,
-        interfaces=["singleton"],
-        description="base of the machine's IOMMU (one per machine)",
-        class_properties=[
-            Property(
-                "intremap",
-                "enum",
-                values=["on", "off", "auto"],
-                enum_name="OnOffAuto",
-                default="auto",
-                before_realize=True,
-                description="interrupt remapping",
-            ),
-        ],
-    )
-    qom.register_type(
-        "demo-intel-iommu",
-        "demo-x86-iommu",
-        class_properties=[
-            Property(
-                "aw-bits",
-                "uint8",
-                default=39,
-                min=39,
-                max=48,
-                before_realize=True,
-                description="address width in bits",
-            ),
-            Property("caching-mode", "bool", before_realize=True),
-        ],
-        properties=[Property("version", "uint8", default=3, read_only=True)],
     )
     qom.register_type(
         "demo-memory-region",

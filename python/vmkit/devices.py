@@ -17,6 +17,12 @@ it enables it in the ``mch``'s PCIEXBAR, as firmware does::
     io.write_sized(0xCF8, 4, 0x8000_1800)          # bus 0, 03.0, offset 0
     assert io.read_sized(0xCFC, 4) == 0x0005_1B36  # Red Hat's test device
 
+``intel-iommu`` (one per machine, created before the PCI devices it
+translates for) puts its registers at :data:`DMAR_BASE`; once the guest
+enables translation there, each PCI function's DMA (:func:`dma_space`) is
+translated through the root, context and page tables in guest RAM, and a
+refused access is recorded in its fault registers.
+
 PCI device types (``pci-testdev``) take QEMU's ``addr`` ("SS" or "SS.F",
 -1 for the first free slot) and ``multifunction``; their sections are
 named after their address (``0000:00:03.0/pci-testdev``).
@@ -31,7 +37,11 @@ from vmkit._core import devices as _core
 from vmkit._core.memory import AddressSpace, MemoryRegion, RamBlock
 from vmkit._core.qom import Object
 
-__all__ = ["q35", "query_pci"]
+__all__ = ["DMAR_BASE", "dma_space", "q35", "query_pci"]
+
+
+#: Where ``intel-iommu``'s register window sits in system memory (4 KiB).
+DMAR_BASE = 0xFED90000
 
 
 def q35(
@@ -54,3 +64,17 @@ def query_pci() -> list[dict[str, Any]]:
     has a pin), ``qdev_id`` and ``regions`` (each BAR's type, address — -1
     while unmapped — and size)."""
     return _core.query_pci()
+
+
+def dma_space(device: Object) -> AddressSpace:
+    """The bus-master address space of the realized PCI function
+    ``device``: what its DMA reaches — guest memory, through the IOMMU
+    when one translates for it; nothing while its Command.MASTER is clear.
+    Reading or writing it is a DMA by that device.
+
+    :raises ValueError: ``device`` is not a realized PCI function.
+    """
+    space = _core.dma_space(device)
+    if space is None:
+        raise ValueError(f"{device.type_name} is not a realized PCI function")
+    return space

@@ -17,4 +17,7 @@ pub enum GlueError {
     /// Migration (a device type's VMState registration).
     #[error(transparent)]
     Savevm(#[from] vmkit_migration::savevm::SavevmError),
+    /// A device's VMState description could not be built.
+    #[error(transparent)]
+    VmState(#[from] vmkit_migration::vmstate::VmStateError),
 }

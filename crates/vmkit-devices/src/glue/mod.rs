@@ -5,12 +5,16 @@
 //! * [`pci`]: the `pci-device` base type and its bus (`PCI`, `PCIE`), the
 //!   q35 host bridge (`q35-pcihost`, its `mch` function, 0xCF8/0xCFC and
 //!   the ECAM window), `pci-testdev`, and `query-pci`'s answer.
+//! * [`iommu`]: `intel-iommu` (and its abstract base `x86-iommu`, the
+//!   singleton): the register window, DMA remapping of the root bus's
+//!   functions, the `iommu-intel` section.
 //! * [`board`]: the q35-like board: memory map, `pci` and `io` spaces,
 //!   host bridge and `pcie.0`.
 //! * [`error`]: the refusals, [`GlueError`].
 
 pub mod board;
 pub mod error;
+pub mod iommu;
 pub mod pci;
 
 pub use board::{Q35Board, Q35Options, build_q35};

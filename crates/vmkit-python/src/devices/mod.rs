@@ -1,5 +1,5 @@
 //! `vmkit._core.devices`: bindings of `vmkit-devices` (the q35-like
-//! board, `query-pci`). Registers the device types when imported.
+//! board, `query-pci`, a PCI function's DMA space). Registers the device types when imported.
 
 use pyo3::prelude::*;
 use vmkit_devices::glue::{Q35Options, build_q35, pci};
@@ -40,10 +40,19 @@ pub(crate) fn query_pci(py: Python<'_>) -> PyResult<Py<PyAny>> {
     json_to_py(py, &pci::query_pci())
 }
 
+/// The bus-master address space of the realized PCI function `obj`: what
+/// its DMA reaches (through the IOMMU when one translates for it), or
+/// `None` if `obj` is no realized PCI function.
+#[pyfunction]
+pub(crate) fn dma_space(obj: &Bound<'_, PyObj>) -> Option<PyAddressSpace> {
+    pci::function_dma_space(&obj.get().handle).map(|space| PyAddressSpace { space })
+}
+
 /// Fills the `devices` submodule (and registers the device types).
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     vmkit_devices::glue::register_types().map_err(|e| glue_err(m.py(), e))?;
     m.add_function(wrap_pyfunction!(q35, m)?)?;
     m.add_function(wrap_pyfunction!(query_pci, m)?)?;
+    m.add_function(wrap_pyfunction!(dma_space, m)?)?;
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
-use vmkit_memory::MemoryRegion;
+use parking_lot::{Mutex, RwLock};
+use vmkit_memory::{AddressSpace, MemoryRegion};
 use vmkit_qom::{Object, TYPE_OBJECT, TypeInfo};
 
 use crate::pci::{DevFn, Occupant, PciBus, PciError};
@@ -30,6 +30,21 @@ pub(crate) trait BusFunction: Send + Sync {
     fn config_size(&self) -> usize;
     /// Its `query-pci` entry.
     fn info(&self) -> serde_json::Value;
+    /// Its QOM object.
+    fn object(&self) -> &Object;
+    /// Its bus-master address space.
+    fn dma_space(&self) -> Arc<AddressSpace>;
+}
+
+/// Decides what each function's bus mastering reaches (QEMU's
+/// `pci_setup_iommu`): an IOMMU installs one on the bus, and every
+/// function realized afterwards gets the region it returns as the target
+/// of its bus-master alias.
+pub trait DmaRootHook: Send + Sync {
+    /// The region function `devfn` of bus `bus` masters into; `owner` is
+    /// the function's object (the region is owned by it, so an access
+    /// after unplug fails cleanly).
+    fn dma_root(&self, bus: u8, devfn: DevFn, owner: &Object) -> vmkit_memory::Result<MemoryRegion>;
 }
 
 struct Slots {
@@ -47,6 +62,7 @@ pub struct PciRootBus {
     memory: MemoryRegion,
     io: MemoryRegion,
     dma_root: MemoryRegion,
+    dma_hook: RwLock<Option<Arc<dyn DmaRootHook>>>,
     slots: Mutex<Slots>,
 }
 
@@ -79,6 +95,7 @@ impl PciRootBus {
             memory,
             io,
             dma_root,
+            dma_hook: RwLock::new(None),
             slots: Mutex::new(Slots {
                 // q35's root bus: automatic placement from 00.0 (the host
                 // bridge takes it first).
@@ -131,6 +148,41 @@ impl PciRootBus {
     /// What a function's bus mastering reaches (an IOMMU would sit here).
     pub fn dma_root(&self) -> &MemoryRegion {
         &self.dma_root
+    }
+
+    /// Installs (or with `None` removes) the hook deciding what functions
+    /// realized from now on master into.
+    pub fn set_dma_hook(&self, hook: Option<Arc<dyn DmaRootHook>>) {
+        *self.dma_hook.write() = hook;
+    }
+
+    /// Whether a DMA hook (an IOMMU) is installed.
+    pub fn has_dma_hook(&self) -> bool {
+        self.dma_hook.read().is_some()
+    }
+
+    /// What function `devfn` (object `owner`) masters into: the hook's
+    /// region if one is installed, else [`dma_root`](Self::dma_root).
+    pub(crate) fn device_dma_root(&self, devfn: DevFn, owner: &Object) -> vmkit_memory::Result<MemoryRegion> {
+        let hook = self.dma_hook.read().clone();
+        match hook {
+            Some(h) => h.dma_root(self.number, devfn, owner),
+            None => Ok(self.dma_root.clone()),
+        }
+    }
+
+    /// The bus-master address space of the function at `devfn`, if one
+    /// is there: what its DMA reaches.
+    pub fn function_dma_space(&self, devfn: DevFn) -> Option<Arc<AddressSpace>> {
+        self.function(devfn).map(|f| f.dma_space())
+    }
+
+    /// The objects of the functions on the bus, by device/function number.
+    pub fn function_objects(&self) -> Vec<(DevFn, Object)> {
+        self.functions()
+            .into_iter()
+            .map(|(d, f)| (d, f.object().clone()))
+            .collect()
     }
 
     /// Places `occupant` at `requested` (or the first free slot) by QEMU's

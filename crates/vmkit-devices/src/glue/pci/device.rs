@@ -87,7 +87,7 @@ struct BarMapping {
 }
 
 /// The device's bus-master address space: a container holding an alias
-/// of the bus's DMA root, enabled while Command.MASTER is set (QEMU's
+/// of the bus's DMA root (or of the region an IOMMU gave it), enabled while Command.MASTER is set (QEMU's
 /// `bus master container` and `bus master`).
 struct BusMaster {
     enable: MemoryRegion,
@@ -266,6 +266,14 @@ impl<M: PciDeviceModel> BusFunction for PciDevice<M> {
     fn info(&self) -> serde_json::Value {
         device_info(self.bus.number(), self.devfn, self.model.lock().config(), &self.qdev_id)
     }
+
+    fn object(&self) -> &Object {
+        &self.obj
+    }
+
+    fn dma_space(&self) -> Arc<AddressSpace> {
+        Arc::clone(&self.bus_master.space)
+    }
 }
 
 impl<M: PciDeviceModel> DeviceState for PciDevice<M> {
@@ -355,6 +363,26 @@ pub fn pci_device<M: PciDeviceModel>(obj: &Object) -> Option<Arc<PciDevice<M>>> 
     obj.user_data()?.downcast::<PciDevice<M>>().ok()
 }
 
+/// The bus-master address space of the realized PCI function `obj`: what
+/// its DMA reaches (through the IOMMU when one covers it; nothing while
+/// its Command.MASTER is clear).
+pub fn function_dma_space(obj: &Object) -> Option<Arc<AddressSpace>> {
+    if !obj.is_a(TYPE_PCI_DEVICE) || !obj.is_realized() {
+        return None;
+    }
+    let devfn = match obj.get("addr").ok()? {
+        Value::Int(v) => DevFn::from_raw(u8::try_from(v).ok()?),
+        _ => return None,
+    };
+    let bus = find_root_bus()?;
+    let space = bus.function_dma_space(devfn)?;
+    // The function at that number is this object (not one plugged since).
+    bus.function_objects()
+        .iter()
+        .any(|(d, o)| *d == devfn && o == obj)
+        .then_some(space)
+}
+
 /// The `id` a device was added with (its name under
 /// `/machine/peripheral`), if any.
 fn qdev_id(obj: &Object) -> Option<String> {
@@ -419,7 +447,9 @@ impl<M: PciDeviceModel> PciDevice<M> {
             .bars()
             .map(|(i, bar, _)| (i, bar.space(), bar.size, model.bar_region(i)))
             .collect();
-        let bus_master = BusMaster::new(obj, bus.dma_root())?;
+        // Behind an IOMMU, the function's own translated region.
+        let dma_root = bus.device_dma_root(devfn, obj)?;
+        let bus_master = BusMaster::new(obj, &dma_root)?;
         let dev = Arc::new(PciDevice {
             obj: obj.clone(),
             bus,

@@ -11,9 +11,10 @@ pub mod testdev;
 
 use std::sync::OnceLock;
 
-pub use bus::{PciRootBus, TYPE_BUS, TYPE_PCI_BUS, TYPE_PCIE_BUS, find_root_bus};
+pub use bus::{DmaRootHook, PciRootBus, TYPE_BUS, TYPE_PCI_BUS, TYPE_PCIE_BUS, find_root_bus};
 pub use device::{
-    BarRegion, BarRegionKind, BusMasterDma, PciDevice, PciDeviceModel, TYPE_PCI_DEVICE, pci_device, register_pci_type,
+    BarRegion, BarRegionKind, BusMasterDma, PciDevice, PciDeviceModel, TYPE_PCI_DEVICE, function_dma_space, pci_device,
+    register_pci_type,
 };
 pub use host::{Ecam, Mch, Q35Host, TYPE_MCH, TYPE_Q35_HOST, q35_host};
 pub use info::{class_description, query_pci};
@@ -45,5 +46,6 @@ fn register_all() -> Result<(), GlueError> {
     host::register_host_vmstate()?;
     host::register_mch()?;
     testdev::register()?;
+    crate::glue::iommu::register_types()?;
     Ok(())
 }
