@@ -17,21 +17,54 @@ it enables it in the ``mch``'s PCIEXBAR, as firmware does::
     io.write_sized(0xCF8, 4, 0x8000_1800)          # bus 0, 03.0, offset 0
     assert io.read_sized(0xCFC, 4) == 0x0005_1B36  # Red Hat's test device
 
-PCI device types (``pci-testdev``) take QEMU's ``addr`` ("SS" or "SS.F",
--1 for the first free slot) and ``multifunction``; their sections are
-named after their address (``0000:00:03.0/pci-testdev``).
-:func:`query_pci` answers QMP ``query-pci``.
+PCI device types (``pci-testdev``, ``qemu-xhci``) take QEMU's ``addr``
+("SS" or "SS.F", -1 for the first free slot) and ``multifunction``; their
+sections are named after their address (``0000:00:03.0/pci-testdev``,
+``0000:00:01.0/xhci``). :func:`query_pci` answers QMP ``query-pci``.
+
+USB: ``qemu-xhci`` (QEMU's properties ``p2``, ``p3``, ``intrs``, ``slots``,
+``streams``, ``msix``; ``msi`` stays off) puts a USB bus ``<id>.0`` in the
+tree; ``usb-tablet`` and ``usb-kbd`` go on it (``bus=xhci.0``, else the only
+controller; ``port=N``, else the first free port), and plugging or
+unplugging one shows the guest a port status change. Input reaches them as
+QEMU's input layer hands it over::
+
+    tablet = qom.device_add("usb-tablet", bus="xhci.0")
+    devices.tablet_move(tablet, 0x4000, 0x2000)     # absolute, 0..0x7fff
+    devices.tablet_button(tablet, "left", True)
+    devices.send_key(kbd, "a")                      # press and release
+
+The board has no interrupt controller: MSI messages land in a window at
+0xfee00000 (QEMU's APIC MSI region) that records them
+(:func:`msi_messages`, :func:`msi_count`). Device timers (xHCI's MFINDEX)
+read the virtual clock, which moves only by :func:`clock_advance`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vmkit._core import devices as _core
 from vmkit._core.memory import AddressSpace, MemoryRegion, RamBlock
 from vmkit._core.qom import Object
 
-__all__ = ["q35", "query_pci"]
+__all__ = [
+    "clock_advance",
+    "clock_ns",
+    "input_send_event",
+    "key_event",
+    "msi_clear",
+    "msi_count",
+    "msi_messages",
+    "q35",
+    "qcodes",
+    "query_pci",
+    "send_key",
+    "tablet_button",
+    "tablet_move",
+    "usb_port",
+]
 
 
 def q35(
@@ -54,3 +87,102 @@ def query_pci() -> list[dict[str, Any]]:
     has a pin), ``qdev_id`` and ``regions`` (each BAR's type, address — -1
     while unmapped — and size)."""
     return _core.query_pci()
+
+
+def msi_messages() -> list[tuple[int, int]]:
+    """The MSI messages written to the window at 0xfee00000 (the last
+    1024, oldest first), as ``(address, data)``."""
+    return _core.msi_messages()
+
+
+def msi_count() -> int:
+    """How many MSI messages the window received."""
+    return _core.msi_count()
+
+
+def msi_clear() -> None:
+    """Forgets the recorded MSI messages and zeroes the count."""
+    _core.msi_clear()
+
+
+def clock_ns() -> int:
+    """The virtual clock device models read, in nanoseconds."""
+    return _core.clock_ns()
+
+
+def clock_advance(ns: int) -> int:
+    """Moves the virtual clock forward by ``ns`` nanoseconds and fires the
+    devices' due timers; returns the new time."""
+    if ns < 0:
+        raise ValueError("the clock does not go back")
+    return _core.clock_advance(ns)
+
+
+def usb_port(dev: Object) -> int | None:
+    """The port a realized ``usb-tablet`` / ``usb-kbd`` sits in (1-based)."""
+    return _core.usb_port(dev)
+
+
+def qcodes() -> list[str]:
+    """The QEMU key names (QAPI ``QKeyCode``) :func:`key_event` takes."""
+    return _core.qcodes()
+
+
+def key_event(kbd: Object, key: str | int, down: bool) -> None:
+    """A key pressed or released on a ``usb-kbd``: a QEMU key name
+    (``"a"``, ``"ret"``, ``"shift"``) or key number (set-1 scancode, 0x80
+    added for 0xe0-prefixed keys)."""
+    if isinstance(key, int):
+        _core.input_key_number(kbd, key, down)
+    else:
+        _core.input_key(kbd, key, down)
+
+
+def send_key(kbd: Object, *keys: str) -> None:
+    """Presses ``keys`` in order and releases them in reverse (a chord such
+    as ``send_key(kbd, "ctrl", "c")``), as HMP ``sendkey`` does."""
+    for key in keys:
+        key_event(kbd, key, True)
+    for key in reversed(keys):
+        key_event(kbd, key, False)
+
+
+def tablet_move(tablet: Object, x: int, y: int) -> None:
+    """Moves a ``usb-tablet``'s pointer to (``x``, ``y``), each
+    0..0x7fff, as one report."""
+    _core.input_abs(tablet, "x", x)
+    _core.input_abs(tablet, "y", y)
+    _core.input_sync(tablet)
+
+
+def tablet_button(tablet: Object, button: str, down: bool) -> None:
+    """Presses or releases a ``usb-tablet`` button (``left``, ``right``,
+    ``middle``, ``wheel-up``, ``wheel-down``), as one report."""
+    _core.input_button(tablet, button, down)
+    _core.input_sync(tablet)
+
+
+def input_send_event(dev: Object, events: Sequence[Mapping[str, Any]]) -> None:
+    """Hands ``events`` — QAPI ``InputEvent`` values, as QMP
+    ``input-send-event`` takes them — to ``dev``, then syncs (one report).
+
+    :raises ValueError: an event of a type or shape the device does not take.
+    """
+    for event in events:
+        kind, data = event.get("type"), event.get("data")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"input event {event!r} has no data")
+        if kind == "key":
+            key = data["key"]
+            value = key["data"]
+            if key["type"] == "number":
+                key_event(dev, int(value), bool(data["down"]))
+            else:
+                key_event(dev, str(value), bool(data["down"]))
+        elif kind == "btn":
+            _core.input_button(dev, str(data["button"]), bool(data["down"]))
+        elif kind == "abs":
+            _core.input_abs(dev, str(data["axis"]), int(data["value"]))
+        else:
+            raise ValueError(f"input event type '{kind}' is not taken by {dev.type_name}")
+    _core.input_sync(dev)

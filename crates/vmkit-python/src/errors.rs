@@ -251,6 +251,8 @@ pub(crate) fn glue_err(py: Python<'_>, err: vmkit_devices::glue::GlueError) -> P
         G::Memory(e) => mem_err(py, e),
         G::Pci(e) => DeviceError::new_err(e.to_string()),
         G::Savevm(e) => migration_err(py, vmkit_migration::Error::Savevm(e)),
+        G::Usb(e) => DeviceError::new_err(e.to_string()),
+        G::Device(msg) => DeviceError::new_err(msg),
     }
 }
 

@@ -17,4 +17,11 @@ pub enum GlueError {
     /// Migration (a device type's VMState registration).
     #[error(transparent)]
     Savevm(#[from] vmkit_migration::savevm::SavevmError),
+    /// A USB model refused.
+    #[error(transparent)]
+    Usb(#[from] crate::usb::UsbError),
+    /// A device operation that cannot be done (input for a device that is
+    /// gone or of the wrong kind, an unknown key).
+    #[error("{0}")]
+    Device(String),
 }

@@ -5,13 +5,20 @@
 //! * [`pci`]: the `pci-device` base type and its bus (`PCI`, `PCIE`), the
 //!   q35 host bridge (`q35-pcihost`, its `mch` function, 0xCF8/0xCFC and
 //!   the ECAM window), `pci-testdev`, and `query-pci`'s answer.
+//! * [`usb`]: `qemu-xhci`, its USB bus, `usb-tablet` and `usb-kbd`, and
+//!   input injection.
+//! * [`clock`]: the virtual clock device models read.
+//! * [`msi`]: the MSI window at 0xfee00000, which records messages.
 //! * [`board`]: the q35-like board: memory map, `pci` and `io` spaces,
 //!   host bridge and `pcie.0`.
 //! * [`error`]: the refusals, [`GlueError`].
 
 pub mod board;
+pub mod clock;
 pub mod error;
+pub mod msi;
 pub mod pci;
+pub mod usb;
 
 pub use board::{Q35Board, Q35Options, build_q35};
 pub use error::GlueError;

@@ -45,5 +45,6 @@ fn register_all() -> Result<(), GlueError> {
     host::register_host_vmstate()?;
     host::register_mch()?;
     testdev::register()?;
+    crate::glue::usb::register_types()?;
     Ok(())
 }

@@ -192,6 +192,11 @@ impl XhciPci {
         &self.config
     }
 
+    /// The configuration space, for the machine (the multi-function bit).
+    pub fn config_space_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
     /// MSI-X, when the function has it.
     pub fn msix(&self) -> Option<&Msix> {
         self.msix.as_ref()
