@@ -142,18 +142,21 @@ class Ring:
     """A producer ring (command or transfer) in guest RAM with a Link TRB
     at its end that toggles the cycle state."""
 
-    def __init__(self, mem: AddressSpace, base: int) -> None:
-        self.mem, self.base, self.index, self.cycle = mem, base, 0, 1
-        mem.write(base, bytes(16 * RING_TRBS))
+    def __init__(self, driver: XhciDriver, base: int) -> None:
+        # The driver's memory, not a handle of its own: a driver can be
+        # unbound from one machine and bound to another.
+        self.driver, self.base, self.index, self.cycle = driver, base, 0, 1
+        driver.mem.write(base, bytes(16 * RING_TRBS))
 
     def push(self, param: int, status: int, control: int) -> int:
         """Queues one TRB (its cycle bit set for the consumer); returns its address."""
+        mem = self.driver.mem
         addr = self.base + 16 * self.index
-        self.mem.write(addr, struct.pack("<QII", param, status, control | self.cycle))
+        mem.write(addr, struct.pack("<QII", param, status, control | self.cycle))
         self.index += 1
         if self.index == RING_TRBS - 1:
             link = self.base + 16 * self.index
-            self.mem.write(
+            mem.write(
                 link, struct.pack("<QII", self.base, 0, TRB_LINK << 10 | TRB_TOGGLE | self.cycle)
             )
             self.index, self.cycle = 0, self.cycle ^ 1
@@ -182,6 +185,16 @@ class XhciDriver:
         self._next = DMA_BASE
 
     # ----- plumbing ------------------------------------------------------
+
+    def unbind(self) -> None:
+        """Drops the handles on the machine's address spaces (the driver's
+        own state — rings, positions — stays), so the machine can go."""
+        del self.mem
+        del self.pci.io
+
+    def bind(self, mem: AddressSpace, io: AddressSpace) -> None:
+        """Goes on with the machine behind ``mem`` and ``io`` (a restored one)."""
+        self.mem, self.pci.io = mem, io
 
     def alloc(self, size: int, align: int = 64) -> int:
         """Guest RAM for the driver's structures (zeroed)."""
@@ -238,7 +251,7 @@ class XhciDriver:
         self.w32(op + 0x38, max_slots)  # CONFIG
         self.dcbaa = self.alloc(8 * (max_slots + 1))
         self.w64(op + 0x30, self.dcbaa)
-        self.cmd = Ring(self.mem, self.alloc(16 * RING_TRBS))
+        self.cmd = Ring(self, self.alloc(16 * RING_TRBS))
         self.w64(op + 0x18, self.cmd.base | 1)  # CRCR, RCS
         self.ev_base = self.alloc(16 * RING_TRBS)
         self.erst = self.alloc(16)
@@ -323,7 +336,7 @@ class XhciDriver:
         out_ctx = self.alloc(32 * self.ctx_size)
         self.mem.write(self.dcbaa + 8 * slot, struct.pack("<Q", out_ctx))
         inp = self.alloc(33 * self.ctx_size)
-        ep0 = Ring(self.mem, self.alloc(16 * RING_TRBS))
+        ep0 = Ring(self, self.alloc(16 * RING_TRBS))
         self.mem.write(inp, struct.pack("<II", 0, 0x3))  # add A0 (slot), A1 (EP0)
         slot_ctx = self._ctx(inp, 1)
         self.mem.write(slot_ctx, struct.pack("<II", speed << 20 | 1 << 27, port << 16))
@@ -364,7 +377,7 @@ class XhciDriver:
         """Configure Endpoint for interrupt IN endpoint ``ep``; returns its ring."""
         dci = 2 * ep + 1
         inp = self.inputs[slot]
-        ring = Ring(self.mem, self.alloc(16 * RING_TRBS))
+        ring = Ring(self, self.alloc(16 * RING_TRBS))
         self.mem.write(inp, struct.pack("<II", 0, 1 | 1 << dci))
         slot_ctx = self._ctx(inp, 1)
         (dword0,) = struct.unpack("<I", self.mem.read(slot_ctx, 4))

@@ -17,11 +17,13 @@ serial port's register read back with ``qom-get``, and every device section
 of a save of each side, decoded and compared). It exits with status 1 if
 anything differs.
 
-The tour then builds a machine in this process from Python device models
+The tour then builds a q35-like machine in this process with the real
+``qemu-xhci`` and a ``usb-tablet`` and Python device models
 (:mod:`vmkit.demo_devices`), prints the tree as QEMU's ``info qom-tree``
 does, shows introspection of a singleton type, the refusal of a second
-singleton, a refused resurrection, and an embedded child that outlives its
-hot-unplugged container; then guest memory and a workload, and a running
+singleton, a refused resurrection, and the xHCI's BAR0 region — owned by the
+controller core embedded in the PCI function — held across a hot-unplug
+(an access through it is refused); then guest memory and a workload, and a running
 machine saved in QEMU's stream format and restored into a fresh one (and a
 damaged copy refused).
 """
@@ -47,7 +49,7 @@ import xxhash
 from rich.console import Console
 
 import vmkit.demo_devices  # noqa: F401  (registers the demo device types)
-from vmkit import errors, memory, migration, qom
+from vmkit import devices, errors, memory, migration, qom
 from vmkit.machine import Machine
 from vmkit.migrate_cmd import migrate_and_report
 from vmkit.migration_driver import MigrationRequest
@@ -87,10 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def tour() -> None:
     """The in-process tour (object model, memory, save/restore)."""
-    qom.create_machine("none-machine")
+    board = qom.create_machine("none-machine")
     qom.object_add("memory-backend-memfd", "pc.ram", size="256M")
+    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
+    system, space, io = devices.q35(ram, board)
     qom.device_add("demo-intel-iommu", id="iommu0", intremap="on")
-    qom.device_add("demo-qemu-xhci", id="usb0")
+    qom.device_add("qemu-xhci", id="usb0")
+    qom.device_add("usb-tablet", bus="usb0.0")
     qom.device_add("demo-isa-serial")
 
     _section("info qom-tree")
@@ -129,7 +134,15 @@ def tour() -> None:
     print(f"  object is now {zombie.phase}; finalize ran once")
 
     _section("hot-unplug of usb0 while its BAR region is referenced")
-    bar = qom.resolve_path("/machine/peripheral/usb0/xhci/bar0").ref()
+    io.write_sized(0xCF8, 4, 0x8000_0810)  # 00:01.0, BAR0
+    io.write_sized(0xCFC, 4, 0xFEBF_0004)
+    io.write_sized(0xCF8, 4, 0x8000_0804)  # Command: memory space
+    io.write_sized(0xCFC, 2, 0x2)
+    (pci,) = [r for r, _, _ in system.subregions() if r.name == "pci"]
+    (bar,) = [r for r, _, _ in pci.subregions() if r.name == "xhci"]
+    held = memory.AddressSpace("held", bar)
+    owner = bar.owner.path if bar.owner is not None else None
+    print(f"  BAR0 at 0xfebf0000, owned by {owner}: CAPLENGTH {held.read_sized(0, 1):#x}")
     s0 = qom.stats()
     qom.device_del("usb0")
     s1 = qom.stats()
@@ -137,30 +150,27 @@ def tour() -> None:
         f"  live objects {s0.live_objects} -> {s1.live_objects}, "
         f"live storages {s0.live_storages} -> {s1.live_storages} (kept by the region)"
     )
-    size = bar["size"]
-    assert isinstance(size, int)
-    print(f"  region still readable: size = {qom.format_size(size)}")
     try:
-        bar.container()
-    except errors.ObjectFinalizedError as e:
-        print(f"  its container is gone: {e}")
-    bar.unref()
+        held.read_sized(0, 4)
+    except errors.VmkitError as e:
+        print(f"  an access through the held region is refused: {e}")
+    del held, bar, pci
     s2 = qom.stats()
     print(f"  region released: live storages {s1.live_storages} -> {s2.live_storages}")
 
-    show_memory()
+    show_memory(ram, system, space)
+    del ram, system, space, io
     qom.destroy_machine()
     qom.object_del("pc.ram")
     show_save_restore()
 
 
-def show_memory() -> None:
+def show_memory(
+    ram: memory.RamBlock, system: memory.MemoryRegion, space: memory.AddressSpace
+) -> None:
     """Guest RAM from the pc.ram backend, a device register window, a workload."""
-    machine = qom.machine()
-    ram = memory.RamBlock.of_backend(qom.resolve_path("/objects/pc.ram"))
-    system, space = memory.pc_memory(ram, owner=machine)
     regs: dict[int, int] = {}
-    system.add_subregion(
+    system.add_subregion_overlap(
         0xFEB0_0000,
         memory.MemoryRegion.mmio(
             "demo-uart",
@@ -169,6 +179,7 @@ def show_memory() -> None:
             write=lambda off, size, value: regs.__setitem__(off, value),
             impl_max=1,
         ),
+        1,
     )
     _section("a workload dirtying guest RAM")
     ram.log_start("migration")

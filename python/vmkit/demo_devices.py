@@ -1,8 +1,7 @@
 """Device models shaped like QEMU's, written in Python, for the demo and
 for trying ``vmkit run``: ``vmkit run --plugin vmkit.demo_devices``.
 
-An IOMMU (a singleton, ``demo-intel-iommu``), an xHCI controller embedded in
-its PCI wrapper (``demo-qemu-xhci``, whose controller owns a BAR region), a
+An IOMMU (a singleton, ``demo-intel-iommu``), a
 16550A serial port with QEMU's VMState layout (``demo-isa-serial``) and a
 user-creatable singleton object (``demo-sev-guest``: one confidential-guest
 configuration per machine, for ``object-add``).
@@ -37,9 +36,9 @@ SERIAL_VMSTATE = VMStateDescription(
 
 
 def register() -> None:
-    """Device models shaped like QEMU's: an IOMMU (singleton), an xHCI
-    controller embedded in its PCI wrapper, a serial port, and a
-    user-creatable singleton object."""
+    """Device models shaped like QEMU's: an IOMMU (singleton), a serial
+    port, and a user-creatable singleton object. (The xHCI controller is
+    the real one, ``qemu-xhci``.)"""
     qom.register_type(
         "demo-sev-guest",
         interfaces=["user-creatable", "singleton"],
@@ -82,24 +81,6 @@ def register() -> None:
         properties=[Property("version", "uint8", default=3, read_only=True)],
     )
     qom.register_type(
-        "demo-memory-region",
-        description="a region owned by a device (e.g. a BAR)",
-        class_properties=[Property("size", "size", default="64K")],
-    )
-    qom.register_type(
-        "demo-xhci-core",
-        "device",
-        class_properties=[Property("p3", "uint8", default=4, max=15, before_realize=True)],
-        instance_init=lambda o: o.embed_child("bar0", "demo-memory-region"),
-    )
-    qom.register_type(
-        "demo-qemu-xhci",
-        "device",
-        description="xHCI USB controller: a PCI wrapper embedding the controller core",
-        instance_init=lambda o: o.embed_child("xhci", "demo-xhci-core"),
-        realize=lambda o: _realize_child(o, "xhci"),
-    )
-    qom.register_type(
         "demo-isa-serial",
         "device",
         class_properties=[
@@ -120,12 +101,6 @@ def register() -> None:
         ),
         vmstate=SERIAL_VMSTATE,
     )
-
-
-def _realize_child(obj: qom.Object, name: str) -> None:
-    child = obj.child(name)
-    if child is not None:
-        child.realize()
 
 
 if not any(t.name == "demo-isa-serial" for t in qom.list_types(include_abstract=True)):

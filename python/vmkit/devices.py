@@ -45,13 +45,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vmkit import qom
 from vmkit._core import devices as _core
 from vmkit._core.memory import AddressSpace, MemoryRegion, RamBlock
 from vmkit._core.qom import Object
+from vmkit.errors import VmkitError
 
 __all__ = [
     "clock_advance",
     "clock_ns",
+    "input_devices",
     "input_send_event",
     "key_event",
     "msi_clear",
@@ -60,6 +63,7 @@ __all__ = [
     "q35",
     "qcodes",
     "query_pci",
+    "route_input_events",
     "send_key",
     "tablet_button",
     "tablet_move",
@@ -160,6 +164,58 @@ def tablet_button(tablet: Object, button: str, down: bool) -> None:
     ``middle``, ``wheel-up``, ``wheel-down``), as one report."""
     _core.input_button(tablet, button, down)
     _core.input_sync(tablet)
+
+
+#: Which device type takes which kind of input event.
+_INPUT_TYPES = {"key": "usb-kbd", "btn": "usb-tablet", "abs": "usb-tablet"}
+
+
+def input_devices() -> list[Object]:
+    """The realized ``usb-kbd`` and ``usb-tablet`` devices, the one plugged
+    last first (QEMU hands an event to the input handler activated last)."""
+    found: list[Object] = []
+    root = qom.machine()
+
+    def walk(obj: Object) -> None:
+        if obj.realized and (obj.is_a("usb-kbd") or obj.is_a("usb-tablet")):
+            found.append(obj)
+        for _, child in obj.children():
+            walk(child)
+
+    if root is not None:
+        walk(root)
+    return sorted(found, key=lambda o: o.id, reverse=True)
+
+
+def route_input_events(
+    events: Sequence[Mapping[str, Any]], device: str | None = None
+) -> list[tuple[Object, list[Mapping[str, Any]]]]:
+    """Which device each event goes to, as QMP ``input-send-event``
+    decides: all to ``device`` (an id or a QOM path) when given, else each
+    to the device taking its kind. Devices in the order of their first event.
+
+    :raises LookupError: QEMU's message — no such device, or no device
+        for an event's kind.
+    """
+    if device is not None:
+        path = device if device.startswith("/") else f"/machine/peripheral/{device}"
+        try:
+            target = qom.resolve_path(path)
+        except VmkitError:
+            raise LookupError(f"Device '{device}' not found") from None
+        if not target.realized or not (target.is_a("usb-kbd") or target.is_a("usb-tablet")):
+            raise LookupError(f"Device '{device}' is not an input device")
+        return [(target, list(events))]
+    present = input_devices()
+    routed: dict[int, tuple[Object, list[Mapping[str, Any]]]] = {}
+    for event in events:
+        kind = str(event.get("type"))
+        wanted = _INPUT_TYPES.get(kind)
+        dev = next((d for d in present if wanted is not None and d.is_a(wanted)), None)
+        if dev is None:
+            raise LookupError(f"Input handler not found for event type {kind}")
+        routed.setdefault(dev.id, (dev, []))[1].append(event)
+    return list(routed.values())
 
 
 def input_send_event(dev: Object, events: Sequence[Mapping[str, Any]]) -> None:

@@ -59,6 +59,7 @@ const QCODES: &[(&str, u8)] = &[
     ("slash", 0x35),
     ("shift_r", 0x36),
     ("kp_multiply", 0x37),
+    ("asterisk", 0x37),
     ("alt", 0x38),
     ("spc", 0x39),
     ("caps_lock", 0x3a),
@@ -109,6 +110,7 @@ const QCODES: &[(&str, u8)] = &[
     ("meta_l", 0xdb),
     ("meta_r", 0xdc),
     ("menu", 0xdd),
+    ("compose", 0xdd),
 ];
 
 /// The key number of QEMU key name `qcode`, if vmkit knows the key

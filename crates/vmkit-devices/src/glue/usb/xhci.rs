@@ -226,6 +226,11 @@ impl PciDeviceModel for QemuXhci {
         let mut model = QemuXhci::new(cfg).map_err(|e| e.to_string())?;
         let name = usb_bus_name(obj);
         model.pci.core_mut().set_bus_name(name.clone());
+        // QEMU resets a device before the guest sees it (the machine's
+        // reset, or a hot-plugged device's own): Command, the cache line
+        // size and MSI-X start from their reset values. The controller is
+        // halted, so the reset does no DMA and has nothing to signal.
+        let _ = model.with_env(|p, env| p.reset(env));
         // The bus QEMU's `bus=` names (`-device usb-tablet,bus=xhci.0`).
         if obj.child(&name).is_none() {
             let usb_bus = Object::new(TYPE_USB_BUS).map_err(|e| e.to_string())?;
@@ -259,14 +264,10 @@ impl PciDeviceModel for QemuXhci {
     }
 
     fn load_state(&mut self, state: XhciState) -> Result<PciEffects, StateError> {
-        let mut fx = self.pci.load_state(state)?;
-        // QEMU's post_load: slots and running endpoints from guest memory.
-        let more = self.with_env(|p, env| p.finish_load(env));
-        fx.messages.extend(more.messages);
-        if more.intx.is_some() {
-            fx.intx = more.intx;
-        }
-        Ok(fx)
+        // QEMU's post_load (slots and running endpoints rebuilt from guest
+        // memory) runs at the next access or input instead: bus mastering
+        // comes back only once the load's effects are applied.
+        self.pci.load_state(state)
     }
 
     fn region_owner(obj: &Object) -> Object {
