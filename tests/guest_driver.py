@@ -382,10 +382,10 @@ class XhciDriver:
         slot_ctx = self._ctx(inp, 1)
         (dword0,) = struct.unpack("<I", self.mem.read(slot_ctx, 4))
         self.mem.write(slot_ctx, struct.pack("<I", (dword0 & ~(0x1F << 27)) | dci << 27))
-        self.mem.write(
-            self._ctx(inp, 1 + dci),
-            struct.pack("<IIQI", interval << 16, 3 << 1 | 7 << 3 | max_packet << 16, ring.base | 1, 8),
+        ep_ctx = struct.pack(
+            "<IIQI", interval << 16, 3 << 1 | 7 << 3 | max_packet << 16, ring.base | 1, 8
         )
+        self.mem.write(self._ctx(inp, 1 + dci), ep_ctx)
         ev = self.command(inp, 0, TRB_CONFIGURE_EP << 10 | slot << 24)
         assert ev.code == CC_SUCCESS, ev
         return ring

@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 
 from guest_driver import (
+    CC_SUCCESS,
     EV_PORT_STATUS_CHANGE,
     EV_TRANSFER,
-    CC_SUCCESS,
     Ring,
     XhciDriver,
     get_descriptor,
     set_configuration,
 )
+from qmp_peers import short_dir, start_peer, vmkit_command
 from vmkit import devices, errors, migration, qom
 from vmkit._core.memory import AddressSpace
 from vmkit.machine import Machine
+from vmkit.qmp import QMPSocket
 
 
 @pytest.fixture
@@ -118,17 +120,17 @@ def test_usb_device_errors(vm: Machine) -> None:
     with pytest.raises(errors.VmkitError, match="No 'usb-bus' bus found for device 'usb-tablet'"):
         qom.device_add("usb-tablet")
     qom.device_add("qemu-xhci", id="xhci", p2=1, p3=1)
-    with pytest.raises(errors.VmkitError, match="Bus 'nope.0' not found"):
+    with pytest.raises(errors.VmkitError, match=r"Bus 'nope\.0' not found"):
         qom.device_add("usb-tablet", bus="nope.0")
     qom.device_add("usb-tablet", id="t", port="1")
-    with pytest.raises(errors.VmkitError, match=r"usb port 1 \(bus xhci.0\) not found \(in use\?\)"):
+    in_use = r"usb port 1 \(bus xhci\.0\) not found \(in use\?\)"
+    with pytest.raises(errors.VmkitError, match=in_use):
         qom.device_add("usb-kbd", port="1")
     with pytest.raises(errors.VmkitError, match="no free ports"):
         qom.device_add("usb-kbd")
     kbd_t = qom.resolve_path("/machine/peripheral/t")
     with pytest.raises(errors.DeviceError, match="does not take a key event"):
         devices.send_key(kbd_t, "a")
-
 
 
 def tablet_ready(vm: Machine) -> tuple[XhciDriver, qom.Object, int, Ring, int]:
@@ -178,9 +180,11 @@ def test_mid_operation_state_survives_save_and_restore(tmp_path: Path) -> None:
 def test_mfindex_follows_the_virtual_clock(vm: Machine) -> None:
     drv = bring_up(vm)
     first = drv.r32(drv.rt) & 0x3FFF
+    assert drv.r32(drv.rt) & 0x3FFF == first, "time stands still until the clock moves"
     devices.clock_advance(1_000_000)  # 1 ms: 8 microframes
     assert (drv.r32(drv.rt) & 0x3FFF) - first == 8
-    assert drv.r32(drv.rt) & 0x3FFF == (drv.r32(drv.rt) & 0x3FFF), "no wall clock in it"
+    with pytest.raises(ValueError, match="does not go back"):
+        devices.clock_advance(-1)
 
 
 def test_a_dma_into_its_own_bar_is_refused_not_recursed(vm: Machine) -> None:
@@ -212,9 +216,9 @@ def test_bar_access_after_hot_unplug_is_a_clear_error(vm: Machine) -> None:
     held = AddressSpace("held", bar)  # a view of BAR0 alone, kept across the unplug
     assert held.read_sized(0, 1) == 0x40
     qom.device_del("xhci")
-    with pytest.raises(errors.DeviceGoneError, match="region .xhci. is unusable"):
+    with pytest.raises(errors.DeviceGoneError, match="region 'xhci' is unusable"):
         held.read_sized(0, 4)
-    with pytest.raises(errors.DeviceGoneError, match="region .xhci. is unusable"):
+    with pytest.raises(errors.DeviceGoneError, match="region 'xhci' is unusable"):
         held.write_sized(0x40, 4, 1)
 
 
@@ -252,3 +256,27 @@ def test_input_events_are_routed_as_qemu_routes_them(vm: Machine) -> None:
     assert [(d.path, len(e)) for d, e in routed] == [(kbd.path, 1), (tab.path, 1)]
     with pytest.raises(LookupError, match="Device 'nope' not found"):
         devices.route_input_events([key], "nope")
+
+
+def test_vmkit_run_takes_the_usb_devices_on_its_command_line() -> None:
+    """``-device qemu-xhci,id=xhci -device usb-tablet,bus=xhci.0,port=2``;
+    QMP ``input-send-event`` reaches the tablet (by id) and the keyboard
+    plugged with ``device_add``; its refusals are QEMU's."""
+    extra = ["-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,id=tab,bus=xhci.0,port=2"]
+    with short_dir() as d:
+        sock = d / "v.qmp"
+        with start_peer("vmkit", vmkit_command(sock, extra), sock) as peer:
+            with QMPSocket(str(sock), negotiate=True, timeout=30.0) as q:
+                tree = q.execute("qom-list", path="/machine/peripheral/xhci")
+                assert {"name": "xhci.0", "type": "child<usb-bus>"} in tree
+                move = {"type": "abs", "data": {"axis": "x", "value": 100}}
+                assert q.execute("input-send-event", device="tab", events=[move]) == {}
+                key = {"type": "key", "data": {"down": True, "key": {"type": "qcode", "data": "a"}}}
+                err = q.command("input-send-event", events=[key])
+                assert err["error"]["desc"] == "Input handler not found for event type key"
+                q.execute("device_add", driver="usb-kbd", id="kbd", bus="xhci.0")
+                assert q.execute("input-send-event", events=[key]) == {}
+                err = q.command("device_add", driver="usb-kbd", bus="pcie.0")
+                assert err["error"]["desc"] == "Device 'usb-kbd' can't go on PCIE bus"
+                q.execute("quit")
+            assert peer.wait_exit() == 0
