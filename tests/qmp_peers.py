@@ -81,19 +81,6 @@ def vmkit_command(sock: Path, extra: Sequence[str] = ()) -> list[str]:
     ]
 
 
-def vmkit_with_device_command(sock: Path, device_type: str, extra: Sequence[str] = ()) -> list[str]:
-    """``vmkit run`` in a Python that first registers ``device_type`` (a plain
-    hot-pluggable device): ``vmkit run`` itself has no concrete device type."""
-    code = (
-        "import sys\n"
-        "from vmkit import qom\n"
-        "from vmkit.cli import main\n"
-        f"qom.register_type({device_type!r}, 'device')\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return [sys.executable, "-c", code, *vmkit_command(sock, extra)[3:]]
-
-
 def _wait_for_socket(peer: Peer, deadline: float) -> None:
     while not peer.socket.exists():
         if peer.proc.poll() is not None:

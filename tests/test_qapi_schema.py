@@ -534,6 +534,10 @@ def test_every_command_answers_as_its_schema_declares() -> None:
             # The same PCI device on both sides: the migration below carries it.
             for side in (s, t):
                 run(side, "device_add", driver="pci-testdev", id="pt0", addr="03.0")
+                run(side, "device_add", driver="qemu-xhci", id="xhci", addr="04.0")
+                run(side, "device_add", driver="usb-kbd", id="kbd", bus="xhci.0")
+            key = {"type": "qcode", "data": "a"}
+            run(s, "input-send-event", events=[{"type": "key", "data": {"down": True, "key": key}}])
             assert any(d["qdev_id"] == "pt0" for d in run(s, "query-pci")[0]["devices"])
             run(s, "qom-list", path="/machine")
             run(s, "qom-get", path="/objects/pc.ram", property="size")

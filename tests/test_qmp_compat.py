@@ -21,10 +21,9 @@ Where vmkit differs on purpose, :data:`DELIBERATE_DIFFERENCES` lists it with
 the reason; an entry that no longer occurs fails too, unless it is marked
 version- or data-dependent. Passes with whichever QEMU is installed.
 
-DEVICE_DELETED: ``vmkit run`` has no concrete device type, so the hot-plug
-script runs against a ``vmkit run`` whose Python first registers a plain
-device type named ``usb-kbd``, and QEMU gets a USB controller
-(``-device qemu-xhci``): USB devices unplug at once, without a guest.
+DEVICE_DELETED: the hot-plug script plugs and unplugs a ``usb-kbd`` on a
+USB controller (``-device qemu-xhci``) in both: USB devices unplug at once,
+without a guest.
 """
 
 from __future__ import annotations
@@ -50,7 +49,6 @@ from qmp_peers import (
     short_dir,
     start_peer,
     vmkit_command,
-    vmkit_with_device_command,
 )
 from vmkit.qmp import QMPSocket
 
@@ -410,7 +408,7 @@ MAIN_SCRIPT = [
     event("SHUTDOWN"),
 ]
 
-#: Without ``-name``, with a USB controller (QEMU) / a ``usb-kbd`` type (vmkit).
+#: Without ``-name``, with a USB controller.
 HOTPLUG_SCRIPT = [
     cmd("query-name-unnamed", "query-name", same_value=True),
     cmd("hotplug-qom-list-peripheral", "qom-list", arguments={"path": "/machine/peripheral"}),
@@ -608,7 +606,7 @@ def start(kind: str, sock: Path, *, hotplug: bool) -> Any:
         extra = ["-device", "qemu-xhci,id=xhci"] if hotplug else ["-name", NAME]
         return start_peer(kind, qemu_command(binary, sock, extra), sock)
     if hotplug:
-        return start_peer(kind, vmkit_with_device_command(sock, "usb-kbd"), sock)
+        return start_peer(kind, vmkit_command(sock, ["-device", "qemu-xhci,id=xhci"]), sock)
     return start_peer(kind, vmkit_command(sock, ["--name", NAME, "-m", f"{RAM // MIB}M"]), sock)
 
 

@@ -149,7 +149,7 @@ def test_identity_and_introspection(vmkit: VmkitProcess) -> None:
             "query-migrate", "query-migrate-capabilities", "migrate-set-capabilities",
             "query-migrate-parameters", "migrate-set-parameters", "migrate", "migrate_cancel",
             "migrate-incoming", "migrate-continue", "getfd", "closefd", "query-qmp-schema",
-            "query-pci",
+            "query-pci", "input-send-event",
         }  # fmt: skip
         assert names == expected
         err = await error_of(c, "no-such-command")

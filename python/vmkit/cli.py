@@ -167,7 +167,8 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="TYPE[,id=ID][,PROP=VALUE...]",
         help="add a device (repeatable; ',,' is a comma in a value); PCI devices"
-        " (pci-testdev) take addr=SS[.F] on pcie.0",
+        " (pci-testdev, qemu-xhci) take addr=SS[.F] on pcie.0, USB devices"
+        " (usb-tablet, usb-kbd) bus=ID.0[,port=N]",
     )
     p.add_argument(
         "--no-pci-hotplug",

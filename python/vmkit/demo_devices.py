@@ -1,13 +1,12 @@
 """Device models shaped like QEMU's, written in Python, for the demo and
 for trying ``vmkit run``: ``vmkit run --plugin vmkit.demo_devices``.
 
-An xHCI controller embedded in its PCI wrapper (``demo-qemu-xhci``, whose
-controller owns a BAR region), a 16550A serial port with QEMU's VMState
-layout (``demo-isa-serial``) and a user-creatable singleton object
-(``demo-sev-guest``: one confidential-guest configuration per machine, for
-``object-add``).
+A 16550A serial port with QEMU's VMState layout (``demo-isa-serial``) and
+a user-creatable singleton object (``demo-sev-guest``: one
+confidential-guest configuration per machine, for ``object-add``).
 Importing the module registers them (once per process). The machine's
-IOMMU is the real one, ``intel-iommu`` (:mod:`vmkit.devices`).
+IOMMU and USB controller are the real ones, ``intel-iommu`` and
+``qemu-xhci`` (:mod:`vmkit.devices`).
 """
 
 from __future__ import annotations
@@ -38,31 +37,14 @@ SERIAL_VMSTATE = VMStateDescription(
 
 
 def register() -> None:
-    """Device models shaped like QEMU's: an xHCI controller embedded in
-    its PCI wrapper, a serial port, and a user-creatable singleton object."""
+    """Device models shaped like QEMU's: a serial port and a
+    user-creatable singleton object. (The IOMMU and the xHCI controller
+    are the real ones, ``intel-iommu`` and ``qemu-xhci``.)"""
     qom.register_type(
         "demo-sev-guest",
         interfaces=["user-creatable", "singleton"],
         description="confidential-guest configuration (one per machine)",
         class_properties=[Property("cbitpos", "uint32", default=47, before_realize=True)],
-    )
-    qom.register_type(
-        "demo-memory-region",
-        description="a region owned by a device (e.g. a BAR)",
-        class_properties=[Property("size", "size", default="64K")],
-    )
-    qom.register_type(
-        "demo-xhci-core",
-        "device",
-        class_properties=[Property("p3", "uint8", default=4, max=15, before_realize=True)],
-        instance_init=lambda o: o.embed_child("bar0", "demo-memory-region"),
-    )
-    qom.register_type(
-        "demo-qemu-xhci",
-        "device",
-        description="xHCI USB controller: a PCI wrapper embedding the controller core",
-        instance_init=lambda o: o.embed_child("xhci", "demo-xhci-core"),
-        realize=lambda o: _realize_child(o, "xhci"),
     )
     qom.register_type(
         "demo-isa-serial",
@@ -85,12 +67,6 @@ def register() -> None:
         ),
         vmstate=SERIAL_VMSTATE,
     )
-
-
-def _realize_child(obj: qom.Object, name: str) -> None:
-    child = obj.child(name)
-    if child is not None:
-        child.realize()
 
 
 if not any(t.name == "demo-isa-serial" for t in qom.list_types(include_abstract=True)):

@@ -314,6 +314,7 @@ class MachineMonitor:
         r("query-status", self._query_status)
         r("query-name", self._query_name)
         r("query-pci", self._query_pci)
+        r("input-send-event", self._input_send_event)
         r("stop", self._stop)
         r("cont", self._cont)
         r("system_reset", self._system_reset)
@@ -367,6 +368,20 @@ class MachineMonitor:
         1f.0, SATA at 1f.2, SMBus at 1f.3), which it does not model."""
         buses: list[JSONValue] = list(devices.query_pci())
         return buses
+
+    def _input_send_event(self, ctx: CommandContext) -> JSONValue:
+        """QEMU's ``input-send-event``: to ``device``, or each event to the
+        input device taking its kind; each device's events are one report."""
+        raw = ctx.arguments.get("events")
+        events = [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+        device = ctx.arguments.get("device")
+        try:
+            routed = devices.route_input_events(events, None if device is None else str(device))
+            for dev, batch in routed:
+                devices.input_send_event(dev, batch)
+        except (LookupError, ValueError, errors.VmkitError) as e:
+            raise GenericError(str(e)) from None
+        return None
 
     def _when_machine_free(
         self, action: Callable[[], object]
@@ -513,7 +528,10 @@ class MachineMonitor:
         if known[driver].abstract:
             raise GenericError("Parameter 'driver' expects a non-abstract device type")
         if "bus" in args:
-            self._check_bus(driver, str(args.pop("bus")))
+            bus = str(args.pop("bus"))
+            self._check_bus(driver, bus)
+            if qom.type_is_a(driver, "usb-device"):
+                args["bus"] = bus  # the device finds its controller by it
         if dev_id is not None and qom.machine() is not None:
             taken = [c for c, _ in qom.resolve_path("/machine/peripheral").children()]
             if dev_id in taken:
@@ -531,6 +549,8 @@ class MachineMonitor:
             bus = qom.resolve_path(name, "bus")
         except errors.QomError:
             raise GenericError(f"Bus '{name}' not found") from None
+        if bus.is_a("usb-bus") and qom.type_is_a(driver, "usb-device"):
+            return
         if not (bus.is_a("PCI") and qom.type_is_a(driver, "pci-device")):
             raise GenericError(f"Device '{driver}' can't go on {bus.type_name} bus")
 

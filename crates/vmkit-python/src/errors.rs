@@ -252,6 +252,8 @@ pub(crate) fn glue_err(py: Python<'_>, err: vmkit_devices::glue::GlueError) -> P
         G::Pci(e) => DeviceError::new_err(e.to_string()),
         G::Savevm(e) => migration_err(py, vmkit_migration::Error::Savevm(e)),
         G::VmState(e) => DeviceError::new_err(e.to_string()),
+        G::Usb(e) => DeviceError::new_err(e.to_string()),
+        G::Device(msg) => DeviceError::new_err(msg),
     }
 }
 

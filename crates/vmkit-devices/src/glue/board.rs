@@ -1,7 +1,8 @@
 //! The q35-like board: PC memory over a RAM block, the `pci` space (the
 //! background of system memory, where memory BARs go) and the `io` space,
 //! the host bridge `/machine/q35` with its root bus `pcie.0` and the
-//! `mch` function at 00.0, as QEMU's q35 machine lays them out.
+//! `mch` function at 00.0, as QEMU's q35 machine lays them out; and the
+//! MSI window at 0xfee00000 ([`super::msi`]).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use vmkit_memory::{AddressSpace, FULL_SPACE, GuestAddr, MemoryRegion, PcMemory, 
 use vmkit_qom::Object;
 
 use super::error::GlueError;
+use super::msi::{MSI_BASE, MsiSink};
 use super::pci::bus::{PciRootBus, TYPE_PCIE_BUS};
 use super::pci::host::{Q35Host, TYPE_MCH, TYPE_Q35_HOST, connect_host};
 
@@ -48,6 +50,8 @@ pub struct Q35Board {
     pub host_glue: Arc<Q35Host>,
     /// `pcie.0`.
     pub bus: Arc<PciRootBus>,
+    /// The MSI window's record of messages.
+    pub msi: Arc<MsiSink>,
 }
 
 /// Builds the board into `machine` (`/machine`, empty) over `block`.
@@ -56,6 +60,11 @@ pub fn build_q35(machine: &Object, block: Arc<RamBlock>, options: Q35Options) ->
     let memory = PcMemory::new(block, Some(machine))?;
     let pci = MemoryRegion::container("pci", Some(machine), FULL_SPACE)?;
     memory.system.add_subregion_overlap(GuestAddr(0), &pci, -1)?;
+    // Above `pci` (a BAR there is shadowed, as by QEMU's APIC).
+    let (msi_region, msi) = super::msi::build(machine)?;
+    memory
+        .system
+        .add_subregion_overlap(GuestAddr(MSI_BASE), &msi_region, 0)?;
     let io = MemoryRegion::container("io", Some(machine), u128::from(IO_SPACE_SIZE))?;
     let io_space = AddressSpace::new("I/O", &io);
 
@@ -81,5 +90,6 @@ pub fn build_q35(machine: &Object, block: Arc<RamBlock>, options: Q35Options) ->
         host: host.handle(),
         host_glue,
         bus,
+        msi,
     })
 }

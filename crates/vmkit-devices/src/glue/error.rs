@@ -20,4 +20,11 @@ pub enum GlueError {
     /// A device's VMState description could not be built.
     #[error(transparent)]
     VmState(#[from] vmkit_migration::vmstate::VmStateError),
+    /// A USB model refused.
+    #[error(transparent)]
+    Usb(#[from] crate::usb::UsbError),
+    /// A device operation that cannot be done (input for a device that is
+    /// gone or of the wrong kind, an unknown key).
+    #[error("{0}")]
+    Device(String),
 }

@@ -31,7 +31,20 @@ __all__ = [
     "DirtyRateStatus",
     "DirtyRateVcpu",
     "EventName",
+    "InputAxis",
+    "InputBtnEvent",
+    "InputButton",
+    "InputEvent",
+    "InputEvent_abs",
+    "InputEvent_btn",
+    "InputEvent_key",
+    "InputEvent_rel",
+    "InputKeyEvent",
+    "InputMoveEvent",
     "JSONType",
+    "KeyValue",
+    "KeyValue_number",
+    "KeyValue_qcode",
     "MigrateSetParameters",
     "MigrationAddress",
     "MigrationAddress_exec",
@@ -66,6 +79,7 @@ __all__ = [
     "PciInfo",
     "PciMemoryRange",
     "PciMemoryRegion",
+    "QKeyCode",
     "QMPCapability",
     "ResetEvent",
     "ResetEventData",
@@ -984,6 +998,266 @@ PciInfo = TypedDict(
 )
 
 
+KeyValue_number = TypedDict(
+    "KeyValue_number",
+    {
+        "type": Literal["number"],
+        "data": int,
+    },
+)
+
+
+QKeyCode: TypeAlias = Literal[
+    "unmapped",
+    "shift",
+    "shift_r",
+    "alt",
+    "alt_r",
+    "ctrl",
+    "ctrl_r",
+    "menu",
+    "esc",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "0",
+    "minus",
+    "equal",
+    "backspace",
+    "tab",
+    "q",
+    "w",
+    "e",
+    "r",
+    "t",
+    "y",
+    "u",
+    "i",
+    "o",
+    "p",
+    "bracket_left",
+    "bracket_right",
+    "ret",
+    "a",
+    "s",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "semicolon",
+    "apostrophe",
+    "grave_accent",
+    "backslash",
+    "z",
+    "x",
+    "c",
+    "v",
+    "b",
+    "n",
+    "m",
+    "comma",
+    "dot",
+    "slash",
+    "asterisk",
+    "spc",
+    "caps_lock",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "f6",
+    "f7",
+    "f8",
+    "f9",
+    "f10",
+    "num_lock",
+    "scroll_lock",
+    "kp_divide",
+    "kp_multiply",
+    "kp_subtract",
+    "kp_add",
+    "kp_enter",
+    "kp_decimal",
+    "sysrq",
+    "kp_0",
+    "kp_1",
+    "kp_2",
+    "kp_3",
+    "kp_4",
+    "kp_5",
+    "kp_6",
+    "kp_7",
+    "kp_8",
+    "kp_9",
+    "less",
+    "f11",
+    "f12",
+    "print",
+    "home",
+    "pgup",
+    "pgdn",
+    "end",
+    "left",
+    "up",
+    "down",
+    "right",
+    "insert",
+    "delete",
+    "stop",
+    "again",
+    "props",
+    "undo",
+    "front",
+    "copy",
+    "open",
+    "paste",
+    "find",
+    "cut",
+    "lf",
+    "help",
+    "meta_l",
+    "meta_r",
+    "compose",
+    "pause",
+    "ro",
+    "hiragana",
+    "henkan",
+    "yen",
+    "muhenkan",
+    "katakanahiragana",
+    "kp_comma",
+    "kp_equals",
+    "power",
+    "sleep",
+    "wake",
+    "audionext",
+    "audioprev",
+    "audiostop",
+    "audioplay",
+    "audiomute",
+    "volumeup",
+    "volumedown",
+    "mediaselect",
+    "mail",
+    "calculator",
+    "computer",
+    "ac_home",
+    "ac_back",
+    "ac_forward",
+    "ac_refresh",
+    "ac_bookmarks",
+    "lang1",
+    "lang2",
+]
+
+
+KeyValue_qcode = TypedDict(
+    "KeyValue_qcode",
+    {
+        "type": Literal["qcode"],
+        "data": QKeyCode,
+    },
+)
+
+
+KeyValue: TypeAlias = KeyValue_number | KeyValue_qcode
+
+
+InputKeyEvent = TypedDict(
+    "InputKeyEvent",
+    {
+        "key": KeyValue,
+        "down": bool,
+    },
+)
+
+
+InputEvent_key = TypedDict(
+    "InputEvent_key",
+    {
+        "type": Literal["key"],
+        "data": InputKeyEvent,
+    },
+)
+
+
+InputButton: TypeAlias = Literal[
+    "left",
+    "middle",
+    "right",
+    "wheel-up",
+    "wheel-down",
+    "side",
+    "extra",
+    "wheel-left",
+    "wheel-right",
+]
+
+
+InputBtnEvent = TypedDict(
+    "InputBtnEvent",
+    {
+        "button": InputButton,
+        "down": bool,
+    },
+)
+
+
+InputEvent_btn = TypedDict(
+    "InputEvent_btn",
+    {
+        "type": Literal["btn"],
+        "data": InputBtnEvent,
+    },
+)
+
+
+InputAxis: TypeAlias = Literal[
+    "x",
+    "y",
+]
+
+
+InputMoveEvent = TypedDict(
+    "InputMoveEvent",
+    {
+        "axis": InputAxis,
+        "value": int,
+    },
+)
+
+
+InputEvent_rel = TypedDict(
+    "InputEvent_rel",
+    {
+        "type": Literal["rel"],
+        "data": InputMoveEvent,
+    },
+)
+
+
+InputEvent_abs = TypedDict(
+    "InputEvent_abs",
+    {
+        "type": Literal["abs"],
+        "data": InputMoveEvent,
+    },
+)
+
+
+InputEvent: TypeAlias = InputEvent_key | InputEvent_btn | InputEvent_rel | InputEvent_abs
+
+
 NameInfo = TypedDict(
     "NameInfo",
     {
@@ -1551,6 +1825,21 @@ class AsyncCommands:
         arguments: dict[str, object] = {}
         return cast(list[PciInfo], await self._execute("query-pci", arguments))
 
+    async def input_send_event(
+        self,
+        *,
+        device: str | None = None,
+        head: int | None = None,
+        events: Sequence[InputEvent],
+    ) -> None:
+        """``input-send-event``."""
+        arguments: dict[str, object] = {"events": events}
+        if device is not None:
+            arguments["device"] = device
+        if head is not None:
+            arguments["head"] = head
+        await self._execute("input-send-event", arguments)
+
     async def query_name(self) -> NameInfo:
         """``query-name``."""
         arguments: dict[str, object] = {}
@@ -2024,6 +2313,21 @@ class SyncCommands:
         """``query-pci``."""
         arguments: dict[str, object] = {}
         return cast(list[PciInfo], self._execute("query-pci", arguments))
+
+    def input_send_event(
+        self,
+        *,
+        device: str | None = None,
+        head: int | None = None,
+        events: Sequence[InputEvent],
+    ) -> None:
+        """``input-send-event``."""
+        arguments: dict[str, object] = {"events": events}
+        if device is not None:
+            arguments["device"] = device
+        if head is not None:
+            arguments["head"] = head
+        self._execute("input-send-event", arguments)
 
     def query_name(self) -> NameInfo:
         """``query-name``."""

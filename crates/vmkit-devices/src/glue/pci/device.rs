@@ -77,6 +77,47 @@ pub trait PciDeviceModel: PciFunction + Sized {
     /// Loads a state `check_state` accepted; the BAR mappings and bus
     /// mastering it implies come back.
     fn load_state(&mut self, state: Self::State) -> Result<PciEffects, StateError>;
+
+    /// The object that owns the BAR regions of `obj`: the device itself,
+    /// or a child embedded in it (QEMU's `qemu-xhci` has its controller
+    /// core own BAR0).
+    fn region_owner(obj: &Object) -> Object {
+        obj.clone()
+    }
+
+    /// The function is on its bus at `path` ("0000:00:01.0") and reaches
+    /// guest memory through `dma` (a model doing DMA keeps it).
+    fn connected(&mut self, _dma: BusMasterDma, _path: &str) {}
+}
+
+thread_local! {
+    /// The devices whose model this thread is inside (an access or an
+    /// operation with effects): a DMA of the device reaching its own BAR
+    /// is refused rather than recursing (QEMU's memory re-entrancy guard).
+    static ACTIVE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks a device as entered on this thread until dropped.
+struct ReentryGuard(usize);
+
+impl ReentryGuard {
+    /// `None` when the device is entered already on this thread.
+    fn enter(key: usize) -> Option<ReentryGuard> {
+        ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            if a.contains(&key) {
+                return None;
+            }
+            a.push(key);
+            Some(ReentryGuard(key))
+        })
+    }
+}
+
+impl Drop for ReentryGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| a.borrow_mut().retain(|&k| k != self.0));
+    }
 }
 
 /// A BAR's region and where its mapping goes.
@@ -172,6 +213,20 @@ impl<M: PciDeviceModel> PciDevice<M> {
     /// The device reset, with its effects applied.
     pub fn reset(&self) {
         let _ = self.run(|m| Ok::<_, Infallible>(m.reset()));
+    }
+
+    /// Runs a device-side operation (a USB attach, injected input) on the
+    /// model and applies its effects, guarded against re-entry as a BAR
+    /// access is: a DMA of the operation reaching this device's own BARs
+    /// is refused.
+    pub fn update<E>(&self, f: impl FnOnce(&mut M) -> Result<PciEffects, E>) -> Result<(), E> {
+        let _guard = ReentryGuard::enter(self.key());
+        self.run(f)
+    }
+
+    /// Whether this thread is inside the device's model now.
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as *const () as usize
     }
 
     /// Runs `f` on the model and applies its effects: BAR moves and bus
@@ -310,6 +365,18 @@ impl<M: PciDeviceModel> BarOps<M> {
             .upgrade()
             .ok_or_else(|| vmkit_memory::Error::Refused(format!("BAR {} of a device that is gone", self.bar.number())))
     }
+
+    /// Enters the device, refusing an access made from inside it (its own
+    /// DMA reaching its BAR): QEMU's guard ignores such an access too.
+    fn enter(&self, dev: &PciDevice<M>) -> vmkit_memory::Result<ReentryGuard> {
+        ReentryGuard::enter(dev.key()).ok_or_else(|| {
+            vmkit_memory::Error::Refused(format!(
+                "re-entrant access to BAR {} of {} from its own DMA: ignored",
+                self.bar.number(),
+                dev.obj.describe()
+            ))
+        })
+    }
 }
 
 fn access_error(e: PciError) -> vmkit_memory::Error {
@@ -319,12 +386,14 @@ fn access_error(e: PciError) -> vmkit_memory::Error {
 impl<M: PciDeviceModel> MmioOps for BarOps<M> {
     fn read(&self, offset: u64, size: u32) -> vmkit_memory::Result<u64> {
         let dev = self.device()?;
+        let _guard = self.enter(&dev)?;
         let v = dev.model.lock().bar_read(self.bar, offset, size as u8);
         v.map_err(access_error)
     }
 
     fn write(&self, offset: u64, size: u32, value: u64) -> vmkit_memory::Result<()> {
         let dev = self.device()?;
+        let _guard = self.enter(&dev)?;
         dev.run(|m| m.bar_write(self.bar, offset, size as u8, value))
             .map_err(access_error)
     }
@@ -440,7 +509,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
         bus: Arc<PciRootBus>,
         devfn: DevFn,
         qdev_id: String,
-        model: M,
+        mut model: M,
     ) -> Result<Arc<PciDevice<M>>, GlueError> {
         let bars: Vec<(BarIndex, BarSpace, u64, BarRegion)> = model
             .config()
@@ -450,6 +519,9 @@ impl<M: PciDeviceModel> PciDevice<M> {
         // Behind an IOMMU, the function's own translated region.
         let dma_root = bus.device_dma_root(devfn, obj)?;
         let bus_master = BusMaster::new(obj, &dma_root)?;
+        let path = format!("0000:{:02x}:{:02x}.{:x}", bus.number(), devfn.slot(), devfn.func());
+        model.connected(BusMasterDma(Arc::clone(&bus_master.space)), &path);
+        let owner = M::region_owner(obj);
         let dev = Arc::new(PciDevice {
             obj: obj.clone(),
             bus,
@@ -469,9 +541,9 @@ impl<M: PciDeviceModel> PciDevice<M> {
                         bar: index,
                         constraints,
                     };
-                    MemoryRegion::mmio(&region.name, Some(&dev.obj), size, Arc::new(ops))?
+                    MemoryRegion::mmio(&region.name, Some(&owner), size, Arc::new(ops))?
                 }
-                BarRegionKind::Container => MemoryRegion::container(&region.name, Some(&dev.obj), u128::from(size))?,
+                BarRegionKind::Container => MemoryRegion::container(&region.name, Some(&owner), u128::from(size))?,
             };
             mappings.push(BarMapping { index, space, region });
         }

@@ -47,5 +47,6 @@ fn register_all() -> Result<(), GlueError> {
     host::register_mch()?;
     testdev::register()?;
     crate::glue::iommu::register_types()?;
+    crate::glue::usb::register_types()?;
     Ok(())
 }

@@ -241,6 +241,11 @@ impl XhciCore {
         self.bus_name = name;
     }
 
+    /// The USB bus's name.
+    pub fn bus_name(&self) -> &str {
+        &self.bus_name
+    }
+
     /// Tells the core whether its function's MSI-X is enabled: then
     /// interrupters notify vectors and INTx stays quiet.
     pub fn set_msix(&mut self, enabled: bool) {
