@@ -292,8 +292,13 @@ def test_cli_json(migrated: Migrated, capsys: pytest.CaptureFixture[str]) -> Non
         assert main(["analyze", str(migrated.stream), "--json"]) == 0
         text = capsys.readouterr().out
     parsed = json.loads(text)
-    assert set(parsed) == {"records", "ram", "devices", "length", "error"}
+    assert set(parsed) == {
+        "machine_type", "page_size", "trailer", "records", "ram", "devices", "length", "error"
+    }  # fmt: skip
     assert parsed["error"] is None
+    # x86's target page size; QEMU sends a trailer.
+    assert (parsed["page_size"], parsed["trailer"]) == (4096, "present")
+    assert parsed["machine_type"] == parsed["records"][0]["machine_type"]
     assert parsed == migration.analyze(migrated.stream)
 
 

@@ -62,10 +62,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     err = report["error"]
     if err is None:
         return 0
-    section = f" (section '{err['section']}')" if err["section"] is not None else ""
-    if err.get("field") is not None:
-        section += f" (field '{err['field']}')"
-    print(f"vmkit: error at offset {err['offset']}{section}: {err['message']}", file=sys.stderr)
+    print(f"vmkit: {err['summary']}", file=sys.stderr)
     return 1
 
 
