@@ -328,3 +328,36 @@ def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     assert _save_with_stderr_on_a_terminal(tmp_path, "--quiet") == ""
     out = cli("save", str(tmp_path / "s"), "-m", "4", "--run-for", "0.1")  # stderr: a pipe
     assert out.returncode == 0 and out.stderr == ""
+
+
+# ----- machine types ---------------------------------------------------------------
+
+
+def test_machine_help_lists_every_type_accepted() -> None:
+    from vmkit.machine import DEFAULT_MACHINE_TYPE
+    from vmkit.machine_types import MACHINE_TYPES
+
+    for spelling in ("-machine", "-M"):
+        out = cli("run", spelling, "help")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == "Supported machines are:"
+        names = [line.split()[0] for line in lines[1:]]
+        assert names == list(MACHINE_TYPES)
+        assert {"pc-q35-7.2", "pc-q35-9.2", "q35", DEFAULT_MACHINE_TYPE} <= set(names)
+        defaults = [line for line in lines[1:] if line.endswith("(default)")]
+        assert len(defaults) == 1 and defaults[0].startswith(f"{DEFAULT_MACHINE_TYPE} ")
+        # QEMU's layout: the name in a 20-column field, then the description.
+        assert all(line[20] == " " and line[21] != " " for line in lines[1:]), lines
+    # Each name listed is accepted, and only those.
+    for name in names:
+        assert parse_machine(name).startswith("pc-q35-")
+    assert parse_machine("q35") == "pc-q35-9.2"
+    with pytest.raises(QemuOptionError, match=r"unsupported machine type 'pc-i440fx-7\.2'"):
+        parse_machine("pc-i440fx-7.2")
+    out = cli("run", "-M", "nonesuch")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        "vmkit run: -machine nonesuch: unsupported machine type 'nonesuch'"
+        " (-machine help lists them) (see vmkit run --help)"
+    ]
