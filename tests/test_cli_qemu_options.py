@@ -361,3 +361,40 @@ def test_machine_help_lists_every_type_accepted() -> None:
         "vmkit run: -machine nonesuch: unsupported machine type 'nonesuch'"
         " (-machine help lists them) (see vmkit run --help)"
     ]
+
+
+# ----- single-dash options, told from an own table ---------------------------------
+
+
+def test_unknown_single_dash_options_are_refused_by_name() -> None:
+    from vmkit.cli import build_parser, main
+
+    parser = build_parser()
+    run = parser.subcommands["run"]
+    assert run.options["-qmp"] is True and run.options["-S"] is False
+    assert "-smp" not in run.options
+    assert set(parser.subcommands) >= {"run", "save", "restore", "analyze", "props"}
+    for argv, bad in [
+        (["run", "-smp", "2"], "-smp"),
+        (["run", "-m", "16", "-enable-kvm"], "-enable-kvm"),
+        (["save", "x.stream", "-qmp", "unix:/x"], "-qmp"),  # run's, not save's
+    ]:
+        out = cli(*argv)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr == f"vmkit {argv[0]}: option '{bad}' is not supported by vmkit\n"
+    # An option's value is not taken for an option: -name's here.
+    assert main(["run", "-name", "vm-1", "-M", "help"]) == 0
+
+
+def test_os_errors_read_as_path_and_reason(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.stream"
+    out = cli("restore", str(missing), "-m", "4")
+    assert out.returncode == 1
+    assert out.stderr == f"vmkit: {missing}: No such file or directory\n"
+    out = cli("run", "-m", "4", "-qmp", f"unix:{tmp_path / 'q.sock'}", "-incoming", "bogus:x")
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if not line.startswith("vmkit[")]
+    assert lines == [
+        "vmkit: cannot listen for a migration on bogus:x: 'bogus:x': unknown scheme 'bogus:'"
+        " (expected unix:PATH, tcp:HOST:PORT, fd:NAME, file:PATH or exec:CMD)"
+    ]

@@ -358,7 +358,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``vmkit run: -m 12Q: ...``), status 2."""
+    """Usage errors as one line (``vmkit run: -m 12Q: ...``), status 2.
+
+    Keeps a table of its own options (:attr:`options`) and, for the top
+    level, of its subcommands' parsers (:attr:`subcommands`), so that
+    options it does not know can be told apart without argparse's
+    internals."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.options: dict[str, bool] = {}  # option string -> takes a value
+        self.subcommands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        for option in action.option_strings:
+            self.options[option] = action.nargs != 0
+        return action
 
     def error(self, message: str) -> NoReturn:
         # A value parser's message names its option already.
@@ -366,11 +382,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(prog="vmkit", description="Model, inspect and drive vmkit machines.")
     parser.add_argument("--version", action="version", version=f"vmkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subcommands = parser.subcommands
+
+    class _Subcommand(_Parser):
+        """A subcommand's parser, listed in the top level's table."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            subcommands[self.prog.rsplit(" ", 1)[-1]] = self
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Subcommand)
 
     p = sub.add_parser("types", help="list registered QOM types")
     p.add_argument("--implements", help="only types that are or implement this type")
@@ -524,14 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unsupported_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+def _unsupported_option(parser: _Parser, argv: Sequence[str]) -> str | None:
     """The first QEMU-style single-dash option (``-smp``, ``-enable-kvm``)
     the chosen subcommand does not know, so it is refused by name rather
     than read as ``-m`` / ``-S`` with a glued value."""
-    sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not argv or not sub_actions or argv[0] not in sub_actions[0].choices:
+    subcommand = parser.subcommands.get(argv[0]) if argv else None
+    if subcommand is None:
         return None
-    known = sub_actions[0].choices[argv[0]]._option_string_actions
+    known = subcommand.options
     takes_value = False
     for token in argv[1:]:
         if token == "--":
@@ -541,7 +566,7 @@ def _unsupported_option(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
             continue
         name = token.partition("=")[0]
         if name in known:
-            takes_value = known[name].nargs != 0 and "=" not in token
+            takes_value = known[name] and "=" not in token
             continue
         single_dash = token.startswith("-") and not token.startswith("--") and len(token) > 2
         if single_dash and not token[1:].replace(".", "", 1).isdigit():  # not a number
@@ -568,10 +593,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         raise  # for run(): not an error of the command
-    except (VmkitError, OSError) as e:
+    except OSError as e:
+        print(f"vmkit: {_os_error_text(e)}", file=sys.stderr)
+        return 1
+    except VmkitError as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 1
     return status
+
+
+def _os_error_text(e: OSError) -> str:
+    """``PATH: reason`` rather than Python's ``[Errno N] reason: 'PATH'``."""
+    if e.strerror is None:
+        return str(e)
+    return f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
 
 
 def run() -> int:

@@ -172,7 +172,8 @@ def run_machine(
             try:
                 listening = monitor.start_incoming(incoming, autostart=not start_paused).uri
             except OSError as e:
-                print(f"vmkit: cannot listen for a migration on {incoming}: {e}", file=sys.stderr)
+                why = e.strerror or e  # without Python's "[Errno N]"
+                print(f"vmkit: cannot listen for a migration on {incoming}: {why}", file=sys.stderr)
                 return 1
         elif not start_paused:
             # Running before the address is announced: a client that read it
