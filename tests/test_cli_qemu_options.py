@@ -372,7 +372,7 @@ def test_unknown_single_dash_options_are_refused_by_name() -> None:
     parser = build_parser()
     run = parser.subcommands["run"]
     assert run.options["-qmp"] is True and run.options["-S"] is False
-    assert "-smp" not in run.options
+    assert run.options["--run-for"] is True and "-smp" not in run.options
     assert set(parser.subcommands) >= {"run", "save", "restore", "analyze", "props"}
     for argv, bad in [
         (["run", "-smp", "2"], "-smp"),
@@ -384,6 +384,90 @@ def test_unknown_single_dash_options_are_refused_by_name() -> None:
         assert out.stderr == f"vmkit {argv[0]}: option '{bad}' is not supported by vmkit\n"
     # An option's value is not taken for an option: -name's here.
     assert main(["run", "-name", "vm-1", "-M", "help"]) == 0
+
+
+# ----- run --run-for: progress -------------------------------------------------------
+
+
+def test_the_countdown_draws_on_the_console_given() -> None:
+    import io
+
+    from rich.console import Console
+
+    from vmkit import cli_progress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=80)
+    with cli_progress.Countdown("running the machine", 4.0, show=True, console=console) as bar:
+        bar.update(1.0)
+        bar.update(9.0)  # past the end: a full bar
+    assert "running the machine" in screen.getvalue()
+    assert "━" in screen.getvalue()
+    quiet = io.StringIO()
+    with cli_progress.Countdown(
+        "running the machine", 4.0, show=False, console=Console(file=quiet, force_terminal=True)
+    ) as bar:
+        bar.update(1.0)
+    assert quiet.getvalue() == ""
+
+
+def test_run_for_ends_the_machine_by_its_clock(tmp_path: Path) -> None:
+    import io
+    import itertools
+
+    from vmkit.machine import Machine
+    from vmkit.run import run_machine
+
+    ticks = itertools.count()  # one second per look at the clock
+    seen: list[float] = []
+    out = io.StringIO()
+    vm = Machine(memory=MIB)
+    status = run_machine(
+        vm,
+        str(tmp_path / "q.sock"),
+        out=out,
+        run_for=5.0,
+        on_progress=seen.append,
+        clock=lambda: float(next(ticks)),
+    )
+    assert status == 0
+    assert out.getvalue().startswith("QMP: unix:")
+    assert seen and seen == sorted(seen) and seen[-1] < 5.0
+    assert vm.status != "running"  # closed
+
+
+def _run_with_stderr_on_a_terminal(tmp_path: Path, *extra: str) -> str:
+    """Runs ``vmkit run --run-for`` with stderr on a pseudo-terminal; returns what it showed."""
+    import pty
+
+    main_fd, sub_fd = pty.openpty()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", "run", "-m", "4", "--workload-rate", "0",
+             "-qmp", f"unix:{tmp_path / 'q.sock'}", "--run-for", "0.5", *extra],
+            stdout=subprocess.PIPE, stderr=sub_fd, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0
+        os.close(sub_fd)
+        sub_fd = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything is read
+            while chunk := os.read(main_fd, 65536):
+                shown += chunk
+        return shown.decode(errors="replace")
+    finally:
+        os.close(main_fd)
+        if sub_fd >= 0:
+            os.close(sub_fd)
+
+
+def test_run_for_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    assert "running the machine" in _run_with_stderr_on_a_terminal(tmp_path)
+    assert "running the machine" not in _run_with_stderr_on_a_terminal(tmp_path, "--quiet")
+    out = cli("run", "-m", "4", "-qmp", f"unix:{tmp_path / 'p.sock'}", "--run-for", "0.1")
+    assert out.returncode == 0 and "running the machine" not in out.stderr
+    out = cli("run", "--run-for", "0")
+    assert out.returncode == 2 and "--run-for 0: needs a number of seconds above 0" in out.stderr
 
 
 def test_os_errors_read_as_path_and_reason(tmp_path: Path) -> None:

@@ -338,6 +338,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except QMPAddressError as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 2
+    if args.run_for is not None and args.run_for <= 0:
+        raise UsageError(f"--run-for {args.run_for:g}: needs a number of seconds above 0")
     vm = _build_machine(
         args,
         workload_rate=qom.parse_size(args.workload_rate),
@@ -345,16 +347,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workload_threads=args.workload_threads,
         seed=args.seed,
     )
-    return run_machine(
-        vm,
-        address,
-        start_paused=args.S,
-        name=args.name,
-        verbose=args.verbose,
-        incoming=args.incoming,
-        migration_allow_remote=args.migration_allow_remote,
-        unmodelled=args.unmodelled,
-    )
+    show = args.run_for is not None and cli_progress.enabled(args.quiet)
+    with cli_progress.Countdown("running the machine", args.run_for or 0.0, show=show) as bar:
+        return run_machine(
+            vm,
+            address,
+            start_paused=args.S,
+            name=args.name,
+            verbose=args.verbose,
+            incoming=args.incoming,
+            migration_allow_remote=args.migration_allow_remote,
+            unmodelled=args.unmodelled,
+            run_for=args.run_for,
+            on_progress=bar.update if show else None,
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -542,6 +548,13 @@ def build_parser() -> _Parser:
     )
     p.add_argument("--workload-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.add_argument(
+        "--run-for",
+        type=float,
+        metavar="SECONDS",
+        help="end the machine (as on SIGTERM) after it has run this long; a bar on a terminal",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress on the terminal")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
 
