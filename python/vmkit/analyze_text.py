@@ -34,8 +34,8 @@ def _is_bytes(value: object) -> bool:
 def _as_bytes(value: object) -> bytes | None:
     """The bytes a field holds: a byte array, or a buffer (which the
     report gives as lowercase hex)."""
-    if _is_bytes(value):
-        return bytes(value)  # type: ignore[arg-type]
+    if isinstance(value, list) and _is_bytes(value):
+        return bytes(value)
     hex_digits = "0123456789abcdef"
     if isinstance(value, str) and len(value) >= 8 and all(c in hex_digits for c in value):
         return bytes.fromhex(value) if len(value) % 2 == 0 else None
