@@ -328,3 +328,157 @@ def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     assert _save_with_stderr_on_a_terminal(tmp_path, "--quiet") == ""
     out = cli("save", str(tmp_path / "s"), "-m", "4", "--run-for", "0.1")  # stderr: a pipe
     assert out.returncode == 0 and out.stderr == ""
+
+
+# ----- machine types ---------------------------------------------------------------
+
+
+def test_machine_help_lists_every_type_accepted() -> None:
+    from vmkit.machine import DEFAULT_MACHINE_TYPE
+    from vmkit.machine_types import MACHINE_TYPES
+
+    for spelling in ("-machine", "-M"):
+        out = cli("run", spelling, "help")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == "Supported machines are:"
+        names = [line.split()[0] for line in lines[1:]]
+        assert names == list(MACHINE_TYPES)
+        assert {"pc-q35-7.2", "pc-q35-9.2", "q35", DEFAULT_MACHINE_TYPE} <= set(names)
+        defaults = [line for line in lines[1:] if line.endswith("(default)")]
+        assert len(defaults) == 1 and defaults[0].startswith(f"{DEFAULT_MACHINE_TYPE} ")
+        # QEMU's layout: the name in a 20-column field, then the description.
+        assert all(line[20] == " " and line[21] != " " for line in lines[1:]), lines
+    # Each name listed is accepted, and only those.
+    for name in names:
+        assert parse_machine(name).startswith("pc-q35-")
+    assert parse_machine("q35") == "pc-q35-9.2"
+    with pytest.raises(QemuOptionError, match=r"unsupported machine type 'pc-i440fx-7\.2'"):
+        parse_machine("pc-i440fx-7.2")
+    out = cli("run", "-M", "nonesuch")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        "vmkit run: -machine nonesuch: unsupported machine type 'nonesuch'"
+        " (-machine help lists them) (see vmkit run --help)"
+    ]
+
+
+# ----- single-dash options, told from an own table ---------------------------------
+
+
+def test_unknown_single_dash_options_are_refused_by_name() -> None:
+    from vmkit.cli import build_parser, main
+
+    parser = build_parser()
+    run = parser.subcommands["run"]
+    assert run.options["-qmp"] is True and run.options["-S"] is False
+    assert run.options["--run-for"] is True and "-smp" not in run.options
+    assert set(parser.subcommands) >= {"run", "save", "restore", "analyze", "props"}
+    for argv, bad in [
+        (["run", "-smp", "2"], "-smp"),
+        (["run", "-m", "16", "-enable-kvm"], "-enable-kvm"),
+        (["save", "x.stream", "-qmp", "unix:/x"], "-qmp"),  # run's, not save's
+    ]:
+        out = cli(*argv)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr == f"vmkit {argv[0]}: option '{bad}' is not supported by vmkit\n"
+    # An option's value is not taken for an option: -name's here.
+    assert main(["run", "-name", "vm-1", "-M", "help"]) == 0
+
+
+# ----- run --run-for: progress -------------------------------------------------------
+
+
+def test_the_countdown_draws_on_the_console_given() -> None:
+    import io
+
+    from rich.console import Console
+
+    from vmkit import cli_progress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=80)
+    with cli_progress.Countdown("running the machine", 4.0, show=True, console=console) as bar:
+        bar.update(1.0)
+        bar.update(9.0)  # past the end: a full bar
+    assert "running the machine" in screen.getvalue()
+    assert "━" in screen.getvalue()
+    quiet = io.StringIO()
+    with cli_progress.Countdown(
+        "running the machine", 4.0, show=False, console=Console(file=quiet, force_terminal=True)
+    ) as bar:
+        bar.update(1.0)
+    assert quiet.getvalue() == ""
+
+
+def test_run_for_ends_the_machine_by_its_clock(tmp_path: Path) -> None:
+    import io
+    import itertools
+
+    from vmkit.machine import Machine
+    from vmkit.run import run_machine
+
+    ticks = itertools.count()  # one second per look at the clock
+    seen: list[float] = []
+    out = io.StringIO()
+    vm = Machine(memory=MIB)
+    status = run_machine(
+        vm,
+        str(tmp_path / "q.sock"),
+        out=out,
+        run_for=5.0,
+        on_progress=seen.append,
+        clock=lambda: float(next(ticks)),
+    )
+    assert status == 0
+    assert out.getvalue().startswith("QMP: unix:")
+    assert seen and seen == sorted(seen) and seen[-1] < 5.0
+    assert vm.status != "running"  # closed
+
+
+def _run_with_stderr_on_a_terminal(tmp_path: Path, *extra: str) -> str:
+    """Runs ``vmkit run --run-for`` with stderr on a pseudo-terminal; returns what it showed."""
+    import pty
+
+    main_fd, sub_fd = pty.openpty()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "vmkit.cli", "run", "-m", "4", "--workload-rate", "0",
+             "-qmp", f"unix:{tmp_path / 'q.sock'}", "--run-for", "0.5", *extra],
+            stdout=subprocess.PIPE, stderr=sub_fd, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0
+        os.close(sub_fd)
+        sub_fd = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything is read
+            while chunk := os.read(main_fd, 65536):
+                shown += chunk
+        return shown.decode(errors="replace")
+    finally:
+        os.close(main_fd)
+        if sub_fd >= 0:
+            os.close(sub_fd)
+
+
+def test_run_for_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    assert "running the machine" in _run_with_stderr_on_a_terminal(tmp_path)
+    assert "running the machine" not in _run_with_stderr_on_a_terminal(tmp_path, "--quiet")
+    out = cli("run", "-m", "4", "-qmp", f"unix:{tmp_path / 'p.sock'}", "--run-for", "0.1")
+    assert out.returncode == 0 and "running the machine" not in out.stderr
+    out = cli("run", "--run-for", "0")
+    assert out.returncode == 2 and "--run-for 0: needs a number of seconds above 0" in out.stderr
+
+
+def test_os_errors_read_as_path_and_reason(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.stream"
+    out = cli("restore", str(missing), "-m", "4")
+    assert out.returncode == 1
+    assert out.stderr == f"vmkit: {missing}: No such file or directory\n"
+    out = cli("run", "-m", "4", "-qmp", f"unix:{tmp_path / 'q.sock'}", "-incoming", "bogus:x")
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if not line.startswith("vmkit[")]
+    assert lines == [
+        "vmkit: cannot listen for a migration on bogus:x: 'bogus:x': unknown scheme 'bogus:'"
+        " (expected unix:PATH, tcp:HOST:PORT, fd:NAME, file:PATH or exec:CMD)"
+    ]

@@ -214,6 +214,31 @@ def test_every_record_parses(report: dict[str, Any], migrated: Migrated) -> None
     assert offsets == sorted(offsets)
 
 
+def test_without_its_trailer_a_qemu_stream_lists_its_devices_framed_by_footers(
+    report: dict[str, Any], migrated: Migrated, tmp_path: Path
+) -> None:
+    """QEMU's device bodies have no length on the wire: cut the trailer off
+    and each is found by its footer, listed undecoded; the missing trailer
+    is the error."""
+    eof = next(r for r in report["records"] if r["type"] == "EOF")
+    cut = tmp_path / "no-trailer.stream"
+    shutil.copyfile(migrated.stream, cut)
+    try:
+        os.truncate(cut, eof["offset"] + 1)
+        without = migration.analyze(cut)
+    finally:
+        cut.unlink()
+    assert without["trailer"] == "missing"
+    frame = [(r["offset"], r["type"], r["idstr"], r.get("body_len")) for r in without["records"]]
+    whole = [(r["offset"], r["type"], r["idstr"], r.get("body_len")) for r in report["records"]]
+    assert frame == whole[:-1]  # all but the trailer, framed alike
+    full = [r for r in without["records"] if r["type"] == "FULL"]
+    assert full and all(r.get("framed_by_footer") or r.get("fields") for r in full)
+    assert any(r.get("framed_by_footer") for r in full)  # QEMU's cpu, apic, ...
+    assert without["error"]["summary"].startswith("VMDESCRIPTION trailer missing")
+    assert without["error"]["record_offset"] == eof["offset"] + 1
+
+
 def test_device_sections_decode(report: dict[str, Any]) -> None:
     full = [r for r in report["records"] if r["type"] == "FULL"]
     assert [(d["idstr"], d["instance_id"]) for d in report["devices"]] == [
@@ -292,8 +317,13 @@ def test_cli_json(migrated: Migrated, capsys: pytest.CaptureFixture[str]) -> Non
         assert main(["analyze", str(migrated.stream), "--json"]) == 0
         text = capsys.readouterr().out
     parsed = json.loads(text)
-    assert set(parsed) == {"records", "ram", "devices", "length", "error"}
+    assert set(parsed) == {
+        "machine_type", "page_size", "trailer", "records", "ram", "devices", "length", "error"
+    }  # fmt: skip
     assert parsed["error"] is None
+    # x86's target page size; QEMU sends a trailer.
+    assert (parsed["page_size"], parsed["trailer"]) == (4096, "present")
+    assert parsed["machine_type"] == parsed["records"][0]["machine_type"]
     assert parsed == migration.analyze(migrated.stream)
 
 

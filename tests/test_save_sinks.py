@@ -319,6 +319,6 @@ def test_vmkit_save_reports_a_full_disk_in_one_line(
     # 64 MiB of zero pages is about 147 KiB of stream: more than the disk.
     assert main(["save", str(path), "-m", "64M"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("vmkit: [Errno 28] No space left on device at stream offset "), err
+    assert err.startswith(f"vmkit: {path}: No space left on device at stream offset "), err
     assert err.count("\n") == 1
     assert path.read_bytes() == b"the previous stream"

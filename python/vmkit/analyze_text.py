@@ -1,7 +1,8 @@
 """``vmkit analyze FILE`` as text: what :func:`vmkit.migration.analyze`
 reports, laid out for a reader.
 
-The machine type comes first, then one line per record, the RAM blocks,
+The machine type and page size come first, then one line per record (a
+damaged stream's last line is the record that did not parse), the RAM blocks,
 and one line per device section with its fields flattened
 (``serial0/fifo.depth=16``). Byte arrays that hold text are shown as
 text (``runstate="prelaunch"``); long ones as their first bytes and their
@@ -30,11 +31,23 @@ def _is_bytes(value: object) -> bool:
     )
 
 
+def _as_bytes(value: object) -> bytes | None:
+    """The bytes a field holds: a byte array, or a buffer (which the
+    report gives as lowercase hex)."""
+    if isinstance(value, list) and _is_bytes(value):
+        return bytes(value)
+    hex_digits = "0123456789abcdef"
+    if isinstance(value, str) and len(value) >= 8 and all(c in hex_digits for c in value):
+        return bytes.fromhex(value) if len(value) % 2 == 0 else None
+    return None
+
+
 def format_value(value: Any, *, full: bool = False) -> str:
-    """One field's value: text for a NUL-padded printable byte array,
-    ``01 02 … (N bytes)`` for a long one unless ``full``, JSON otherwise."""
-    if _is_bytes(value):
-        data = bytes(value)
+    """One field's value: text for a NUL-padded printable byte array or
+    buffer, ``01 02 … (N bytes)`` for a long one unless ``full``, JSON
+    otherwise."""
+    data = _as_bytes(value)
+    if data is not None:
         text = data.rstrip(b"\0")
         if len(text) >= 2 and all(32 <= b < 127 for b in text):
             return json.dumps(text.decode("ascii"))
@@ -65,11 +78,10 @@ def format_report(report: dict[str, Any], *, width: int = 0, device: str | None 
     """The report as text; ``width`` cuts long lines (0: never),
     ``device`` (a glob on the section's idstr) lists only those devices,
     each field in full on its own line."""
-    out: list[str] = []
-    machine = next(
-        (r.get("machine_type") for r in report["records"] if r["type"] == "CONFIGURATION"), None
-    )
-    out.append(f"machine: {machine or '-'}  length: {report['length']} bytes")
+    out: list[str] = [
+        f"machine: {report['machine_type'] or '-'}  page size: {report['page_size']}"
+        f"  length: {report['length']} bytes  trailer: {report['trailer']}"
+    ]
     if device is None:
         rows = [
             [
@@ -79,6 +91,11 @@ def format_report(report: dict[str, Any], *, width: int = 0, device: str | None 
             ]
             for r in report["records"]
         ]
+        err = report["error"]
+        if err is not None:  # the record that did not parse ends the list
+            missing = err["summary"].startswith("VMDESCRIPTION trailer missing")
+            what = "(missing)" if missing else "(not parsed)"
+            rows.append([str(err["record_offset"]), err["record"] or "?", "", what, "", ""])
         header = ["offset", "type", "section", "idstr", "instance", "version"]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:

@@ -62,10 +62,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     err = report["error"]
     if err is None:
         return 0
-    section = f" (section '{err['section']}')" if err["section"] is not None else ""
-    if err.get("field") is not None:
-        section += f" (field '{err['field']}')"
-    print(f"vmkit: error at offset {err['offset']}{section}: {err['message']}", file=sys.stderr)
+    print(f"vmkit: {err['summary']}", file=sys.stderr)
     return 1
 
 
@@ -342,6 +339,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except QMPAddressError as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 2
+    if args.run_for is not None and args.run_for <= 0:
+        raise UsageError(f"--run-for {args.run_for:g}: needs a number of seconds above 0")
     vm = _build_machine(
         args,
         workload_rate=qom.parse_size(args.workload_rate),
@@ -349,20 +348,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workload_threads=args.workload_threads,
         seed=args.seed,
     )
-    return run_machine(
-        vm,
-        address,
-        start_paused=args.S,
-        name=args.name,
-        verbose=args.verbose,
-        incoming=args.incoming,
-        migration_allow_remote=args.migration_allow_remote,
-        unmodelled=args.unmodelled,
-    )
+    show = args.run_for is not None and cli_progress.enabled(args.quiet)
+    with cli_progress.Countdown("running the machine", args.run_for or 0.0, show=show) as bar:
+        return run_machine(
+            vm,
+            address,
+            start_paused=args.S,
+            name=args.name,
+            verbose=args.verbose,
+            incoming=args.incoming,
+            migration_allow_remote=args.migration_allow_remote,
+            unmodelled=args.unmodelled,
+            run_for=args.run_for,
+            on_progress=bar.update if show else None,
+        )
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``vmkit run: -m 12Q: ...``), status 2."""
+    """Usage errors as one line (``vmkit run: -m 12Q: ...``), status 2.
+
+    Keeps a table of its own options (:attr:`options`) and, for the top
+    level, of its subcommands' parsers (:attr:`subcommands`), so that
+    options it does not know can be told apart without argparse's
+    internals."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.options: dict[str, bool] = {}  # option string -> takes a value
+        self.subcommands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        for option in action.option_strings:
+            self.options[option] = action.nargs != 0
+        return action
 
     def error(self, message: str) -> NoReturn:
         # A value parser's message names its option already.
@@ -370,11 +389,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(prog="vmkit", description="Model, inspect and drive vmkit machines.")
     parser.add_argument("--version", action="version", version=f"vmkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subcommands = parser.subcommands
+
+    class _Subcommand(_Parser):
+        """A subcommand's parser, listed in the top level's table."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            subcommands[self.prog.rsplit(" ", 1)[-1]] = self
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Subcommand)
 
     p = sub.add_parser("types", help="list registered QOM types")
     p.add_argument("--implements", help="only types that are or implement this type")
@@ -521,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workload-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.add_argument(
+        "--run-for",
+        type=float,
+        metavar="SECONDS",
+        help="end the machine (as on SIGTERM) after it has run this long; a bar on a terminal",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress on the terminal")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_cmd_run)
 
@@ -528,14 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unsupported_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+def _unsupported_option(parser: _Parser, argv: Sequence[str]) -> str | None:
     """The first QEMU-style single-dash option (``-smp``, ``-enable-kvm``)
     the chosen subcommand does not know, so it is refused by name rather
     than read as ``-m`` / ``-S`` with a glued value."""
-    sub_actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not argv or not sub_actions or argv[0] not in sub_actions[0].choices:
+    subcommand = parser.subcommands.get(argv[0]) if argv else None
+    if subcommand is None:
         return None
-    known = sub_actions[0].choices[argv[0]]._option_string_actions
+    known = subcommand.options
     takes_value = False
     for token in argv[1:]:
         if token == "--":
@@ -545,7 +580,7 @@ def _unsupported_option(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
             continue
         name = token.partition("=")[0]
         if name in known:
-            takes_value = known[name].nargs != 0 and "=" not in token
+            takes_value = known[name] and "=" not in token
             continue
         single_dash = token.startswith("-") and not token.startswith("--") and len(token) > 2
         if single_dash and not token[1:].replace(".", "", 1).isdigit():  # not a number
@@ -572,10 +607,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         raise  # for run(): not an error of the command
-    except (VmkitError, OSError) as e:
+    except OSError as e:
+        print(f"vmkit: {_os_error_text(e)}", file=sys.stderr)
+        return 1
+    except VmkitError as e:
         print(f"vmkit: {e}", file=sys.stderr)
         return 1
     return status
+
+
+def _os_error_text(e: OSError) -> str:
+    """``PATH: reason`` rather than Python's ``[Errno N] reason: 'PATH'``."""
+    if e.strerror is None:
+        return str(e)
+    return f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
 
 
 def run() -> int:

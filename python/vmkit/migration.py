@@ -32,6 +32,10 @@ whole stream is valid (:class:`vmkit.machine.Machine` wraps both).
 documented layout scripts rely on::
 
     {
+      "machine_type": str | None,  # from the configuration record
+      "page_size": int,       # target page size: the configuration's page
+                              # bits, else the trailer's, else 4096 (x86)
+      "trailer": str,         # "present" | "missing" | "damaged"
       "records": [            # every record in stream order (no file header)
         {
           "offset": int,       # offset of the record's first byte
@@ -47,6 +51,7 @@ documented layout scripts rely on::
           "command": int, "command_name": str, "data_len": int,  # COMMAND
           "device_count": int,        # VMDESCRIPTION
           "fields": {...} | None,     # FULL device sections: decoded fields
+          "framed_by_footer": True,   # a device body found by its footer
         },
         ...
       ],
@@ -59,7 +64,10 @@ documented layout scripts rely on::
       ],
       "length": int,          # bytes parsed (where parsing stopped)
       "error": None | {"offset": int, "message": str, "section": str | None,
-                       "field": str | None},   # field path, e.g. "dev/queue[3]"
+                       "field": str | None,    # field path, e.g. "dev/queue[3]"
+                       "record": str | None,   # the record that did not parse
+                       "record_offset": int,   # where it starts
+                       "summary": str},        # all of it in one line
     }
 
 Device fields are decoded generically from the stream's VMDESCRIPTION
@@ -74,8 +82,14 @@ section's name (or its last ``/`` component) — into the same layout.
 
 A damaged stream does not raise: the report keeps the records parsed before
 the damage and ``"error"`` says what broke, at which offset, and in which
-section (``None`` outside sections). A file cut short loses its trailer, so
-its first device section is reported as not decodable.
+section (``None`` outside sections), naming the first record that could not
+be parsed (``"record"``: its type, ``None`` for a byte that starts no
+record; ``"record_offset"``). A file cut short loses its trailer: a device
+section no known VMState describes is then still listed, its body found by
+its footer (``"framed_by_footer": True``, no ``"fields"``), and the missing
+trailer is the error (``"VMDESCRIPTION trailer missing ..."``); a trailer
+that does not read is one too (``"VMDESCRIPTION trailer damaged at offset
+N: ..."``).
 
 :func:`load_ram` parses the same way and also loads the stream's RAM into
 :class:`vmkit.memory.RamBlock` objects, as a migration destination would::

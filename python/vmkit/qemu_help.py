@@ -51,10 +51,13 @@ def _shown(value: object) -> str:
 
 
 def machine_list(default: str) -> str:
-    """The machine types: vmkit has one board, named in streams as the
-    type given (``-machine TYPE``), ``default`` when none is."""
-    return (
-        "Supported machines are:\n"
-        f"{default:<20} vmkit's board, RAM and the devices given (default)\n"
-        f"{'TYPE':<20} the same board, named TYPE in migration streams\n"
-    )
+    """``-machine help``: every machine type vmkit accepts
+    (:data:`vmkit.machine_types.MACHINE_TYPES`), ``default`` marked, in
+    QEMU's layout."""
+    from vmkit.machine_types import MACHINE_TYPES
+
+    lines = ["Supported machines are:"]
+    for name, description in MACHINE_TYPES.items():
+        mark = " (default)" if name == default else ""
+        lines.append(f"{name:<20} {description}{mark}")
+    return "\n".join(lines) + "\n"

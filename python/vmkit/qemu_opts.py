@@ -113,14 +113,25 @@ def parse_qmp(text: str) -> str:
 
 
 def parse_machine(text: str) -> str:
-    """``-machine`` / ``-M``: ``TYPE`` or ``type=TYPE``; returns the type.
-    Machine properties (``accel=``, ``smm=`` ...) are not modelled."""
+    """``-machine`` / ``-M``: ``TYPE`` or ``type=TYPE``; returns the type
+    (an alias resolved, ``help`` as is). The type must be one of
+    :data:`vmkit.machine_types.MACHINE_TYPES`; machine properties
+    (``accel=``, ``smm=`` ...) are not modelled."""
     opts = _pairs("-machine", text, "type")
     machine_type = opts.pop("type", "")
     _refuse_rest("-machine", text, opts)
     if not machine_type:
         raise QemuOptionError(f"-machine {text}: no machine type given")
-    return machine_type
+    if machine_type == "help":
+        return machine_type
+    from vmkit.machine_types import resolve
+
+    resolved = resolve(machine_type)
+    if resolved is None:
+        raise QemuOptionError(
+            f"-machine {text}: unsupported machine type '{machine_type}' (-machine help lists them)"
+        )
+    return resolved
 
 
 def parse_name(text: str) -> str:

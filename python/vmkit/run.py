@@ -18,6 +18,8 @@ import socket
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -114,6 +116,9 @@ def run_machine(
     incoming: str | None = None,
     migration_allow_remote: bool = False,
     unmodelled: str = "refuse",
+    run_for: float | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Serves QMP for ``vm`` on ``address`` (default: :func:`default_qmp_path`)
     until ``quit``, SIGTERM or SIGINT; then closes the machine. Prints
@@ -124,7 +129,10 @@ def run_machine(
     ``migration_allow_remote`` lets migrations use TCP addresses that are
     not loopback (``--migration-allow-remote``); ``unmodelled`` is what an
     incoming migration does with what the machine does not model
-    (``--unmodelled``)."""
+    (``--unmodelled``). With ``run_for`` the machine also ends, as on
+    SIGTERM, once it has been served that many seconds (by ``clock``);
+    ``on_progress`` is then told the seconds served, several times a
+    second (a progress bar)."""
     stream = out if out is not None else sys.stdout
     logging.basicConfig(
         stream=sys.stderr,
@@ -173,7 +181,8 @@ def run_machine(
             try:
                 listening = monitor.start_incoming(incoming, autostart=not start_paused).uri
             except OSError as e:
-                print(f"vmkit: cannot listen for a migration on {incoming}: {e}", file=sys.stderr)
+                why = e.strerror or e  # without Python's "[Errno N]"
+                print(f"vmkit: cannot listen for a migration on {incoming}: {why}", file=sys.stderr)
                 return 1
         elif not start_paused:
             # Running before the address is announced: a client that read it
@@ -185,9 +194,19 @@ def run_machine(
         if listening is not None:
             print(f"incoming: {listening}", file=stream, flush=True)
         log.info("machine %s, QMP on %s", vm.machine_type, shown)
-        while not done.wait(0.5):
+        started = clock()
+        step = 0.5 if on_progress is None else 0.1
+        while True:
+            left = None if run_for is None else run_for - (clock() - started)
+            if left is not None and left <= 0:
+                finish("run-for")
+                break
+            if done.wait(step if left is None else min(step, left)):
+                break
             if not server.is_serving:
                 finish("server closed")
+            if on_progress is not None:
+                on_progress(clock() - started)
         why = reason[0] if reason else "?"
         if why != "quit":
             monitor.shutdown("host-signal")

@@ -162,14 +162,87 @@ fn a_truncated_stream_keeps_the_records_before_the_cut() {
     assert!(e.message.contains("truncated"), "{}", e.message);
     assert_eq!(r.length, cut);
 
-    // Cut in the device body: without the trailer, it cannot be decoded.
+    assert_eq!((e.record, e.record_offset), (Some("PART"), s.offsets[2]));
+    assert!(
+        e.summary.starts_with(&format!(
+            "cannot parse record PART at offset {} (section 'ram'): ",
+            s.offsets[2]
+        )),
+        "{}",
+        e.summary
+    );
+
+    // Cut in the device body: without the trailer, its footer is looked
+    // for, and the cut comes first.
     let cut = s.offsets[4] + 24;
     let r = report(&s.bytes[..cut as usize]);
     assert_eq!(r.records.len(), 4);
+    assert_eq!(r.trailer, "missing");
     let e = r.error.as_ref().unwrap_or_else(|| panic!("no error"));
-    assert_eq!(e.offset, s.offsets[4]);
+    assert_eq!(e.offset, cut);
+    assert_eq!((e.record, e.record_offset), (Some("FULL"), s.offsets[4]));
     assert_eq!(e.section.as_deref(), Some("serial0"));
     assert!(e.message.contains("VMDESCRIPTION"), "{}", e.message);
+}
+
+#[test]
+fn without_its_trailer_a_stream_still_lists_its_device_sections() {
+    let s = sample();
+    // Cut right after EOF: the trailer is all that is missing.
+    let r = report(&s.bytes[..s.offsets[6] as usize]);
+    assert_eq!(r.records.len(), 6);
+    let full = &r.records[4];
+    assert_eq!((full.record_type, full.idstr.as_deref()), ("FULL", Some("serial0")));
+    assert!(full.framed_by_footer);
+    // Header: type, id, idstr length, "serial0", instance, version; then the footer.
+    assert_eq!(
+        full.body_len,
+        Some(s.offsets[5] - s.offsets[4] - (1 + 4 + 1 + 7 + 4 + 4) - 5)
+    );
+    assert_eq!(full.fields, None);
+    assert!(r.devices.is_empty());
+    let e = r.error.as_ref().unwrap_or_else(|| panic!("no error"));
+    assert_eq!((e.record, e.record_offset), (Some("VMDESCRIPTION"), s.offsets[6]));
+    assert!(e.summary.starts_with("VMDESCRIPTION trailer missing"), "{}", e.summary);
+    assert_eq!(r.trailer, "missing");
+
+    // A trailer whose JSON is damaged: the sections are framed the same
+    // way, and the trailer is the error, at its offset.
+    let mut bytes = s.bytes.clone();
+    let json_at = s.offsets[6] as usize + 5;
+    bytes[json_at] = b'[';
+    let r = report(&bytes);
+    assert_eq!(r.trailer, "damaged");
+    assert_eq!(r.records.len(), 6);
+    assert!(r.records[4].framed_by_footer);
+    let e = r.error.as_ref().unwrap_or_else(|| panic!("no error"));
+    assert_eq!((e.record, e.record_offset), (Some("VMDESCRIPTION"), s.offsets[6]));
+    assert!(
+        e.summary
+            .starts_with(&format!("VMDESCRIPTION trailer damaged at offset {}: ", s.offsets[6])),
+        "{}",
+        e.summary
+    );
+
+    // Its length cut short: no trailer is found at the end of the file;
+    // the parser meets it and names it.
+    let cut = s.bytes.len() - 3;
+    let r = report(&s.bytes[..cut]);
+    assert_eq!(r.records.len(), 6);
+    let e = r.error.as_ref().unwrap_or_else(|| panic!("no error"));
+    assert_eq!((e.record, e.record_offset), (Some("VMDESCRIPTION"), s.offsets[6]));
+    assert!(e.summary.contains("trailer damaged at offset"), "{}", e.summary);
+}
+
+#[test]
+fn the_page_size_comes_from_the_configuration_or_the_trailer() {
+    let s = sample();
+    let r = report(&s.bytes);
+    assert_eq!(r.machine_type.as_deref(), Some("pc-q35-9.2"));
+    assert_eq!((r.page_size, r.trailer), (4096, "present"));
+    // No trailer, no page bits sent: the x86 target page size.
+    let r = report(&s.bytes[..s.offsets[6] as usize]);
+    assert_eq!(r.page_size, 4096);
 }
 
 #[test]
@@ -192,7 +265,23 @@ fn json_layout() {
     let s = sample();
     let v: Value = ok(serde_json::from_str(&report(&s.bytes).to_json()));
     let keys: Vec<_> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-    assert_eq!(keys, ["records", "ram", "devices", "length", "error"]);
+    assert_eq!(
+        keys,
+        [
+            "machine_type",
+            "page_size",
+            "trailer",
+            "records",
+            "ram",
+            "devices",
+            "length",
+            "error"
+        ]
+    );
+    assert_eq!(
+        (v["machine_type"].clone(), v["page_size"].clone()),
+        (json!("pc-q35-9.2"), json!(4096))
+    );
     assert_eq!(v["error"], Value::Null);
     assert_eq!(v["length"], json!(s.bytes.len()));
     let rec = &v["records"][4];
@@ -221,7 +310,15 @@ fn json_layout() {
     let v: Value = ok(serde_json::from_str(&report(cut).to_json()));
     assert_eq!(
         v["error"],
-        json!({"offset": s.part_body + 20, "message": v["error"]["message"], "section": "ram", "field": null})
+        json!({
+            "offset": s.part_body + 20,
+            "message": v["error"]["message"],
+            "section": "ram",
+            "field": null,
+            "record": "PART",
+            "record_offset": s.offsets[2],
+            "summary": v["error"]["summary"],
+        })
     );
 }
 
@@ -249,12 +346,27 @@ fn python_fixture_is_up_to_date() {
 fn every_prefix_and_byte_flip_gives_a_report() {
     let s = sample();
     let full = report(&s.bytes);
+    // Where each record starts: the file header, then the records listed.
+    let starts: Vec<u64> = std::iter::once(0).chain(s.offsets.iter().copied()).collect();
+    let framing = |r: &vmkit_migration::analyze::RecordReport| (r.offset, r.record_type, r.idstr.clone(), r.body_len);
     for cut in 0..s.bytes.len() {
         let r = report(&s.bytes[..cut]);
         let e = r.error.as_ref().unwrap_or_else(|| panic!("cut {cut}: no error"));
         assert!(e.offset <= cut as u64, "cut {cut}: error at {}", e.offset);
-        assert!(r.records.len() < full.records.len(), "cut {cut}");
-        assert_eq!(r.records[..], full.records[..r.records.len()], "cut {cut}");
+        // The error names the record the cut falls in, at its offset ...
+        let at = starts.iter().rposition(|&o| o <= cut as u64).unwrap_or(0);
+        assert_eq!(e.record_offset, starts[at], "cut {cut}: {}", e.summary);
+        assert!(
+            e.summary.contains(&format!("at offset {}", starts[at])),
+            "cut {cut}: {}",
+            e.summary
+        );
+        // ... and every record that ends before the cut is listed, framed
+        // as in the whole stream.
+        assert_eq!(r.records.len(), at.saturating_sub(1), "cut {cut}: {}", e.summary);
+        let got: Vec<_> = r.records.iter().map(framing).collect();
+        let want: Vec<_> = full.records[..r.records.len()].iter().map(framing).collect();
+        assert_eq!(got, want, "cut {cut}");
     }
     let mut rng = Rng(0x5eed);
     for _ in 0..2000 {

@@ -17,12 +17,12 @@ use serde_json::Value;
 use crate::savevm::IGNORE_SHARED;
 use crate::savevm::{decode_by_trailer, decode_section_body, known_vmstate};
 use crate::vmstate::{DecodeLimits, VmStruct};
-use crate::wire::format::{RAM_IDSTR, SectionKind};
+use crate::wire::format::{RAM_IDSTR, RecordType, SectionKind};
 use crate::wire::ram::{RamSectionReader, RamSummary};
 use crate::wire::reader::READ_BUFFER;
 use crate::wire::skip::SkipStats;
 use crate::wire::{
-    ParserOptions, Record, SectionBodyHandler, SectionHeader, StreamParser, StreamReader, TrailerBudget,
+    FOOTER_LEN, ParserOptions, Record, SectionBodyHandler, SectionHeader, StreamParser, StreamReader, TrailerBudget,
     VmDescBodySkipper, VmDescription, WireError, WireResult, read_vmdesc_from_end_within,
 };
 
@@ -62,10 +62,25 @@ pub(crate) struct Step {
     pub(crate) fields: Option<Value>,
 }
 
+/// Where the record being read starts, and what it is as far as known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordStart {
+    /// Offset of its first byte.
+    pub(crate) offset: u64,
+    /// Its type name (as in the report), when its first byte says.
+    pub(crate) kind: Option<&'static str>,
+}
+
 /// The pass over a stream (see the [module](self) documentation).
 pub(crate) struct Walk<R: Read> {
     parser: StreamParser<Tee<R>>,
     handler: WalkHandler,
+    /// The record the last [`Walk::next`] read (or failed to read).
+    start: RecordStart,
+    /// Records read so far (the file header first).
+    count: u64,
+    /// Whether the last record read was EOF (so a `0x06` is the trailer).
+    after_eof: bool,
 }
 
 impl<'f, F: Read + Seek> Walk<BufReader<&'f mut F>> {
@@ -90,6 +105,9 @@ impl<'f, F: Read + Seek> Walk<BufReader<&'f mut F>> {
             skipper: vmdesc.as_ref().map(VmDescBodySkipper::new),
             vmdesc,
             trailer_error,
+            follow_footers: bodies == Bodies::Decode && opts.footers,
+            footer_consumed: false,
+            footer_framed: false,
             bodies,
             capture: Rc::clone(&capture),
             current: None,
@@ -103,6 +121,9 @@ impl<'f, F: Read + Seek> Walk<BufReader<&'f mut F>> {
         Walk {
             parser: StreamParser::from_reader(StreamReader::new(tee), opts),
             handler,
+            start: RecordStart { offset: 0, kind: None },
+            count: 0,
+            after_eof: false,
         }
     }
 }
@@ -112,7 +133,14 @@ impl<R: Read> Walk<R> {
     pub(crate) fn next(&mut self) -> crate::Result<Option<Step>> {
         self.handler.current = None;
         self.handler.decoded = None;
+        self.handler.footer_framed = false;
+        self.start = RecordStart {
+            offset: self.parser.offset(),
+            kind: self.peek_kind(),
+        };
         let record = self.parser.next_record(&mut self.handler)?;
+        self.count += 1;
+        self.after_eof = matches!(record, Some(Record::Eof { .. }));
         if let Some(Record::Configuration { config, .. }) = &record {
             // Its MEM_SIZE entries then carry block addresses.
             self.handler.ram.set_ignore_shared(config.has_capability(IGNORE_SHARED));
@@ -121,6 +149,51 @@ impl<R: Read> Walk<R> {
             record,
             fields: self.handler.decoded.take(),
         }))
+    }
+
+    /// The type of the record about to be read, from its first byte (a
+    /// peek: the parser reads that byte again).
+    fn peek_kind(&mut self) -> Option<&'static str> {
+        if self.count == 0 {
+            return Some("header");
+        }
+        let byte = self.parser.reader_mut().peek_u8().ok()??;
+        if self.after_eof {
+            return (byte == RecordType::VmDescription as u8).then_some("VMDESCRIPTION");
+        }
+        Some(match RecordType::try_from(byte).ok()? {
+            RecordType::Configuration => "CONFIGURATION",
+            RecordType::Command => "COMMAND",
+            RecordType::Eof => "EOF",
+            RecordType::SectionStart => "START",
+            RecordType::SectionPart => "PART",
+            RecordType::SectionEnd => "END",
+            RecordType::SectionFull => "FULL",
+            _ => return None,
+        })
+    }
+
+    /// The record the last [`next`](Self::next) read or failed to read.
+    pub(crate) fn record_start(&self) -> RecordStart {
+        self.start
+    }
+
+    /// Whether the section the last [`next`](Self::next) read was framed
+    /// by looking for its footer (no trailer entry or known VMState to
+    /// step over its body by), its fields left undecoded.
+    pub(crate) fn footer_framed(&self) -> bool {
+        self.handler.footer_framed
+    }
+
+    /// Why the trailer at the end of the file could not be read, if no
+    /// section needed it yet (then it is still to be reported).
+    pub(crate) fn trailer_error(&self) -> Option<&WireError> {
+        self.handler.trailer_error.as_ref()
+    }
+
+    /// Whether a trailer was found at the end of the file and read.
+    pub(crate) fn has_trailer(&self) -> bool {
+        self.handler.vmdesc.is_some()
     }
 
     /// Bytes parsed so far.
@@ -175,9 +248,18 @@ impl<R: Read> Read for Tee<R> {
 struct WalkHandler {
     ram: RamSectionReader,
     vmdesc: Option<VmDescription>,
-    /// Why the trailer could not be read (reported once, by the first
-    /// device section that needs it).
+    /// Why the trailer could not be read (reported once: by the first
+    /// device section that needs it, or by the report at the end when
+    /// sections are framed by their footers instead).
     trailer_error: Option<WireError>,
+    /// Whether device bodies no trailer entry or known VMState describes
+    /// are stepped over by looking for their footer (the report only;
+    /// streams with footers only).
+    follow_footers: bool,
+    /// Whether the last body handled consumed its footer too.
+    footer_consumed: bool,
+    /// Whether the last section was framed by its footer.
+    footer_framed: bool,
     skipper: Option<VmDescBodySkipper>,
     bodies: Bodies,
     capture: Rc<RefCell<Capture>>,
@@ -188,7 +270,46 @@ struct WalkHandler {
     limits: DecodeLimits,
 }
 
+/// Whether `byte` can start the record after a section: another section,
+/// a command, or EOF.
+fn starts_record(byte: u8) -> bool {
+    [
+        RecordType::Eof,
+        RecordType::SectionStart,
+        RecordType::SectionPart,
+        RecordType::SectionEnd,
+        RecordType::SectionFull,
+        RecordType::Command,
+    ]
+    .iter()
+    .any(|&t| t as u8 == byte)
+}
+
 impl WalkHandler {
+    /// Steps over a body nothing describes by reading up to its footer
+    /// (`0x7e` and the section id, followed by the start of a record or the
+    /// end of the stream), which it consumes too. A body that holds those
+    /// bytes itself is cut short there; the next record then reports the
+    /// damage. Reads byte by byte, keeping nothing.
+    fn body_to_footer<R: Read>(&mut self, header: &SectionHeader, r: &mut StreamReader<Tee<R>>) -> crate::Result<()> {
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        footer[0] = RecordType::SectionFooter as u8;
+        footer[1..].copy_from_slice(&header.section_id.to_be_bytes());
+        let mut window = [0u8; FOOTER_LEN as usize];
+        let mut seen = 0u64;
+        loop {
+            let b = r.read_u8("section body (no VMDESCRIPTION trailer to step over it by: looking for its footer)")?;
+            window.rotate_left(1);
+            window[window.len() - 1] = b;
+            seen += 1;
+            if seen >= FOOTER_LEN && window == footer && r.peek_u8()?.is_none_or(starts_record) {
+                self.footer_consumed = true;
+                self.footer_framed = true;
+                return Ok(());
+            }
+        }
+    }
+
     fn device_body<R: Read>(
         &mut self,
         header: &SectionHeader,
@@ -210,6 +331,9 @@ impl WalkHandler {
             }
         }
         let (Some(vmdesc), Some(skipper)) = (&self.vmdesc, &mut self.skipper) else {
+            if self.follow_footers {
+                return self.body_to_footer(header, r);
+            }
             if let Some(e) = self.trailer_error.take() {
                 return Err(e.into());
             }
@@ -253,8 +377,13 @@ impl WalkHandler {
 }
 
 impl<R: Read> SectionBodyHandler<Tee<R>> for WalkHandler {
+    fn footer_consumed(&mut self) -> bool {
+        self.footer_consumed
+    }
+
     fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<Tee<R>>) -> crate::Result<()> {
         self.current = Some(header.idstr.clone());
+        self.footer_consumed = false;
         if header.idstr == RAM_IDSTR && header.instance_id == 0 {
             return self.ram.section_body(header, offset, r);
         }

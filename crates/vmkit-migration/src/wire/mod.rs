@@ -41,7 +41,7 @@ pub use reader::StreamReader;
 pub use return_path::RpMessage;
 pub use section::SectionHeader;
 pub use skip::VmDescBodySkipper;
-pub use stream::{AnalysisHandler, ParserOptions, Record, SectionBodyHandler, StreamParser};
+pub use stream::{AnalysisHandler, FOOTER_LEN, ParserOptions, Record, SectionBodyHandler, StreamParser};
 pub use vmdesc::{
     TrailerBudget, VmDescDevice, VmDescField, VmDescStruct, VmDescription, locate_vmdesc, read_vmdesc_from_end,
     read_vmdesc_from_end_within,

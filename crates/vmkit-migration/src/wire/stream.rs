@@ -19,6 +19,9 @@ use super::skip::VmDescBodySkipper;
 use super::vmdesc::VmDescription;
 use super::{StreamReader, StreamWriter, WireError, WireResult};
 
+/// Bytes of a section footer: `0x7e` and the be32 section id.
+pub const FOOTER_LEN: u64 = 5;
+
 /// Cap on the number of distinct sections a stream may start.
 pub const MAX_SECTIONS: usize = 1 << 16;
 
@@ -28,6 +31,13 @@ pub trait SectionBodyHandler<R: Read> {
     /// `offset`) from `r`, leaving the reader at its footer. For PART/END
     /// the header's idstr, instance and version are those of the START.
     fn section_body(&mut self, header: &SectionHeader, offset: u64, r: &mut StreamReader<R>) -> crate::Result<()>;
+
+    /// Whether the last [`section_body`](Self::section_body) also consumed
+    /// the section's footer: a handler that finds where a body ends by
+    /// looking for its footer (no description of the body at hand).
+    fn footer_consumed(&mut self) -> bool {
+        false
+    }
 }
 
 /// Routes `ram` sections to a RAM decoder and the others to a device
@@ -361,8 +371,9 @@ impl<R: Read> StreamParser<R> {
         }
         let body_start = self.r.offset();
         handler.section_body(&header, offset, &mut self.r)?;
-        let body_len = self.r.offset() - body_start;
-        if self.opts.footers {
+        let footer_read = handler.footer_consumed();
+        let body_len = (self.r.offset() - body_start).saturating_sub(if footer_read { FOOTER_LEN } else { 0 });
+        if self.opts.footers && !footer_read {
             read_footer(&mut self.r, header.section_id)?;
         }
         Ok(Record::Section {
