@@ -50,6 +50,7 @@ from guest_driver import (
     TRB_LINK,
     TRB_NOOP_CMD,
     AddressSpace,
+    Ring,
     XhciDriver,
     get_descriptor,
 )
@@ -79,7 +80,7 @@ from qmp_peers import (
     vmkit_command,
 )
 from test_pci_qemu import vmdescription
-from vmkit import migration, qom
+from vmkit import devices, migration, qom
 from vmkit.devices import DMAR_BASE
 from vmkit.machine import Machine
 from vmkit.qmp import QMPSocket
@@ -101,7 +102,7 @@ TABLET_SECTION = "0000:00:01.0/1/usb-ptr"
 DIFFERENCES: dict[str, str] = {}
 
 # Invalidation queue registers and commands (VT-d 3.x, 11.4.9).
-IQH, IQT, IQA, ICS = 0x80, 0x88, 0x90, 0x9C
+IQH, IQT, IQA = 0x80, 0x88, 0x90
 GCMD_QIE = 1 << 26
 INV_WAIT = 0x5
 INV_WAIT_SW = 1 << 5
@@ -197,6 +198,10 @@ class Programmed:
     erdp: int
     iq_head: int
     fault_page: int
+    driver: XhciDriver
+    """The guest's driver, unbound from QEMU: it goes on in vmkit."""
+    slot: int
+    ep0: Ring
 
 
 def program_iommu(iommu: Iommu, tables: Tables) -> None:
@@ -261,7 +266,11 @@ def programmed(binary: str, workdir: Path) -> Programmed:
                 erdp=erdp,
                 iq_head=0x10,
                 fault_page=UNMAPPED,
+                driver=drv,
+                slot=slot,
+                ep0=ep0,
             )
+            drv.unbind()
         finally:
             qtest.close()
         peer.wait_exit()
@@ -275,6 +284,11 @@ class Reloaded:
     loaded: dict[str, Any]
     registers: dict[str, int]
     stream: Path
+    descriptor: bytes
+    """The tablet's device descriptor, read by the guest's driver after
+    the load, through vmkit's xHCI and IOMMU."""
+    interrupts: int
+    """MSI messages vmkit's window received meanwhile."""
 
 
 def read_back(mem: AddressSpace, programmed: Programmed) -> dict[str, int]:
@@ -332,7 +346,19 @@ def reloaded(programmed: Programmed, workdir: Path) -> Reloaded:
         loaded = vm.restore(programmed.stream, report_unmodelled=True)
         registers = read_back(vm.address_space, programmed)
         vm.save(stream)
-    return Reloaded(loaded, registers, stream)
+        # The guest goes on where it was in QEMU: a control transfer on the
+        # tablet's endpoint 0, DMA translated by the loaded root table.
+        drv = programmed.driver
+        drv.bind(vm.address_space, vm.io_space)
+        devices.msi_clear()
+        try:
+            descriptor = drv.control_in(
+                programmed.slot, programmed.ep0, get_descriptor(1, 0, 18), 18
+            )
+        finally:
+            drv.unbind()
+        interrupts = devices.msi_count()
+    return Reloaded(loaded, registers, stream, descriptor, interrupts)
 
 
 def test_qemus_sections_load_into_vmkits_models(reloaded: Reloaded) -> None:
@@ -397,6 +423,14 @@ def test_the_entries_of_the_programmed_streams_are_equal(
     programmed: Programmed, reloaded: Reloaded
 ) -> None:
     assert entries(reloaded.stream) == entries(programmed.stream)
+
+
+def test_the_guest_goes_on_in_vmkit(reloaded: Reloaded) -> None:
+    length, kind, _usb, _cls, _sub, _proto, _mps, vendor, product = struct.unpack(
+        "<BBHBBBBHH", reloaded.descriptor[:12]
+    )
+    assert (length, kind, vendor, product) == (18, 1, 0x0627, 0x0001)
+    assert reloaded.interrupts == 1  # the transfer event's MSI-X vector 0
 
 
 def test_the_differences_are_listed() -> None:
