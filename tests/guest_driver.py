@@ -12,8 +12,19 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
-from vmkit._core.memory import AddressSpace
+
+class AddressSpace(Protocol):
+    """What the drivers use of an address space: vmkit's
+    :class:`vmkit._core.memory.AddressSpace`, or a QEMU's reached through
+    qtest (``qmp_peers.QtestSpace``)."""
+
+    def read(self, addr: int, length: int) -> bytes: ...
+    def write(self, addr: int, data: bytes) -> None: ...
+    def read_sized(self, addr: int, size: int) -> int: ...
+    def write_sized(self, addr: int, size: int, value: int) -> None: ...
+
 
 PCI_VENDOR = 0x00
 PCI_COMMAND = 0x04

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vmkit._core.memory import AddressSpace
+from guest_driver import AddressSpace
 from vmkit.devices import DMAR_BASE
 
 VER, CAP, ECAP = 0x00, 0x08, 0x10

@@ -1,4 +1,5 @@
-"""Helpers of tests/test_qmp_compat.py: the two QMP peers and shape comparison.
+"""Helpers of the tests that run QEMU beside vmkit: the two QMP peers, a
+QEMU migrated to a file, a qtest client, and shape comparison.
 
 A *peer* is a process serving QMP on a UNIX socket: a real
 ``qemu-system-x86_64`` (q35, TCG, ``-nodefaults``, no kernel, paused with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,27 @@ def qemu_command(binary: str, sock: Path, extra: Sequence[str] = ()) -> list[str
         "-qmp",
         f"unix:{sock},server=on,wait=off",
     ]
+
+
+def qtest_args(sock: Path) -> list[str]:
+    """QEMU options serving the qtest protocol on ``sock`` (see :class:`Qtest`).
+
+    The Debian 7.2 build has no ``qtest`` accelerator, but its ``-qtest``
+    server works under TCG: with ``-S`` no vCPU runs, and the test is the
+    only one touching memory and I/O."""
+    return ["-qtest", f"unix:{sock},server=on,wait=off", "-qtest-log", "/dev/null"]
+
+
+def qemu_save(q: Any, stream: Path, timeout: float = TIMEOUT) -> None:
+    """Migrates the QEMU behind the QMP connection ``q`` into the file
+    ``stream`` and waits for the migration to end (7.2 has no ``file:``
+    URI, so the stream goes through ``exec:cat``)."""
+    q.execute("migrate", uri=f"exec:cat > {stream}")
+    deadline = time.monotonic() + timeout
+    while (status := q.execute("query-migrate").get("status")) != "completed":
+        assert status in ("setup", "active", "device"), status
+        assert time.monotonic() < deadline, "the migration to a file does not end"
+        time.sleep(0.02)
 
 
 def vmkit_command(sock: Path, extra: Sequence[str] = ()) -> list[str]:
@@ -149,6 +172,72 @@ def qemu_binary() -> str | None:
 
 def qemu_missing_is_failure() -> bool:
     return bool(os.environ.get("CI"))
+
+
+# --- qtest ---------------------------------------------------------------------
+
+
+class Qtest:
+    """A client of QEMU's qtest protocol (``docs/devel/qtest.rst``): one
+    command line out, one ``OK [value]`` or ``FAIL ...`` line back."""
+
+    def __init__(self, sock: Path, timeout: float = TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no qtest socket {sock}")
+            time.sleep(0.02)
+        self._sock = socket.socket(socket.AF_UNIX)
+        self._sock.settimeout(timeout)
+        self._sock.connect(str(sock))
+        self._file = self._sock.makefile("rwb")
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def command(self, line: str) -> str:
+        """Sends ``line``; returns what follows ``OK`` (maybe empty)."""
+        self._file.write(line.encode() + b"\n")
+        self._file.flush()
+        reply = self._file.readline().decode().strip()
+        if reply != "OK" and not reply.startswith("OK "):
+            raise RuntimeError(f"qtest {line!r}: {reply!r}")
+        return reply[3:]
+
+    def memory(self) -> QtestSpace:
+        """The CPU's view of memory."""
+        return QtestSpace(self, "read", "write")
+
+    def io(self) -> QtestSpace:
+        """The I/O port space."""
+        return QtestSpace(self, "in", "out")
+
+
+_SUFFIX = {1: "b", 2: "w", 4: "l", 8: "q"}
+
+
+@dataclass
+class QtestSpace:
+    """An address space of a QEMU reached through qtest, with the methods
+    of :class:`vmkit._core.memory.AddressSpace` the test drivers use."""
+
+    qtest: Qtest
+    load: str
+    store: str
+
+    def read_sized(self, addr: int, size: int) -> int:
+        return int(self.qtest.command(f"{self.load}{_SUFFIX[size]} {addr:#x}"), 16)
+
+    def write_sized(self, addr: int, size: int, value: int) -> None:
+        self.qtest.command(f"{self.store}{_SUFFIX[size]} {addr:#x} {value:#x}")
+
+    def read(self, addr: int, length: int) -> bytes:
+        return bytes.fromhex(self.qtest.command(f"read {addr:#x} {length:#x}")[2:])
+
+    def write(self, addr: int, data: bytes) -> None:
+        if data:
+            self.qtest.command(f"write {addr:#x} {len(data):#x} 0x{data.hex()}")
 
 
 # --- shapes --------------------------------------------------------------------

@@ -10,7 +10,6 @@ Deliberate differences, left out of the comparison (:data:`DIFFERENCES`).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from qmp_peers import (
     qemu_binary,
     qemu_command,
     qemu_missing_is_failure,
+    qemu_save,
     short_dir,
     start_peer,
     vmkit_command,
@@ -68,12 +68,7 @@ def recorded(kind: str, directory: Path) -> tuple[Path, list[dict[str, Any]]]:
         with QMPSocket(str(sock), negotiate=True, timeout=GUARD) as q:
             props = q.execute("device-list-properties", typename="intel-iommu")
             if kind == "qemu":
-                q.execute("migrate", uri=f"exec:cat > {stream}")
-                deadline = time.monotonic() + GUARD
-                while (status := q.execute("query-migrate").get("status")) != "completed":
-                    assert status in ("setup", "active", "device"), status
-                    assert time.monotonic() < deadline, "the migration to a file does not end"
-                    time.sleep(0.02)
+                qemu_save(q, stream, GUARD)
             else:
                 q.execute("x-vmkit-save", path=str(stream))
             q.execute("quit")

@@ -11,7 +11,6 @@ Deliberate differences, left out of the comparison (:data:`DIFFERENCES`):
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from qmp_peers import (
     qemu_binary,
     qemu_command,
     qemu_missing_is_failure,
+    qemu_save,
     short_dir,
     start_peer,
     vmkit_command,
@@ -250,12 +250,7 @@ def saved_stream(kind: str, directory: Path) -> Path:
     with start_peer(kind, command, sock) as peer:
         with QMPSocket(str(sock), negotiate=True, timeout=GUARD) as q:
             if kind == "qemu":
-                q.execute("migrate", uri=f"exec:cat > {stream}")
-                deadline = time.monotonic() + GUARD
-                while (status := q.execute("query-migrate").get("status")) != "completed":
-                    assert status in ("setup", "active", "device"), status
-                    assert time.monotonic() < deadline, "the migration to a file does not end"
-                    time.sleep(0.02)
+                qemu_save(q, stream, GUARD)
             else:
                 q.execute("x-vmkit-save", path=str(stream))
             q.execute("quit")

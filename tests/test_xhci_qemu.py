@@ -7,13 +7,19 @@ listed in :data:`DIFFERENCES` with their reasons."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qmp_peers import qemu_binary, qemu_command, short_dir, start_peer, vmkit_command
+from qmp_peers import (
+    qemu_binary,
+    qemu_command,
+    qemu_save,
+    short_dir,
+    start_peer,
+    vmkit_command,
+)
 from test_pci_qemu import vmdescription
 from vmkit import migration
 from vmkit.qmp import QMPSocket
@@ -39,12 +45,7 @@ def saved(kind: str, directory: Path) -> Path:
     with start_peer(kind, command, sock) as peer:
         with QMPSocket(str(sock), negotiate=True, timeout=GUARD) as q:
             if kind == "qemu":
-                q.execute("migrate", uri=f"exec:cat > {stream}")
-                deadline = time.monotonic() + GUARD
-                while (status := q.execute("query-migrate").get("status")) != "completed":
-                    assert status in ("setup", "active", "device"), status
-                    assert time.monotonic() < deadline, "the migration to a file does not end"
-                    time.sleep(0.02)
+                qemu_save(q, stream, GUARD)
             else:
                 q.execute("x-vmkit-save", path=str(stream))
             q.execute("quit")
