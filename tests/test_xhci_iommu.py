@@ -5,8 +5,9 @@ tablet works end to end only through the translation, and its bytes land
 at the translated guest-physical addresses. Translation faults are
 recorded (FSTS / FRCD: the controller's source id, the page, the reason)
 and signalled by the fault event's MSI; the controller reacts as QEMU
-7.2's does. The whole, mid-operation, survives save/restore and a live
-migration to a machine in another process.
+7.2's does. The whole, mid-operation — rings half consumed, a fault recorded, a
+tablet report pending in the device (its ``usb-ptr`` section) — survives
+save/restore and a live migration to a machine in another process.
 
 What the controller does on a DMA fault (QEMU 7.2's ``hcd-xhci.c``, since
 its DMA accesses are checked): an event it cannot write is a host
@@ -47,10 +48,12 @@ from xhci_iommu_scene import (
     DOMAIN,
     FAULT_MSI,
     GUARD,
+    PENDING,
     ROOT,
     Scene,
     add_devices,
     command_ring_fault,
+    leave_a_report_pending,
     report_bytes,
     setup,
 )
@@ -128,22 +131,26 @@ def test_a_fault_on_the_command_ring_stops_commands_until_mapped_again(vm: Machi
 
 def goes_on(vm: Machine, scene: Scene, registers: dict[str, int]) -> None:
     """The destination's driver continues where the source's stopped:
-    the IOMMU registers are the source's (a fault still recorded), the
-    waiting transfer completes on the next input into the translated
-    buffer, the next command completes, and a new fault is recorded."""
-    drv, iommu = scene.drv, scene.iommu
+    the IOMMU registers are the source's (a fault still recorded); the
+    report left pending in the tablet arrives as soon as a transfer is
+    queued, the next one on new input, both into translated buffers; the
+    next command completes, and a new fault is recorded."""
+    drv, iommu, to_cpu = scene.drv, scene.iommu, scene.window.to_cpu
     devices.msi_clear()
     assert iommu.registers() == registers
     assert registers["GSTS"] & GCMD_TE and registers["RTADDR"] == ROOT
     assert registers["FSTS"] & FSTS_PPF and registers["FRCD_HI"] >> 63
     iommu.clear_fault()
     assert drv.portsc(5) & 0x3 == 0x3, "connected and enabled"
-    tablet = qom.resolve_path("/machine/peripheral/tab")
-    devices.tablet_move(tablet, 0x7FFF, 0x10)
-    ev = drv.expect(EV_TRANSFER)
-    assert ev.slot == scene.slot
-    assert vm.ram.read(scene.window.to_cpu(scene.buf), 5) == report_bytes(0x7FFF, 0x10)
-    assert devices.msi_messages() == [(0xFEE0_0000, 0x4040)]
+    buf = drv.queue_in(scene.slot, 1, scene.ring, 6)
+    assert drv.expect(EV_TRANSFER).slot == scene.slot
+    assert vm.ram.read(to_cpu(buf), 5) == report_bytes(*PENDING)
+    buf = drv.queue_in(scene.slot, 1, scene.ring, 6)
+    assert drv.events() == [], "nothing more queued in the tablet"
+    devices.tablet_move(qom.resolve_path("/machine/peripheral/tab"), 0x7FFF, 0x10)
+    assert drv.expect(EV_TRANSFER).slot == scene.slot
+    assert vm.ram.read(to_cpu(buf), 5) == report_bytes(0x7FFF, 0x10)
+    assert devices.msi_messages() == [(0xFEE0_0000, 0x4040)] * 2
     scene.noop()
     assert drv.expect(EV_COMMAND_COMPLETION).code == CC_SUCCESS
     # The IOTLB is a cache, not state (QEMU's section has none): the
@@ -161,11 +168,20 @@ def test_save_and_restore_with_the_iommu_translating(tmp_path: Path) -> None:
     with Machine(memory="64M") as vm:
         scene = setup(vm)
         command_ring_fault(scene)
+        leave_a_report_pending(scene)
         registers = scene.iommu.registers()
         vm.save(stream)
         scene.unbind()
-    ids = [d["idstr"] for d in migration.analyze(stream)["devices"]]
+    report = {d["idstr"]: d for d in migration.analyze(stream)["devices"]}
+    ids = list(report)
     assert ids.index("iommu-intel") < ids.index("0000:00:01.0/xhci")
+    # The tablet's section ("tab" sorts before "xhci": it comes first)
+    # loads into the device the controller's section then finds.
+    assert "0000:00:01.0/1/usb-ptr" in ids
+    hid = report["0000:00:01.0/1/usb-ptr"]["fields"]["hid"]
+    assert hid["n"] == 1
+    queued = hid["ptr.queue"][hid["head"]]
+    assert (queued["xdx"], queued["ydy"]) == PENDING
     gc.collect()
     with Machine(memory="64M") as vm:
         add_devices(vm, 3)

@@ -5,8 +5,8 @@ is addressed and configured and an interrupt transfer waits for input.
 
 Also the source side of a live migration run in a process of its own
 (one machine per process): :func:`main` builds the scene, leaves a fault
-recorded, writes the driver's state (pickled) for the destination and
-migrates to the URI it is given.
+recorded and a tablet report pending, writes the driver's state
+(pickled) for the destination and migrates to the URI it is given.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from guest_driver import (
     CC_SUCCESS,
     EV_COMMAND_COMPLETION,
     EV_PORT_STATUS_CHANGE,
+    EV_TRANSFER,
     PAGE,
     TRB_NOOP_CMD,
     Ring,
@@ -29,6 +30,7 @@ from guest_driver import (
     set_configuration,
 )
 from iommu_driver import Iommu, IovaWindow, Tables
+from vmkit import devices, qom
 from vmkit.machine import Machine
 from vmkit.migration import Precopy
 
@@ -137,13 +139,29 @@ def command_ring_fault(scene: Scene) -> None:
     assert ev.code == CC_SUCCESS, ev
 
 
+#: The tablet position reported while no transfer waits: it stays queued
+#: in the device (its ``usb-ptr`` section carries it).
+PENDING = (0x3333, 0x0444)
+
+
+def leave_a_report_pending(scene: Scene) -> None:
+    """The waiting transfer completes on a first move; a second move
+    finds no transfer queued, so its report waits in the tablet."""
+    tablet = qom.resolve_path("/machine/peripheral/tab")
+    devices.tablet_move(tablet, 0x1111, 0x2222)
+    assert scene.drv.expect(EV_TRANSFER).slot == scene.slot
+    devices.tablet_move(tablet, *PENDING)
+    assert scene.drv.events() == []
+
+
 def main() -> None:
     """The migration source: ``URI STATE LEVELS``."""
     uri, state, levels = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     with Machine(memory="64M") as vm:
         scene = setup(vm, levels)
         command_ring_fault(scene)  # FSTS/FRCD hold a record when it goes
-        facts = {"registers": scene.iommu.registers(), "portsc": scene.drv.portsc(5)}
+        leave_a_report_pending(scene)
+        facts = {"registers": scene.iommu.registers()}
         vm.cont()
         scene.unbind()
         state.write_bytes(pickle.dumps((scene, facts)))
