@@ -6,6 +6,9 @@ port I/O (0xCF8/0xCFC), MMIO and guest RAM the device reaches by DMA.
 :class:`XhciDriver` brings a ``qemu-xhci`` up (DCBAAP, command ring, event
 ring, run), handles port changes, enables and addresses slots, runs control
 transfers and interrupt transfers, as Linux's xhci-hcd does in outline.
+Behind an IOMMU the driver hands every structure to the controller as an
+IOVA (see :class:`DmaMap` and ``iommu_driver.IovaWindow``), as a guest's
+DMA API does.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ PORT_SPEED_SHIFT = 10
 #: Where the driver's structures live in guest RAM.
 DMA_BASE = 0x0010_0000
 RING_TRBS = 32
+PAGE = 0x1000
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,37 @@ class Event:
     def port(self) -> int:
         """The port id (port status change events)."""
         return (self.param >> 24) & 0xFF
+
+
+class DmaMap(Protocol):
+    """How the driver hands guest RAM to the device: the address the
+    device uses for a guest-physical range, and back."""
+
+    def to_device(self, gpa: int, size: int) -> int: ...
+
+    def to_cpu(self, addr: int) -> int: ...
+
+    def bind(self, memory: AddressSpace) -> None: ...
+
+    def unbind(self) -> None: ...
+
+
+class Direct:
+    """No IOMMU translates: the device uses guest-physical addresses."""
+
+    def to_device(self, gpa: int, size: int) -> int:
+        """``gpa`` itself."""
+        return gpa
+
+    def to_cpu(self, addr: int) -> int:
+        """``addr`` itself."""
+        return addr
+
+    def bind(self, memory: AddressSpace) -> None:
+        """Nothing to hold."""
+
+    def unbind(self) -> None:
+        """Nothing held."""
 
 
 class Pci:
@@ -157,17 +192,18 @@ class Ring:
         # The driver's memory, not a handle of its own: a driver can be
         # unbound from one machine and bound to another.
         self.driver, self.base, self.index, self.cycle = driver, base, 0, 1
-        driver.mem.write(base, bytes(16 * RING_TRBS))
+        driver.write(base, bytes(16 * RING_TRBS))
 
     def push(self, param: int, status: int, control: int) -> int:
-        """Queues one TRB (its cycle bit set for the consumer); returns its address."""
-        mem = self.driver.mem
+        """Queues one TRB (its cycle bit set for the consumer); returns
+        its address (as the device sees it)."""
+        drv = self.driver
         addr = self.base + 16 * self.index
-        mem.write(addr, struct.pack("<QII", param, status, control | self.cycle))
+        drv.write(addr, struct.pack("<QII", param, status, control | self.cycle))
         self.index += 1
         if self.index == RING_TRBS - 1:
             link = self.base + 16 * self.index
-            mem.write(
+            drv.write(
                 link, struct.pack("<QII", self.base, 0, TRB_LINK << 10 | TRB_TOGGLE | self.cycle)
             )
             self.index, self.cycle = 0, self.cycle ^ 1
@@ -175,12 +211,26 @@ class Ring:
 
 
 class XhciDriver:
-    """Drives the ``qemu-xhci`` at PCI slot ``slot`` with BAR0 at ``bar0``."""
+    """Drives the first ``qemu-xhci`` on bus 0 with BAR0 at ``bar0``.
+
+    Every structure the controller reaches by DMA is allocated in guest
+    RAM and handed to it through ``dma`` (:class:`Direct` by default;
+    an :class:`iommu_driver.IovaWindow` makes the controller use IOVAs the
+    IOMMU translates). Addresses the driver keeps — ring bases, buffers,
+    what :meth:`queue_in` returns — are the device's; :meth:`read` and
+    :meth:`write` reach them from the CPU."""
 
     def __init__(
-        self, mem: AddressSpace, io: AddressSpace, *, bar0: int = 0xFEBF_0000, msix: bool = True
+        self,
+        mem: AddressSpace,
+        io: AddressSpace,
+        *,
+        bar0: int = 0xFEBF_0000,
+        msix: bool = True,
+        dma: DmaMap | None = None,
     ) -> None:
         self.mem, self.pci = mem, Pci(io)
+        self.dma: DmaMap = dma if dma is not None else Direct()
         slot = self.pci.find(0x0C0330)
         if slot is None:
             raise LookupError("no xHCI controller on bus 0")
@@ -202,17 +252,29 @@ class XhciDriver:
         own state — rings, positions — stays), so the machine can go."""
         del self.mem
         del self.pci.io
+        self.dma.unbind()
 
     def bind(self, mem: AddressSpace, io: AddressSpace) -> None:
-        """Goes on with the machine behind ``mem`` and ``io`` (a restored one)."""
+        """Goes on with the machine behind ``mem`` and ``io`` (a restored
+        or migrated one)."""
         self.mem, self.pci.io = mem, io
+        self.dma.bind(mem)
 
     def alloc(self, size: int, align: int = 64) -> int:
-        """Guest RAM for the driver's structures (zeroed)."""
+        """Guest RAM for the driver's structures (zeroed), handed to the
+        device: returns the device's address of it."""
         addr = (self._next + align - 1) & ~(align - 1)
         self._next = addr + size
         self.mem.write(addr, bytes(size))
-        return addr
+        return self.dma.to_device(addr, size)
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Reads ``size`` bytes at the device address ``addr`` (through the CPU)."""
+        return self.mem.read(self.dma.to_cpu(addr), size)
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Writes ``data`` at the device address ``addr`` (through the CPU)."""
+        self.mem.write(self.dma.to_cpu(addr), data)
 
     def r32(self, offset: int) -> int:
         """A 32-bit register of BAR0."""
@@ -262,11 +324,13 @@ class XhciDriver:
         self.w32(op + 0x38, max_slots)  # CONFIG
         self.dcbaa = self.alloc(8 * (max_slots + 1))
         self.w64(op + 0x30, self.dcbaa)
-        self.cmd = Ring(self, self.alloc(16 * RING_TRBS))
+        # The command and event rings get a page each, so that one can be
+        # unmapped in the IOMMU without touching anything else.
+        self.cmd = Ring(self, self.alloc(PAGE, PAGE))
         self.w64(op + 0x18, self.cmd.base | 1)  # CRCR, RCS
-        self.ev_base = self.alloc(16 * RING_TRBS)
+        self.ev_base = self.alloc(PAGE, PAGE)
         self.erst = self.alloc(16)
-        self.mem.write(self.erst, struct.pack("<QII", self.ev_base, RING_TRBS, 0))
+        self.write(self.erst, struct.pack("<QII", self.ev_base, RING_TRBS, 0))
         self.ev_index, self.ev_cycle = 0, 1
         ir0 = self.rt + 0x20
         self.w32(ir0 + 0x08, 1)  # ERSTSZ
@@ -281,7 +345,7 @@ class XhciDriver:
     def next_event(self) -> Event | None:
         """The next event on the ring, consumed (ERDP moves, EHB cleared)."""
         addr = self.ev_base + 16 * self.ev_index
-        param, status, control = struct.unpack("<QII", self.mem.read(addr, 16))
+        param, status, control = struct.unpack("<QII", self.read(addr, 16))
         if control & 1 != self.ev_cycle:
             return None
         self.ev_index += 1
@@ -345,15 +409,15 @@ class XhciDriver:
         """Address Device with an input context for ``port``; returns the
         default control endpoint's transfer ring."""
         out_ctx = self.alloc(32 * self.ctx_size)
-        self.mem.write(self.dcbaa + 8 * slot, struct.pack("<Q", out_ctx))
+        self.write(self.dcbaa + 8 * slot, struct.pack("<Q", out_ctx))
         inp = self.alloc(33 * self.ctx_size)
         ep0 = Ring(self, self.alloc(16 * RING_TRBS))
-        self.mem.write(inp, struct.pack("<II", 0, 0x3))  # add A0 (slot), A1 (EP0)
+        self.write(inp, struct.pack("<II", 0, 0x3))  # add A0 (slot), A1 (EP0)
         slot_ctx = self._ctx(inp, 1)
-        self.mem.write(slot_ctx, struct.pack("<II", speed << 20 | 1 << 27, port << 16))
+        self.write(slot_ctx, struct.pack("<II", speed << 20 | 1 << 27, port << 16))
         max_packet = {1: 64, 2: 8, 3: 64, 4: 512}.get(speed, 64)
         ep0_ctx = self._ctx(inp, 2)
-        self.mem.write(
+        self.write(
             ep0_ctx, struct.pack("<IIQI", 0, 3 << 1 | 4 << 3 | max_packet << 16, ep0.base | 1, 8)
         )
         ev = self.command(inp, 0, TRB_ADDRESS_DEVICE << 10 | slot << 24)
@@ -373,7 +437,7 @@ class XhciDriver:
         ev = self.expect(EV_TRANSFER)
         assert ev.code in (CC_SUCCESS, CC_SHORT_PACKET), ev
         residue = ev.status & 0xFFFFFF
-        return self.mem.read(buf, length - residue if ev.code == CC_SHORT_PACKET else length)
+        return self.read(buf, length - residue if ev.code == CC_SHORT_PACKET else length)
 
     def control_out(self, slot: int, ep0: Ring, setup: bytes) -> None:
         """A control transfer without a data stage."""
@@ -389,14 +453,14 @@ class XhciDriver:
         dci = 2 * ep + 1
         inp = self.inputs[slot]
         ring = Ring(self, self.alloc(16 * RING_TRBS))
-        self.mem.write(inp, struct.pack("<II", 0, 1 | 1 << dci))
+        self.write(inp, struct.pack("<II", 0, 1 | 1 << dci))
         slot_ctx = self._ctx(inp, 1)
-        (dword0,) = struct.unpack("<I", self.mem.read(slot_ctx, 4))
-        self.mem.write(slot_ctx, struct.pack("<I", (dword0 & ~(0x1F << 27)) | dci << 27))
+        (dword0,) = struct.unpack("<I", self.read(slot_ctx, 4))
+        self.write(slot_ctx, struct.pack("<I", (dword0 & ~(0x1F << 27)) | dci << 27))
         ep_ctx = struct.pack(
             "<IIQI", interval << 16, 3 << 1 | 7 << 3 | max_packet << 16, ring.base | 1, 8
         )
-        self.mem.write(self._ctx(inp, 1 + dci), ep_ctx)
+        self.write(self._ctx(inp, 1 + dci), ep_ctx)
         ev = self.command(inp, 0, TRB_CONFIGURE_EP << 10 | slot << 24)
         assert ev.code == CC_SUCCESS, ev
         return ring

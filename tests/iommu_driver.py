@@ -20,11 +20,16 @@ VER, CAP, ECAP = 0x00, 0x08, 0x10
 GCMD, GSTS, RTADDR = 0x18, 0x1C, 0x20
 FSTS, FECTL, FEDATA, FEADDR = 0x34, 0x38, 0x3C, 0x40
 FRCD_LO, FRCD_HI = 0x220, 0x228
+IVA, IOTLB = 0xF0, 0xF8  # ECAP.IRO = 0xf0: the IOTLB registers' offset
 
 GCMD_TE = 1 << 31
 GCMD_SRTP = 1 << 30
 FSTS_PPF = 1 << 1
 FECTL_IM = 1 << 31
+FRCD_F = 1 << 63
+IOTLB_IVT = 1 << 63
+IOTLB_GLOBAL = 1 << 60
+IOTLB_DOMAIN = 2 << 60
 
 READ, WRITE = 1, 2
 PAGE = 0x1000
@@ -62,6 +67,35 @@ class Iommu:
         """FRCD 0: (page, source id, reason, F)."""
         lo, hi = self.read(FRCD_LO, 8), self.read(FRCD_HI, 8)
         return lo & ~0xFFF, hi & 0xFFFF, (hi >> 32) & 0xFF, bool(hi >> 63)
+
+    def clear_fault(self) -> None:
+        """Clears FRCD 0's F bit and FSTS (both write 1 to clear), as a
+        fault handler does once it read the record."""
+        self.write(FRCD_HI, FRCD_F, 8)
+        self.write(FSTS, self.read(FSTS))
+
+    def fault_event_to(self, address: int, data: int) -> None:
+        """Points the fault event's MSI at ``address`` / ``data`` and
+        unmasks it."""
+        self.write(FEADDR, address)
+        self.write(FEDATA, data)
+        self.write(FECTL, 0)
+
+    def invalidate_iotlb(self, domain: int | None = None) -> None:
+        """Register-based IOTLB invalidation (queued invalidation off):
+        global, or of one domain; waits for IVT to clear."""
+        scope = IOTLB_GLOBAL if domain is None else IOTLB_DOMAIN | domain << 32
+        self.write(IOTLB, IOTLB_IVT | scope, 8)
+        assert not self.read(IOTLB, 8) & IOTLB_IVT, "IOTLB invalidation still busy"
+
+    def registers(self) -> dict[str, int]:
+        """What a migration must carry over: the status, root pointer,
+        fault and fault-event registers."""
+        names = {"GSTS": GSTS, "FSTS": FSTS, "FECTL": FECTL, "FEDATA": FEDATA, "FEADDR": FEADDR}
+        out = {name: self.read(reg) for name, reg in names.items()}
+        out |= {"RTADDR": self.read(RTADDR, 8)}
+        out |= {"FRCD_LO": self.read(FRCD_LO, 8), "FRCD_HI": self.read(FRCD_HI, 8)}
+        return out
 
 
 @dataclass
@@ -113,6 +147,58 @@ class Tables:
                 self._put(slot, pte)
             t = pte & 0x000F_FFFF_FFFF_F000
         self._put(t + ((iova >> 12) & 0x1FF) * 8, (gpa & ~0xFFF) | perm)
+
+    def _leaf(self, table: int, iova: int, levels: int) -> int | None:
+        t = table
+        for level in range(levels, 1, -1):
+            pte = self._u64(t + ((iova >> (12 + 9 * (level - 1))) & 0x1FF) * 8)
+            if not pte & 3:
+                return None
+            t = pte & 0x000F_FFFF_FFFF_F000
+        return t + ((iova >> 12) & 0x1FF) * 8
+
+    def unmap(self, table: int, iova: int, levels: int = 3) -> None:
+        """Clears the leaf entry of the page at ``iova`` (the IOTLB may
+        still hold it until invalidated)."""
+        leaf = self._leaf(table, iova, levels)
+        if leaf is not None:
+            self._put(leaf, 0)
+
+
+@dataclass
+class IovaWindow:
+    """A device's view of guest RAM through the IOMMU: every page the
+    driver hands the device is mapped at its guest-physical address plus
+    ``offset`` (far above RAM, so an untranslated access cannot land),
+    in the ``levels``-level table ``table``. What a guest's DMA API does,
+    with one fixed offset instead of an allocator."""
+
+    tables: Tables
+    table: int
+    levels: int = 3
+    offset: int = 0x40_0000_0000
+
+    def to_device(self, gpa: int, size: int) -> int:
+        """Maps ``size`` bytes at ``gpa``; returns the IOVA the device uses."""
+        for page in range(gpa & ~0xFFF, gpa + max(size, 1), PAGE):
+            self.tables.map(self.table, page + self.offset, page, levels=self.levels)
+        return gpa + self.offset
+
+    def to_cpu(self, iova: int) -> int:
+        """The guest-physical address of ``iova``."""
+        return iova - self.offset
+
+    def unmap(self, iova: int) -> None:
+        """Removes the page at ``iova`` from the table."""
+        self.tables.unmap(self.table, iova, self.levels)
+
+    def bind(self, memory: AddressSpace) -> None:
+        """Writes the tables through ``memory`` from now on."""
+        self.tables.memory = memory
+
+    def unbind(self) -> None:
+        """Drops the handle on the machine's memory."""
+        del self.tables.memory
 
 
 def enable_bus_master(io: AddressSpace, slot: int) -> None:

@@ -3,7 +3,9 @@ line (``-M q35 -nodefaults -S -device qemu-xhci,id=xhci``) saved by QEMU
 (``migrate`` to a file) and by vmkit (``x-vmkit-save``) gives the section
 ``0000:00:01.0/xhci`` with the same VMDESCRIPTION entry (names, types,
 sizes, versions) and the same content at reset, apart from the fields
-listed in :data:`DIFFERENCES` with their reasons."""
+listed in :data:`DIFFERENCES` with their reasons. The same for
+``usb-tablet`` and ``usb-kbd`` on its ports: sections ``usb-ptr`` and
+``usb-kbd`` named by the USB path (``0000:00:01.0/1/usb-ptr``)."""
 
 from __future__ import annotations
 
@@ -34,14 +36,25 @@ GUARD = 30.0  # seconds: only so that a broken test fails instead of hanging
 DIFFERENCES: dict[str, str] = {}
 
 
-def saved(kind: str, directory: Path) -> Path:
+#: usb-tablet on USB port 1, usb-kbd on port 2.
+USB_DEVICES = [
+    *DEVICE,
+    "-device",
+    "usb-tablet,bus=xhci.0,port=1",
+    "-device",
+    "usb-kbd,bus=xhci.0,port=2",
+]
+USB_SECTIONS = ["0000:00:01.0/1/usb-ptr", "0000:00:01.0/2/usb-kbd"]
+
+
+def saved(kind: str, directory: Path, devices: list[str] = DEVICE) -> Path:
     sock, stream = directory / f"{kind}.sock", directory / f"{kind}.stream"
     if kind == "qemu":
         binary = qemu_binary()
         assert binary is not None
-        command = qemu_command(binary, sock, DEVICE)
+        command = qemu_command(binary, sock, devices)
     else:
-        command = vmkit_command(sock, ["-m", "128M", *DEVICE])
+        command = vmkit_command(sock, ["-m", "128M", *devices])
     with start_peer(kind, command, sock) as peer:
         with QMPSocket(str(sock), negotiate=True, timeout=GUARD) as q:
             if kind == "qemu":
@@ -94,3 +107,29 @@ def test_the_xhci_content_at_reset_is_qemus(
     assert qemu.keys() == vmkit.keys()
     differ = sorted(k for k in qemu if qemu[k] != vmkit[k])
     assert differ == sorted(DIFFERENCES), {k: (qemu[k], vmkit[k]) for k in differ}
+
+
+@pytest.fixture(scope="module")
+def usb_streams() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    if qemu_binary() is None:
+        pytest.skip("qemu-system-x86_64 not found")
+    out = {}
+    with short_dir() as d:
+        for kind in ("qemu", "vmkit"):
+            s = saved(kind, d, USB_DEVICES)
+            entries = {e["name"]: e for e in vmdescription(s)["devices"]}
+            decoded = {dev["idstr"]: dev["fields"] for dev in migration.analyze(s)["devices"]}
+            out[kind] = (
+                {name: entries[name] for name in USB_SECTIONS},
+                {name: decoded[name] for name in USB_SECTIONS},
+            )
+    return out
+
+
+def test_the_hid_sections_are_qemus_in_trailer_and_content(
+    usb_streams: dict[str, tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    assert usb_streams["vmkit"][0] == usb_streams["qemu"][0]
+    qemu, vmkit = (flatten(usb_streams[k][1]) for k in ("qemu", "vmkit"))
+    assert qemu.keys() == vmkit.keys()
+    assert {k: v for k, v in vmkit.items() if qemu[k] != v} == {}, qemu

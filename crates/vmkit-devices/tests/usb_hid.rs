@@ -127,6 +127,8 @@ fn configuration_address_and_remote_wakeup() -> TestResult {
 #[test]
 fn hid_class_requests() -> TestResult {
     let mut kbd = attached(UsbHid::keyboard(), Speed::High);
+    assert_eq!(kbd.hid().protocol(), 0, "QEMU's state before the first reset");
+    kbd.reset(); // the port reset: the report protocol (QEMU's hid_reset)
     let report = control_transfer(&mut kbd, &setup(0x81, 6, 0x2200, 0, 255), &[])?;
     assert_eq!(report.len(), 63);
     assert_eq!(&report[..4], [0x05, 0x01, 0x09, 0x06], "generic desktop, keyboard");

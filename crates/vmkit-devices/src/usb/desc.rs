@@ -399,6 +399,13 @@ impl DescState {
         self.remote_wakeup
     }
 
+    /// The address and remote-wakeup flag of a migrated device (QEMU's
+    /// `USBDevice` section carries these, not the configuration).
+    pub fn restore(&mut self, addr: u8, remote_wakeup: bool) {
+        self.addr = addr;
+        self.remote_wakeup = remote_wakeup;
+    }
+
     /// The generic part of a bus reset: address 0, remote wakeup off. The
     /// configuration stays, as in QEMU.
     pub fn reset(&mut self) {

@@ -113,6 +113,31 @@ const SCANCODE_GREY: u8 = 0x80;
 const MOD_EMUL0: u16 = 1 << 8;
 const MOD_EMUL1: u16 = 1 << 9;
 
+/// A HID device's input state as it migrates, in QEMU's field types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HidSnapshot {
+    /// `ptr.queue`: per entry `xdx`, `ydy`, `dz`, `buttons_state`.
+    pub queue: [[i32; 4]; QUEUE_LENGTH],
+    /// `kbd.keycodes`: the scancode queue.
+    pub keycodes: [u32; QUEUE_LENGTH],
+    /// The queue's first entry.
+    pub head: u32,
+    /// Entries queued.
+    pub n: u32,
+    /// `kbd.modifiers`.
+    pub modifiers: u16,
+    /// `kbd.leds`.
+    pub leds: u8,
+    /// `kbd.key`: the usage codes of the keys down.
+    pub key: [u8; 16],
+    /// `kbd.keys`: how many of them.
+    pub keys: i32,
+    /// Boot (0) or report (1) protocol.
+    pub protocol: i32,
+    /// The idle rate.
+    pub idle: u8,
+}
+
 /// A HID device's input state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HidState {
@@ -130,7 +155,10 @@ pub struct HidState {
 }
 
 impl HidState {
-    /// Empty state of `kind`, report protocol, no idle rate.
+    /// Empty state of `kind` as QEMU's `hid_init` leaves it: no idle
+    /// rate and protocol 0 — its state starts zeroed, and only the first
+    /// reset selects the report protocol (what a migration at that point
+    /// carries).
     pub fn new(kind: HidKind) -> HidState {
         HidState {
             kind,
@@ -142,7 +170,7 @@ impl HidState {
             leds: 0,
             keys_down: [0; 16],
             keys: 0,
-            protocol: 1,
+            protocol: 0,
             idle: 0,
         }
     }
@@ -154,7 +182,10 @@ impl HidState {
 
     /// Back to the reset state: the queue emptied, keys up, report protocol.
     pub fn reset(&mut self) {
-        *self = HidState::new(self.kind);
+        *self = HidState {
+            protocol: 1,
+            ..HidState::new(self.kind)
+        };
     }
 
     /// Whether a report is waiting (QEMU's `hid_has_events`; its idle
@@ -377,6 +408,79 @@ impl HidState {
         if let Some(&leds) = data.first() {
             self.leds = leds;
         }
+    }
+
+    /// The state as QEMU's "HIDPointerDevice" / "HIDKeyboardDevice" carry
+    /// it (the fields of the other kind are zero).
+    pub fn snapshot(&self) -> HidSnapshot {
+        let mut queue = [[0i32; 4]; QUEUE_LENGTH];
+        for (q, e) in queue.iter_mut().zip(&self.queue) {
+            *q = [e.xdx, e.ydy, e.dz, i32::from(e.buttons)];
+        }
+        HidSnapshot {
+            queue,
+            keycodes: self.keycodes.map(u32::from),
+            head: self.head as u32,
+            n: self.n as u32,
+            modifiers: self.modifiers,
+            leds: self.leds,
+            key: self.keys_down,
+            keys: self.keys as i32,
+            protocol: i32::from(self.protocol),
+            idle: self.idle,
+        }
+    }
+
+    /// Installs a migrated state, refusing values this model cannot hold
+    /// (QEMU indexes its arrays with them unchecked); then QEMU's
+    /// `hid_post_load`: a full pointer queue (from an older QEMU) keeps
+    /// only its last event.
+    pub fn restore(&mut self, s: &HidSnapshot) -> Result<(), String> {
+        let count = |what: &str, v: u32| -> Result<usize, String> {
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v <= QUEUE_LENGTH)
+                .ok_or_else(|| format!("{what} {v} is beyond the {QUEUE_LENGTH}-entry queue"))
+        };
+        let n = count("n", s.n)?;
+        let head = (s.head as usize) & QUEUE_MASK;
+        let keys = usize::try_from(s.keys)
+            .ok()
+            .filter(|&k| k <= self.keys_down.len())
+            .ok_or_else(|| format!("kbd.keys {} is not 0..=16", s.keys))?;
+        let protocol = u8::try_from(s.protocol).map_err(|_| format!("protocol {} is not a uint8", s.protocol))?;
+        let mut queue = [PointerEvent::default(); QUEUE_LENGTH];
+        for (i, (e, q)) in queue.iter_mut().zip(&s.queue).enumerate() {
+            let buttons = u8::try_from(q[3])
+                .map_err(|_| format!("ptr.queue[{i}].buttons_state {} is not a button mask", q[3]))?;
+            *e = PointerEvent {
+                xdx: q[0],
+                ydy: q[1],
+                dz: q[2],
+                buttons,
+            };
+        }
+        let mut keycodes = [0u8; QUEUE_LENGTH];
+        for (i, (k, &v)) in keycodes.iter_mut().zip(&s.keycodes).enumerate() {
+            *k = u8::try_from(v).map_err(|_| format!("kbd.keycodes[{i}] {v:#x} is not a scancode"))?;
+        }
+        self.queue = queue;
+        self.keycodes = keycodes;
+        self.head = head;
+        self.n = n;
+        self.modifiers = s.modifiers;
+        self.leds = s.leds;
+        self.keys_down = s.key;
+        self.keys = keys;
+        self.protocol = protocol;
+        self.idle = s.idle;
+        if self.kind == HidKind::Tablet && self.n == QUEUE_LENGTH {
+            let last = self.queue[self.slot(self.n)];
+            self.queue[0] = last;
+            self.head = 0;
+            self.n = 1;
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use super::desc::{
 };
 use super::device::{PacketError, SetupPacket, Speed, SpeedMask, UsbDevice};
 use super::error::UsbError;
-use super::hid::{Axis, HidKind, HidState, PointerInput};
+use super::hid::{Axis, HidKind, HidSnapshot, HidState, PointerInput};
 
 /// HID class requests (QEMU's request codes).
 mod hid_req {
@@ -186,12 +186,45 @@ static DESC_KEYBOARD2: UsbDesc = UsbDesc {
     ..DESC_KEYBOARD
 };
 
+/// QEMU's `USBDevice.state` values.
+const USB_STATE_NOTATTACHED: i32 = 0;
+const USB_STATE_ATTACHED: i32 = 1;
+const USB_STATE_DEFAULT: i32 = 2;
+/// QEMU's `setup_state` once a controller handed a whole control
+/// transfer over at once (`do_parameter`): what xHCI does.
+const SETUP_STATE_PARAM: i32 = 4;
+/// QEMU's control data buffer: `setup_len` and `setup_index` stay below.
+const DATA_BUF_LEN: i32 = 4096;
+
+/// What QEMU's "USBDevice" VMState carries of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsbDeviceSnapshot {
+    /// The USB address.
+    pub addr: u8,
+    /// Not attached (0), attached (1), default (2, after a reset).
+    pub state: i32,
+    /// Remote wakeup enabled (0/1).
+    pub remote_wakeup: i32,
+    /// The control pipe's stage.
+    pub setup_state: i32,
+    /// The last control transfer's data length.
+    pub setup_len: i32,
+    /// Where its data stage stands.
+    pub setup_index: i32,
+    /// The last SETUP packet.
+    pub setup_buf: [u8; 8],
+}
+
 /// A USB HID device: `usb-tablet` or `usb-kbd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsbHid {
     desc: DescState,
     hid: HidState,
     attached: bool,
+    usb_state: i32,
+    setup_state: i32,
+    setup_len: i32,
+    setup_buf: [u8; 8],
 }
 
 impl UsbHid {
@@ -224,6 +257,80 @@ impl UsbHid {
             desc: DescState::new(desc),
             hid: HidState::new(kind),
             attached: false,
+            usb_state: USB_STATE_NOTATTACHED,
+            setup_state: 0,
+            setup_len: 0,
+            setup_buf: [0; 8],
+        }
+    }
+
+    /// What QEMU's "USBDevice" section carries.
+    pub fn usb_snapshot(&self) -> UsbDeviceSnapshot {
+        UsbDeviceSnapshot {
+            addr: self.desc.address(),
+            state: self.usb_state,
+            remote_wakeup: i32::from(self.desc.remote_wakeup()),
+            setup_state: self.setup_state,
+            setup_len: self.setup_len,
+            setup_index: 0,
+            setup_buf: self.setup_buf,
+        }
+    }
+
+    /// The migrated state of the device (QEMU's `usb-ptr` / `usb-kbd`):
+    /// its USB part and its HID input state.
+    pub fn snapshot(&self) -> (UsbDeviceSnapshot, HidSnapshot) {
+        (self.usb_snapshot(), self.hid.snapshot())
+    }
+
+    /// Installs a migrated state, with QEMU's `usb_device_post_load`
+    /// checks (the control transfer's length and position inside its
+    /// buffer) and the HID state's.
+    pub fn restore(&mut self, usb: &UsbDeviceSnapshot, hid: &HidSnapshot) -> Result<(), String> {
+        let inside = |v: i32| (0..DATA_BUF_LEN).contains(&v);
+        if !inside(usb.setup_len) || !inside(usb.setup_index) {
+            return Err(format!(
+                "setup_len {} / setup_index {} outside the {DATA_BUF_LEN}-byte control buffer",
+                usb.setup_len, usb.setup_index
+            ));
+        }
+        let mut next = self.hid.clone();
+        next.restore(hid)?;
+        self.hid = next;
+        self.desc.restore(usb.addr, usb.remote_wakeup != 0);
+        self.usb_state = usb.state;
+        self.setup_state = usb.setup_state;
+        self.setup_len = usb.setup_len;
+        self.setup_buf = usb.setup_buf;
+        Ok(())
+    }
+
+    fn handle_control(&mut self, setup: &SetupPacket, data: &[u8]) -> Result<Vec<u8>, PacketError> {
+        if let Some(answer) = self.desc.handle(setup) {
+            return answer;
+        }
+        let len = usize::from(setup.length);
+        let keyboard = self.kind() == HidKind::Keyboard;
+        match setup.code() {
+            hid_req::GET_INTERFACE_DESCRIPTOR if setup.value >> 8 == u16::from(dt::REPORT) => {
+                Ok(self.report_descriptor().to_vec())
+            }
+            hid_req::GET_REPORT => Ok(self.poll(len)),
+            hid_req::SET_REPORT if keyboard => {
+                self.hid.keyboard_write(data);
+                Ok(Vec::new())
+            }
+            hid_req::GET_PROTOCOL if keyboard => Ok(vec![self.hid.protocol()]),
+            hid_req::SET_PROTOCOL if keyboard => {
+                self.hid.set_protocol(setup.value as u8);
+                Ok(Vec::new())
+            }
+            hid_req::GET_IDLE => Ok(vec![self.hid.idle()]),
+            hid_req::SET_IDLE => {
+                self.hid.set_idle((setup.value >> 8) as u8);
+                Ok(Vec::new())
+            }
+            _ => Err(PacketError::Stall),
         }
     }
 
@@ -333,6 +440,7 @@ impl UsbDevice for UsbHid {
         self.desc.set_string(index, serial);
         self.desc.attach(speed);
         self.attached = true;
+        self.usb_state = USB_STATE_ATTACHED;
     }
 
     fn speed(&self) -> Option<Speed> {
@@ -350,35 +458,22 @@ impl UsbDevice for UsbHid {
     fn reset(&mut self) {
         self.desc.reset();
         self.hid.reset();
+        self.usb_state = USB_STATE_DEFAULT;
     }
 
     fn control(&mut self, setup: &SetupPacket, data: &[u8]) -> Result<Vec<u8>, PacketError> {
-        if let Some(answer) = self.desc.handle(setup) {
-            return answer;
-        }
-        let len = usize::from(setup.length);
-        let keyboard = self.kind() == HidKind::Keyboard;
-        match setup.code() {
-            hid_req::GET_INTERFACE_DESCRIPTOR if setup.value >> 8 == u16::from(dt::REPORT) => {
-                Ok(self.report_descriptor().to_vec())
-            }
-            hid_req::GET_REPORT => Ok(self.poll(len)),
-            hid_req::SET_REPORT if keyboard => {
-                self.hid.keyboard_write(data);
-                Ok(Vec::new())
-            }
-            hid_req::GET_PROTOCOL if keyboard => Ok(vec![self.hid.protocol()]),
-            hid_req::SET_PROTOCOL if keyboard => {
-                self.hid.set_protocol(setup.value as u8);
-                Ok(Vec::new())
-            }
-            hid_req::GET_IDLE => Ok(vec![self.hid.idle()]),
-            hid_req::SET_IDLE => {
-                self.hid.set_idle((setup.value >> 8) as u8);
-                Ok(Vec::new())
-            }
-            _ => Err(PacketError::Stall),
-        }
+        let answer = self.handle_control(setup, data);
+        // QEMU's do_parameter: the SETUP packet kept, the length cut to
+        // what moved (an IN stage that failed moved nothing).
+        let want = i32::from(setup.length);
+        self.setup_buf = setup.to_u64().to_le_bytes();
+        self.setup_state = SETUP_STATE_PARAM;
+        self.setup_len = match (&answer, setup.is_in()) {
+            (Ok(reply), true) => want.min(i32::try_from(reply.len()).unwrap_or(i32::MAX)),
+            (Err(_), true) => 0,
+            (_, false) => want.min(i32::try_from(data.len()).unwrap_or(i32::MAX)),
+        };
+        answer
     }
 
     fn data_in(&mut self, ep: u8, max_len: usize) -> Result<Vec<u8>, PacketError> {

@@ -8,6 +8,7 @@
 //! * [`hid`]: HID input state — the bounded event queues and report
 //!   formats of QEMU's `hid.c`.
 //! * [`hid_device`]: `usb-tablet` and `usb-kbd` ([`UsbHid`]).
+//! * [`hid_state`]: their VMState (`usb-ptr`, `usb-kbd`).
 //! * [`xhci`]: the controller: [`xhci::XhciCore`] (registers, rings,
 //!   contexts, ports) embedded in [`xhci::XhciPci`] (configuration space,
 //!   BAR0, MSI-X), and its VMState.
@@ -18,6 +19,7 @@ pub mod device;
 pub mod error;
 pub mod hid;
 pub mod hid_device;
+pub mod hid_state;
 pub mod xhci;
 
 pub use device::{PacketError, SetupPacket, Speed, SpeedMask, UsbDevice};

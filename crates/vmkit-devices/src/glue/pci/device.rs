@@ -175,6 +175,12 @@ impl<M: PciDeviceModel> PciDevice<M> {
         self.devfn
     }
 
+    /// Its bus path as QEMU's `qdev_get_dev_path` gives it: `0000:BB:SS.F`.
+    pub fn dev_path(&self) -> String {
+        let d = self.devfn;
+        format!("0000:{:02x}:{:02x}.{:x}", self.bus.number(), d.slot(), d.func())
+    }
+
     /// Its bus.
     pub fn bus(&self) -> &Arc<PciRootBus> {
         &self.bus

@@ -9,6 +9,9 @@
 
 use std::sync::{Arc, Weak};
 
+use vmkit_migration::device_state::{DeviceState, StateError};
+use vmkit_migration::savevm::{register_device_model, register_device_path};
+use vmkit_migration::vmstate::VmStateDescription;
 use vmkit_qom::{Object, PropertyDef, PropertyKind, TYPE_DEVICE, TypeInfo, Value};
 
 use super::input::qcode_number;
@@ -17,6 +20,7 @@ use crate::glue::error::GlueError;
 use crate::glue::pci::PciDevice;
 use crate::usb::UsbHid;
 use crate::usb::hid::{Axis, Button, HidKind, PointerInput};
+use crate::usb::hid_state::{UsbHidState, usb_hid_vmsd};
 
 /// QEMU's `TYPE_USB_DEVICE`.
 pub const TYPE_USB_DEVICE: &str = "usb-device";
@@ -27,18 +31,99 @@ pub const TYPE_USB_KBD: &str = "usb-kbd";
 /// The interrupt IN endpoint both devices report on.
 const INTERRUPT_IN: u8 = 0x81;
 
-/// Where a realized USB device sits.
+/// Where a realized USB device sits; its state migrates through it.
 #[derive(Debug)]
 pub struct UsbAttachment {
     xhci: Weak<PciDevice<QemuXhci>>,
     port: usize,
     kind: HidKind,
+    vmsd: Arc<VmStateDescription>,
 }
 
 impl UsbAttachment {
     /// Its 1-based port on the controller.
     pub fn port(&self) -> usize {
         self.port
+    }
+
+    fn controller(&self) -> Result<Arc<PciDevice<QemuXhci>>, StateError> {
+        self.xhci
+            .upgrade()
+            .ok_or_else(|| StateError::Refused(format!("the USB controller of port {} is gone", self.port)))
+    }
+
+    fn missing(&self) -> StateError {
+        StateError::Refused(format!("no HID device in USB port {}", self.port))
+    }
+
+    /// The device's state with `state` installed — on a copy, so that a
+    /// check changes nothing.
+    fn restored(&self, state: &UsbHidState) -> Result<UsbHid, StateError> {
+        if state.kind != self.kind {
+            return Err(StateError::Refused(format!(
+                "a {:?} state for a {:?}",
+                state.kind, self.kind
+            )));
+        }
+        let xhci = self.controller()?;
+        let model = xhci.model();
+        let mut hid = model
+            .pci()
+            .core()
+            .device(self.port)
+            .and_then(|d| d.as_any().downcast_ref::<UsbHid>())
+            .ok_or_else(|| self.missing())?
+            .clone();
+        hid.restore(&state.dev, &state.hid).map_err(StateError::Refused)?;
+        Ok(hid)
+    }
+}
+
+/// QEMU's `usb-ptr` / `usb-kbd` sections: the device's USB state and its
+/// HID queue, so that input not yet reported survives a migration.
+impl DeviceState for UsbAttachment {
+    type State = UsbHidState;
+
+    fn vmsd(&self) -> Arc<VmStateDescription> {
+        Arc::clone(&self.vmsd)
+    }
+
+    fn save_state(&self) -> Result<UsbHidState, StateError> {
+        let xhci = self.controller()?;
+        let model = xhci.model();
+        let hid = model
+            .pci()
+            .core()
+            .device(self.port)
+            .and_then(|d| d.as_any().downcast_ref::<UsbHid>())
+            .ok_or_else(|| self.missing())?;
+        let (dev, hid) = hid.snapshot();
+        Ok(UsbHidState {
+            kind: self.kind,
+            dev,
+            hid,
+        })
+    }
+
+    fn check_state(&self, state: &UsbHidState, _version_id: u32) -> Result<(), StateError> {
+        self.restored(state).map(|_| ())
+    }
+
+    fn load_state(&self, state: UsbHidState, _version_id: u32) -> Result<(), StateError> {
+        let restored = self.restored(&state)?;
+        let xhci = self.controller()?;
+        let mut installed = false;
+        xhci.update(|m| {
+            Ok::<_, std::convert::Infallible>(m.with_env(|p, _env| {
+                if let Some(hid) = p.core_mut().device_as::<UsbHid>(self.port) {
+                    *hid = restored;
+                    installed = true;
+                }
+                Default::default()
+            }))
+        })
+        .unwrap_or_else(|never| match never {});
+        if installed { Ok(()) } else { Err(self.missing()) }
     }
 }
 
@@ -111,10 +196,12 @@ fn realize(obj: &Object, kind: HidKind) -> vmkit_qom::Result<()> {
     };
     xhci.update(|m| m.with_env(|p, env| p.attach(port, Box::new(hid), env)))
         .map_err(|e| fail(e.to_string()))?;
+    let vmsd = usb_hid_vmsd(kind).map_err(|e| fail(e.to_string()))?;
     obj.set_user_data(Arc::new(UsbAttachment {
         xhci: Arc::downgrade(&xhci),
         port,
         kind,
+        vmsd,
     }))?;
     Ok(())
 }
@@ -300,5 +387,13 @@ pub(crate) fn register() -> Result<(), GlueError> {
         .realize(|o| realize(o, HidKind::Keyboard))
         .unrealize(unrealize)
         .register()?;
+    let vmsd = |kind| usb_hid_vmsd(kind).map_err(|e| GlueError::Device(e.to_string()));
+    register_device_model::<UsbAttachment>(TYPE_USB_TABLET, vmsd(HidKind::Tablet)?)?;
+    register_device_model::<UsbAttachment>(TYPE_USB_KBD, vmsd(HidKind::Keyboard)?)?;
+    // QEMU's usb_get_dev_path: the controller's path, then the port's.
+    register_device_path(TYPE_USB_DEVICE, |obj| {
+        let at = usb_attachment(obj)?;
+        Some(format!("{}/{}", at.xhci.upgrade()?.dev_path(), at.port))
+    })?;
     Ok(())
 }
