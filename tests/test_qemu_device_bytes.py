@@ -24,9 +24,9 @@ even with ``intremap=on``: its split-irqchip check is KVM's).
    vmkit's address space as programmed; vmkit's stream of the machine
    then carries the compared sections with QEMU's bytes.
 
-Not compared: the tablet's own section (``0000:00:01.0/1/usb-ptr``,
-QEMU's USB device and HID state), which vmkit does not write yet; the
-xHCI's section carries the port and slot state either way.
+The tablet's own section (``0000:00:01.0/1/usb-ptr``, QEMU's USB device
+and HID state, here with the address the driver gave it) loads into
+vmkit's ``usb-tablet`` and is written back with QEMU's bytes too.
 
 Deliberate differences: :data:`DIFFERENCES` (none in the compared
 sections today).
@@ -374,8 +374,7 @@ def test_qemus_sections_load_into_vmkits_models(reloaded: Reloaded) -> None:
     unmodelled = {s["idstr"] for s in reloaded.loaded["unmodelled"]["sections"]}
     assert not unmodelled & set(COMPARED), "vmkit took them generically, not into its models"
     assert "cpu" in unmodelled  # not vacuous: the report lists what vmkit lacks
-    # vmkit's usb-tablet has no section yet; once it has, compare it too.
-    assert TABLET_SECTION in unmodelled
+    assert TABLET_SECTION not in unmodelled
 
 
 def test_the_loaded_registers_read_back_as_programmed(
@@ -421,11 +420,12 @@ def section_bodies(stream: Path) -> dict[str, bytes]:
 
 def test_vmkit_writes_qemus_bytes_back(programmed: Programmed, reloaded: Reloaded) -> None:
     qemu, vmkit = section_bodies(programmed.stream), section_bodies(reloaded.stream)
-    for idstr in COMPARED:
+    for idstr in (*COMPARED, TABLET_SECTION):
         assert vmkit[idstr] == qemu[idstr], idstr
     # Not vacuous: the bodies carry the programmed state.
     assert struct.pack("<Q", ROOT_TABLE) in qemu[IOMMU]
     assert struct.pack("<Q", programmed.dcbaa) in qemu[XHCI]
+    assert qemu[TABLET_SECTION][0] == programmed.slot != 0  # USBDevice.addr: the slot's
 
 
 def test_the_entries_of_the_programmed_streams_are_equal(
