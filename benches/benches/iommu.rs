@@ -67,9 +67,9 @@ fn translation(c: &mut Criterion) {
         b.iter(|| mapping(iommu.translate(DEV, black_box(IOVA + 0x234), Access::Write, &dma)));
     });
     let after = iommu.stats();
-    assert_eq!(
-        after.page_walks - before.page_walks,
-        1,
+    // (None when the benchmark was filtered out.)
+    assert!(
+        after.page_walks - before.page_walks <= 1,
         "every translation but the first hit"
     );
 
@@ -174,9 +174,10 @@ fn dma_4k(c: &mut Criterion) {
         b.iter(|| ok(bus_master.read(GuestAddr(black_box(IOVA)), black_box(&mut buf))));
     });
     g.finish();
+    ok(bus_master.write(GuestAddr(IOVA), &data));
     let mut check = vec![0u8; PAGE as usize];
     ok(space.read(GuestAddr(TARGET), &mut check));
-    assert_eq!(check, data, "the translated writes reached the mapped page");
+    assert_eq!(check, data, "a write through the IOMMU region reached the mapped page");
 }
 
 criterion_group!(benches, translation, dma_4k);
