@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use vmkit_memory::{MapOptions, RamBacking, RamBlock, RamOptions};
+use vmkit_devices::dma::{Dma, DmaError};
+use vmkit_memory::{AddressSpace, FULL_SPACE, GuestAddr, MapOptions, MemoryRegion, RamBacking, RamBlock, RamOptions};
 
 /// The target page size the benchmarks use.
 pub const PAGE: u64 = 4096;
@@ -26,4 +27,38 @@ pub fn prefaulted_block(name: &str, size: u64) -> Arc<RamBlock> {
         },
     };
     ok(RamBlock::with_options(name, size, RamBacking::Anonymous, options))
+}
+
+/// Guest RAM of `size` bytes at address 0 in an address space of its own,
+/// on a prefaulted block.
+pub fn ram_space(name: &str, size: u64) -> Arc<AddressSpace> {
+    let root = ok(MemoryRegion::container(name, None, FULL_SPACE));
+    let ram = ok(MemoryRegion::ram_block(None, prefaulted_block(name, size)));
+    ok(root.add_subregion(GuestAddr(0), &ram));
+    AddressSpace::new(name, &root)
+}
+
+/// A device's DMA through an address space, as the machine glue does it:
+/// byte transfers through [`AddressSpace::read`] / [`AddressSpace::write`].
+#[derive(Debug, Clone)]
+pub struct SpaceDma(pub Arc<AddressSpace>);
+
+impl Dma for SpaceDma {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.0.read(GuestAddr(addr), buf).map_err(|e| DmaError {
+            kind: "read",
+            addr,
+            len: buf.len() as u64,
+            reason: e.to_string(),
+        })
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.0.write(GuestAddr(addr), data).map_err(|e| DmaError {
+            kind: "write",
+            addr,
+            len: data.len() as u64,
+            reason: e.to_string(),
+        })
+    }
 }

@@ -304,7 +304,11 @@ impl AddressSpace {
                 size: u128::from(total),
             });
         }
-        let view = self.view.load_full();
+        // A guard, not a full `Arc`: the clone and drop were two more locked
+        // operations per transfer, most of a page-table entry read. Nested
+        // transfers (IOMMUs) and callbacks that change the map are fine
+        // under a guard, as in `read_sized`.
+        let view = self.view.load();
         let mut done = 0u64;
         while done < total {
             let cur = GuestAddr(addr.0 + done);

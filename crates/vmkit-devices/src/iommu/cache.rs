@@ -2,7 +2,10 @@
 //! and level, tagged with the domain) and the context cache (context
 //! entries by source). Neither migrates; both refill on demand.
 
-use std::collections::HashMap;
+// foldhash rather than std's SipHash: a translation hashes its key up to
+// three times, and SipHash was most of an IOTLB hit. Seeds stay random per
+// map, so guest-chosen addresses cannot aim at collisions.
+use foldhash::HashMap;
 
 use super::tables::{ContextEntry, Perm, SourceId, level_page_mask};
 

@@ -346,7 +346,8 @@ impl XhciCore {
         if self.pending_post_load {
             self.post_load(env);
         }
-        match regs::decode(offset, self.ports.len(), 0, 0) {
+        let reg = regs::decode(offset, self.ports.len(), 0, 0);
+        match reg {
             Bar0Reg::Cap(dword) => {
                 if size > 4 {
                     return Err(bad());
@@ -356,10 +357,11 @@ impl XhciCore {
                 Ok((u64::from(self.cap_read(dword)) >> shift) & mask)
             }
             Bar0Reg::Oper(_) | Bar0Reg::RuntimeHead(_) | Bar0Reg::Intr(..) => match size {
-                4 => Ok(u64::from(self.dword_read(offset, env))),
+                // The register is decoded once (decoding was a quarter of a read).
+                4 => Ok(u64::from(self.dword_read(reg, env))),
                 8 => {
-                    let lo = self.dword_read(offset, env);
-                    let hi = self.dword_read(offset + 4, env);
+                    let lo = self.dword_read(reg, env);
+                    let hi = self.dword_read(regs::decode(offset + 4, self.ports.len(), 0, 0), env);
                     Ok(u64::from(hi) << 32 | u64::from(lo))
                 }
                 _ => Err(bad()),
@@ -433,8 +435,8 @@ impl XhciCore {
         }
     }
 
-    fn dword_read(&mut self, offset: u64, env: &Env<'_>) -> u32 {
-        match regs::decode(offset, self.ports.len(), 0, 0) {
+    fn dword_read(&mut self, reg: Bar0Reg, env: &Env<'_>) -> u32 {
+        match reg {
             Bar0Reg::Oper(Ok(reg)) => match reg {
                 OperReg::UsbCmd => self.usbcmd,
                 OperReg::UsbSts => self.usbsts,
