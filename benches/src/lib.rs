@@ -45,20 +45,10 @@ pub struct SpaceDma(pub Arc<AddressSpace>);
 
 impl Dma for SpaceDma {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        self.0.read(GuestAddr(addr), buf).map_err(|e| DmaError {
-            kind: "read",
-            addr,
-            len: buf.len() as u64,
-            reason: e.to_string(),
-        })
+        Dma::read(&*self.0, addr, buf)
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-        self.0.write(GuestAddr(addr), data).map_err(|e| DmaError {
-            kind: "write",
-            addr,
-            len: data.len() as u64,
-            reason: e.to_string(),
-        })
+        Dma::write(&*self.0, addr, data)
     }
 }

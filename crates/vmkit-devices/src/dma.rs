@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use vmkit_memory::{AddressSpace, GuestAddr};
+
 /// A DMA access that failed: nothing there, not permitted, or a translation fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("DMA {kind} of {len} bytes at {addr:#x}: {reason}")]
@@ -48,6 +50,41 @@ pub trait Dma {
     /// Writes a little-endian u64 at `addr`.
     fn write_u64(&self, addr: u64, v: u64) -> Result<(), DmaError> {
         self.write(addr, &v.to_le_bytes())
+    }
+}
+
+/// An address space's failure as a [`DmaError`] of `kind` at `addr`.
+fn space_error(kind: &'static str, addr: u64, len: usize, e: &vmkit_memory::Error) -> DmaError {
+    DmaError {
+        kind,
+        addr,
+        len: len as u64,
+        reason: e.to_string(),
+    }
+}
+
+/// Guest memory through an address space: a device's bus-master space in
+/// the glue (through an IOMMU when one is in between), or the CPU's view
+/// for a driver in tests and benchmarks.
+impl Dma for AddressSpace {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        let len = buf.len();
+        AddressSpace::read(self, GuestAddr(addr), buf).map_err(|e| space_error("read", addr, len, &e))
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        AddressSpace::write(self, GuestAddr(addr), data).map_err(|e| space_error("write", addr, data.len(), &e))
+    }
+}
+
+/// A borrowed [`Dma`] is one.
+impl<T: Dma + ?Sized> Dma for &T {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        T::read(self, addr, buf)
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        T::write(self, addr, data)
     }
 }
 

@@ -4,27 +4,24 @@
 //! translated through tables in guest RAM (and refused with a recorded
 //! fault and its event), reset, and the `iommu-intel` section.
 //!
-//! `/machine` is process-wide: every test holds `LOCK` and builds the
-//! board afresh.
+//! `/machine` is process-wide: every test builds a fresh [`Board`], which
+//! holds a lock while it lives.
+
+mod common;
 
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
-use vmkit_devices::dma::{Dma, DmaError};
+use common::{Board, RAM, TestResult};
+use vmkit_devices::dma::Dma;
+use vmkit_devices::glue::Q35Options;
 use vmkit_devices::glue::iommu::{DMAR_BASE, TYPE_INTEL_IOMMU, active_dmar};
 use vmkit_devices::glue::pci::{PciTestdev, TYPE_PCI_TESTDEV, function_dma_space, pci_device};
-use vmkit_devices::glue::{Q35Board, Q35Options, build_q35};
 use vmkit_devices::iommu::testing::TableBuilder;
 use vmkit_devices::iommu::{ContextEntry, Perm, Reg, SourceId};
-use vmkit_memory::{AddressSpace, GuestAddr, RamBlock};
+use vmkit_memory::{AddressSpace, GuestAddr};
 use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, restore, save};
-use vmkit_qom::{ErrorKind, Object, create_machine, destroy_machine, device_add_from_text, device_del};
+use vmkit_qom::{ErrorKind, Object, device_add_from_text, device_del};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-const RAM: u64 = 64 << 20;
 const ROOT: u64 = 0x10_0000;
 const IOVA: u64 = 0x40_0000_1000;
 const TARGET: u64 = 0x80_0000;
@@ -34,36 +31,7 @@ const GCMD_TE: u64 = 1 << 31;
 const GCMD_SRTP: u64 = 1 << 30;
 const FSTS_PPF: u64 = 1 << 1;
 
-struct Board {
-    machine: Object,
-    block: Arc<RamBlock>,
-    q35: Q35Board,
-    _lock: MutexGuard<'static, ()>,
-}
-
 impl Board {
-    fn new() -> Result<Board, Box<dyn std::error::Error>> {
-        Board::with(Q35Options::default())
-    }
-
-    fn with(options: Q35Options) -> Result<Board, Box<dyn std::error::Error>> {
-        let lock = LOCK.lock();
-        destroy_machine()?;
-        let machine = create_machine("none-machine")?;
-        let block = RamBlock::anonymous("pc.ram", RAM)?;
-        let q35 = build_q35(&machine, Arc::clone(&block), options)?;
-        Ok(Board {
-            machine,
-            block,
-            q35,
-            _lock: lock,
-        })
-    }
-
-    fn memory(&self) -> &Arc<AddressSpace> {
-        &self.q35.memory.space
-    }
-
     fn reg_write(&self, reg: Reg, size: u32, value: u64) -> Result<(), vmkit_memory::Error> {
         self.memory()
             .write_sized(GuestAddr(DMAR_BASE + reg.offset() as u64), size, value)
@@ -76,38 +44,7 @@ impl Board {
 
     /// Enables bus mastering of the function in `slot` (0xCF8/0xCFC).
     fn master(&self, slot: u8) -> Result<(), vmkit_memory::Error> {
-        let io = &self.q35.io_space;
-        io.write_sized(GuestAddr(0xcf8), 4, 0x8000_0004 | u64::from(slot) << 11)?;
-        io.write_sized(GuestAddr(0xcfc), 2, 0x4)
-    }
-}
-
-impl Drop for Board {
-    fn drop(&mut self) {
-        let _ = destroy_machine();
-    }
-}
-
-/// Guest RAM as a driver writes it (through the CPU's view).
-struct Cpu<'a>(&'a AddressSpace);
-
-impl Dma for Cpu<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        self.0.read(GuestAddr(addr), buf).map_err(|e| DmaError {
-            kind: "read",
-            addr,
-            len: buf.len() as u64,
-            reason: e.to_string(),
-        })
-    }
-
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-        self.0.write(GuestAddr(addr), data).map_err(|e| DmaError {
-            kind: "write",
-            addr,
-            len: data.len() as u64,
-            reason: e.to_string(),
-        })
+        self.cfg_write(slot, 0x04, 2, 0x4)
     }
 }
 
@@ -122,8 +59,8 @@ fn testdev(id: &str, addr: &str) -> vmkit_qom::Result<Object> {
 
 /// The guest's tables: IOVA → TARGET (4 KiB, read and write) for 00:03.0.
 fn build_tables(b: &Board) -> TestResult {
-    let cpu = Cpu(b.memory());
-    let mut tb = TableBuilder::new(&cpu, ROOT);
+    let cpu: &AddressSpace = b.memory();
+    let mut tb = TableBuilder::new(cpu, ROOT);
     let table = tb.alloc()?;
     tb.set_context(DEV, ContextEntry::translated(table, 3, 1))?;
     tb.map(table, 3, IOVA, TARGET, 1, Perm::READ | Perm::WRITE)?;
@@ -399,7 +336,7 @@ fn a_wait_descriptor_writes_its_status_and_sends_the_completion_event() -> TestR
     b.reg_write(Reg::Iectl, 4, 0)?;
     // Queue of 256 descriptors at QUEUE; one wait descriptor with a status
     // write (SW) of 0x600d to STATUS and an interrupt (IF).
-    let cpu = Cpu(b.memory());
+    let cpu: &AddressSpace = b.memory();
     cpu.write_u64(QUEUE, 5 | 1 << 5 | 1 << 4 | 0x600d << 32)?;
     cpu.write_u64(QUEUE + 8, STATUS)?;
     b.reg_write(Reg::Iqa, 8, QUEUE)?;

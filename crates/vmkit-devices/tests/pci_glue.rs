@@ -4,92 +4,32 @@
 //! in the address spaces), bus mastering, placement by `addr=` with
 //! QEMU's refusals, hot-plug rules, reset, and the devices' sections.
 //!
-//! `/machine` is process-wide: every test holds `LOCK` and builds the
-//! board afresh.
+//! `/machine` is process-wide: every test builds a fresh [`Board`], which
+//! holds a lock while it lives.
+
+mod common;
 
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use common::{Board, TestResult};
 use vmkit_devices::dma::Dma;
+use vmkit_devices::glue::Q35Options;
 use vmkit_devices::glue::pci::{PciTestdev, TYPE_PCI_TESTDEV, pci_device, query_pci};
-use vmkit_devices::glue::{Q35Board, Q35Options, build_q35};
-use vmkit_memory::{AddressSpace, GuestAddr, RamBlock};
+use vmkit_memory::{AddressSpace, GuestAddr};
 use vmkit_migration::savevm::{RestoreOptions, SaveOptions, SaveSet, collect_devices, restore, save};
-use vmkit_qom::{Object, Value, create_machine, destroy_machine, device_add, device_del, machine_creation_done};
+use vmkit_qom::{Object, Value, device_add, device_del, machine_creation_done};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-static LOCK: Mutex<()> = Mutex::new(());
-
-const RAM: u64 = 64 << 20;
 const ECAM: u64 = 0xb000_0000;
 const MMIO_BAR: u64 = 0xfebf_0000;
 const IO_BAR: u64 = 0xc000;
 
-/// A board on a fresh machine, destroyed when dropped.
-struct Board {
-    machine: Object,
-    block: Arc<RamBlock>,
-    q35: Q35Board,
-    _lock: MutexGuard<'static, ()>,
-}
-
 impl Board {
-    fn new() -> Result<Board, Box<dyn std::error::Error>> {
-        Board::with(Q35Options::default())
-    }
-
-    fn with(options: Q35Options) -> Result<Board, Box<dyn std::error::Error>> {
-        let lock = LOCK.lock();
-        destroy_machine()?;
-        let machine = create_machine("none-machine")?;
-        let block = RamBlock::anonymous("pc.ram", RAM)?;
-        let q35 = build_q35(&machine, Arc::clone(&block), options)?;
-        Ok(Board {
-            machine,
-            block,
-            q35,
-            _lock: lock,
-        })
-    }
-
-    fn memory(&self) -> &Arc<AddressSpace> {
-        &self.q35.memory.space
-    }
-
-    fn io(&self) -> &Arc<AddressSpace> {
-        &self.q35.io_space
-    }
-
-    fn cf8(&self, slot: u8, func: u8, offset: u8) -> Result<(), vmkit_memory::Error> {
-        let v = 0x8000_0000 | u32::from(slot) << 11 | u32::from(func) << 8 | u32::from(offset & 0xfc);
-        self.io().write_sized(GuestAddr(0xcf8), 4, u64::from(v))
-    }
-
-    /// A configuration read through 0xCF8/0xCFC, as a guest makes it.
-    fn cfg_read(&self, slot: u8, offset: u8, size: u32) -> Result<u64, vmkit_memory::Error> {
-        self.cf8(slot, 0, offset)?;
-        self.io().read_sized(GuestAddr(0xcfc + u64::from(offset & 3)), size)
-    }
-
-    fn cfg_write(&self, slot: u8, offset: u8, size: u32, value: u64) -> Result<(), vmkit_memory::Error> {
-        self.cf8(slot, 0, offset)?;
-        self.io()
-            .write_sized(GuestAddr(0xcfc + u64::from(offset & 3)), size, value)
-    }
-
     /// The name of the region answering at `addr` in `space`, if any.
     fn region_at(space: &AddressSpace, addr: u64) -> Option<String> {
         space
             .flat_view()
             .lookup(GuestAddr(addr))
             .map(|r| r.region.name().to_owned())
-    }
-}
-
-impl Drop for Board {
-    fn drop(&mut self) {
-        let _ = destroy_machine();
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use vmkit_memory::{AddressSpace, MemoryRegion};
 use vmkit_qom::{Object, TYPE_OBJECT, TypeInfo};
@@ -47,10 +48,8 @@ pub trait DmaRootHook: Send + Sync {
     fn dma_root(&self, bus: u8, devfn: DevFn, owner: &Object) -> vmkit_memory::Result<MemoryRegion>;
 }
 
-struct Slots {
-    placement: PciBus,
-    functions: BTreeMap<u8, Arc<dyn BusFunction>>,
-}
+/// The connected functions by raw device/function number.
+type FunctionTable = BTreeMap<u8, Arc<dyn BusFunction>>;
 
 /// A PCI root bus: placement of its functions and the address spaces
 /// behind it. Kept as the user data of its QOM object (`pcie.0`).
@@ -63,7 +62,11 @@ pub struct PciRootBus {
     io: MemoryRegion,
     dma_root: MemoryRegion,
     dma_hook: RwLock<Option<Arc<dyn DmaRootHook>>>,
-    slots: Mutex<Slots>,
+    /// Placement; its lock also serialises changes of `functions`.
+    placement: Mutex<PciBus>,
+    /// Read without a lock on every configuration access (replaced as a
+    /// whole on plug and unplug, which are rare).
+    functions: ArcSwap<FunctionTable>,
 }
 
 /// All ones for an access of `size` bytes (nothing answers).
@@ -96,12 +99,10 @@ impl PciRootBus {
             io,
             dma_root,
             dma_hook: RwLock::new(None),
-            slots: Mutex::new(Slots {
-                // q35's root bus: automatic placement from 00.0 (the host
-                // bridge takes it first).
-                placement: PciBus::new(0),
-                functions: BTreeMap::new(),
-            }),
+            // q35's root bus: automatic placement from 00.0 (the host
+            // bridge takes it first).
+            placement: Mutex::new(PciBus::new(0)),
+            functions: ArcSwap::from_pointee(BTreeMap::new()),
         })
     }
 
@@ -193,36 +194,39 @@ impl PciRootBus {
         occupant: Occupant,
         hotplugged: bool,
     ) -> Result<DevFn, PciError> {
-        self.slots.lock().placement.place(requested, occupant, hotplugged)
+        self.placement.lock().place(requested, occupant, hotplugged)
     }
 
     /// Connects the function placed at `devfn`.
     pub(crate) fn attach(&self, devfn: DevFn, function: Arc<dyn BusFunction>) {
-        self.slots.lock().functions.insert(devfn.raw(), function);
+        let _placement = self.placement.lock();
+        let mut table = FunctionTable::clone(&self.functions.load());
+        table.insert(devfn.raw(), function);
+        self.functions.store(Arc::new(table));
     }
 
     /// Frees `devfn`: its function is no longer reached.
     pub(crate) fn detach(&self, devfn: DevFn) {
-        let (function, _) = {
-            let mut slots = self.slots.lock();
-            let function = slots.functions.remove(&devfn.raw());
-            let occupant = slots.placement.remove(devfn);
-            (function, occupant)
+        let (old, _) = {
+            let mut placement = self.placement.lock();
+            let mut table = FunctionTable::clone(&self.functions.load());
+            table.remove(&devfn.raw());
+            let old = self.functions.swap(Arc::new(table));
+            (old, placement.remove(devfn))
         };
         // Dropped outside the lock: the function may hold the last
         // references to regions and address spaces.
-        drop(function);
+        drop(old);
     }
 
     pub(crate) fn function(&self, devfn: DevFn) -> Option<Arc<dyn BusFunction>> {
-        self.slots.lock().functions.get(&devfn.raw()).cloned()
+        self.functions.load().get(&devfn.raw()).cloned()
     }
 
     /// Every function, by device/function number.
     pub(crate) fn functions(&self) -> Vec<(DevFn, Arc<dyn BusFunction>)> {
-        self.slots
-            .lock()
-            .functions
+        self.functions
+            .load()
             .iter()
             .map(|(d, f)| (DevFn::from_raw(*d), Arc::clone(f)))
             .collect()
@@ -232,7 +236,8 @@ impl PciRootBus {
     /// most `limit` bytes of its space (256 through 0xCFC, its whole space
     /// through ECAM): all ones where nothing answers, as on QEMU's hosts.
     pub fn config_read(&self, bus: u8, devfn: DevFn, offset: u16, size: u8, limit: usize) -> u32 {
-        match self.target(bus, devfn, offset, limit) {
+        let table = self.functions.load();
+        match Self::target(&table, self.number, bus, devfn, offset, limit) {
             Some(f) => f.config_read(offset, size),
             None => all_ones(size),
         }
@@ -240,16 +245,28 @@ impl PciRootBus {
 
     /// A configuration write (dropped where nothing answers).
     pub fn config_write(&self, bus: u8, devfn: DevFn, offset: u16, size: u8, value: u32, limit: usize) {
-        if let Some(f) = self.target(bus, devfn, offset, limit) {
+        // A write may move BARs (memory-map changes with locks of their
+        // own): it runs on its own reference, not under the table's guard.
+        let f = Self::target(&self.functions.load(), self.number, bus, devfn, offset, limit).cloned();
+        if let Some(f) = f {
             f.config_write(offset, size, value);
         }
     }
 
-    fn target(&self, bus: u8, devfn: DevFn, offset: u16, limit: usize) -> Option<Arc<dyn BusFunction>> {
-        if bus != self.number {
+    /// The function answering `bus`/`devfn` at `offset` (below `limit` and
+    /// its configuration size) in `table`.
+    fn target(
+        table: &FunctionTable,
+        number: u8,
+        bus: u8,
+        devfn: DevFn,
+        offset: u16,
+        limit: usize,
+    ) -> Option<&Arc<dyn BusFunction>> {
+        if bus != number {
             return None;
         }
-        let f = self.function(devfn)?;
+        let f = table.get(&devfn.raw())?;
         (usize::from(offset) < limit.min(f.config_size())).then_some(f)
     }
 }

@@ -162,6 +162,9 @@ pub struct PciDevice<M: PciDeviceModel> {
     apply: Mutex<()>,
     mappings: OnceLock<Vec<BarMapping>>,
     bus_master: BusMaster,
+    /// Bytes of its configuration space: fixed by the model's kind, kept
+    /// here so a config access need not lock the model to bound itself.
+    config_size: usize,
 }
 
 impl<M: PciDeviceModel> PciDevice<M> {
@@ -321,7 +324,7 @@ impl<M: PciDeviceModel> BusFunction for PciDevice<M> {
     }
 
     fn config_size(&self) -> usize {
-        self.model.lock().config().len()
+        self.config_size
     }
 
     fn info(&self) -> serde_json::Value {
@@ -415,21 +418,11 @@ pub struct BusMasterDma(Arc<AddressSpace>);
 
 impl Dma for BusMasterDma {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        self.0.read(GuestAddr(addr), buf).map_err(|e| DmaError {
-            kind: "read",
-            addr,
-            len: buf.len() as u64,
-            reason: e.to_string(),
-        })
+        Dma::read(&*self.0, addr, buf)
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-        self.0.write(GuestAddr(addr), data).map_err(|e| DmaError {
-            kind: "write",
-            addr,
-            len: data.len() as u64,
-            reason: e.to_string(),
-        })
+        Dma::write(&*self.0, addr, data)
     }
 }
 
@@ -528,6 +521,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
         let path = format!("0000:{:02x}:{:02x}.{:x}", bus.number(), devfn.slot(), devfn.func());
         model.connected(BusMasterDma(Arc::clone(&bus_master.space)), &path);
         let owner = M::region_owner(obj);
+        let config_size = model.config().len();
         let dev = Arc::new(PciDevice {
             obj: obj.clone(),
             bus,
@@ -537,6 +531,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
             apply: Mutex::new(()),
             mappings: OnceLock::new(),
             bus_master,
+            config_size,
         });
         let mut mappings = Vec::with_capacity(bars.len());
         for (index, space, size, region) in bars {
