@@ -1,9 +1,10 @@
 //! Criterion benchmarks of the qemu-xhci model: a register read, and a
 //! No-op command from the doorbell to its completion event on the event
-//! ring, each twice: calling the model directly, and through the q35
-//! board's system address space with BAR0 mapped as an MMIO region over
-//! the model (a minimal stand-in for the PCI glue: a lock, then the
-//! model's BAR0 access; interrupt requests are dropped).
+//! ring, each twice: calling the model directly, and as a guest reaches
+//! the real `qemu-xhci` device of the q35 board (`-device qemu-xhci` at
+//! 01.0, BAR0 assigned and memory decoding and bus mastering enabled
+//! through 0xCF8/0xCFC): through the system address space and the PCI
+//! glue, with the controller's DMA through its bus-master address space.
 //!
 //! Rings, the event ring segment table and DCBAA are in guest RAM, which
 //! the model reaches through the system address space.
@@ -11,7 +12,7 @@
 //! Run with `cargo bench -p vmkit-benches --bench xhci`.
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -20,11 +21,10 @@ use vmkit_devices::dma::Dma;
 use vmkit_devices::glue::{Q35Options, build_q35};
 use vmkit_devices::usb::xhci::trb::bits;
 use vmkit_devices::usb::xhci::{CompletionCode, Env, Trb, TrbType, XhciPci, XhciPciConfig};
-use vmkit_memory::{AddressSpace, GuestAddr, MemoryRegion, MmioOps};
+use vmkit_memory::{AddressSpace, GuestAddr};
 
 /// Where BAR0 is mapped in the PCI window.
 const BAR0: u64 = 0xfe00_0000;
-const BAR0_SIZE: u64 = 0x4000;
 
 const DCBAA: u64 = 0x10_0000;
 const CMD_RING: u64 = 0x10_1000;
@@ -44,43 +44,6 @@ const ERSTSZ: u64 = 0x1028;
 const ERSTBA: u64 = 0x1030;
 const ERDP: u64 = 0x1038;
 const DOORBELL: u64 = 0x2000;
-
-/// The model's BAR0 as an MMIO region's callbacks.
-struct XhciBar {
-    dev: Mutex<XhciPci>,
-    dma: SpaceDma,
-}
-
-impl XhciBar {
-    fn dev(&self) -> MutexGuard<'_, XhciPci> {
-        self.dev.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-fn refused(e: vmkit_devices::usb::UsbError) -> vmkit_memory::Error {
-    vmkit_memory::Error::Refused(e.to_string())
-}
-
-impl MmioOps for XhciBar {
-    fn read(&self, offset: u64, size: u32) -> vmkit_memory::Result<u64> {
-        let env = Env {
-            dma: &self.dma,
-            now_ns: 0,
-        };
-        self.dev().bar0_read(offset, size as u8, &env).map_err(refused)
-    }
-
-    fn write(&self, offset: u64, size: u32, value: u64) -> vmkit_memory::Result<()> {
-        let env = Env {
-            dma: &self.dma,
-            now_ns: 0,
-        };
-        self.dev()
-            .bar0_write(offset, size as u8, value, &env)
-            .map(drop)
-            .map_err(refused)
-    }
-}
 
 /// How the guest reaches BAR0.
 trait Bar0 {
@@ -260,21 +223,28 @@ fn xhci(c: &mut Criterion) {
     };
     run(c, "xhci_model", &mut direct, mem.clone());
 
-    let ops = Arc::new(XhciBar {
-        dev: Mutex::new(ok(XhciPci::new(XhciPciConfig::default()))),
-        dma: mem.clone(),
-    });
-    let bar0 = ok(MemoryRegion::mmio("xhci-bar0", None, BAR0_SIZE, ops));
-    ok(board.pci.add_subregion(GuestAddr(BAR0), &bar0));
+    // The real device, placed as QEMU's q35 places `-device qemu-xhci`;
+    // BAR0 (64-bit) assigned, memory decoding and bus mastering on, as a
+    // guest's PCI enumeration leaves it.
+    ok(vmkit_qom::device_add_from_text(
+        "qemu-xhci",
+        Some("xhci"),
+        &[("addr".into(), "01.0".into())],
+    ));
+    let io = &board.io_space;
+    let cfg_write = |offset: u64, size: u32, value: u64| {
+        ok(io.write_sized(GuestAddr(0xcf8), 4, 0x8000_0000 | 1 << 11 | offset));
+        ok(io.write_sized(GuestAddr(0xcfc), size, value));
+    };
+    cfg_write(0x10, 4, BAR0 | 4);
+    cfg_write(0x14, 4, 0);
+    cfg_write(0x04, 2, 0x6);
     let mut mapped = Mapped {
         space: Arc::clone(&space),
         base: BAR0,
     };
     run(c, "xhci_address_space", &mut mapped, mem);
 
-    // The region's callbacks hold the address space (for DMA): unmap it
-    // to break the cycle.
-    ok(board.pci.del_subregion(&bar0));
     drop(board);
     ok(vmkit_qom::destroy_machine());
 }

@@ -3,7 +3,6 @@
 //! BARs are mapped into, what its functions' bus mastering reaches, and
 //! configuration accesses routed to the function addressed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,8 +47,33 @@ pub trait DmaRootHook: Send + Sync {
     fn dma_root(&self, bus: u8, devfn: DevFn, owner: &Object) -> vmkit_memory::Result<MemoryRegion>;
 }
 
-/// The connected functions by raw device/function number.
-type FunctionTable = BTreeMap<u8, Arc<dyn BusFunction>>;
+/// The connected functions, indexed by raw device/function number (a
+/// configuration access finds its function by one index, not a search).
+#[derive(Clone)]
+struct FunctionTable(Box<[Option<Arc<dyn BusFunction>>]>);
+
+impl FunctionTable {
+    fn new() -> FunctionTable {
+        FunctionTable(vec![None; 256].into_boxed_slice())
+    }
+
+    fn get(&self, devfn: u8) -> Option<&Arc<dyn BusFunction>> {
+        self.0.get(usize::from(devfn))?.as_ref()
+    }
+
+    fn set(&mut self, devfn: u8, function: Option<Arc<dyn BusFunction>>) {
+        if let Some(slot) = self.0.get_mut(usize::from(devfn)) {
+            *slot = function;
+        }
+    }
+
+    /// The functions in device/function order.
+    fn iter(&self) -> impl Iterator<Item = (u8, &Arc<dyn BusFunction>)> {
+        (0..=u8::MAX)
+            .zip(self.0.iter())
+            .filter_map(|(d, f)| Some((d, f.as_ref()?)))
+    }
+}
 
 /// A PCI root bus: placement of its functions and the address spaces
 /// behind it. Kept as the user data of its QOM object (`pcie.0`).
@@ -102,7 +126,7 @@ impl PciRootBus {
             // q35's root bus: automatic placement from 00.0 (the host
             // bridge takes it first).
             placement: Mutex::new(PciBus::new(0)),
-            functions: ArcSwap::from_pointee(BTreeMap::new()),
+            functions: ArcSwap::from_pointee(FunctionTable::new()),
         })
     }
 
@@ -201,7 +225,7 @@ impl PciRootBus {
     pub(crate) fn attach(&self, devfn: DevFn, function: Arc<dyn BusFunction>) {
         let _placement = self.placement.lock();
         let mut table = FunctionTable::clone(&self.functions.load());
-        table.insert(devfn.raw(), function);
+        table.set(devfn.raw(), Some(function));
         self.functions.store(Arc::new(table));
     }
 
@@ -210,7 +234,7 @@ impl PciRootBus {
         let (old, _) = {
             let mut placement = self.placement.lock();
             let mut table = FunctionTable::clone(&self.functions.load());
-            table.remove(&devfn.raw());
+            table.set(devfn.raw(), None);
             let old = self.functions.swap(Arc::new(table));
             (old, placement.remove(devfn))
         };
@@ -220,7 +244,7 @@ impl PciRootBus {
     }
 
     pub(crate) fn function(&self, devfn: DevFn) -> Option<Arc<dyn BusFunction>> {
-        self.functions.load().get(&devfn.raw()).cloned()
+        self.functions.load().get(devfn.raw()).cloned()
     }
 
     /// Every function, by device/function number.
@@ -228,7 +252,7 @@ impl PciRootBus {
         self.functions
             .load()
             .iter()
-            .map(|(d, f)| (DevFn::from_raw(*d), Arc::clone(f)))
+            .map(|(d, f)| (DevFn::from_raw(d), Arc::clone(f)))
             .collect()
     }
 
@@ -266,7 +290,7 @@ impl PciRootBus {
         if bus != number {
             return None;
         }
-        let f = table.get(&devfn.raw())?;
+        let f = table.get(devfn.raw())?;
         (usize::from(offset) < limit.min(f.config_size())).then_some(f)
     }
 }

@@ -24,6 +24,7 @@ use vmkit_qom::{Object, PropertyDef, PropertyKind, TYPE_DEVICE, TextParser, Type
 
 use super::bus::{BusFunction, PciRootBus, all_ones, find_root_bus};
 use super::info::device_info;
+use super::reentry::{MAX_NESTED, ReentryGuard, Refusal};
 use crate::dma::{Dma, DmaError};
 use crate::glue::error::GlueError;
 use crate::pci::regs::HEADER_TYPE_MULTI_FUNCTION;
@@ -90,36 +91,6 @@ pub trait PciDeviceModel: PciFunction + Sized {
     fn connected(&mut self, _dma: BusMasterDma, _path: &str) {}
 }
 
-thread_local! {
-    /// The devices whose model this thread is inside (an access or an
-    /// operation with effects): a DMA of the device reaching its own BAR
-    /// is refused rather than recursing (QEMU's memory re-entrancy guard).
-    static ACTIVE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Marks a device as entered on this thread until dropped.
-struct ReentryGuard(usize);
-
-impl ReentryGuard {
-    /// `None` when the device is entered already on this thread.
-    fn enter(key: usize) -> Option<ReentryGuard> {
-        ACTIVE.with(|a| {
-            let mut a = a.borrow_mut();
-            if a.contains(&key) {
-                return None;
-            }
-            a.push(key);
-            Some(ReentryGuard(key))
-        })
-    }
-}
-
-impl Drop for ReentryGuard {
-    fn drop(&mut self) {
-        ACTIVE.with(|a| a.borrow_mut().retain(|&k| k != self.0));
-    }
-}
-
 /// A BAR's region and where its mapping goes.
 struct BarMapping {
     index: BarIndex,
@@ -156,7 +127,11 @@ pub struct PciDevice<M: PciDeviceModel> {
     bus: Arc<PciRootBus>,
     devfn: DevFn,
     qdev_id: String,
-    model: Mutex<M>,
+    /// Shared with the BAR regions' callbacks, so a register read need not
+    /// take a reference to the whole device. The model holds no strong
+    /// reference back to a region ([`BusMasterDma`] is weak), so this makes
+    /// no cycle.
+    model: Arc<Mutex<M>>,
     /// Serialises an access's effects with the next access's: a guest's
     /// BAR moves are applied in the order it made them.
     apply: Mutex<()>,
@@ -195,9 +170,10 @@ impl<M: PciDeviceModel> PciDevice<M> {
         &self.bus_master.space
     }
 
-    /// Its DMA as a model reaches guest memory.
+    /// Its DMA as a model reaches guest memory (failing once the device
+    /// is gone).
     pub fn dma(&self) -> BusMasterDma {
-        BusMasterDma(Arc::clone(&self.bus_master.space))
+        BusMasterDma(Arc::downgrade(&self.bus_master.space))
     }
 
     /// The region of BAR `bar`, if the model declared it.
@@ -361,29 +337,49 @@ impl<M: PciDeviceModel> DeviceState for PciDevice<M> {
 }
 
 /// A BAR region's accesses, forwarded to the model. It holds the device
-/// weakly: the device holds its regions.
+/// weakly (the device holds its regions) and the model strongly: a read
+/// needs only the model, and checking that the device is alive costs a
+/// load where taking a reference to it costs two atomic updates.
 struct BarOps<M: PciDeviceModel> {
     dev: Weak<PciDevice<M>>,
+    model: Arc<Mutex<M>>,
     bar: BarIndex,
     constraints: AccessConstraints,
 }
 
 impl<M: PciDeviceModel> BarOps<M> {
+    fn gone(&self) -> vmkit_memory::Error {
+        vmkit_memory::Error::Refused(format!("BAR {} of a device that is gone", self.bar.number()))
+    }
+
     fn device(&self) -> vmkit_memory::Result<Arc<PciDevice<M>>> {
-        self.dev
-            .upgrade()
-            .ok_or_else(|| vmkit_memory::Error::Refused(format!("BAR {} of a device that is gone", self.bar.number())))
+        self.dev.upgrade().ok_or_else(|| self.gone())
     }
 
     /// Enters the device, refusing an access made from inside it (its own
     /// DMA reaching its BAR): QEMU's guard ignores such an access too.
-    fn enter(&self, dev: &PciDevice<M>) -> vmkit_memory::Result<ReentryGuard> {
-        ReentryGuard::enter(dev.key()).ok_or_else(|| {
-            vmkit_memory::Error::Refused(format!(
+    fn enter(&self) -> vmkit_memory::Result<ReentryGuard> {
+        // The device's key (its address) without a reference to it.
+        let key = self.dev.as_ptr() as *const () as usize;
+        ReentryGuard::enter(key).map_err(|why| self.refused(why))
+    }
+
+    #[cold]
+    fn refused(&self, why: Refusal) -> vmkit_memory::Error {
+        let Some(dev) = self.dev.upgrade() else {
+            return self.gone();
+        };
+        vmkit_memory::Error::Refused(match why {
+            Refusal::Reentered => format!(
                 "re-entrant access to BAR {} of {} from its own DMA: ignored",
                 self.bar.number(),
                 dev.obj.describe()
-            ))
+            ),
+            Refusal::TooDeep => format!(
+                "access to BAR {} of {} from DMA nested through {MAX_NESTED} devices: ignored",
+                self.bar.number(),
+                dev.obj.describe()
+            ),
         })
     }
 }
@@ -394,15 +390,17 @@ fn access_error(e: PciError) -> vmkit_memory::Error {
 
 impl<M: PciDeviceModel> MmioOps for BarOps<M> {
     fn read(&self, offset: u64, size: u32) -> vmkit_memory::Result<u64> {
-        let dev = self.device()?;
-        let _guard = self.enter(&dev)?;
-        let v = dev.model.lock().bar_read(self.bar, offset, size as u8);
+        if self.dev.strong_count() == 0 {
+            return Err(self.gone());
+        }
+        let _guard = self.enter()?;
+        let v = self.model.lock().bar_read(self.bar, offset, size as u8);
         v.map_err(access_error)
     }
 
     fn write(&self, offset: u64, size: u32, value: u64) -> vmkit_memory::Result<()> {
         let dev = self.device()?;
-        let _guard = self.enter(&dev)?;
+        let _guard = self.enter()?;
         dev.run(|m| m.bar_write(self.bar, offset, size as u8, value))
             .map_err(access_error)
     }
@@ -412,17 +410,30 @@ impl<M: PciDeviceModel> MmioOps for BarOps<M> {
     }
 }
 
-/// A device's DMA through its bus-master address space.
+/// A device's DMA through its bus-master address space. Weak: the space
+/// reaches the device's own BARs, whose callbacks hold the model that
+/// holds this; once the device is gone, its DMA fails.
 #[derive(Debug, Clone)]
-pub struct BusMasterDma(Arc<AddressSpace>);
+pub struct BusMasterDma(Weak<AddressSpace>);
+
+impl BusMasterDma {
+    fn space(&self, kind: &'static str, addr: u64, len: usize) -> Result<Arc<AddressSpace>, DmaError> {
+        self.0.upgrade().ok_or_else(|| DmaError {
+            kind,
+            addr,
+            len: len as u64,
+            reason: "the device's bus-master address space is gone".into(),
+        })
+    }
+}
 
 impl Dma for BusMasterDma {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        Dma::read(&*self.0, addr, buf)
+        Dma::read(&*self.space("read", addr, buf.len())?, addr, buf)
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-        Dma::write(&*self.0, addr, data)
+        Dma::write(&*self.space("write", addr, data.len())?, addr, data)
     }
 }
 
@@ -519,7 +530,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
         let dma_root = bus.device_dma_root(devfn, obj)?;
         let bus_master = BusMaster::new(obj, &dma_root)?;
         let path = format!("0000:{:02x}:{:02x}.{:x}", bus.number(), devfn.slot(), devfn.func());
-        model.connected(BusMasterDma(Arc::clone(&bus_master.space)), &path);
+        model.connected(BusMasterDma(Arc::downgrade(&bus_master.space)), &path);
         let owner = M::region_owner(obj);
         let config_size = model.config().len();
         let dev = Arc::new(PciDevice {
@@ -527,7 +538,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
             bus,
             devfn,
             qdev_id,
-            model: Mutex::new(model),
+            model: Arc::new(Mutex::new(model)),
             apply: Mutex::new(()),
             mappings: OnceLock::new(),
             bus_master,
@@ -539,6 +550,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
                 BarRegionKind::Mmio(constraints) => {
                     let ops = BarOps {
                         dev: Arc::downgrade(&dev),
+                        model: Arc::clone(&dev.model),
                         bar: index,
                         constraints,
                     };

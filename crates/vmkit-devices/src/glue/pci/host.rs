@@ -91,7 +91,12 @@ impl Ecam {
                 self.system.del_subregion(&region)?;
             }
             if let Some((base, size)) = want {
-                let ops = EcamOps { bus: self.bus.clone() };
+                // The window reaches the bus while it is mapped (the bus
+                // outlives its functions, which unplug and teardown detach).
+                let Some(bus) = self.bus.upgrade() else {
+                    return Ok(());
+                };
+                let ops = EcamOps { bus };
                 let region = MemoryRegion::mmio("pcie-mmcfg-mmio", Some(&self.owner), size, Arc::new(ops))?;
                 self.system.add_subregion_overlap(GuestAddr(base), &region, 0)?;
                 *mapped = Some((base, size, region));
@@ -110,23 +115,26 @@ impl Ecam {
 /// ECAM accesses: bus in bits 27:20, device/function in 19:12, the offset
 /// in 11:0, reaching the function's whole space.
 struct EcamOps {
-    bus: Weak<PciRootBus>,
+    /// Strong: taking a reference per access cost a tenth of a read.
+    bus: Arc<PciRootBus>,
 }
 
 impl MmioOps for EcamOps {
     fn read(&self, offset: u64, size: u32) -> vmkit_memory::Result<u64> {
         let t = ecam_target(offset);
-        Ok(u64::from(match self.bus.upgrade() {
-            Some(bus) => bus.config_read(t.bus, t.devfn, t.offset, size as u8, usize::MAX),
-            None => all_ones(size as u8),
-        }))
+        Ok(u64::from(self.bus.config_read(
+            t.bus,
+            t.devfn,
+            t.offset,
+            size as u8,
+            usize::MAX,
+        )))
     }
 
     fn write(&self, offset: u64, size: u32, value: u64) -> vmkit_memory::Result<()> {
         let t = ecam_target(offset);
-        if let Some(bus) = self.bus.upgrade() {
-            bus.config_write(t.bus, t.devfn, t.offset, size as u8, value as u32, usize::MAX);
-        }
+        self.bus
+            .config_write(t.bus, t.devfn, t.offset, size as u8, value as u32, usize::MAX);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod device;
 pub mod host;
 pub mod info;
+mod reentry;
 pub mod testdev;
 
 use std::sync::OnceLock;

@@ -32,6 +32,10 @@ pub const OFF_MSIX_TABLE: u64 = 0x3000;
 /// Where the MSI-X pending-bit array sits in BAR0.
 pub const OFF_MSIX_PBA: u64 = 0x3800;
 
+// The registers come before the MSI-X structures (the PCI wrapper hands
+// every offset below the table to the core without decoding it).
+const _: () = assert!(OFF_DOORBELL + LEN_DOORBELL <= OFF_MSIX_TABLE && OFF_MSIX_TABLE < OFF_MSIX_PBA);
+
 /// Most USB2 ports (`p2` is clamped to it).
 pub const MAX_PORTS_2: u32 = 15;
 /// Most USB3 ports (`p3` is clamped to it).
