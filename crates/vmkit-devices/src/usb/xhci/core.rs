@@ -435,6 +435,7 @@ impl XhciCore {
         }
     }
 
+    #[inline]
     fn dword_read(&mut self, reg: Bar0Reg, env: &Env<'_>) -> u32 {
         match reg {
             Bar0Reg::Oper(Ok(reg)) => match reg {
