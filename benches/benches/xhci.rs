@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vmkit_benches::{SpaceDma, ok, prefaulted_block};
+use vmkit_benches::{FLOOR_REGISTER, SpaceDma, map_floor_register, ok, prefaulted_block};
 use vmkit_devices::dma::Dma;
 use vmkit_devices::glue::{Q35Options, build_q35};
 use vmkit_devices::usb::xhci::trb::bits;
@@ -244,6 +244,15 @@ fn xhci(c: &mut Criterion) {
         base: BAR0,
     };
     run(c, "xhci_address_space", &mut mapped, mem);
+
+    // The same address space's floor: the dispatch to a register with
+    // nothing behind it.
+    let _floor = map_floor_register(&board.pci);
+    let mut g = c.benchmark_group("xhci_address_space");
+    g.bench_function("floor_read", |b| {
+        b.iter(|| ok(space.read_sized(black_box(GuestAddr(FLOOR_REGISTER)), 4)));
+    });
+    g.finish();
 
     drop(board);
     ok(vmkit_qom::destroy_machine());

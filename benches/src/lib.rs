@@ -52,3 +52,34 @@ impl Dma for SpaceDma {
         Dma::write(&*self.0, addr, data)
     }
 }
+
+/// Where the dispatch floor's register sits in the q35 board's PCI window
+/// (below the BARs the benchmarks map).
+pub const FLOOR_REGISTER: u64 = 0xfd00_0000;
+
+/// A register that answers a constant and ignores writes: the MMIO
+/// dispatch with nothing behind it, measured beside a device's register
+/// in the same address space as that run's floor.
+struct ConstRegister;
+
+impl vmkit_memory::MmioOps for ConstRegister {
+    fn read(&self, _offset: u64, _size: u32) -> vmkit_memory::Result<u64> {
+        Ok(0x1234_5678)
+    }
+
+    fn write(&self, _offset: u64, _size: u32, _value: u64) -> vmkit_memory::Result<()> {
+        Ok(())
+    }
+}
+
+/// Maps a [`ConstRegister`] page at [`FLOOR_REGISTER`] in `container`.
+pub fn map_floor_register(container: &MemoryRegion) -> MemoryRegion {
+    let region = ok(MemoryRegion::mmio(
+        "floor-register",
+        None,
+        PAGE,
+        Arc::new(ConstRegister),
+    ));
+    ok(container.add_subregion(GuestAddr(FLOOR_REGISTER), &region));
+    region
+}

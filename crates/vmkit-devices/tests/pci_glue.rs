@@ -313,6 +313,44 @@ fn hot_plug_follows_the_bus() -> TestResult {
 }
 
 #[test]
+fn the_ecam_window_follows_hot_plug_and_unplug() -> TestResult {
+    let b = Board::new()?;
+    machine_creation_done()?;
+    b.cfg_write(0, 0x60, 4, ECAM | 1)?;
+    let mem = b.memory();
+    let slot5 = ECAM + (5 << 15);
+    assert_eq!(mem.read_sized(GuestAddr(slot5), 4)?, 0xffff_ffff, "nothing at 05.0 yet");
+    let hot = testdev("hot", "5")?;
+    assert_eq!(
+        mem.read_sized(GuestAddr(slot5), 4)?,
+        0x0005_1b36,
+        "plugged: ECAM reaches it"
+    );
+    mem.write_sized(GuestAddr(slot5 + 0x10), 4, 0xffff_ffff)?;
+    assert_eq!(
+        mem.read_sized(GuestAddr(slot5 + 0x10), 4)?,
+        0xffff_f000,
+        "and writes to it"
+    );
+    assert_eq!(
+        mem.read_sized(GuestAddr(ECAM), 4)?,
+        0x29c0_8086,
+        "the others still answer"
+    );
+    device_del("hot")?;
+    assert_eq!(
+        mem.read_sized(GuestAddr(slot5), 4)?,
+        0xffff_ffff,
+        "unplugged: the slot is empty"
+    );
+    // The window it was reached through does not keep it.
+    assert_eq!(hot.phase(), vmkit_qom::Phase::Finalized);
+    let host = vmkit_devices::glue::pci::q35_host(&b.q35.host).ok_or("no host glue")?;
+    assert_eq!(host.ecam().window(), Some((ECAM, 256 << 20)));
+    Ok(())
+}
+
+#[test]
 fn reset_unmaps_and_restarts() -> TestResult {
     let b = Board::new()?;
     let t = testdev("t", "3")?;

@@ -3,8 +3,8 @@
 //! BARs are mapped into, what its functions' bus mastering reaches, and
 //! configuration accesses routed to the function addressed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
@@ -50,7 +50,16 @@ pub trait DmaRootHook: Send + Sync {
 /// The connected functions, indexed by raw device/function number (a
 /// configuration access finds its function by one index, not a search).
 #[derive(Clone)]
-struct FunctionTable(Box<[Option<Arc<dyn BusFunction>>]>);
+pub(crate) struct FunctionTable(Box<[Option<Arc<dyn BusFunction>>]>);
+
+/// Told, outside the bus's locks, each time a function is connected or
+/// disconnected, with the new table. The ECAM window keeps the table its
+/// accesses read, so a read needs no guard of its own: the flat view's
+/// guard keeps the window's region, and with it that table, alive.
+pub(crate) trait FunctionsWatcher: Send + Sync {
+    /// The functions are now `table`.
+    fn functions_changed(&self, table: &Arc<FunctionTable>);
+}
 
 impl FunctionTable {
     fn new() -> FunctionTable {
@@ -91,6 +100,7 @@ pub struct PciRootBus {
     /// Read without a lock on every configuration access (replaced as a
     /// whole on plug and unplug, which are rare).
     functions: ArcSwap<FunctionTable>,
+    watchers: Mutex<Vec<Weak<dyn FunctionsWatcher>>>,
 }
 
 /// All ones for an access of `size` bytes (nothing answers).
@@ -127,6 +137,7 @@ impl PciRootBus {
             // bridge takes it first).
             placement: Mutex::new(PciBus::new(0)),
             functions: ArcSwap::from_pointee(FunctionTable::new()),
+            watchers: Mutex::new(Vec::new()),
         })
     }
 
@@ -223,21 +234,47 @@ impl PciRootBus {
 
     /// Connects the function placed at `devfn`.
     pub(crate) fn attach(&self, devfn: DevFn, function: Arc<dyn BusFunction>) {
-        let _placement = self.placement.lock();
-        let mut table = FunctionTable::clone(&self.functions.load());
-        table.set(devfn.raw(), Some(function));
-        self.functions.store(Arc::new(table));
+        let table = {
+            let _placement = self.placement.lock();
+            let mut table = FunctionTable::clone(&self.functions.load());
+            table.set(devfn.raw(), Some(function));
+            let table = Arc::new(table);
+            self.functions.store(Arc::clone(&table));
+            table
+        };
+        self.tell_watchers(&table);
+    }
+
+    /// The connected functions now.
+    pub(crate) fn function_table(&self) -> Arc<FunctionTable> {
+        self.functions.load_full()
+    }
+
+    /// Tells `watcher` of every later change of the functions (until it is dropped).
+    pub(crate) fn watch(&self, watcher: Weak<dyn FunctionsWatcher>) {
+        let mut watchers = self.watchers.lock();
+        watchers.retain(|w| w.strong_count() > 0);
+        watchers.push(watcher);
+    }
+
+    fn tell_watchers(&self, table: &Arc<FunctionTable>) {
+        let watchers: Vec<_> = self.watchers.lock().iter().filter_map(Weak::upgrade).collect();
+        for w in watchers {
+            w.functions_changed(table);
+        }
     }
 
     /// Frees `devfn`: its function is no longer reached.
     pub(crate) fn detach(&self, devfn: DevFn) {
-        let (old, _) = {
+        let (old, table, _) = {
             let mut placement = self.placement.lock();
             let mut table = FunctionTable::clone(&self.functions.load());
             table.set(devfn.raw(), None);
-            let old = self.functions.swap(Arc::new(table));
-            (old, placement.remove(devfn))
+            let table = Arc::new(table);
+            let old = self.functions.swap(Arc::clone(&table));
+            (old, table, placement.remove(devfn))
         };
+        self.tell_watchers(&table);
         // Dropped outside the lock: the function may hold the last
         // references to regions and address spaces.
         drop(old);
@@ -260,8 +297,21 @@ impl PciRootBus {
     /// most `limit` bytes of its space (256 through 0xCFC, its whole space
     /// through ECAM): all ones where nothing answers, as on QEMU's hosts.
     pub fn config_read(&self, bus: u8, devfn: DevFn, offset: u16, size: u8, limit: usize) -> u32 {
-        let table = self.functions.load();
-        match Self::target(&table, self.number, bus, devfn, offset, limit) {
+        self.config_read_in(&self.functions.load(), bus, devfn, offset, size, limit)
+    }
+
+    /// [`PciRootBus::config_read`] reaching the functions of `table` (one
+    /// the bus had).
+    pub(crate) fn config_read_in(
+        &self,
+        table: &FunctionTable,
+        bus: u8,
+        devfn: DevFn,
+        offset: u16,
+        size: u8,
+        limit: usize,
+    ) -> u32 {
+        match Self::target(table, self.number, bus, devfn, offset, limit) {
             Some(f) => f.config_read(offset, size),
             None => all_ones(size),
         }

@@ -13,7 +13,7 @@ use vmkit_migration::savevm::register_device_model;
 use vmkit_migration::vmstate::{FieldKind, VmStateDescription, VmStruct, VmValue};
 use vmkit_qom::{Object, TYPE_DEVICE, TypeInfo};
 
-use super::bus::{PciRootBus, all_ones};
+use super::bus::{FunctionTable, FunctionsWatcher, PciRootBus, all_ones};
 use super::device::{BarRegion, BarRegionKind, PciDeviceModel};
 use crate::glue::error::GlueError;
 use crate::pci::host::{CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, ConfigAddressRegister, Q35_ECAM_BASE, ecam_target};
@@ -91,18 +91,29 @@ impl Ecam {
                 self.system.del_subregion(&region)?;
             }
             if let Some((base, size)) = want {
-                // The window reaches the bus while it is mapped (the bus
-                // outlives its functions, which unplug and teardown detach).
                 let Some(bus) = self.bus.upgrade() else {
                     return Ok(());
                 };
-                let ops = EcamOps { bus };
-                let region = MemoryRegion::mmio("pcie-mmcfg-mmio", Some(&self.owner), size, Arc::new(ops))?;
+                let table = bus.function_table();
+                let region = self.window_region(bus, table, size)?;
                 self.system.add_subregion_overlap(GuestAddr(base), &region, 0)?;
                 *mapped = Some((base, size, region));
             }
             Ok(())
         })
+    }
+
+    /// The window's region of `size` bytes over `bus` with its functions
+    /// `table`. It reaches the bus while it is mapped: unplug and teardown
+    /// detach the functions, and the host's unrealize unmaps the window.
+    fn window_region(
+        &self,
+        bus: Arc<PciRootBus>,
+        table: Arc<FunctionTable>,
+        size: u64,
+    ) -> vmkit_memory::Result<MemoryRegion> {
+        let ops = EcamOps { bus, table };
+        MemoryRegion::mmio("pcie-mmcfg-mmio", Some(&self.owner), size, Arc::new(ops))
     }
 
     fn unmap(&self) {
@@ -117,12 +128,17 @@ impl Ecam {
 struct EcamOps {
     /// Strong: taking a reference per access cost a tenth of a read.
     bus: Arc<PciRootBus>,
+    /// The bus's functions when the region was made: the window is
+    /// replaced on every change (see [`FunctionsWatcher`]), so a read
+    /// reaches them without a guard of its own.
+    table: Arc<FunctionTable>,
 }
 
 impl MmioOps for EcamOps {
     fn read(&self, offset: u64, size: u32) -> vmkit_memory::Result<u64> {
         let t = ecam_target(offset);
-        Ok(u64::from(self.bus.config_read(
+        Ok(u64::from(self.bus.config_read_in(
+            &self.table,
             t.bus,
             t.devfn,
             t.offset,
@@ -136,6 +152,32 @@ impl MmioOps for EcamOps {
         self.bus
             .config_write(t.bus, t.devfn, t.offset, size as u8, value as u32, usize::MAX);
         Ok(())
+    }
+}
+
+impl FunctionsWatcher for Ecam {
+    /// A mapped window is replaced by one over `table`, in one topology
+    /// change (the old region, and the functions it held, go with the old
+    /// flat view).
+    fn functions_changed(&self, table: &Arc<FunctionTable>) {
+        let mut mapped = self.mapped.lock();
+        let Some((base, size, old)) = mapped.as_ref() else {
+            return;
+        };
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        let (base, size) = (*base, *size);
+        let Ok(region) = self.window_region(bus, Arc::clone(table), size) else {
+            return;
+        };
+        let swapped = vmkit_memory::transaction(|| -> vmkit_memory::Result<()> {
+            self.system.del_subregion(old)?;
+            self.system.add_subregion_overlap(GuestAddr(base), &region, 0)
+        });
+        if swapped.is_ok() {
+            *mapped = Some((base, size, region));
+        }
     }
 }
 
@@ -287,6 +329,8 @@ pub(crate) fn connect_host(
         bus: Arc::downgrade(&bus),
         mapped: Mutex::new(None),
     });
+    let watcher: Arc<dyn FunctionsWatcher> = ecam.clone();
+    bus.watch(Arc::downgrade(&watcher));
     let glue = Arc::new(Q35Host {
         bus: Arc::clone(&bus),
         address: Mutex::new(ConfigAddressRegister::default()),

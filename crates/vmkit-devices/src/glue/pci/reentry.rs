@@ -16,9 +16,20 @@ use std::marker::PhantomData;
 /// reaching another device's BAR, whose DMA reaches a third, …).
 pub const MAX_NESTED: usize = 8;
 
+/// This thread's devices: `keys[..depth]`, innermost last.
+struct Entered {
+    depth: Cell<usize>,
+    keys: [Cell<usize>; MAX_NESTED],
+}
+
 thread_local! {
-    static STACK: [Cell<usize>; MAX_NESTED] = const { [const { Cell::new(0) }; MAX_NESTED] };
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    // One thread-local (in a shared library each is a lookup call).
+    static ENTERED: Entered = const {
+        Entered {
+            depth: Cell::new(0),
+            keys: [const { Cell::new(0) }; MAX_NESTED],
+        }
+    };
 }
 
 /// Why a device cannot be entered.
@@ -42,26 +53,24 @@ pub struct ReentryGuard {
 impl ReentryGuard {
     /// Enters the device `key` (any value unique to it while it lives, not 0).
     pub fn enter(key: usize) -> Result<ReentryGuard, Refusal> {
-        let depth = DEPTH.with(Cell::get);
-        STACK.with(|stack| {
-            if stack[..depth].iter().any(|k| k.get() == key) {
+        ENTERED.with(|e| {
+            let depth = e.depth.get();
+            if e.keys[..depth].iter().any(|k| k.get() == key) {
                 return Err(Refusal::Reentered);
             }
-            let slot = stack.get(depth).ok_or(Refusal::TooDeep)?;
-            slot.set(key);
-            Ok(())
-        })?;
-        DEPTH.with(|d| d.set(depth + 1));
-        Ok(ReentryGuard {
-            depth,
-            _same_thread: PhantomData,
+            e.keys.get(depth).ok_or(Refusal::TooDeep)?.set(key);
+            e.depth.set(depth + 1);
+            Ok(ReentryGuard {
+                depth,
+                _same_thread: PhantomData,
+            })
         })
     }
 }
 
 impl Drop for ReentryGuard {
     fn drop(&mut self) {
-        DEPTH.with(|d| d.set(self.depth));
+        ENTERED.with(|e| e.depth.set(self.depth));
     }
 }
 
