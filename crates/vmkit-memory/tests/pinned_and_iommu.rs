@@ -15,6 +15,7 @@ use vmkit_memory::{
 static SERIAL: Mutex<()> = Mutex::new(());
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+type Fallible<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 struct Constant;
 
@@ -30,7 +31,7 @@ impl MmioOps for Constant {
 
 /// Two RAM regions back to back at 0 and 0x1000 (different blocks), a
 /// ROM at 0x2000, MMIO at 0x3000, nothing at 0x4000.
-fn layout() -> std::result::Result<(Arc<AddressSpace>, Arc<RamBlock>, Arc<RamBlock>), Box<dyn std::error::Error>> {
+fn layout() -> Fallible<(Arc<AddressSpace>, Arc<RamBlock>, Arc<RamBlock>)> {
     let root = MemoryRegion::container("root", None, FULL_SPACE)?;
     let a = RamBlock::anonymous("a", 0x1000)?;
     let b = RamBlock::anonymous("b", 0x2000)?;
