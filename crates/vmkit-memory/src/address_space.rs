@@ -13,6 +13,7 @@ use crate::dispatch::{invalid, read_adjusted, write_adjusted};
 use crate::error::{Error, Result};
 use crate::flatview::{FlatRange, FlatView};
 use crate::ops::{AccessConstraints, Endianness, IommuMapping};
+use crate::ram::RamBlock;
 use crate::region::{MemoryRegion, RegionKind};
 
 /// Told when ranges appear in or disappear from an address space's flat view.
@@ -470,8 +471,15 @@ impl PinnedSpace<'_> {
         self.space
     }
 
-    /// [`AddressSpace::read`] through the held view.
+    /// [`AddressSpace::read`] through the held view. Bytes inside one RAM
+    /// or ROM range (a table entry) are copied straight from its block.
+    #[inline]
     pub fn read(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
+        if let Ok((range, block, at)) = self.ram_at(addr, buf.len()) {
+            if range.region.is_usable() && !buf.is_empty() {
+                return block.read(at, buf);
+            }
+        }
         self.space.transfer_in(&self.view, addr, Transfer::Read(buf), 0)
     }
 
@@ -486,26 +494,38 @@ impl PinnedSpace<'_> {
     /// how an IOMMU reads its tables.
     #[inline]
     pub fn read_ram(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
-        let refused = |why: &str| Err(Error::Refused(format!("{} bytes at {addr}: {why}", buf.len())));
-        let Some(last) = addr.0.checked_add((buf.len() as u64).saturating_sub(1)) else {
-            return refused("past the end of the address space");
-        };
-        let Some(range) = self.view.lookup(addr) else {
-            return refused("no memory there");
-        };
-        let (RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset }) = range.region.kind() else {
-            return refused("not RAM");
-        };
-        if !range.range.contains(GuestAddr(last)) {
-            return refused("crosses the end of a RAM range");
-        }
+        let (range, block, at) = self
+            .ram_at(addr, buf.len())
+            .map_err(|why| Error::Refused(format!("{} bytes at {addr}: {why}", buf.len())))?;
         if !range.region.is_usable() {
             AddressSpace::check_usable(range)?;
         }
         if buf.is_empty() {
             return Ok(());
         }
-        block.read(offset + range.region_offset(addr), buf)
+        block.read(at, buf)
+    }
+
+    /// The range, block and block offset of `len` bytes at `addr` when they
+    /// all lie in one RAM or ROM range; else why not.
+    #[inline]
+    fn ram_at(
+        &self,
+        addr: GuestAddr,
+        len: usize,
+    ) -> std::result::Result<(&FlatRange, &Arc<RamBlock>, u64), &'static str> {
+        let last = addr
+            .0
+            .checked_add((len as u64).saturating_sub(1))
+            .ok_or("past the end of the address space")?;
+        let range = self.view.lookup(addr).ok_or("no memory there")?;
+        let (RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset }) = range.region.kind() else {
+            return Err("not RAM");
+        };
+        if !range.range.contains(GuestAddr(last)) {
+            return Err("crosses the end of a RAM range");
+        }
+        Ok((range, block, offset + range.region_offset(addr)))
     }
 }
 

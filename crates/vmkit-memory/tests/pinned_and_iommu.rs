@@ -66,6 +66,17 @@ fn pinned_reads_cross_regions_as_plain_reads_do_and_ram_reads_refuse_to() -> Tes
     space.read(GuestAddr(0xffc), &mut plain)?;
     assert_eq!(got, plain);
 
+    // Inside one range (the direct copy from the block), ROM included.
+    let mut in_one = [0u8; 4];
+    pinned.read(GuestAddr(0x1000), &mut in_one)?;
+    assert_eq!(in_one, [5, 6, 7, 8]);
+    pinned.read(GuestAddr(0x2000), &mut in_one[..2])?;
+    assert_eq!(&in_one[..2], &[9, 9]);
+    pinned.read(GuestAddr(0x1000), &mut [])?;
+    // A hole reads as all ones, as through the space.
+    pinned.read(GuestAddr(0x4000), &mut in_one)?;
+    assert_eq!(in_one, [0xff; 4]);
+
     // RAM-only reads: inside one RAM or ROM range only.
     let mut four = [0u8; 4];
     pinned.read_ram(GuestAddr(0xffc), &mut four)?;

@@ -26,7 +26,7 @@ use crate::dma::{Dma, DmaError, PinnedDma};
 use crate::glue::error::GlueError;
 use crate::glue::pci::DmaRootHook;
 use crate::iommu::{
-    Access, Effect, FaultReport, IntelIommu, IntelIommuDevice, IntelIommuState, Perm, SourceId, Translation,
+    Access, Effect, Fault, FaultReport, IntelIommu, IntelIommuDevice, IntelIommuState, Perm, SourceId, Translation,
 };
 use crate::pci::{DevFn, MsiMessage};
 
@@ -191,9 +191,9 @@ impl Dmar {
     }
 
     /// [`Dmar::translate`] with the target (this IOMMU's view of system
-    /// memory) lent rather than counted. Inline, so the answer reaches the
-    /// transfer in registers.
-    #[inline]
+    /// memory) lent rather than counted. Inline (the fault path is out of
+    /// line), so the answer reaches the transfer in registers.
+    #[inline(always)]
     fn resolve(&self, source: SourceId, iova: u64, is_write: bool) -> vmkit_memory::Result<IommuMapping<'_>> {
         let access = if is_write { Access::Write } else { Access::Read };
         let outcome = {
@@ -222,18 +222,23 @@ impl Dmar {
                     write: true,
                 },
             }),
-            Err(fault) => {
-                self.faults.fetch_add(1, Ordering::Relaxed);
-                if let FaultReport::Recorded { interrupt: Some(msg) } = fault.report {
-                    self.send(msg);
-                }
-                Err(vmkit_memory::Error::Translation {
-                    region: format!("intel_iommu_devfn_{}", source.devfn()),
-                    access: if is_write { "write" } else { "read" },
-                    iova: GuestAddr(iova),
-                    reason: format!("{} (source {})", fault.reason, fault.source_id),
-                })
-            }
+            Err(fault) => Err(self.refused(fault, is_write)),
+        }
+    }
+
+    /// A translation fault: counted, its event sent, the access refused.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, fault: Fault, is_write: bool) -> vmkit_memory::Error {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        if let FaultReport::Recorded { interrupt: Some(msg) } = fault.report {
+            self.send(msg);
+        }
+        vmkit_memory::Error::Translation {
+            region: format!("intel_iommu_devfn_{}", fault.source_id.devfn()),
+            access: if is_write { "write" } else { "read" },
+            iova: GuestAddr(fault.iova),
+            reason: format!("{} (source {})", fault.reason, fault.source_id),
         }
     }
 
