@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use vmkit_devices::dma::{Dma, DmaError};
+use vmkit_devices::dma::{Dma, DmaError, PinnedDma};
 use vmkit_memory::{AddressSpace, FULL_SPACE, GuestAddr, MapOptions, MemoryRegion, RamBacking, RamBlock, RamOptions};
 
 /// The target page size the benchmarks use.
@@ -50,6 +50,10 @@ impl Dma for SpaceDma {
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
         Dma::write(&*self.0, addr, data)
+    }
+
+    fn pinned(&self) -> Option<PinnedDma<'_>> {
+        Dma::pinned(&*self.0)
     }
 }
 

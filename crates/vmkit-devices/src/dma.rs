@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use vmkit_memory::{AddressSpace, GuestAddr};
+use vmkit_memory::{AddressSpace, GuestAddr, PinnedSpace};
 
 /// A DMA access that failed: nothing there, not permitted, or a translation fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +51,59 @@ pub trait Dma {
     fn write_u64(&self, addr: u64, v: u64) -> Result<(), DmaError> {
         self.write(addr, &v.to_le_bytes())
     }
+
+    /// The same memory with its map held for a burst of small reads (an
+    /// IOMMU's page-table walk), if holding it saves anything: an address
+    /// space then loads its flat view once instead of once per read.
+    fn pinned(&self) -> Option<PinnedDma<'_>> {
+        None
+    }
+}
+
+/// An address space with its map held ([`Dma::pinned`]): reads go through
+/// the held view (RAM and ROM only when `ram_only`), writes through the
+/// memory it was taken from.
+pub struct PinnedDma<'a> {
+    space: PinnedSpace<'a>,
+    ram_only: bool,
+    writes: &'a dyn Dma,
+}
+
+impl std::fmt::Debug for PinnedDma<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedDma")
+            .field("space", &self.space)
+            .field("ram_only", &self.ram_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> PinnedDma<'a> {
+    /// `space`'s reads (refused outside RAM and ROM when `ram_only`); its
+    /// writes go to `writes`.
+    pub fn new(space: PinnedSpace<'a>, ram_only: bool, writes: &'a dyn Dma) -> PinnedDma<'a> {
+        PinnedDma {
+            space,
+            ram_only,
+            writes,
+        }
+    }
+}
+
+impl Dma for PinnedDma<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        let len = buf.len();
+        let done = if self.ram_only {
+            self.space.read_ram(GuestAddr(addr), buf)
+        } else {
+            self.space.read(GuestAddr(addr), buf)
+        };
+        done.map_err(|e| space_error("read", addr, len, &e))
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.writes.write(addr, data)
+    }
 }
 
 /// An address space's failure as a [`DmaError`] of `kind` at `addr`.
@@ -75,6 +128,10 @@ impl Dma for AddressSpace {
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
         AddressSpace::write(self, GuestAddr(addr), data).map_err(|e| space_error("write", addr, data.len(), &e))
     }
+
+    fn pinned(&self) -> Option<PinnedDma<'_>> {
+        Some(PinnedDma::new(AddressSpace::pinned(self), false, self))
+    }
 }
 
 /// A borrowed [`Dma`] is one.
@@ -85,6 +142,10 @@ impl<T: Dma + ?Sized> Dma for &T {
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
         T::write(self, addr, data)
+    }
+
+    fn pinned(&self) -> Option<PinnedDma<'_>> {
+        T::pinned(self)
     }
 }
 

@@ -223,3 +223,114 @@ fn latching_a_root_table_or_switching_translation_flushes_the_caches() -> TestRe
     assert_eq!(out(&mut dev, &mem, DEV, 0x1000)?, 0x100_1000);
     Ok(())
 }
+
+#[test]
+fn a_2mib_mapping_hits_from_every_4k_page_in_it_beside_a_4k_mapping() -> TestResult {
+    let mem = TestMemory::new(MEM);
+    let mut tb = TableBuilder::new(&mem, ROOT);
+    let table = tb.alloc()?;
+    tb.set_context(DEV, ContextEntry::translated(table, 4, 1))?;
+    tb.map(table, 4, 0x4020_0000, 0x20_0000, 2, RW)?;
+    tb.map(table, 4, 0x1000, 0x5000, 1, RW)?;
+    let mut dev = enabled(&mem)?;
+    assert_eq!(out(&mut dev, &mem, DEV, 0x4020_0010)?, 0x20_0010);
+    // Alternate between pages of the large mapping and the small one: the
+    // last hit in front of the maps must follow.
+    for _ in 0..2 {
+        assert_eq!(out(&mut dev, &mem, DEV, 0x403f_f008)?, 0x3f_f008);
+        assert_eq!(out(&mut dev, &mem, DEV, 0x1010)?, 0x5010);
+        assert_eq!(out(&mut dev, &mem, DEV, 0x4030_0000)?, 0x30_0000);
+        assert_eq!(out(&mut dev, &mem, DEV, 0x4020_0010)?, 0x20_0010);
+    }
+    let s = dev.stats();
+    assert_eq!((s.page_walks, s.iotlb_hits), (2, 7), "one walk per mapping");
+    assert_eq!(dev.iotlb_len(), 2);
+    // Another source does not hit the first one's entries.
+    let err = dev.translate(OTHER, 0x4020_0010, Access::Read, &mem).err();
+    assert!(err.is_some(), "OTHER has no context entry");
+    Ok(())
+}
+
+#[test]
+fn an_address_wider_than_any_walk_never_hits() -> TestResult {
+    let mem = TestMemory::new(MEM);
+    two_domains(&mem, 1)?;
+    let mut dev = enabled(&mem)?;
+    out(&mut dev, &mem, DEV, 0x1000)?;
+    out(&mut dev, &mem, DEV, 0x1000)?;
+    // Bits above 48 must not alias the cached page (nor its source).
+    for iova in [1u64 << 48 | 0x1000, 1 << 63 | 0x1000, u64::from(DEV.0) << 36 | 0x1000] {
+        let fault = dev
+            .translate(DEV, iova, Access::Read, &mem)
+            .err()
+            .ok_or("an unmapped wide address translated")?;
+        assert_ne!(
+            fault.report,
+            FaultReport::Cached,
+            "{iova:#x} was answered from the IOTLB"
+        );
+    }
+    Ok(())
+}
+
+/// Every way the model drops cached translations, each done after the
+/// translation of 0x1000 was answered from the IOTLB (so it is the last
+/// hit) and its table entry changed: the next translation must see the
+/// change.
+#[test]
+fn the_last_hit_is_never_answered_after_an_invalidation() -> TestResult {
+    type Drop = fn(&mut IntelIommu, &TestMemory) -> TestResult;
+    let kinds: [(&str, Drop); 8] = [
+        ("global IOTLB", |dev, mem| iotlb_invalidate(dev, mem, 1, 0, 0)),
+        ("domain IOTLB", |dev, mem| iotlb_invalidate(dev, mem, 2, 1, 0)),
+        ("page IOTLB", |dev, mem| iotlb_invalidate(dev, mem, 3, 1, 0x1000)),
+        ("root table latched", |dev, mem| {
+            dev.write(Reg::Gcmd.offset() as u64, 4, 1 << 31 | 1 << 30, mem)?;
+            Ok(())
+        }),
+        ("translation off and on", |dev, mem| {
+            dev.write(Reg::Gcmd.offset() as u64, 4, 0, mem)?;
+            dev.write(Reg::Gcmd.offset() as u64, 4, 1 << 31, mem)?;
+            Ok(())
+        }),
+        ("reset", |dev, mem| {
+            dev.reset();
+            dev.write(Reg::Rtaddr.offset() as u64, 8, ROOT, mem)?;
+            dev.write(Reg::Gcmd.offset() as u64, 4, 1 << 30, mem)?;
+            dev.write(Reg::Gcmd.offset() as u64, 4, 1 << 31, mem)?;
+            Ok(())
+        }),
+        ("state load", |dev, _| {
+            let state = dev.save_state();
+            dev.load_state(state)?;
+            Ok(())
+        }),
+        ("context and IOTLB", |dev, mem| {
+            // Device-selective context invalidation of 00:03.0, then the
+            // IOTLB (a context invalidation alone leaves the IOTLB).
+            let ccmd = 1u64 << 63 | 3 << 61 | u64::from(DEV.0) << 16;
+            dev.write(Reg::Ccmd.offset() as u64, 8, ccmd, mem)?;
+            iotlb_invalidate(dev, mem, 1, 0, 0)
+        }),
+    ];
+    for (name, invalidate) in kinds {
+        let mem = TestMemory::new(MEM);
+        let (mut tb, table) = two_domains(&mem, 1)?;
+        let second = tb.alloc()?;
+        tb.map(second, 4, 0x1000, 0x300_0000, 1, RW)?;
+        let mut dev = enabled(&mem)?;
+        assert_eq!(out(&mut dev, &mem, DEV, 0x1000)?, 0x100_1000, "{name}");
+        assert_eq!(out(&mut dev, &mem, DEV, 0x1008)?, 0x100_1008, "{name}");
+        assert_eq!(dev.stats().iotlb_hits, 1, "{name}: the second was a hit");
+        if name.starts_with("context") {
+            tb.set_context(DEV, ContextEntry::translated(second, 4, 1))?;
+            invalidate(&mut dev, &mem)?;
+            assert_eq!(out(&mut dev, &mem, DEV, 0x1000)?, 0x300_0000, "{name}");
+        } else {
+            tb.map(table, 4, 0x1000, 0x200_0000, 1, RW)?;
+            invalidate(&mut dev, &mem)?;
+            assert_eq!(out(&mut dev, &mem, DEV, 0x1000)?, 0x200_0000, "{name}");
+        }
+    }
+    Ok(())
+}

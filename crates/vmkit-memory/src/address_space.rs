@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use parking_lot::Mutex;
 
 use crate::addr::GuestAddr;
 use crate::dispatch::{invalid, read_adjusted, write_adjusted};
 use crate::error::{Error, Result};
 use crate::flatview::{FlatRange, FlatView};
-use crate::ops::{AccessConstraints, Endianness, IommuTlbEntry};
+use crate::ops::{AccessConstraints, Endianness, IommuMapping};
+use crate::ram::RamBlock;
 use crate::region::{MemoryRegion, RegionKind};
 
 /// Told when ranges appear in or disappear from an address space's flat view.
@@ -293,7 +294,26 @@ impl AddressSpace {
         self.transfer(addr, Transfer::Write(buf), 0)
     }
 
-    fn transfer(&self, addr: GuestAddr, mut data: Transfer<'_>, depth: u32) -> Result<()> {
+    /// This space with its current flat view held, for a burst of small
+    /// accesses (an IOMMU's page-table walk) that load the view once.
+    pub fn pinned(&self) -> PinnedSpace<'_> {
+        PinnedSpace {
+            space: self,
+            view: self.view.load(),
+        }
+    }
+
+    fn transfer(&self, addr: GuestAddr, data: Transfer<'_>, depth: u32) -> Result<()> {
+        // A guard, not a full `Arc`: the clone and drop were two more locked
+        // operations per transfer, most of a page-table entry read. Nested
+        // transfers (IOMMUs) and callbacks that change the map are fine
+        // under a guard, as in `read_sized`.
+        let view = self.view.load();
+        self.transfer_in(&view, addr, data, depth)
+    }
+
+    /// A transfer through `view` (this space's, loaded by the caller).
+    fn transfer_in(&self, view: &FlatView, addr: GuestAddr, mut data: Transfer<'_>, depth: u32) -> Result<()> {
         let total = data.len() as u64;
         if total == 0 {
             return Ok(());
@@ -304,11 +324,6 @@ impl AddressSpace {
                 size: u128::from(total),
             });
         }
-        // A guard, not a full `Arc`: the clone and drop were two more locked
-        // operations per transfer, most of a page-table entry read. Nested
-        // transfers (IOMMUs) and callbacks that change the map are fine
-        // under a guard, as in `read_sized`.
-        let view = self.view.load();
         let mut done = 0u64;
         while done < total {
             let cur = GuestAddr(addr.0 + done);
@@ -326,7 +341,9 @@ impl AddressSpace {
             let in_range =
                 u64::try_from((range.range.end() - u128::from(cur.0)).min(u128::from(remaining))).unwrap_or(remaining);
             let chunk = done as usize..(done + in_range) as usize;
-            Self::check_usable(range)?;
+            if !range.region.is_usable() {
+                Self::check_usable(range)?;
+            }
             let off = range.region_offset(cur);
             match range.region.kind() {
                 RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset } => match &mut data {
@@ -388,34 +405,36 @@ impl AddressSpace {
                             reason: "too many nested IOMMU translations".into(),
                         });
                     }
-                    let IommuTlbEntry {
-                        target,
-                        translated_addr,
-                        addr_mask,
-                        perm,
-                    } = ops.translate(GuestAddr(off), data.is_write())?;
-                    let allowed = if data.is_write() { perm.write } else { perm.read };
-                    if !allowed {
-                        return Err(Error::Translation {
-                            region: range.region.name().to_string(),
-                            access: data.verb(),
-                            iova: GuestAddr(off),
-                            reason: "permission denied".into(),
-                        });
-                    }
-                    let page_left = addr_mask.wrapping_sub(off & addr_mask).wrapping_add(1);
-                    let len = if page_left == 0 {
-                        in_range
-                    } else {
-                        in_range.min(page_left)
-                    };
-                    let to = GuestAddr((translated_addr.0 & !addr_mask) | (off & addr_mask));
-                    let sub = chunk.start..chunk.start + len as usize;
-                    match &mut data {
-                        Transfer::Read(buf) => target.transfer(to, Transfer::Read(&mut buf[sub]), depth + 1)?,
-                        Transfer::Write(buf) => target.transfer(to, Transfer::Write(&buf[sub]), depth + 1)?,
-                    }
-                    done += len;
+                    // The target is borrowed for the nested transfer: no
+                    // reference count per translation.
+                    let mut moved = 0u64;
+                    ops.with_translation(GuestAddr(off), data.is_write(), &mut |t: IommuMapping<'_>| {
+                        let allowed = if data.is_write() { t.perm.write } else { t.perm.read };
+                        if !allowed {
+                            return Err(Error::Translation {
+                                region: range.region.name().to_string(),
+                                access: data.verb(),
+                                iova: GuestAddr(off),
+                                reason: "permission denied".into(),
+                            });
+                        }
+                        let mask = t.addr_mask;
+                        let page_left = mask.wrapping_sub(off & mask).wrapping_add(1);
+                        let len = if page_left == 0 {
+                            in_range
+                        } else {
+                            in_range.min(page_left)
+                        };
+                        let to = GuestAddr((t.translated_addr.0 & !mask) | (off & mask));
+                        let sub = chunk.start..chunk.start + len as usize;
+                        match &mut data {
+                            Transfer::Read(buf) => t.target.transfer(to, Transfer::Read(&mut buf[sub]), depth + 1)?,
+                            Transfer::Write(buf) => t.target.transfer(to, Transfer::Write(&buf[sub]), depth + 1)?,
+                        }
+                        moved = len;
+                        Ok(())
+                    })?;
+                    done += moved;
                     continue;
                 }
                 RegionKind::Container | RegionKind::Alias { .. } => {
@@ -429,6 +448,84 @@ impl AddressSpace {
             done += in_range;
         }
         Ok(())
+    }
+}
+
+/// An address space with its flat view held ([`AddressSpace::pinned`]):
+/// its accesses see the map as it was when it was taken (a change made
+/// meanwhile is seen by the next one taken), and pay for no view load.
+pub struct PinnedSpace<'a> {
+    space: &'a AddressSpace,
+    view: Guard<Arc<FlatView>>,
+}
+
+impl std::fmt::Debug for PinnedSpace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PinnedSpace({:?})", self.space)
+    }
+}
+
+impl PinnedSpace<'_> {
+    /// The space.
+    pub fn space(&self) -> &AddressSpace {
+        self.space
+    }
+
+    /// [`AddressSpace::read`] through the held view. Bytes inside one RAM
+    /// or ROM range (a table entry) are copied straight from its block.
+    #[inline]
+    pub fn read(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
+        if let Ok((range, block, at)) = self.ram_at(addr, buf.len()) {
+            if range.region.is_usable() && !buf.is_empty() {
+                return block.read(at, buf);
+            }
+        }
+        self.space.transfer_in(&self.view, addr, Transfer::Read(buf), 0)
+    }
+
+    /// [`AddressSpace::write`] through the held view.
+    pub fn write(&self, addr: GuestAddr, buf: &[u8]) -> Result<()> {
+        self.space.transfer_in(&self.view, addr, Transfer::Write(buf), 0)
+    }
+
+    /// Reads `buf.len()` bytes at `addr` if they all lie in one RAM or ROM
+    /// range; anything else (a hole, MMIO, an IOMMU, bytes crossing the
+    /// range's end, an unusable region) is refused without being touched —
+    /// how an IOMMU reads its tables.
+    #[inline]
+    pub fn read_ram(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
+        let (range, block, at) = self
+            .ram_at(addr, buf.len())
+            .map_err(|why| Error::Refused(format!("{} bytes at {addr}: {why}", buf.len())))?;
+        if !range.region.is_usable() {
+            AddressSpace::check_usable(range)?;
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        block.read(at, buf)
+    }
+
+    /// The range, block and block offset of `len` bytes at `addr` when they
+    /// all lie in one RAM or ROM range; else why not.
+    #[inline]
+    fn ram_at(
+        &self,
+        addr: GuestAddr,
+        len: usize,
+    ) -> std::result::Result<(&FlatRange, &Arc<RamBlock>, u64), &'static str> {
+        let last = addr
+            .0
+            .checked_add((len as u64).saturating_sub(1))
+            .ok_or("past the end of the address space")?;
+        let range = self.view.lookup(addr).ok_or("no memory there")?;
+        let (RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset }) = range.region.kind() else {
+            return Err("not RAM");
+        };
+        if !range.range.contains(GuestAddr(last)) {
+            return Err("crosses the end of a RAM range");
+        }
+        Ok((range, block, offset + range.region_offset(addr)))
     }
 }
 

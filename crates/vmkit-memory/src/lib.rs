@@ -46,7 +46,7 @@ mod topology;
 pub mod workload;
 
 pub use addr::{AddrRange, GuestAddr};
-pub use address_space::{AccessStats, AddressSpace, MemoryListener};
+pub use address_space::{AccessStats, AddressSpace, MemoryListener, PinnedSpace};
 pub use backend::{
     TYPE_MEMORY_BACKEND, TYPE_MEMORY_BACKEND_FILE, TYPE_MEMORY_BACKEND_MEMFD, TYPE_MEMORY_BACKEND_RAM,
     backend_ram_block, register_types,
@@ -62,7 +62,7 @@ pub use error::{Error, Result};
 pub use flatview::{FlatRange, FlatView};
 pub use host::{GuestIoSlice, HostMapping, MapOptions};
 pub use mtree::{mtree, mtree_flat};
-pub use ops::{AccessConstraints, Endianness, IommuOps, IommuPerm, IommuTlbEntry, MmioOps};
+pub use ops::{AccessConstraints, Endianness, IommuMapping, IommuOps, IommuPerm, IommuTlbEntry, MmioOps};
 pub use ram::{DEFAULT_PAGE_SIZE, RamBacking, RamBlock, RamOptions};
 pub use region::{FULL_SPACE, MemoryRegion, RegionKind};
 pub use topology::{address_spaces, begin, commit, transaction};

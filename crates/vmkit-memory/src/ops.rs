@@ -175,10 +175,46 @@ pub struct IommuTlbEntry {
     pub perm: IommuPerm,
 }
 
+/// An IOMMU translation whose target is borrowed for the length of a call
+/// ([`IommuOps::with_translation`]).
+#[derive(Debug, Clone, Copy)]
+pub struct IommuMapping<'a> {
+    /// Where the translated access continues.
+    pub target: &'a AddressSpace,
+    /// The translated address of `iova & !addr_mask`.
+    pub translated_addr: GuestAddr,
+    /// The page mask: the translation covers `addr_mask + 1` bytes.
+    pub addr_mask: u64,
+    /// What the mapping allows.
+    pub perm: IommuPerm,
+}
+
 /// Translation callbacks of an IOMMU region (the intel-iommu device plugs in here).
 pub trait IommuOps: Send + Sync {
     /// Translates `iova` (relative to the region) for a read or a write.
     fn translate(&self, iova: GuestAddr, is_write: bool) -> Result<IommuTlbEntry>;
+
+    /// Translates `iova` and runs `then` on the result, returning what it
+    /// returns (a failed translation's error instead, without running it).
+    /// Transfers through the region use this; the default borrows the
+    /// target of [`IommuOps::translate`]'s entry. An IOMMU that owns its
+    /// target space overrides it to lend the space without the reference
+    /// count an entry takes. `then` runs the nested transfer: no lock of
+    /// the IOMMU may be held while it runs.
+    fn with_translation(
+        &self,
+        iova: GuestAddr,
+        is_write: bool,
+        then: &mut dyn FnMut(IommuMapping<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let e = self.translate(iova, is_write)?;
+        then(IommuMapping {
+            target: &e.target,
+            translated_addr: e.translated_addr,
+            addr_mask: e.addr_mask,
+            perm: e.perm,
+        })
+    }
 }
 
 #[cfg(test)]

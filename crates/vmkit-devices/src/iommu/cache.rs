@@ -2,8 +2,7 @@
 //! and level, tagged with the domain) and the context cache (context
 //! entries by source). Neither migrates; both refill on demand.
 
-// foldhash rather than std's SipHash: a translation hashes its key up to
-// three times, and SipHash was most of an IOTLB hit. Seeds stay random per
+// foldhash rather than std's SipHash: SipHash was most of an IOTLB hit. Seeds stay random per
 // map, so guest-chosen addresses cannot aim at collisions.
 use foldhash::HashMap;
 
@@ -65,20 +64,17 @@ impl ContextScope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    source: SourceId,
-    gfn: u64,
-    level: u8,
+/// A cached leaf as its map holds it (the level is the map's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cached {
+    pte: u64,
+    domain: u16,
+    perm: Perm,
 }
 
 /// A cached leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct IotlbEntry {
-    /// The page frame of the input page (at the leaf's granularity).
-    pub(crate) gfn: u64,
-    /// The domain the context entry named.
-    pub(crate) domain: u16,
     /// The leaf entry.
     pub(crate) pte: u64,
     /// The rights ANDed along the walk.
@@ -87,10 +83,32 @@ pub(crate) struct IotlbEntry {
     pub(crate) level: u8,
 }
 
-/// The IOTLB.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The widest input address a walk accepts (aw-bits 48): wider ones are
+/// never cached, so a key packs the source above a 36-bit frame number.
+const IOVA_BITS: u32 = 48;
+/// The frame-number bits of a key.
+const GFN_BITS: u32 = IOVA_BITS - 12;
+
+/// `source`'s frame `gfn` as one word: one multiply to hash.
+const fn key(source: SourceId, gfn: u64) -> u64 {
+    (source.0 as u64) << GFN_BITS | gfn
+}
+
+const fn key_gfn(key: u64) -> u64 {
+    key & ((1 << GFN_BITS) - 1)
+}
+
+/// The IOTLB: one map per page size, so a 4 KiB hit (the common case)
+/// hashes once and the larger sizes are looked up only when some are
+/// cached; the last hit is remembered in front of the maps.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Iotlb {
-    entries: HashMap<Key, IotlbEntry>,
+    /// Index `level - 1`.
+    levels: [HashMap<u64, Cached>; 3],
+    /// The last lookup that hit: `key(source, iova >> 12)` and its entry.
+    /// A copy of what the maps answer for that 4 KiB page, dropped by every
+    /// change to the maps, so it never answers differently from them.
+    last: Option<(u64, IotlbEntry)>,
 }
 
 fn gfn(iova: u64, level: u8) -> u64 {
@@ -100,79 +118,120 @@ fn gfn(iova: u64, level: u8) -> u64 {
 impl Iotlb {
     /// The entry covering `iova` for `source`, trying 4 KiB, 2 MiB then
     /// 1 GiB pages.
-    pub(crate) fn lookup(&self, source: SourceId, iova: u64) -> Option<IotlbEntry> {
-        (1..=3)
-            .find_map(|level| {
-                self.entries.get(&Key {
-                    source,
-                    gfn: gfn(iova, level),
-                    level,
-                })
-            })
-            .copied()
+    #[inline]
+    pub(crate) fn lookup(&mut self, source: SourceId, iova: u64) -> Option<IotlbEntry> {
+        if iova >> IOVA_BITS != 0 {
+            return None;
+        }
+        let page = key(source, iova >> 12);
+        if let Some((k, e)) = self.last {
+            if k == page {
+                return Some(e);
+            }
+        }
+        let found = self.lookup_maps(source, iova)?;
+        self.last = Some((page, found));
+        Some(found)
     }
 
-    /// Caches a leaf for `source`'s `iova`.
-    pub(crate) fn insert(&mut self, source: SourceId, domain: u16, iova: u64, pte: u64, perm: Perm, level: u8) {
-        if self.entries.len() >= IOTLB_MAX_ENTRIES {
-            self.entries.clear();
-        }
-        let g = gfn(iova, level);
-        self.entries.insert(
-            Key { source, gfn: g, level },
-            IotlbEntry {
-                gfn: g,
-                domain,
-                pte,
-                perm,
+    fn lookup_maps(&self, source: SourceId, iova: u64) -> Option<IotlbEntry> {
+        (1..=3u8).find_map(|level| {
+            let map = &self.levels[usize::from(level - 1)];
+            if map.is_empty() {
+                return None;
+            }
+            map.get(&key(source, gfn(iova, level))).map(|c| IotlbEntry {
+                pte: c.pte,
+                perm: c.perm,
                 level,
-            },
-        );
+            })
+        })
+    }
+
+    /// Caches a leaf for `source`'s `iova` (an address wider than a walk
+    /// accepts is not cached).
+    pub(crate) fn insert(&mut self, source: SourceId, domain: u16, iova: u64, pte: u64, perm: Perm, level: u8) {
+        if iova >> IOVA_BITS != 0 || !(1..=3).contains(&level) {
+            return;
+        }
+        self.last = None;
+        if self.len() >= IOTLB_MAX_ENTRIES {
+            self.clear();
+        }
+        self.levels[usize::from(level - 1)].insert(key(source, gfn(iova, level)), Cached { pte, domain, perm });
+    }
+
+    fn clear(&mut self) {
+        for map in &mut self.levels {
+            map.clear();
+        }
     }
 
     /// Drops the entries `scope` covers (QEMU's rule for pages: the entry's
     /// frame masked by `am` matches, or the entry's page holds `addr`).
     pub(crate) fn invalidate(&mut self, scope: IotlbScope) {
+        self.last = None;
         match scope {
-            IotlbScope::Global => self.entries.clear(),
-            IotlbScope::Domain(domain) => self.entries.retain(|_, e| e.domain != domain),
+            IotlbScope::Global => self.clear(),
+            IotlbScope::Domain(domain) => {
+                for map in &mut self.levels {
+                    map.retain(|_, e| e.domain != domain);
+                }
+            }
             IotlbScope::Pages { domain, addr, am } => {
                 let mask = !((1u64 << am.min(63)) - 1);
                 let first = (addr >> 12) & mask;
-                self.entries.retain(|_, e| {
-                    let covered = e.gfn & mask == first || e.gfn == (addr & level_page_mask(e.level)) >> 12;
-                    !(e.domain == domain && covered)
-                });
+                for (level, map) in (1..=3u8).zip(&mut self.levels) {
+                    let own = (addr & level_page_mask(level)) >> 12;
+                    map.retain(|k, e| {
+                        let g = key_gfn(*k);
+                        let covered = g & mask == first || g == own;
+                        !(e.domain == domain && covered)
+                    });
+                }
             }
         }
     }
 
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.levels.iter().map(HashMap::len).sum()
     }
 }
 
-/// The context cache.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The context cache, with the last hit in front of its map.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ContextCache {
     entries: HashMap<SourceId, ContextEntry>,
+    /// A copy of the map's entry for a source, dropped by every change.
+    last: Option<(SourceId, ContextEntry)>,
 }
 
 impl ContextCache {
-    pub(crate) fn get(&self, source: SourceId) -> Option<ContextEntry> {
-        self.entries.get(&source).copied()
+    #[inline]
+    pub(crate) fn get(&mut self, source: SourceId) -> Option<ContextEntry> {
+        if let Some((s, ce)) = self.last {
+            if s == source {
+                return Some(ce);
+            }
+        }
+        let ce = self.entries.get(&source).copied()?;
+        self.last = Some((source, ce));
+        Some(ce)
     }
 
     pub(crate) fn insert(&mut self, source: SourceId, ce: ContextEntry) {
+        self.last = None;
         self.entries.insert(source, ce);
     }
 
     pub(crate) fn invalidate(&mut self, scope: ContextScope) {
+        self.last = None;
         self.entries.retain(|id, _| !scope.covers(*id));
     }
 
     pub(crate) fn clear(&mut self) {
+        self.last = None;
         self.entries.clear();
     }
 }

@@ -708,6 +708,9 @@ impl IntelIommu {
     /// walk, caching the leaf. A refused access is a [`Fault`], recorded
     /// (and its fault event raised) unless FPD or the fault registers'
     /// state say otherwise.
+    // Inline: the answer of a hit then stays in registers instead of being
+    // stored piecewise and reloaded whole by the caller.
+    #[inline]
     pub fn translate(
         &mut self,
         source: SourceId,
@@ -718,43 +721,41 @@ impl IntelIommu {
         if (INTERRUPT_RANGE_FIRST..=INTERRUPT_RANGE_LAST).contains(&iova) {
             return Ok(Translation::Interrupt);
         }
-        let for_access = |perm: Perm| match access {
-            Access::Write => perm,
-            Access::Read => perm - Perm::WRITE,
-        };
-        let identity = Translation::Mapped(Mapping {
-            iova: iova & !0xfff,
-            translated: iova & !0xfff,
-            addr_mask: 0xfff,
-            perm: Perm::READ | Perm::WRITE,
-        });
         if !self.dmar_enabled {
-            return Ok(identity);
+            return Ok(identity(iova));
         }
+        let Some(e) = self.iotlb.lookup(source, iova) else {
+            return self.translate_miss(source, iova, access, dma);
+        };
+        self.stats.iotlb_hits += 1;
+        if !e.perm.contains(Perm::needed_by(access)) {
+            return Err(cached_fault(source, iova, access));
+        }
+        let mask = level_page_mask(e.level);
+        Ok(Translation::Mapped(Mapping {
+            iova: iova & mask,
+            translated: pte_address(e.pte, self.config.aw_bits) & mask,
+            addr_mask: !mask,
+            perm: for_access(e.perm, access),
+        }))
+    }
+
+    /// An IOTLB miss with remapping on: the context entry, the walk, the fill.
+    #[inline(never)]
+    fn translate_miss(
+        &mut self,
+        source: SourceId,
+        iova: u64,
+        access: Access,
+        dma: &dyn Dma,
+    ) -> Result<Translation, Fault> {
         let aw = self.config.aw_bits;
-        if let Some(e) = self.iotlb.lookup(source, iova) {
-            self.stats.iotlb_hits += 1;
-            if !e.perm.contains(Perm::needed_by(access)) {
-                let reason = match access {
-                    Access::Read => FaultReason::Read,
-                    Access::Write => FaultReason::Write,
-                };
-                return Err(Fault {
-                    reason,
-                    source_id: source,
-                    iova,
-                    access,
-                    report: FaultReport::Cached,
-                });
-            }
-            let mask = level_page_mask(e.level);
-            return Ok(Translation::Mapped(Mapping {
-                iova: iova & mask,
-                translated: pte_address(e.pte, aw) & mask,
-                addr_mask: !mask,
-                perm: for_access(e.perm),
-            }));
-        }
+        // A miss reads up to six entries: through the memory's map held once.
+        let pinned = dma.pinned();
+        let dma: &dyn Dma = match &pinned {
+            Some(p) => p,
+            None => dma,
+        };
         let ce = match self.context_cache.get(source) {
             Some(ce) => ce,
             None => match tables::context_entry(&self.config, self.root, source, dma) {
@@ -766,7 +767,7 @@ impl IntelIommu {
             },
         };
         if ce.translation_type() == TranslationType::PassThrough {
-            return Ok(identity);
+            return Ok(identity(iova));
         }
         self.stats.page_walks += 1;
         let leaf = tables::walk(&self.config, &ce, iova, access, dma)
@@ -783,7 +784,7 @@ impl IntelIommu {
             iova: iova & mask,
             translated: out & mask,
             addr_mask: !mask,
-            perm: for_access(leaf.perm),
+            perm: for_access(leaf.perm, access),
         }))
     }
 
@@ -799,6 +800,44 @@ impl IntelIommu {
             tables::context_entry(&self.config, self.root, source, dma),
             Ok(ce) if ce.translation_type() == TranslationType::PassThrough
         )
+    }
+}
+
+/// An untranslated page: `iova`'s own, with every right.
+#[inline]
+fn identity(iova: u64) -> Translation {
+    Translation::Mapped(Mapping {
+        iova: iova & !0xfff,
+        translated: iova & !0xfff,
+        addr_mask: 0xfff,
+        perm: Perm::READ | Perm::WRITE,
+    })
+}
+
+/// The rights reported for `access` (a read reports no write right, as
+/// QEMU's translate does).
+#[inline]
+fn for_access(perm: Perm, access: Access) -> Perm {
+    match access {
+        Access::Write => perm,
+        Access::Read => perm - Perm::WRITE,
+    }
+}
+
+/// An IOTLB hit without the right `access` needs: a fault neither
+/// recorded nor reported again (the walk that filled the entry did).
+#[cold]
+fn cached_fault(source: SourceId, iova: u64, access: Access) -> Fault {
+    let reason = match access {
+        Access::Read => FaultReason::Read,
+        Access::Write => FaultReason::Write,
+    };
+    Fault {
+        reason,
+        source_id: source,
+        iova,
+        access,
+        report: FaultReport::Cached,
     }
 }
 

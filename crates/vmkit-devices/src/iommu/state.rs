@@ -251,6 +251,7 @@ impl IntelIommuDevice {
     }
 
     /// Runs `f` on the model.
+    #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut IntelIommu) -> R) -> R {
         f(&mut self.model.lock().unwrap_or_else(PoisonError::into_inner))
     }

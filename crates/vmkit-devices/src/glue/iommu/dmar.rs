@@ -15,18 +15,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use vmkit_memory::{
-    AccessConstraints, AddressSpace, FULL_SPACE, GuestAddr, IommuOps, IommuPerm, IommuTlbEntry, MemoryRegion, MmioOps,
-    RegionKind,
+    AccessConstraints, AddressSpace, FULL_SPACE, GuestAddr, IommuMapping, IommuOps, IommuPerm, IommuTlbEntry,
+    MemoryRegion, MmioOps, RegionKind,
 };
 use vmkit_migration::device_state::{DeviceState, StateError};
 use vmkit_migration::vmstate::VmStateDescription;
 use vmkit_qom::Object;
 
-use crate::dma::{Dma, DmaError};
+use crate::dma::{Dma, DmaError, PinnedDma};
 use crate::glue::error::GlueError;
 use crate::glue::pci::DmaRootHook;
 use crate::iommu::{
-    Access, Effect, FaultReport, IntelIommu, IntelIommuDevice, IntelIommuState, Perm, SourceId, Translation,
+    Access, Effect, Fault, FaultReport, IntelIommu, IntelIommuDevice, IntelIommuState, Perm, SourceId, Translation,
 };
 use crate::pci::{DevFn, MsiMessage};
 
@@ -181,6 +181,20 @@ impl Dmar {
     /// Translates a DMA access of `source` at `iova`; a fault's event is
     /// sent once the model is unlocked.
     pub fn translate(&self, source: SourceId, iova: u64, is_write: bool) -> vmkit_memory::Result<IommuTlbEntry> {
+        let m = self.resolve(source, iova, is_write)?;
+        Ok(IommuTlbEntry {
+            target: Arc::clone(&self.memory),
+            translated_addr: m.translated_addr,
+            addr_mask: m.addr_mask,
+            perm: m.perm,
+        })
+    }
+
+    /// [`Dmar::translate`] with the target (this IOMMU's view of system
+    /// memory) lent rather than counted. Inline (the fault path is out of
+    /// line), so the answer reaches the transfer in registers.
+    #[inline(always)]
+    fn resolve(&self, source: SourceId, iova: u64, is_write: bool) -> vmkit_memory::Result<IommuMapping<'_>> {
         let access = if is_write { Access::Write } else { Access::Read };
         let outcome = {
             let _inside = Inside::enter("a translation")?;
@@ -188,8 +202,8 @@ impl Dmar {
             self.device.with(|m| m.translate(source, iova, access, &dma))
         };
         match outcome {
-            Ok(Translation::Mapped(m)) => Ok(IommuTlbEntry {
-                target: Arc::clone(&self.memory),
+            Ok(Translation::Mapped(m)) => Ok(IommuMapping {
+                target: &self.memory,
                 translated_addr: GuestAddr(m.translated),
                 addr_mask: m.addr_mask,
                 perm: IommuPerm {
@@ -199,8 +213,8 @@ impl Dmar {
             }),
             // Interrupt requests go on untranslated (interrupt remapping
             // is not carried out: vmkit has no interrupt controller).
-            Ok(Translation::Interrupt) => Ok(IommuTlbEntry {
-                target: Arc::clone(&self.memory),
+            Ok(Translation::Interrupt) => Ok(IommuMapping {
+                target: &self.memory,
                 translated_addr: GuestAddr(iova & !INTERRUPT_MASK),
                 addr_mask: INTERRUPT_MASK,
                 perm: IommuPerm {
@@ -208,18 +222,23 @@ impl Dmar {
                     write: true,
                 },
             }),
-            Err(fault) => {
-                self.faults.fetch_add(1, Ordering::Relaxed);
-                if let FaultReport::Recorded { interrupt: Some(msg) } = fault.report {
-                    self.send(msg);
-                }
-                Err(vmkit_memory::Error::Translation {
-                    region: format!("intel_iommu_devfn_{}", source.devfn()),
-                    access: if is_write { "write" } else { "read" },
-                    iova: GuestAddr(iova),
-                    reason: format!("{} (source {})", fault.reason, fault.source_id),
-                })
-            }
+            Err(fault) => Err(self.refused(fault, is_write)),
+        }
+    }
+
+    /// A translation fault: counted, its event sent, the access refused.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, fault: Fault, is_write: bool) -> vmkit_memory::Error {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        if let FaultReport::Recorded { interrupt: Some(msg) } = fault.report {
+            self.send(msg);
+        }
+        vmkit_memory::Error::Translation {
+            region: format!("intel_iommu_devfn_{}", fault.source_id.devfn()),
+            access: if is_write { "write" } else { "read" },
+            iova: GuestAddr(fault.iova),
+            reason: format!("{} (source {})", fault.reason, fault.source_id),
         }
     }
 
@@ -303,6 +322,12 @@ impl Dma for RamOnly<'_> {
         self.check("write", addr, data.len())?;
         Dma::write(self.0, addr, data)
     }
+
+    /// A walk's reads: RAM and ROM only through one held view; writes
+    /// still through `write`'s check.
+    fn pinned(&self) -> Option<PinnedDma<'_>> {
+        Some(PinnedDma::new(self.0.pinned(), true, self))
+    }
 }
 
 /// The register window's accesses. Weak: the device holds its window.
@@ -366,14 +391,31 @@ struct Translator {
     source: SourceId,
 }
 
-impl IommuOps for Translator {
-    fn translate(&self, iova: GuestAddr, is_write: bool) -> vmkit_memory::Result<IommuTlbEntry> {
-        let dmar = self.dmar.upgrade().ok_or_else(|| vmkit_memory::Error::Translation {
+impl Translator {
+    fn dmar(&self, iova: GuestAddr, is_write: bool) -> vmkit_memory::Result<Arc<Dmar>> {
+        self.dmar.upgrade().ok_or_else(|| vmkit_memory::Error::Translation {
             region: format!("intel_iommu_devfn_{}", self.source.devfn()),
             access: if is_write { "write" } else { "read" },
             iova,
             reason: "the intel-iommu is gone".into(),
-        })?;
-        dmar.translate(self.source, iova.0, is_write)
+        })
+    }
+}
+
+impl IommuOps for Translator {
+    fn translate(&self, iova: GuestAddr, is_write: bool) -> vmkit_memory::Result<IommuTlbEntry> {
+        self.dmar(iova, is_write)?.translate(self.source, iova.0, is_write)
+    }
+
+    fn with_translation(
+        &self,
+        iova: GuestAddr,
+        is_write: bool,
+        then: &mut dyn FnMut(IommuMapping<'_>) -> vmkit_memory::Result<()>,
+    ) -> vmkit_memory::Result<()> {
+        let dmar = self.dmar(iova, is_write)?;
+        // The model is unlocked again before the nested transfer runs.
+        let m = dmar.resolve(self.source, iova.0, is_write)?;
+        then(m)
     }
 }
