@@ -22,6 +22,7 @@ use vmkit_migration::device_state::{DeviceState, StateError};
 use vmkit_migration::vmstate::VmStateDescription;
 use vmkit_qom::Object;
 
+use super::last::{LastTranslation, Remembered};
 use crate::dma::{Dma, DmaError, PinnedDma};
 use crate::glue::error::GlueError;
 use crate::glue::pci::DmaRootHook;
@@ -85,6 +86,9 @@ pub struct Dmar {
     window: std::sync::OnceLock<MemoryRegion>,
     interrupts: AtomicU64,
     faults: AtomicU64,
+    /// Bumped after anything that may change a translation (see
+    /// [`LastTranslation`]); shared with the functions' translators.
+    epoch: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Dmar {
@@ -110,12 +114,20 @@ impl Dmar {
             window: std::sync::OnceLock::new(),
             interrupts: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
         }))
     }
 
     /// Runs `f` on the model (for inspection; no effects are carried out).
     pub fn with_model<R>(&self, f: impl FnOnce(&mut IntelIommu) -> R) -> R {
-        self.device.with(f)
+        let r = self.device.with(f);
+        self.translations_changed();
+        r
+    }
+
+    /// The functions' remembered translations are stale from now on.
+    fn translations_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// What the glue carried out so far.
@@ -154,6 +166,7 @@ impl Dmar {
     /// The model's reset.
     pub fn reset(&self) {
         let fx = self.device.with(IntelIommu::reset);
+        self.translations_changed();
         self.carry_out(&fx);
     }
 
@@ -173,6 +186,9 @@ impl Dmar {
             let dma = RamOnly(&self.memory);
             self.device.with(|m| m.write(offset, size, value, &dma))
         };
+        // An invalidation, the queue, GCMD or the root table may have
+        // changed what a translation answers.
+        self.translations_changed();
         let fx = fx.map_err(|e| vmkit_memory::Error::Refused(e.to_string()))?;
         self.carry_out(&fx);
         Ok(())
@@ -263,6 +279,13 @@ impl Dmar {
     }
 }
 
+impl Drop for Dmar {
+    /// What the functions remember is no longer anybody's answer.
+    fn drop(&mut self) {
+        self.translations_changed();
+    }
+}
+
 impl DeviceState for Dmar {
     type State = IntelIommuState;
 
@@ -279,7 +302,9 @@ impl DeviceState for Dmar {
     }
 
     fn load_state(&self, state: IntelIommuState, version_id: u32) -> Result<(), StateError> {
-        self.device.load_state(state, version_id)?;
+        let loaded = self.device.load_state(state, version_id);
+        self.translations_changed();
+        loaded?;
         let fx = self.device.take_effects();
         self.carry_out(&fx);
         Ok(())
@@ -372,9 +397,16 @@ struct Hook {
 
 impl DmaRootHook for Hook {
     fn dma_root(&self, bus: u8, devfn: DevFn, owner: &Object) -> vmkit_memory::Result<MemoryRegion> {
+        let dmar = self
+            .dmar
+            .upgrade()
+            .ok_or_else(|| vmkit_memory::Error::Refused("the intel-iommu is gone".into()))?;
         let ops = Arc::new(Translator {
             dmar: Weak::clone(&self.dmar),
             source: SourceId::new(bus, devfn.raw()),
+            memory: Arc::clone(&dmar.memory),
+            epoch: Arc::clone(&dmar.epoch),
+            last: LastTranslation::default(),
         });
         MemoryRegion::iommu(
             &format!("intel_iommu_devfn_{}", devfn.raw()),
@@ -389,6 +421,11 @@ impl DmaRootHook for Hook {
 struct Translator {
     dmar: Weak<Dmar>,
     source: SourceId,
+    /// The IOMMU's view of system memory, where translations continue
+    /// (strong: it leads to system memory, never back to this region).
+    memory: Arc<AddressSpace>,
+    epoch: Arc<AtomicU64>,
+    last: LastTranslation,
 }
 
 impl Translator {
@@ -413,9 +450,33 @@ impl IommuOps for Translator {
         is_write: bool,
         then: &mut dyn FnMut(IommuMapping<'_>) -> vmkit_memory::Result<()>,
     ) -> vmkit_memory::Result<()> {
+        // Read before the model is asked: a change made meanwhile bumps it
+        // past what the entry is stored under.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(r) = self.last.get(iova.0, is_write, epoch) {
+            return then(IommuMapping {
+                target: &self.memory,
+                translated_addr: GuestAddr(r.translated),
+                addr_mask: r.mask,
+                perm: IommuPerm {
+                    read: r.read,
+                    write: r.write,
+                },
+            });
+        }
         let dmar = self.dmar(iova, is_write)?;
         // The model is unlocked again before the nested transfer runs.
         let m = dmar.resolve(self.source, iova.0, is_write)?;
+        self.last.set(
+            iova.0,
+            Remembered {
+                translated: m.translated_addr.0,
+                mask: m.addr_mask,
+                read: m.perm.read,
+                write: m.perm.write,
+            },
+            epoch,
+        );
         then(m)
     }
 }

@@ -19,6 +19,7 @@
 //!   (`--no-pci-hotplug`).
 
 pub mod dmar;
+mod last;
 
 use std::sync::Arc;
 
