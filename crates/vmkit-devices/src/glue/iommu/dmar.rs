@@ -261,8 +261,9 @@ impl Dmar {
     /// Carries out the model's effects. Only interrupts need the machine:
     /// translations are answered from the model's live state, so enabling
     /// or disabling remapping, a new root table or an invalidation needs
-    /// no address space switched (vmkit caches no translation outside the
-    /// model); interrupt remapping and device IOTLBs are not modelled.
+    /// no address space switched (the functions' remembered translations
+    /// go stale by the epoch the caller bumps); interrupt remapping and
+    /// device IOTLBs are not modelled.
     fn carry_out(&self, fx: &[Effect]) {
         for e in fx {
             if let Effect::Interrupt(msg) = e {
