@@ -15,7 +15,7 @@ use common::{Board, RAM, TestResult};
 use vmkit_devices::dma::Dma;
 use vmkit_devices::glue::Q35Options;
 use vmkit_devices::glue::iommu::{DMAR_BASE, TYPE_INTEL_IOMMU, active_dmar};
-use vmkit_devices::glue::pci::{PciTestdev, TYPE_PCI_TESTDEV, function_dma_space, pci_device};
+use vmkit_devices::glue::pci::{BusMasterDma, PciTestdev, TYPE_PCI_TESTDEV, function_dma_space, pci_device};
 use vmkit_devices::iommu::testing::TableBuilder;
 use vmkit_devices::iommu::{ContextEntry, Perm, Reg, SourceId};
 use vmkit_memory::{AddressSpace, GuestAddr};
@@ -55,6 +55,16 @@ fn iommu(id: &str, props: &[(&str, &str)]) -> vmkit_qom::Result<Object> {
 
 fn testdev(id: &str, addr: &str) -> vmkit_qom::Result<Object> {
     device_add_from_text(TYPE_PCI_TESTDEV, Some(id), &[("addr".into(), addr.into())])
+}
+
+/// `intel-iommu` and a `pci-testdev` at 03.0 behind it, bus mastering on:
+/// the function and its DMA.
+fn mastering_testdev(b: &Board) -> Result<(Object, BusMasterDma), Box<dyn std::error::Error>> {
+    iommu("iommu0", &[])?;
+    let t = testdev("t0", "3")?;
+    let dma = pci_device::<PciTestdev>(&t).ok_or("no glue")?.dma();
+    b.master(3)?;
+    Ok((t, dma))
 }
 
 /// The guest's tables: IOVA → TARGET (4 KiB, read and write) for 00:03.0.
@@ -195,10 +205,7 @@ fn a_remembered_translation_is_dropped_by_every_invalidation() -> TestResult {
     // register write, reset, state load) must send it to the model again.
     const TARGET2: u64 = 0x90_0000;
     let b = Board::new()?;
-    iommu("iommu0", &[])?;
-    let t = testdev("t0", "3")?;
-    let dma = pci_device::<PciTestdev>(&t).ok_or("no glue")?.dma();
-    b.master(3)?;
+    let (_t, dma) = mastering_testdev(&b)?;
     build_tables(&b)?;
     enable_translation(&b)?;
     let (_, dmar) = active_dmar().ok_or("no iommu")?;
@@ -245,10 +252,7 @@ fn a_remembered_translation_is_dropped_by_every_invalidation() -> TestResult {
 #[test]
 fn an_unmapped_iova_faults_records_and_raises_the_event() -> TestResult {
     let b = Board::new()?;
-    iommu("iommu0", &[])?;
-    let t = testdev("t0", "3")?;
-    let dma = pci_device::<PciTestdev>(&t).ok_or("no glue")?.dma();
-    b.master(3)?;
+    let (_t, dma) = mastering_testdev(&b)?;
     build_tables(&b)?;
     // The fault event goes to RAM here, where the test can see it.
     b.reg_write(Reg::Feaddr, 4, MSI_AT)?;
@@ -284,10 +288,7 @@ fn an_unmapped_iova_faults_records_and_raises_the_event() -> TestResult {
 #[test]
 fn tables_outside_ram_fault_instead_of_reaching_mmio() -> TestResult {
     let b = Board::new()?;
-    iommu("iommu0", &[])?;
-    let t = testdev("t0", "3")?;
-    let dma = pci_device::<PciTestdev>(&t).ok_or("no glue")?.dma();
-    b.master(3)?;
+    let (_t, dma) = mastering_testdev(&b)?;
     // The root table inside the IOMMU's own window: the walk must not
     // re-enter the device.
     b.reg_write(Reg::Rtaddr, 8, DMAR_BASE)?;
@@ -320,10 +321,7 @@ fn reset_turns_translation_off() -> TestResult {
 #[test]
 fn the_iommu_intel_section_round_trips() -> TestResult {
     let b = Board::new()?;
-    iommu("iommu0", &[])?;
-    let t = testdev("t0", "3")?;
-    let dma = pci_device::<PciTestdev>(&t).ok_or("no glue")?.dma();
-    b.master(3)?;
+    let (_t, dma) = mastering_testdev(&b)?;
     build_tables(&b)?;
     enable_translation(&b)?;
     let sections = collect_devices(&b.machine)?;
