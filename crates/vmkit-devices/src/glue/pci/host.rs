@@ -175,8 +175,13 @@ impl FunctionsWatcher for Ecam {
             self.system.del_subregion(old)?;
             self.system.add_subregion_overlap(GuestAddr(base), &region, 0)
         });
+        // The new region takes the old one's place and size, so the add
+        // cannot fail on an overlap; should either step fail, what is
+        // recorded stays what is mapped.
         if swapped.is_ok() {
             *mapped = Some((base, size, region));
+        } else if old.container_region().is_none() {
+            *mapped = None;
         }
     }
 }
