@@ -159,6 +159,8 @@ fn sizes_and_holes_as_the_register_blocks_take_them() -> TestResult {
     let mut g = Guest::default_config()?;
     let bad = |offset, size| UsbError::BadAccess { offset, size };
     assert_eq!(g.read(USBCMD, 2), Err(bad(USBCMD, 2)), "operational: 4 or 8 bytes");
+    assert_eq!(g.read(USBSTS + 2, 4), Err(bad(USBSTS + 2, 4)), "operational: aligned");
+    assert_eq!(g.r32(OPER + 0x0c)?, 0, "an operational hole reads 0");
     assert_eq!(g.read(0x441, 1), Err(bad(0x441, 1)));
     assert_eq!(g.read(0x440, 8), Err(bad(0x440, 8)), "ports: 4 bytes");
     assert_eq!(g.write(DOORBELL, 2, 0), Err(bad(DOORBELL, 2)), "doorbells: 4 bytes");

@@ -85,6 +85,7 @@ impl QemuXhci {
     }
 
     /// Runs `f` on the function with its DMA and the virtual clock.
+    #[inline]
     pub fn with_env<R>(&mut self, f: impl FnOnce(&mut XhciPci, &Env<'_>) -> R) -> R {
         let none = NoDma;
         let dma: &dyn Dma = match &self.dma {
@@ -124,6 +125,7 @@ impl PciFunction for QemuXhci {
         })
     }
 
+    #[inline]
     fn bar_read(&mut self, bar: BarIndex, offset: u64, size: u8) -> Result<u64, PciError> {
         if bar != BAR0 {
             return Err(bar_error(offset, size, &UsbError::BadAccess { offset, size }));

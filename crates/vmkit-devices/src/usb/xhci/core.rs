@@ -338,7 +338,20 @@ impl XhciCore {
     /// they read 0 here). Sizes and alignment as QEMU's regions accept
     /// them: capabilities 1–4 bytes, operational and runtime registers 4
     /// or 8 (split in two dwords), ports and doorbells 4.
+    #[inline]
     pub fn mmio_read(&mut self, offset: u64, size: u8, env: &Env<'_>) -> Result<u64, UsbError> {
+        // A driver's usual read, an aligned operational dword (USBSTS
+        // polled), is one match on the offset; the rest goes the general way.
+        if size == 4 && !self.pending_post_load && (regs::OFF_OPER..regs::OFF_PORTS).contains(&offset) {
+            if let Ok(reg) = OperReg::try_from(offset - regs::OFF_OPER) {
+                return Ok(u64::from(self.oper_read(reg)));
+            }
+        }
+        self.mmio_read_any(offset, size, env)
+    }
+
+    #[inline(never)]
+    fn mmio_read_any(&mut self, offset: u64, size: u8, env: &Env<'_>) -> Result<u64, UsbError> {
         let bad = || Self::bad_access(offset, size);
         if !matches!(size, 1 | 2 | 4 | 8) || offset % u64::from(size) != 0 || offset >= regs::LEN_REGS {
             return Err(bad());
@@ -438,18 +451,7 @@ impl XhciCore {
     #[inline]
     fn dword_read(&mut self, reg: Bar0Reg, env: &Env<'_>) -> u32 {
         match reg {
-            Bar0Reg::Oper(Ok(reg)) => match reg {
-                OperReg::UsbCmd => self.usbcmd,
-                OperReg::UsbSts => self.usbsts,
-                OperReg::PageSize => 1,
-                OperReg::DnCtrl => self.dnctrl,
-                // CS, CA and CRR read as 0.
-                OperReg::CrcrLo => self.crcr_low & !0xe,
-                OperReg::CrcrHi => self.crcr_high,
-                OperReg::DcbaapLo => self.dcbaap_low,
-                OperReg::DcbaapHi => self.dcbaap_high,
-                OperReg::Config => self.config,
-            },
+            Bar0Reg::Oper(Ok(reg)) => self.oper_read(reg),
             Bar0Reg::RuntimeHead(0) => self.mfindex(env.now_ns) as u32,
             Bar0Reg::Intr(v, Ok(reg)) => {
                 let Some(intr) = self.intrs.get(v) else { return 0 };
@@ -464,6 +466,23 @@ impl XhciCore {
                 }
             }
             _ => 0,
+        }
+    }
+
+    /// An operational register's value.
+    #[inline]
+    fn oper_read(&self, reg: OperReg) -> u32 {
+        match reg {
+            OperReg::UsbCmd => self.usbcmd,
+            OperReg::UsbSts => self.usbsts,
+            OperReg::PageSize => 1,
+            OperReg::DnCtrl => self.dnctrl,
+            // CS, CA and CRR read as 0.
+            OperReg::CrcrLo => self.crcr_low & !0xe,
+            OperReg::CrcrHi => self.crcr_high,
+            OperReg::DcbaapLo => self.dcbaap_low,
+            OperReg::DcbaapHi => self.dcbaap_high,
+            OperReg::Config => self.config,
         }
     }
 

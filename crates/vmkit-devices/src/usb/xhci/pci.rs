@@ -261,6 +261,7 @@ impl XhciPci {
 
     /// Reads `size` bytes at BAR0 `offset`: the MSI-X table and PBA here,
     /// the rest from the controller.
+    #[inline]
     pub fn bar0_read(&mut self, offset: u64, size: u8, env: &Env<'_>) -> Result<u64, UsbError> {
         // Below the MSI-X structures everything is the core's, which
         // decodes the offset itself (decoding twice was a tenth of a read).
