@@ -12,7 +12,7 @@ use crate::addr::GuestAddr;
 use crate::dispatch::{invalid, read_adjusted, write_adjusted};
 use crate::error::{Error, Result};
 use crate::flatview::{FlatRange, FlatView};
-use crate::ops::{AccessConstraints, Endianness, IommuMapping};
+use crate::ops::{AccessConstraints, Endianness, IommuMapping, IommuOps};
 use crate::ram::RamBlock;
 use crate::region::{MemoryRegion, RegionKind};
 
@@ -303,6 +303,7 @@ impl AddressSpace {
         }
     }
 
+    #[inline]
     fn transfer(&self, addr: GuestAddr, data: Transfer<'_>, depth: u32) -> Result<()> {
         // A guard, not a full `Arc`: the clone and drop were two more locked
         // operations per transfer, most of a page-table entry read. Nested
@@ -313,7 +314,94 @@ impl AddressSpace {
     }
 
     /// A transfer through `view` (this space's, loaded by the caller).
+    #[inline]
     fn transfer_in(&self, view: &FlatView, addr: GuestAddr, mut data: Transfer<'_>, depth: u32) -> Result<()> {
+        // Most DMA lies in one range, RAM or an IOMMU: one lookup and
+        // straight there, without the walk over ranges (whose second pass
+        // was most of what an IOMMU added to a 4 KiB copy).
+        let len = data.len() as u64;
+        if let Some(range) = view.lookup(addr) {
+            let inside = len != 0 && u128::from(addr.0) + u128::from(len) <= range.range.end();
+            if inside && range.region.is_usable() {
+                let off = range.region_offset(addr);
+                match (range.region.kind(), &mut data) {
+                    (RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset }, Transfer::Read(buf)) => {
+                        return block.read(offset + off, buf);
+                    }
+                    (RegionKind::Ram { block, offset }, Transfer::Write(buf)) if !range.readonly => {
+                        return block.write(offset + off, buf);
+                    }
+                    (RegionKind::Iommu(ops), _) => {
+                        let moved = self.through_iommu(range, ops.as_ref(), off, len, &mut data, 0, depth)?;
+                        if moved == len {
+                            return Ok(());
+                        }
+                        // The rest lies past the translated page.
+                        let rest = data.from(moved as usize);
+                        return self.transfer_ranges(view, GuestAddr(addr.0 + moved), rest, depth);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.transfer_ranges(view, addr, data, depth)
+    }
+
+    /// Moves the first bytes of `data[at..at + len]` (which lie at offset
+    /// `off` of the IOMMU `range`) through their translation: as many as
+    /// the translated page holds. Returns how many.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn through_iommu(
+        &self,
+        range: &FlatRange,
+        ops: &dyn IommuOps,
+        off: u64,
+        len: u64,
+        data: &mut Transfer<'_>,
+        at: usize,
+        depth: u32,
+    ) -> Result<u64> {
+        if depth >= MAX_IOMMU_DEPTH {
+            return Err(Error::Translation {
+                region: range.region.name().to_string(),
+                access: data.verb(),
+                iova: GuestAddr(off),
+                reason: "too many nested IOMMU translations".into(),
+            });
+        }
+        // The target is borrowed for the nested transfer: no reference
+        // count per translation.
+        let mut moved = 0u64;
+        let is_write = data.is_write();
+        ops.with_translation(GuestAddr(off), is_write, &mut |t: IommuMapping<'_>| {
+            let allowed = if is_write { t.perm.write } else { t.perm.read };
+            if !allowed {
+                return Err(Error::Translation {
+                    region: range.region.name().to_string(),
+                    access: data.verb(),
+                    iova: GuestAddr(off),
+                    reason: "permission denied".into(),
+                });
+            }
+            let mask = t.addr_mask;
+            let page_left = mask.wrapping_sub(off & mask).wrapping_add(1);
+            let n = if page_left == 0 { len } else { len.min(page_left) };
+            let to = GuestAddr((t.translated_addr.0 & !mask) | (off & mask));
+            let sub = at..at + n as usize;
+            match data {
+                Transfer::Read(buf) => t.target.transfer(to, Transfer::Read(&mut buf[sub]), depth + 1)?,
+                Transfer::Write(buf) => t.target.transfer(to, Transfer::Write(&buf[sub]), depth + 1)?,
+            }
+            moved = n;
+            Ok(())
+        })?;
+        Ok(moved)
+    }
+
+    /// A transfer range by range: holes, MMIO, IOMMUs, ROM and crossings.
+    #[inline(never)]
+    fn transfer_ranges(&self, view: &FlatView, addr: GuestAddr, mut data: Transfer<'_>, depth: u32) -> Result<()> {
         let total = data.len() as u64;
         if total == 0 {
             return Ok(());
@@ -397,44 +485,7 @@ impl AddressSpace {
                     }
                 }
                 RegionKind::Iommu(ops) => {
-                    if depth >= MAX_IOMMU_DEPTH {
-                        return Err(Error::Translation {
-                            region: range.region.name().to_string(),
-                            access: data.verb(),
-                            iova: GuestAddr(off),
-                            reason: "too many nested IOMMU translations".into(),
-                        });
-                    }
-                    // The target is borrowed for the nested transfer: no
-                    // reference count per translation.
-                    let mut moved = 0u64;
-                    ops.with_translation(GuestAddr(off), data.is_write(), &mut |t: IommuMapping<'_>| {
-                        let allowed = if data.is_write() { t.perm.write } else { t.perm.read };
-                        if !allowed {
-                            return Err(Error::Translation {
-                                region: range.region.name().to_string(),
-                                access: data.verb(),
-                                iova: GuestAddr(off),
-                                reason: "permission denied".into(),
-                            });
-                        }
-                        let mask = t.addr_mask;
-                        let page_left = mask.wrapping_sub(off & mask).wrapping_add(1);
-                        let len = if page_left == 0 {
-                            in_range
-                        } else {
-                            in_range.min(page_left)
-                        };
-                        let to = GuestAddr((t.translated_addr.0 & !mask) | (off & mask));
-                        let sub = chunk.start..chunk.start + len as usize;
-                        match &mut data {
-                            Transfer::Read(buf) => t.target.transfer(to, Transfer::Read(&mut buf[sub]), depth + 1)?,
-                            Transfer::Write(buf) => t.target.transfer(to, Transfer::Write(&buf[sub]), depth + 1)?,
-                        }
-                        moved = len;
-                        Ok(())
-                    })?;
-                    done += moved;
+                    done += self.through_iommu(range, ops.as_ref(), off, in_range, &mut data, chunk.start, depth)?;
                     continue;
                 }
                 RegionKind::Container | RegionKind::Alias { .. } => {
@@ -514,19 +565,30 @@ impl PinnedSpace<'_> {
         addr: GuestAddr,
         len: usize,
     ) -> std::result::Result<(&FlatRange, &Arc<RamBlock>, u64), &'static str> {
-        let last = addr
-            .0
-            .checked_add((len as u64).saturating_sub(1))
-            .ok_or("past the end of the address space")?;
-        let range = self.view.lookup(addr).ok_or("no memory there")?;
-        let (RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset }) = range.region.kind() else {
-            return Err("not RAM");
-        };
-        if !range.range.contains(GuestAddr(last)) {
-            return Err("crosses the end of a RAM range");
-        }
-        Ok((range, block, offset + range.region_offset(addr)))
+        ram_at(&self.view, addr, len)
     }
+}
+
+/// The range, block and block offset of `len` bytes at `addr` in `view`
+/// when they all lie in one RAM or ROM range; else why not.
+#[inline]
+fn ram_at(
+    view: &FlatView,
+    addr: GuestAddr,
+    len: usize,
+) -> std::result::Result<(&FlatRange, &Arc<RamBlock>, u64), &'static str> {
+    let last = addr
+        .0
+        .checked_add((len as u64).saturating_sub(1))
+        .ok_or("past the end of the address space")?;
+    let range = view.lookup(addr).ok_or("no memory there")?;
+    let (RegionKind::Ram { block, offset } | RegionKind::Rom { block, offset }) = range.region.kind() else {
+        return Err("not RAM");
+    };
+    if !range.range.contains(GuestAddr(last)) {
+        return Err("crosses the end of a RAM range");
+    }
+    Ok((range, block, offset + range.region_offset(addr)))
 }
 
 enum Transfer<'a> {
@@ -534,7 +596,7 @@ enum Transfer<'a> {
     Write(&'a [u8]),
 }
 
-impl Transfer<'_> {
+impl<'a> Transfer<'a> {
     fn len(&self) -> usize {
         match self {
             Transfer::Read(b) => b.len(),
@@ -543,6 +605,13 @@ impl Transfer<'_> {
     }
     fn is_write(&self) -> bool {
         matches!(self, Transfer::Write(_))
+    }
+    /// The bytes from `at` on.
+    fn from(self, at: usize) -> Transfer<'a> {
+        match self {
+            Transfer::Read(b) => Transfer::Read(&mut b[at..]),
+            Transfer::Write(b) => Transfer::Write(&b[at..]),
+        }
     }
     fn verb(&self) -> &'static str {
         if self.is_write() { "write" } else { "read" }
