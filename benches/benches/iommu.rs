@@ -12,6 +12,7 @@
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vmkit_benches::{PAGE, SpaceDma, ok, prefaulted_block, ram_space};
@@ -268,6 +269,19 @@ fn dma_4k_glue(c: &mut Criterion) {
         b.iter(|| ok(bus_master.read(GuestAddr(black_box(IOVA)), black_box(&mut buf))));
     });
     g.finish();
+    if wanted("dma_4k_glue/interleaved") {
+        let write = interleaved_ratio(
+            || ok(memory.write(GuestAddr(black_box(TARGET)), black_box(&data))),
+            || ok(bus_master.write(GuestAddr(black_box(IOVA)), black_box(&data))),
+        );
+        let mut buf2 = vec![0u8; PAGE as usize];
+        let read = interleaved_ratio(
+            || ok(memory.read(GuestAddr(black_box(TARGET)), black_box(&mut buf))),
+            || ok(bus_master.read(GuestAddr(black_box(IOVA)), black_box(&mut buf2))),
+        );
+        println!("dma_4k_glue/interleaved/write {write}");
+        println!("dma_4k_glue/interleaved/read  {read}");
+    }
     ok(bus_master.write(GuestAddr(IOVA + PAGE), &data));
     let mut check = vec![0u8; PAGE as usize];
     ok(memory.read(GuestAddr(TARGET + PAGE), &mut check));
@@ -279,6 +293,83 @@ fn dma_4k_glue(c: &mut Criterion) {
     drop(dev);
     drop(board);
     ok(vmkit_qom::destroy_machine());
+}
+
+/// Whether a run with these command-line filters wants `name`: no filter,
+/// or a filter that is a substring of it (criterion's default matching).
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// Rounds of the interleaved comparison, and operations per block.
+const ROUNDS: usize = 201;
+const BLOCK: u32 = 2000;
+
+/// Medians of `through / direct` over rounds in which a block of each runs
+/// back to to back (the order alternating): a drift of the machine's speed
+/// (another tenant, a frequency change) moves both sides of a round alike,
+/// where separate benchmarks measured seconds apart would each see their
+/// own.
+fn interleaved_ratio(mut direct: impl FnMut(), mut through: impl FnMut()) -> Ratio {
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..BLOCK {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e9 / f64::from(BLOCK)
+    };
+    // Warm both paths first.
+    time(&mut direct);
+    time(&mut through);
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for i in 0..ROUNDS {
+        let (d, t) = if i % 2 == 0 {
+            let d = time(&mut direct);
+            (d, time(&mut through))
+        } else {
+            let t = time(&mut through);
+            (time(&mut direct), t)
+        };
+        rounds.push((d, t));
+    }
+    Ratio::of(&rounds)
+}
+
+/// The medians of an interleaved comparison.
+struct Ratio {
+    direct_ns: f64,
+    through_ns: f64,
+    ratio: f64,
+    ratio_q1: f64,
+    ratio_q3: f64,
+}
+
+impl Ratio {
+    fn of(rounds: &[(f64, f64)]) -> Ratio {
+        let quantile = |mut v: Vec<f64>, q: f64| {
+            v.sort_by(f64::total_cmp);
+            v[((v.len() - 1) as f64 * q).round() as usize]
+        };
+        let ratios: Vec<f64> = rounds.iter().map(|(d, t)| t / d).collect();
+        Ratio {
+            direct_ns: quantile(rounds.iter().map(|r| r.0).collect(), 0.5),
+            through_ns: quantile(rounds.iter().map(|r| r.1).collect(), 0.5),
+            ratio: quantile(ratios.clone(), 0.5),
+            ratio_q1: quantile(ratios.clone(), 0.25),
+            ratio_q3: quantile(ratios, 0.75),
+        }
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "direct median {:.1} ns, through the IOMMU {:.1} ns; ratio per round median {:.2}x (quartiles {:.2}x-{:.2}x), {ROUNDS} rounds of {BLOCK}",
+            self.direct_ns, self.through_ns, self.ratio, self.ratio_q1, self.ratio_q3
+        )
+    }
 }
 
 criterion_group!(benches, translation, dma_4k, dma_4k_glue);
