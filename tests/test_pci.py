@@ -211,6 +211,39 @@ def test_device_del_unplugs_and_emits_device_deleted() -> None:
         assert m.qmp.execute("device_add", driver="pci-testdev", id="again", addr="4") == {}
 
 
+def test_unplugging_a_usb_controller_takes_its_usb_devices() -> None:
+    """QEMU unrealizes a device's buses with it: a ``qemu-xhci``'s USB
+    devices leave with the controller, each with its ``DEVICE_DELETED``
+    (path order) before the controller's."""
+    with monitored() as m:
+        m.qmp.execute("device_add", driver="qemu-xhci", id="xhci", addr="05.0")
+        m.qmp.execute("device_add", driver="usb-tablet", id="tab")
+        m.qmp.execute("device_add", driver="usb-kbd")
+        (anon,) = [
+            p["name"]
+            for p in m.qmp.execute("qom-list", path="/machine/peripheral-anon")
+            if p["type"] == "child<usb-kbd>"
+        ]
+        assert m.qmp.execute("device_del", id="xhci") == {}
+        deleted = [m.qmp.next_event("DEVICE_DELETED")["data"] for _ in range(3)]
+        assert deleted == [
+            {"device": "tab", "path": "/machine/peripheral/tab"},
+            {"path": f"/machine/peripheral-anon/{anon}"},
+            {"device": "xhci", "path": "/machine/peripheral/xhci"},
+        ]
+        left = {p["name"] for p in m.qmp.execute("qom-list", path="/machine/peripheral")}
+        assert not left & {"tab", "xhci"}
+        assert m.error("device_add", driver="usb-tablet", id="tab")["desc"] == (
+            "No 'usb-bus' bus found for device 'usb-tablet'"
+        )
+        # A controller without devices is one event.
+        m.qmp.execute("device_add", driver="qemu-xhci", id="xhci2", addr="05.0")
+        m.qmp.execute("device_del", id="xhci2")
+        assert m.qmp.next_event("DEVICE_DELETED")["data"]["device"] == "xhci2"
+        m.qmp.execute("query-status")  # any event sent before this answer is kept by now
+        assert not [e for e in m.qmp.events if e["event"] == "DEVICE_DELETED"]
+
+
 def test_a_bus_without_hot_plug_refuses_plug_and_unplug() -> None:
     with monitored(TESTDEV, pci_hotplug=False) as m:
         refused = {"class": "GenericError", "desc": "Bus 'pcie.0' does not support hotplugging"}

@@ -254,9 +254,11 @@ class Machine:
         """Adds a device to the machine (``-device`` / QMP ``device_add``)."""
         return qom.device_add(type_name, id=id, **props)
 
-    def device_del(self, id_or_path: str) -> None:
-        """Removes a device (QMP ``device_del``)."""
-        qom.device_del(id_or_path)
+    def device_del(self, id_or_path: str) -> list[tuple[str, str | None]]:
+        """Removes a device (QMP ``device_del``), with the devices on its
+        buses; returns the ``(path, id)`` of each device removed, the
+        device itself last (see :func:`vmkit.qom.device_del`)."""
+        return qom.device_del(id_or_path)
 
     def system_reset(self) -> None:
         """Resets every device of the board (QMP ``system_reset``): PCI

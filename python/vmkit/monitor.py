@@ -573,14 +573,13 @@ class MachineMonitor:
             raise to_qmp_error(e, path=ident) from None
         if not dev.is_a("device"):
             raise GenericError(f"{ident} is not a hotpluggable device")
-        path = dev.path
-        parent = dev.parent
-        dev_id = dev.name if parent is not None and parent.path == "/machine/peripheral" else None
-        self.machine.device_del(path or ident)
-        data: dict[str, JSONValue] = {"path": path}
-        if dev_id is not None:
-            data = {"device": dev_id, "path": path}
-        self.emit_after_reply("DEVICE_DELETED", data)
+        # One event per device that left, those on its buses first (a
+        # USB controller's devices), as QEMU sends them.
+        for path, dev_id in self.machine.device_del(dev.path or ident):
+            data: dict[str, JSONValue] = {"path": path}
+            if dev_id is not None:
+                data = {"device": dev_id, "path": path}
+            self.emit_after_reply("DEVICE_DELETED", data)
         return None
 
     def _object_add(self, ctx: CommandContext) -> JSONValue:

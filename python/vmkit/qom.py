@@ -324,9 +324,15 @@ def device_add_from_text(
     return _core.device_add_from_text(type_name, id, list((props or {}).items()))
 
 
-def device_del(id_or_path: str) -> None:
-    """Unrealizes a device and removes it from the tree (QMP ``device_del``)."""
-    _core.device_del(id_or_path)
+def device_del(id_or_path: str) -> list[tuple[str, str | None]]:
+    """Unrealizes a device and removes it from the tree (QMP ``device_del``).
+
+    Devices on its buses go with it, as in QEMU (a ``qemu-xhci``'s USB
+    devices). Returns the ``(path, id)`` of every device that left the
+    tree, those that went with it first and the device itself last; ``id``
+    is ``None`` for a device without one.
+    """
+    return _core.device_del(id_or_path)
 
 
 def object_add(type_name: str, /, id: str, **props: PropertyValue) -> Object:

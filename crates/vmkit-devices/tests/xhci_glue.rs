@@ -170,3 +170,33 @@ fn usb_devices_refuse_in_qemus_words() -> TestResult {
     device_add("usb-tablet", Some("t"), &[("port".into(), Value::Str("1".into()))])?;
     Ok(())
 }
+
+#[test]
+fn unplugging_the_controller_takes_its_usb_devices() -> TestResult {
+    let _b = Board::new()?;
+    device_add("qemu-xhci", Some("xhci"), &[])?;
+    let kbd = device_add("usb-kbd", Some("k"), &[])?;
+    let gone = device_del("xhci")?;
+    let paths: Vec<(&str, Option<&str>)> = gone.iter().map(|d| (d.path.as_str(), d.id.as_deref())).collect();
+    assert_eq!(
+        paths,
+        [
+            ("/machine/peripheral/k", Some("k")),
+            ("/machine/peripheral/xhci", Some("xhci"))
+        ],
+        "the keyboard first, the embedded core not at all"
+    );
+    assert!(!kbd.is_realized(), "unrealized with its controller");
+    assert!(kbd.parent().is_none(), "out of the tree");
+    let err = vmkit_devices::glue::usb::hid::key(&kbd, "a", true)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_some(), "input to a removed keyboard is an error");
+    // Deleting a USB device alone reports only it.
+    device_add("qemu-xhci", Some("xhci"), &[])?;
+    device_add("usb-tablet", Some("t"), &[])?;
+    let gone = device_del("t")?;
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].id.as_deref(), Some("t"));
+    Ok(())
+}

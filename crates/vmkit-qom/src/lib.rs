@@ -57,7 +57,7 @@ pub use lifecycle::{reset_tree, singleton_instance};
 pub use object::{Creation, Object, Phase};
 pub use owned_ref::ObjectRef;
 pub use placement::{
-    check_id, create_machine, destroy_machine, device_add, device_add_from_text, device_del, machine,
+    DeletedDevice, check_id, create_machine, destroy_machine, device_add, device_add_from_text, device_del, machine,
     machine_creation_done, machine_ready, new_object, object_add, object_add_from_text, object_del,
 };
 pub use property::{

@@ -193,10 +193,24 @@ fn device_add_with(type_name: &str, id: Option<&str>, set_props: impl FnOnce(&Ob
     Ok(dev.handle())
 }
 
+/// A device [`device_del`] removed from the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedDevice {
+    /// Its canonical path before it left.
+    pub path: String,
+    /// Its id (the name under `/machine/peripheral`), if it had one.
+    pub id: Option<String>,
+}
+
 /// Unplugs a device by id or path, as QMP `device_del` does: its unplug
 /// hooks may refuse (a bus without hot-plug); otherwise it is unrealized
-/// and removed from the tree, and finalized once unreferenced.
-pub fn device_del(id_or_path: &str) -> Result<()> {
+/// and removed from the tree, and finalized once unreferenced. Devices
+/// on its buses go with it, as in QEMU (a USB controller's USB devices).
+///
+/// Returns every device that left the tree — those that went with it
+/// first, in path order, then the device itself — for the caller's
+/// `DEVICE_DELETED` events.
+pub fn device_del(id_or_path: &str) -> Result<Vec<DeletedDevice>> {
     let dev = if id_or_path.starts_with('/') {
         resolve_path(id_or_path, None)?
     } else {
@@ -211,7 +225,49 @@ pub fn device_del(id_or_path: &str) -> Result<()> {
         });
     }
     dev.check_unplug()?;
-    dev.unparent()
+    let before = devices_in_tree();
+    let path = dev.canonical_path().unwrap_or_default();
+    dev.unparent()?;
+    // Its own parts (children embedded in it) are not reported: they are
+    // the device, not devices on its buses.
+    let inside = format!("{path}/");
+    let mut gone: Vec<DeletedDevice> = before
+        .into_iter()
+        .filter(|(obj, d)| obj.parent().is_none() && d.path != path && !d.path.starts_with(&inside))
+        .map(|(_, d)| d)
+        .collect();
+    gone.push(DeletedDevice {
+        id: peripheral_id(&path),
+        path,
+    });
+    Ok(gone)
+}
+
+/// Every device in the tree with what [`DeletedDevice`] reports of it, in path order.
+fn devices_in_tree() -> Vec<(Object, DeletedDevice)> {
+    fn walk(obj: &Object, out: &mut Vec<(Object, DeletedDevice)>) {
+        let mut children = obj.children();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, child) in children {
+            if child.is_a(TYPE_DEVICE) {
+                if let Some(path) = child.canonical_path() {
+                    let id = peripheral_id(&path);
+                    out.push((child.clone(), DeletedDevice { path, id }));
+                }
+            }
+            walk(&child, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root(), &mut out);
+    out
+}
+
+/// The id of the device at `path`: its name when it sits in `/machine/peripheral`.
+fn peripheral_id(path: &str) -> Option<String> {
+    path.strip_prefix("/machine/peripheral/")
+        .filter(|name| !name.contains('/'))
+        .map(str::to_owned)
 }
 
 /// Creates, places and completes a user-creatable object at `/objects/<id>`, as QMP `object-add` does.

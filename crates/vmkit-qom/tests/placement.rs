@@ -121,10 +121,22 @@ fn device_add_places_and_realizes() -> TestResult {
     );
 
     // device_del by id and by path: unrealized, removed, finalized.
-    device_del("net0")?;
+    let gone = device_del("net0")?;
+    assert_eq!(
+        gone,
+        [vmkit_qom::DeletedDevice {
+            path: "/machine/peripheral/net0".into(),
+            id: Some("net0".into())
+        }]
+    );
     assert_eq!(net0.phase(), Phase::Finalized);
     assert!(resolve_path("/machine/peripheral/net0", None).is_err());
-    device_del("/machine/peripheral-anon/device[0]")?;
+    let gone = device_del("/machine/peripheral-anon/device[0]")?;
+    assert_eq!(gone.len(), 1);
+    assert_eq!(
+        (gone[0].path.as_str(), gone[0].id.as_deref()),
+        ("/machine/peripheral-anon/device[0]", None)
+    );
     assert_eq!(anon0.phase(), Phase::Finalized);
     // The id can be used again.
     let again = device_add("place-nic", Some("net0"), &[])?;

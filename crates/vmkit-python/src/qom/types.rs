@@ -348,10 +348,13 @@ pub(crate) fn device_add_from_text(
         .map(|o| PyObj::borrowed(&o))
 }
 
-/// Unplugs a device by id or path (QMP `device_del`).
+/// Unplugs a device by id or path (QMP `device_del`); returns the
+/// `(path, id)` of every device that left the tree, the device last.
 #[pyfunction]
-pub(crate) fn device_del(py: Python<'_>, id: &str) -> PyResult<()> {
-    qom::device_del(id).py_err(py)
+pub(crate) fn device_del(py: Python<'_>, id: &str) -> PyResult<Vec<(String, Option<String>)>> {
+    qom::device_del(id)
+        .py_err(py)
+        .map(|gone| gone.into_iter().map(|d| (d.path, d.id)).collect())
 }
 
 /// Creates and completes a user-creatable object at `/objects/<id>` (QMP `object-add`).

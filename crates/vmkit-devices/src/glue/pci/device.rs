@@ -89,6 +89,15 @@ pub trait PciDeviceModel: PciFunction + Sized {
     /// The function is on its bus at `path` ("0000:00:01.0") and reaches
     /// guest memory through `dma` (a model doing DMA keeps it).
     fn connected(&mut self, _dma: BusMasterDma, _path: &str) {}
+
+    /// The device `dev` is being unrealized, before the function leaves
+    /// its bus: the devices on its own buses go first (QEMU unrealizes a
+    /// device's child buses first).
+    fn unrealizing(_dev: &Arc<PciDevice<Self>>)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 /// A BAR's region and where its mapping goes.
@@ -567,6 +576,7 @@ impl<M: PciDeviceModel> PciDevice<M> {
 
 fn unrealize<M: PciDeviceModel>(obj: &Object) -> vmkit_qom::Result<()> {
     if let Some(dev) = pci_device::<M>(obj) {
+        M::unrealizing(&dev);
         dev.unrealize();
     }
     Ok(())

@@ -206,6 +206,28 @@ fn realize(obj: &Object, kind: HidKind) -> vmkit_qom::Result<()> {
     Ok(())
 }
 
+/// Unplugs the USB devices attached to the controller `xhci` (its
+/// unrealize: in QEMU the devices on a controller's bus go with it),
+/// in path order.
+pub(crate) fn unplug_devices_of(xhci: &Arc<PciDevice<QemuXhci>>) {
+    fn walk(obj: &Object, xhci: &Arc<PciDevice<QemuXhci>>, out: &mut Vec<Object>) {
+        let mut children = obj.children();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, child) in children {
+            if usb_attachment(&child).is_some_and(|at| std::ptr::eq(at.xhci.as_ptr(), Arc::as_ptr(xhci))) {
+                out.push(child.clone());
+            }
+            walk(&child, xhci, out);
+        }
+    }
+    let mut attached = Vec::new();
+    walk(&vmkit_qom::root(), xhci, &mut attached);
+    for dev in attached {
+        // Unrealized and out of the tree even if a hook complains.
+        let _ = dev.unparent();
+    }
+}
+
 fn core_bus_name(model: &QemuXhci) -> String {
     model.pci().core().bus_name().to_owned()
 }

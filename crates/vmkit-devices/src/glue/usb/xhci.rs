@@ -280,6 +280,11 @@ impl PciDeviceModel for QemuXhci {
         self.dma = Some(dma);
         self.pci.core_mut().set_host_path(Some(path.to_owned()));
     }
+
+    fn unrealizing(dev: &Arc<PciDevice<QemuXhci>>) {
+        // Its USB devices leave with it, as in QEMU.
+        super::hid::unplug_devices_of(dev);
+    }
 }
 
 /// The glue of a realized `qemu-xhci` object.
