@@ -526,11 +526,6 @@ impl PinnedSpace<'_> {
     /// or ROM range (a table entry) are copied straight from its block.
     #[inline]
     pub fn read(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
-        if let Ok((range, block, at)) = self.ram_at(addr, buf.len()) {
-            if range.region.is_usable() && !buf.is_empty() {
-                return block.read(at, buf);
-            }
-        }
         self.space.transfer_in(&self.view, addr, Transfer::Read(buf), 0)
     }
 
@@ -545,8 +540,7 @@ impl PinnedSpace<'_> {
     /// how an IOMMU reads its tables.
     #[inline]
     pub fn read_ram(&self, addr: GuestAddr, buf: &mut [u8]) -> Result<()> {
-        let (range, block, at) = self
-            .ram_at(addr, buf.len())
+        let (range, block, at) = ram_at(&self.view, addr, buf.len())
             .map_err(|why| Error::Refused(format!("{} bytes at {addr}: {why}", buf.len())))?;
         if !range.region.is_usable() {
             AddressSpace::check_usable(range)?;
@@ -555,17 +549,6 @@ impl PinnedSpace<'_> {
             return Ok(());
         }
         block.read(at, buf)
-    }
-
-    /// The range, block and block offset of `len` bytes at `addr` when they
-    /// all lie in one RAM or ROM range; else why not.
-    #[inline]
-    fn ram_at(
-        &self,
-        addr: GuestAddr,
-        len: usize,
-    ) -> std::result::Result<(&FlatRange, &Arc<RamBlock>, u64), &'static str> {
-        ram_at(&self.view, addr, len)
     }
 }
 
